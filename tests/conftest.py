@@ -1,0 +1,51 @@
+"""Shared fixtures: small prepared datasets and run specs built the same way the workflow builds them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow"))
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+from pathologies.config import run_specs, validate  # noqa: E402
+from pathologies.data import Split, write_dataset  # noqa: E402
+
+
+def make_quadrant_dataset(path: Path, n_train: int = 256, n_test: int = 64, size: int = 8,
+                          channels: int = 1, seed: int = 0) -> Path:
+    """A learnable 4-class dataset: the class is the brightest image quadrant."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int, offset: int) -> Split:
+        labels = rng.integers(0, 4, n)
+        images = rng.integers(0, 100, (n, size, size, channels))
+        half = size // 2
+        for i, label in enumerate(labels):
+            r, c = divmod(int(label), 2)
+            images[i, r * half:(r + 1) * half, c * half:(c + 1) * half] += 120
+        return Split(images.astype(np.uint8), labels, np.arange(offset, offset + n))
+
+    write_dataset(path, name=path.stem, kind="test-quadrants", splits={"train": split(n_train, 0),
+                  "test": split(n_test, n_train)}, class_names=["tl", "tr", "bl", "br"])
+    return path
+
+
+@pytest.fixture
+def quadrant_dataset(tmp_path: Path) -> Path:
+    return make_quadrant_dataset(tmp_path / "quadrants.h5")
+
+
+def make_spec(epochs: int = 3, arch: str = "small_cnn", seed: int = 0, **overrides) -> dict:
+    """A RunSpec dict produced through the real config validation and expansion."""
+    config = validate({
+        "datasets": {"quadrants": {"kind": "digits"}},
+        "recipes": {"tiny": {"lr": 0.05, "batch_size": 32, "epochs": epochs, **overrides}},
+        "models": {"m": {"dataset": "quadrants", "arch": arch, "recipe": "tiny", "seeds": [seed]}},
+    })
+    return run_specs(config)[("m", seed)].as_dict()

@@ -1,0 +1,140 @@
+"""Training: outputs, per-epoch dumps, determinism, resume after a hard kill, recipe options."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, make_quadrant_dataset, make_spec
+from pathologies.checkpoint import load_model, read_checkpoint
+from pathologies.data import dataset_info, load_split, to_model_input
+from pathologies.errors import UserError
+from pathologies.io import h5py
+from pathologies.train import augment_batch, predict, subset_indices, train_run
+
+
+def run(spec: dict, dataset: Path, out: Path) -> dict[str, Path]:
+    paths = {"model_out": out / "model.pt", "log_out": out / "train_log.csv",
+             "predictions_out": out / "predictions.h5"}
+    train_run(spec, dataset, **paths, state_dir=out / "state", device="cpu", progress=False)
+    return paths
+
+
+def read_dump(path: Path, split: str = "test") -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as handle:
+        return {key: handle[split][key][()] for key in ("targets", "ids", "pred", "conf")}
+
+
+def test_outputs_dump_every_epoch_and_match_the_saved_model(quadrant_dataset, tmp_path):
+    spec = make_spec(epochs=3)
+    paths = run(spec, quadrant_dataset, tmp_path)
+    dump = read_dump(paths["predictions_out"])
+    test = load_split(quadrant_dataset, "test")
+    assert dump["pred"].shape == (4, len(test)) and dump["conf"].shape == (4, len(test))
+    np.testing.assert_array_equal(dump["targets"], test.labels)
+    np.testing.assert_array_equal(dump["ids"], test.ids)
+    assert ((dump["conf"] > 0) & (dump["conf"] <= 1)).all()
+
+    log = pd.read_csv(paths["log_out"])
+    assert list(log["epoch"]) == [0, 1, 2, 3]
+    np.testing.assert_allclose(log["test_acc"], (dump["pred"] == dump["targets"]).mean(axis=1))
+    assert log["test_acc"].iloc[-1] > 0.8, "the quadrant task is easy; training must learn it"
+
+    model, meta = load_model(paths["model_out"])
+    info = dataset_info(quadrant_dataset)
+    pred, conf = predict(model, to_model_input(test.images, meta["mean"], meta["std"]))
+    np.testing.assert_array_equal(pred, dump["pred"][-1])
+    np.testing.assert_allclose(conf, dump["conf"][-1], rtol=1e-5)
+    assert meta["mean"] == pytest.approx(info.mean) and meta["run"] == spec
+    assert not (tmp_path / "state").exists(), "resume state is removed once outputs are complete"
+
+
+def test_same_spec_gives_bit_identical_outputs(quadrant_dataset, tmp_path):
+    spec = make_spec(epochs=2, crop_padding=1, hflip=True, input_dropout_keep=0.8)
+    a = run(spec, quadrant_dataset, tmp_path / "a")
+    b = run(spec, quadrant_dataset, tmp_path / "b")
+    for key, value in read_checkpoint(a["model_out"])["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(b["model_out"])["state_dict"][key]), key
+    np.testing.assert_array_equal(read_dump(a["predictions_out"])["conf"], read_dump(b["predictions_out"])["conf"])
+
+
+@pytest.mark.parametrize("change", [{"order_seed": 7}, {"init_seed": 7}, {"split_batch": True},
+                                    {"data_fraction": 0.5}, {"nesterov": True}])
+def test_recipe_options_change_the_result(quadrant_dataset, tmp_path, change):
+    base = read_dump(run(make_spec(epochs=1), quadrant_dataset, tmp_path / "base")["predictions_out"])
+    other = read_dump(run(make_spec(epochs=1, **change), quadrant_dataset, tmp_path / "other")["predictions_out"])
+    assert not np.array_equal(base["conf"][-1], other["conf"][-1])
+    if "order_seed" in change:  # data order alone leaves the untrained network unchanged
+        np.testing.assert_array_equal(base["conf"][0], other["conf"][0])
+
+
+def test_disjoint_halves_cover_the_training_split():
+    a, b = subset_indices(101, 0.5, 0, seed=3), subset_indices(101, 0.5, 1, seed=3)
+    assert set(a).isdisjoint(b) and sorted({*a, *b}) == list(range(101))
+    np.testing.assert_array_equal(subset_indices(10, 1.0, 0, seed=3), np.arange(10))
+
+
+def test_augmentation_moves_image_and_mask_together():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(16, 3, 6, 6) + 5.0  # never 0, so zero padding is recognisable
+    mask = (image[:, :1] > 5.0).float()
+    aug_image, aug_mask = augment_batch(gen, 2, True, image, mask)
+    inside = aug_image[:, :1] != 0
+    assert torch.equal(aug_mask.bool(), (aug_image[:, :1] > 5.0) & inside)
+    assert not torch.equal(aug_image, image), "some crop or flip must have happened"
+
+
+def test_missing_dataset_and_missing_gpu_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        run(make_spec(), tmp_path / "nope.h5", tmp_path)
+    if not torch.cuda.is_available():
+        ds = make_quadrant_dataset(tmp_path / "q.h5", n_train=8, n_test=4)
+        with pytest.raises(UserError, match="cuda"):
+            train_run(make_spec(), ds, model_out=tmp_path / "m.pt", log_out=tmp_path / "l.csv",
+                      predictions_out=tmp_path / "p.h5", state_dir=tmp_path / "s", device="cuda")
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.csv"))
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_identical_outputs(tmp_path):
+    """SIGKILL the training process mid-run; the rerun must equal an uninterrupted run bit for bit."""
+    dataset = make_quadrant_dataset(tmp_path / "q.h5", n_train=2048, n_test=128)
+    spec = make_spec(epochs=6, crop_padding=1, hflip=True, input_dropout_keep=0.9)
+    reference = run(spec, dataset, tmp_path / "reference")
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pathologies.train", "--dataset", str(dataset), "--spec", json.dumps(spec),
+           "--model-out", str(out / "model.pt"), "--log-out", str(out / "train_log.csv"),
+           "--predictions-out", str(out / "predictions.h5"), "--state-dir", str(out / "state"),
+           "--device", "cpu", "--no-progress", "--threads", str(torch.get_num_threads())]
+    env = {"PYTHONPATH": str(ROOT / "workflow"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "state" / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state_epoch = torch.load(out / "state" / "state.pt", weights_only=False)["epoch"]
+    assert 1 <= state_epoch < 6, f"kill should land mid-run (state after epoch {state_epoch})"
+    assert not (out / "model.pt").exists() and not (out / "predictions.h5").exists()
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming m seed 0 after epoch {state_epoch}" in done.stderr
+    for key, value in read_checkpoint(reference["model_out"])["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(out / "model.pt")["state_dict"][key]), key
+    ref, got = read_dump(reference["predictions_out"]), read_dump(out / "predictions.h5")
+    for key in ref:
+        np.testing.assert_array_equal(ref[key], got[key])
+    pd.testing.assert_frame_equal(pd.read_csv(reference["log_out"]).drop(columns="seconds"),
+                                  pd.read_csv(out / "train_log.csv").drop(columns="seconds"))

@@ -1,0 +1,28 @@
+"""User-facing errors: one clear line, no traceback, non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """An error caused by input the user controls (config, files, arguments).
+
+    The message must name the offending file, key or value and say what to do.
+    """
+
+
+def cli(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorate a command-line ``main`` so a :class:`UserError` prints one line and exits 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

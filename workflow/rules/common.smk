@@ -1,0 +1,62 @@
+# Config validation, experiment expansion and path helpers shared by every rule file.
+import json
+import os
+import sys
+
+PACKAGE_DIR = os.path.join(workflow.basedir, "workflow")
+# Jobs run `python -m pathologies.<module>`: make the package importable without installing it
+# (conda environments, SLURM jobs re-reading this file).
+shell.prefix(f'export PYTHONPATH="{PACKAGE_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
+sys.path.insert(0, PACKAGE_DIR)
+
+from pathologies.config import run_specs, validate  # noqa: E402
+from pathologies.errors import UserError  # noqa: E402
+
+try:
+    config = validate(config)
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+
+RUNS = run_specs(config)
+ENV = "../../envs/pathologies.yaml"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_.]*",
+    seed=r"\d+",
+
+
+def run_spec(wildcards):
+    """The RunSpec of a (model, seed) target, or a clear error for one not in the config."""
+    key = (wildcards.model, int(wildcards.seed))
+    if key not in RUNS:
+        raise WorkflowError(
+            f"models/{wildcards.model}/seed{wildcards.seed} is not in the config "
+            f"(models: {', '.join(sorted(config['models']))})"
+        )
+    return RUNS[key]
+
+
+def dataset_file(name):
+    return f"results/data/{name}.h5"
+
+
+def model_dir(model, seed):
+    return f"results/models/{model}/seed{seed}"
+
+
+def all_model_outputs(filename):
+    return [f"{model_dir(m, s)}/{filename}" for (m, s) in RUNS]
+
+
+def uses_gpu():
+    return 1 if config["device"] == "cuda" else 0
+
+
+def all_targets():
+    return [
+        *[dataset_file(name) for name in sorted({spec.dataset for spec in RUNS.values()})],
+        *all_model_outputs("predictions.h5"),
+        "results/figures/learning_curves.png",
+    ]

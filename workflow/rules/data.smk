@@ -1,0 +1,16 @@
+rule prepare_dataset:
+    """Prepare one dataset into the shared HDF5 layout (pathologies.data)."""
+    output:
+        "results/data/{dataset}.h5",
+    params:
+        spec=lambda wildcards: json.dumps(config["datasets"][wildcards.dataset]),
+    log:
+        "results/logs/prepare_dataset/{dataset}.log",
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.datasets --name {wildcards.dataset} --spec-json {params.spec:q} "
+        "--resources resources --out {output} > {log} 2>&1"

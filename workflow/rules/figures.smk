@@ -1,0 +1,19 @@
+rule learning_curves:
+    """Loss and accuracy per epoch for every trained model."""
+    input:
+        all_model_outputs("train_log.csv"),
+    output:
+        report(
+            "results/figures/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Training",
+        ),
+    log:
+        "results/logs/figures/learning_curves.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_training --logs {input} --out {output} > {log} 2>&1"

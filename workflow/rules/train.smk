@@ -1,0 +1,28 @@
+rule train:
+    """Train one model (one seed) with per-epoch prediction dumps; resumable per epoch."""
+    input:
+        dataset=lambda wildcards: dataset_file(run_spec(wildcards).dataset),
+    output:
+        model="results/models/{model}/seed{seed}/model.pt",
+        log_csv="results/models/{model}/seed{seed}/train_log.csv",
+        predictions="results/models/{model}/seed{seed}/predictions.h5",
+    params:
+        spec=lambda wildcards: json.dumps(run_spec(wildcards).as_dict(), sort_keys=True),
+        state_dir="results/resume/{model}/seed{seed}",
+        device=config["device"],
+    log:
+        "results/logs/train/{model}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{model}/seed{seed}.tsv"
+    threads: config["train_threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=uses_gpu(),
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.train --dataset {input.dataset} --spec {params.spec:q} "
+        "--model-out {output.model} --log-out {output.log_csv} "
+        "--predictions-out {output.predictions} --state-dir {params.state_dir} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"
