@@ -109,7 +109,7 @@ def write_dataset(
         for split_name, split in splits.items():
             group = handle.create_group(split_name)
             chunk_rows = max(1, min(len(split), 2**20 // max(1, int(np.prod(split.images.shape[1:])))))
-            create_dataset(group, "images", split.images.astype(np.uint8),
+            create_dataset(group, "images", np.asarray(split.images, dtype=np.uint8),
                            chunks=(chunk_rows, *split.images.shape[1:]) if len(split) else None)
             create_dataset(group, "labels", split.labels.astype(np.int64))
             create_dataset(group, "ids", split.ids.astype(np.int64))

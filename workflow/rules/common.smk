@@ -15,7 +15,9 @@ from pathologies.errors import UserError  # noqa: E402
 try:
     config = validate(config)
 except UserError as err:
-    raise WorkflowError(str(err)) from None
+    # One line naming the key, no traceback: the message says everything the user needs.
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)
 
 RUNS = run_specs(config)
 ENV = "../../envs/pathologies.yaml"

@@ -1,0 +1,94 @@
+"""The Snakemake workflow itself: lint, dry runs of every config, config errors, a tiny real run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and done.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow (code + configs, no results) to run in isolation."""
+    for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / item)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def fresh_copy(tmp_path_factory) -> Path:
+    """One results-free copy of the workflow shared by the dry-run tests."""
+    return copy_workflow(tmp_path_factory.mktemp("workflow"))
+
+
+def test_lint_is_clean():
+    done = snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("configfile", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_dry_runs(configfile, fresh_copy):
+    done = snakemake("-n", "--quiet", "rules", "--configfile", str(configfile), cwd=fresh_copy)
+    assert "train" in done.stdout and "total" in done.stdout
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train_threads=0", "config key train_threads"),
+    ("device=tpu", "config key device"),
+    ("colour=blue", "unknown key(s) 'colour'"),
+])
+def test_bad_config_stops_with_one_line_naming_the_key(override, key, fresh_copy):
+    done = snakemake("-n", "--configfile", str(TINY), "--config", override, check=False, cwd=fresh_copy)
+    assert done.returncode != 0
+    assert key in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_single_target_runs_only_its_upstream_jobs(tmp_path):
+    work = copy_workflow(tmp_path)
+    target = "results/models/digits_cnn/seed0/predictions.h5"
+    snakemake(target, "--cores", "2", "--configfile", str(TINY), cwd=work)
+    assert (work / target).exists() and (work / "results/data/digits.h5").exists()
+    assert not (work / "results/models/digits_cnn/seed1").exists()
+    assert not (work / "results/data/gaussian.h5").exists()
+
+
+@pytest.mark.slow
+def test_tiny_config_runs_end_to_end_and_builds_the_report(tmp_path):
+    work = copy_workflow(tmp_path)
+    snakemake("--cores", "2", "--configfile", str(TINY), cwd=work)
+    from pathologies.io import h5py
+
+    for model, seed in [("digits_cnn", 0), ("digits_cnn", 1), ("gaussian_mlp", 0)]:
+        with h5py.File(work / f"results/models/{model}/seed{seed}/predictions.h5") as handle:
+            assert handle["test/pred"].shape[0] == 3  # epochs 0, 1, 2
+    with h5py.File(work / "results/models/digits_cnn/seed0/predictions.h5") as handle:
+        assert np.mean(handle["test/pred"][-1] == handle["test/targets"][()]) > 0.5
+    assert "Nothing to be done" in snakemake("-n", "--configfile", str(TINY), cwd=work).stdout
+
+    snakemake("--configfile", str(TINY), "--report", "report.zip", cwd=work)
+    with zipfile.ZipFile(work / "report.zip") as archive:
+        assert any(name.endswith("learning_curves.png") for name in archive.namelist())
