@@ -1,5 +1,8 @@
 rule prepare_dataset:
     """Prepare one dataset into the shared HDF5 layout (pathologies.data)."""
+    input:
+        # shifted test sets may record the normalisation of a prepared CIFAR-10 file
+        lambda wildcards: config["datasets"][wildcards.dataset].get("stats_from", []),
     output:
         "results/data/{dataset}.h5",
     params:
