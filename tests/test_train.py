@@ -138,3 +138,29 @@ def test_killed_training_resumes_to_identical_outputs(tmp_path):
         np.testing.assert_array_equal(ref[key], got[key])
     pd.testing.assert_frame_equal(pd.read_csv(reference["log_out"]).drop(columns="seconds"),
                                   pd.read_csv(out / "train_log.csv").drop(columns="seconds"))
+
+
+def test_imagenet_index_datasets_stream_from_disk(tmp_path):
+    """An ImageFolder index trains through DataLoader workers and dumps like an in-memory dataset."""
+    from PIL import Image
+
+    from pathologies.datasets import prepare_dataset
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("val", 4)):
+        for label, wnid in enumerate(("n001", "n002")):
+            folder = tmp_path / "resources" / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 80, (10, 10, 3)) + 150 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    index = tmp_path / "imagenet.h5"
+    prepare_dataset("imagenet", {"kind": "imagenet", "image_size": 8, "resize": 8}, tmp_path / "resources", index)
+
+    spec = make_spec(epochs=2, batch_size=8, crop_padding=1, hflip=True)
+    paths = {"model_out": tmp_path / "m.pt", "log_out": tmp_path / "l.csv", "predictions_out": tmp_path / "p.h5"}
+    train_run(spec, index, **paths, state_dir=tmp_path / "s", device="cpu", progress=False, workers=0)
+    dump = read_dump(paths["predictions_out"])
+    assert dump["pred"].shape == (3, 8)
+    np.testing.assert_array_equal(dump["targets"], [0, 0, 0, 0, 1, 1, 1, 1])
+    assert (dump["pred"][-1] == dump["targets"]).mean() == 1.0, "bright vs dark images are trivially separable"

@@ -6,8 +6,9 @@ Usage (what the ``train`` rule runs)::
         --model-out .../model.pt --log-out .../train_log.csv --predictions-out .../predictions.h5 \
         --state-dir results/resume/<model>/seed<seed> --device auto --threads 2
 
-The whole training split lives on the device as one tensor; batches are index slices, so there is
-no per-sample Python work. After every epoch the full training state (weights, optimizer, scheduler,
+Array-storage datasets live on the device as one tensor and batches are index slices, so there is
+no per-sample Python work; ImageNet index datasets stream from disk through DataLoader workers
+(``--threads`` of them), with the same order, augmentation and dumps. After every epoch the full training state (weights, optimizer, scheduler,
 random generators, log rows, predictions so far) is saved to ``--state-dir``; a rerun continues from
 it and produces the same files as an uninterrupted run (bit-identical on CPU with
 ``deterministic: true``). The state is deleted once the outputs are written.
@@ -21,6 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -83,46 +85,112 @@ def augment_batch(generator: torch.Generator, crop_padding: int, hflip: bool,
     return tensors
 
 
+class InMemorySplit:
+    """A split held on the device as one normalised tensor; batches are index slices."""
+
+    def __init__(self, x: torch.Tensor, labels: np.ndarray, ids: np.ndarray):
+        self.x, self.labels, self.ids = x, labels, ids
+        self.y = torch.as_tensor(labels, device=x.device)
+
+    @classmethod
+    def load(cls, dataset_path: str | Path, split: str, mean, std, device: torch.device,
+             keep: np.ndarray | None = None) -> "InMemorySplit":
+        data = load_split(dataset_path, split)
+        rows = slice(None) if keep is None else keep
+        return cls(to_model_input(data.images[rows], mean, std, device), data.labels[rows], data.ids[rows])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order`` (a permutation of row indices) or in stored order."""
+        for start in range(0, len(self), batch_size):
+            if order is None:
+                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+            else:
+                idx = order[start : start + batch_size].to(self.x.device)
+                yield self.x[idx], self.y[idx]
+
+
+class StreamedSplit:
+    """A split of an ImageNet index, decoded from disk by DataLoader workers and normalised on the device."""
+
+    def __init__(self, dataset_path: str | Path, split: str, mean, std, device: torch.device,
+                 keep: np.ndarray | None = None, workers: int = 4):
+        from .imagenet import ImageIndexDataset
+
+        dataset = ImageIndexDataset(dataset_path, split)
+        rows = np.arange(len(dataset)) if keep is None else keep
+        self.dataset = torch.utils.data.Subset(dataset, rows.tolist())
+        self.labels = dataset.labels[rows]
+        self.ids = dataset.ids[rows]
+        self.mean, self.std, self.device, self.workers = mean, std, device, workers
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, num_workers=self.workers,
+            sampler=None if order is None else order.tolist(), pin_memory=self.device.type == "cuda")
+        for images, labels in loader:
+            yield (to_model_input(images, self.mean, self.std, self.device),
+                   labels.to(self.device, non_blocking=True))
+
+
+Split = InMemorySplit | StreamedSplit
+
+
+def open_split(dataset_path: str | Path, split: str, info, device: torch.device,
+               keep: np.ndarray | None = None, workers: int = 4) -> Split:
+    """Hold array-storage splits in memory; stream index-storage (ImageNet) splits from disk."""
+    if info.storage == "index":
+        return StreamedSplit(dataset_path, split, info.mean, info.std, device, keep, workers)
+    return InMemorySplit.load(dataset_path, split, info.mean, info.std, device, keep)
+
+
 @torch.inference_mode()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted class and its softmax probability for every row of ``x`` (model in eval mode)."""
+def predict_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class and its softmax probability for every image (model in eval mode)."""
     was_training = model.training
     model.eval()
     preds, confs = [], []
-    for start in range(0, len(x), batch_size):
-        probs = torch.softmax(model(x[start : start + batch_size]).float(), dim=1)
-        conf, pred = probs.max(dim=1)
+    for xb, _ in batches:
+        conf, pred = torch.softmax(model(xb).float(), dim=1).max(dim=1)
         preds.append(pred.cpu())
         confs.append(conf.cpu())
     model.train(was_training)
     return torch.cat(preds).numpy().astype(np.int32), torch.cat(confs).numpy().astype(np.float32)
 
 
-def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_batches` for one normalised tensor."""
+    return predict_batches(model, ((x[i : i + batch_size], None) for i in range(0, len(x), batch_size)))
+
+
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Split,
                 recipe: dict, generator: torch.Generator, progress: bool = False) -> tuple[float, float]:
-    """One pass over ``(x, y)`` in an order drawn from ``generator``; returns (mean loss, accuracy)."""
+    """One pass over ``data`` in an order drawn from ``generator``; returns (mean loss, accuracy)."""
     model.train()
-    order = torch.randperm(len(x), generator=generator).to(x.device)
-    batch_size = recipe["batch_size"]
-    total_loss = torch.zeros((), device=x.device)
-    total_correct = torch.zeros((), device=x.device, dtype=torch.long)
-    starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, disable=not progress, leave=False, file=sys.stderr, mininterval=5):
-        idx = order[start : start + batch_size]
-        xb, yb = x[idx], y[idx]
+    order = torch.randperm(len(data), generator=generator)
+    losses, corrects = [], []  # kept on the device: no synchronisation per step
+    batches = data.batches(recipe["batch_size"], order)
+    for xb, yb in tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress,
+                       leave=False, file=sys.stderr, mininterval=5):
         if recipe["crop_padding"] or recipe["hflip"]:
             (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb)
-        halves = [slice(0, len(idx) // 2), slice(len(idx) // 2, len(idx))] if recipe["split_batch"] and len(idx) > 1 \
-            else [slice(0, len(idx))]
+        halves = [slice(0, len(xb) // 2), slice(len(xb) // 2, None)] if recipe["split_batch"] and len(xb) > 1 \
+            else [slice(None)]
         for part in halves:
             logits = model(xb[part])
             loss = F.cross_entropy(logits, yb[part])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += loss.detach() * logits.shape[0]
-            total_correct += (logits.argmax(1) == yb[part]).sum()
-    return (total_loss / len(x)).item(), (total_correct.float() / len(x)).item()
+            losses.append(loss.detach() * logits.shape[0])
+            corrects.append((logits.argmax(1) == yb[part]).sum())
+    return (torch.stack(losses).sum() / len(data)).item(), (torch.stack(corrects).sum() / len(data)).item()
 
 
 def make_optimizer(model: torch.nn.Module, recipe: dict):
@@ -188,7 +256,7 @@ class ResumeState:
 
 def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, log_out: str | Path,
               predictions_out: str | Path, state_dir: str | Path, device: str = "auto",
-              progress: bool = True) -> None:
+              progress: bool = True, workers: int = 4) -> None:
     """Train the run described by ``spec`` (a RunSpec dict) and write its three outputs."""
     from .models import build_model
 
@@ -196,16 +264,13 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     device = resolve_device(device)
     set_determinism(recipe["deterministic"])
     info = dataset_info(dataset_path)
-    if info.storage != "array":
-        raise UserError(f"{dataset_path}: training on {info.storage}-storage datasets (ImageNet index) is not "
-                        "supported by the in-memory trainer; see README 'Paper-scale runs'")
     height, width, channels = info.image_shape
-    train = load_split(dataset_path, "train")
-    keep = subset_indices(len(train), recipe["data_fraction"], recipe["data_part"], recipe["data_seed"])
-    x_train = to_model_input(train.images[keep], info.mean, info.std, device)
-    y_train = torch.as_tensor(train.labels[keep], device=device)
-    eval_splits = {name: load_split(dataset_path, name) for name in spec["dump_splits"]}
-    eval_inputs = {name: to_model_input(s.images, info.mean, info.std, device) for name, s in eval_splits.items()}
+    with h5py.File(dataset_path, "r") as handle:
+        n_train = len(handle["train/labels"])
+    keep = subset_indices(n_train, recipe["data_fraction"], recipe["data_part"], recipe["data_seed"])
+    train = open_split(dataset_path, "train", info, device, keep, workers)
+    eval_splits = {name: open_split(dataset_path, name, info, device, workers=workers)
+                   for name in spec["dump_splits"]}
 
     torch.manual_seed(recipe["init_seed"])
     model = build_model(spec["arch"], info.num_classes, in_channels=channels, image_size=height,
@@ -218,7 +283,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     state = resume.load()
     if state is None:
         start_epoch, rows = 1, []
-        preds = {name: [predict(model, x)] for name, x in eval_inputs.items()}
+        preds = {name: [predict_batches(model, split.batches(EVAL_BATCH))] for name, split in eval_splits.items()}
         rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
     else:
         model.load_state_dict(state["model"])
@@ -232,13 +297,13 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     for epoch in range(start_epoch, recipe["epochs"] + 1):
         began = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        loss, acc = train_epoch(model, optimizer, x_train, y_train, recipe, order_gen, progress=progress)
+        loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
         scheduler.step()
-        for name, x in eval_inputs.items():
-            preds[name].append(predict(model, x))
+        for name, split in eval_splits.items():
+            preds[name].append(predict_batches(model, split.batches(EVAL_BATCH)))
         rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
         print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
-              + " ".join(f"{k}_acc {rows[-1][f'{k}_acc']:.4f}" for k in eval_inputs), file=sys.stderr)
+              + " ".join(f"{k}_acc {rows[-1][f'{k}_acc']:.4f}" for k in eval_splits), file=sys.stderr)
         resume.save(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), order_gen=order_gen.get_state(), rng=_rng_state(),
                     rows=rows, preds=preds)
@@ -294,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--spec is not valid JSON ({err})") from None
     train_run(spec, args.dataset, model_out=args.model_out, log_out=args.log_out,
               predictions_out=args.predictions_out, state_dir=args.state_dir, device=args.device,
-              progress=not args.no_progress)
+              progress=not args.no_progress, workers=args.threads)
     return 0
 
 

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models import build_model
-from ..train import make_optimizer, train_epoch
+import numpy as np
+
+from ..train import InMemorySplit, make_optimizer, train_epoch
 
 
 def reference_epoch(model, optimizer, x, y, batch_size, generator) -> None:
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.images, args.channels, args.image_size, args.image_size, generator=gen)
     y = torch.randint(0, 10, (args.images,), generator=gen)
+    data = InMemorySplit(x, y.numpy(), np.arange(args.images))
     recipe = {"batch_size": args.batch_size, "crop_padding": 0, "hflip": False, "split_batch": False,
               "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "lr_milestones": [],
               "lr_gamma": 0.2}
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = {}
     loops = {
         "reference": lambda m, o: reference_epoch(m, o, x, y, args.batch_size, torch.Generator().manual_seed(1)),
-        "pathologies.train": lambda m, o: train_epoch(m, o, x, y, recipe, torch.Generator().manual_seed(1)),
+        "pathologies.train": lambda m, o: train_epoch(m, o, data, recipe, torch.Generator().manual_seed(1)),
     }
     for _ in range(args.repeats):  # interleave so drifts in machine load hit both loops alike
         for name, loop in loops.items():
