@@ -1,0 +1,138 @@
+"""Benchmark of exact SIS backward selection against the model's raw forward throughput.
+
+For one randomly initialised (seeded, eval-mode) model, in the same run: images/s of a plain
+loop of forward passes on pre-built batches of ``--batch-size``, and candidate evaluations/s of
+:func:`pathologies.sis.backward_selection` on ``--images`` images in lockstep. The two are
+interleaved step by step (after every lockstep step, as many raw batches as the step needed), so
+that load from other processes hits both alike. Their ratio is the engine's efficiency (1.0 = no
+overhead beyond the forward passes). Exact backward selection costs p(p+1)/2 evaluations per
+image (p = H*W pixels), so the wall time per image at 16x16 and 32x32 is extrapolated from the
+measured rate. Last line: ``sis_efficiency=<ratio>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+from ..errors import cli
+from ..models import build_model
+from ..sis import Scorer, backward_selection
+
+NUM_CLASSES = 10
+PER_IMAGE_SIZES = (16, 32)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pathologies.bench sis", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet20")
+    parser.add_argument("--image-size", type=positive_int, default=32)
+    parser.add_argument("--images", type=positive_int, default=1, help="images run in lockstep")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--batches", type=positive_int, default=16,
+                        help="measure lockstep steps until at least this many batches of candidates")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class RawForwardLoop:
+    """A plain loop of forward passes over pre-built batches, run in slices and timed."""
+
+    def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor]):
+        self.model, self.batches = model, batches
+        self.images, self.seconds, self._next = 0, 0.0, 0
+
+    def run(self, num_batches: int) -> None:
+        """Run ``num_batches`` forward passes and add them to the totals."""
+        device = self.batches[0].device
+        begin = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(num_batches):
+                batch = self.batches[self._next % len(self.batches)]
+                self.model(batch)
+                self.images += len(batch)
+                self._next += 1
+        _sync(device)
+        self.seconds += time.perf_counter() - begin
+
+
+def candidate_like_batch(image: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``batch_size`` copies of ``image`` (C, H, W), copy i with pixel i (mod H*W) set to 0.
+
+    The raw loop runs on inputs like the engine's candidates rather than on independent random
+    images: CPU throughput depends measurably on the data (several per cent faster on near-identical
+    images), and the comparison should measure the engine's overhead, not that.
+    """
+    batch = image.expand(batch_size, -1, -1, -1).clone()
+    pixels = torch.arange(batch_size, device=image.device) % (image.shape[1] * image.shape[2])
+    batch.view(batch_size, image.shape[0], -1)[torch.arange(batch_size, device=image.device), :, pixels] = 0.0
+    return batch
+
+
+def measure(arch: str, image_size: int, args: argparse.Namespace) -> tuple[float, float]:
+    """(raw forward images/s, engine evaluations/s) for ``arch`` at ``image_size``, interleaved."""
+    device = torch.device(args.device)
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = build_model(arch, NUM_CLASSES, in_channels=3, image_size=image_size).to(device).eval()
+    scorer = Scorer(model)
+    shape = (3, image_size, image_size)
+    images = torch.randn(args.images, *shape, generator=generator).to(device)
+    raw = RawForwardLoop(model, [candidate_like_batch(images[i % len(images)], args.batch_size)
+                                 for i in range(2)])
+    per_step = args.images * image_size**2  # candidates in the first steps
+    steps = min(image_size**2, math.ceil(args.batches * args.batch_size / per_step))
+    backward_selection(scorer, images[:1], batch_size=args.batch_size, max_steps=1)  # warm-up
+    raw.run(2)
+    raw.images, raw.seconds = 0, 0.0
+
+    def after_step(evaluations: int) -> None:
+        raw.run(math.ceil(evaluations / args.batch_size))
+
+    _sync(device)
+    begin = time.perf_counter()
+    selections = backward_selection(scorer, images, batch_size=args.batch_size, max_steps=steps,
+                                    progress=after_step)
+    _sync(device)
+    engine_seconds = time.perf_counter() - begin - raw.seconds
+    return raw.images / raw.seconds, sum(s.evaluations for s in selections) / engine_seconds
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"SIS exact backward selection: {args.arch}, {args.images} image(s) in lockstep, batch size "
+          f"{args.batch_size}, >= {args.batches} batches interleaved with as many raw forward batches, "
+          f"device {args.device}, torch threads {torch.get_num_threads()}")
+    rates = {}
+    for size in sorted({args.image_size, *PER_IMAGE_SIZES}):
+        rates[size] = measure(args.arch, size, args)
+        raw, engine = rates[size]
+        print(f"{size}x{size}: raw forward {raw:,.0f} images/s, engine {engine:,.0f} evaluations/s, "
+              f"ratio {engine / raw:.3f}")
+    for size in PER_IMAGE_SIZES:
+        p = size * size
+        evaluations = p * (p + 1) // 2
+        seconds = evaluations / rates[size][1]
+        print(f"{size}x{size}: exact backward selection {evaluations:,} evaluations per image -> "
+              f"{seconds:,.1f} s per image (EXTRAPOLATED from the measured rate, not run to the end)")
+    raw, engine = rates[args.image_size]
+    print(f"sis_efficiency={engine / raw:.3f}")
+    return 0
