@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -57,13 +57,20 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np
     """Per-channel mean and std of uint8 images (N, H, W, C) on the 0-1 scale, in float64."""
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"expected a non-empty (N, H, W, C) array, got shape {images.shape}")
-    total = np.zeros(images.shape[-1])
-    total_sq = np.zeros(images.shape[-1])
-    for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].astype(np.float64) / 255.0
-        total += block.sum(axis=(0, 1, 2))
-        total_sq += np.square(block).sum(axis=(0, 1, 2))
-    count = images.shape[0] * images.shape[1] * images.shape[2]
+    return block_channel_stats(images[start : start + chunk] for start in range(0, len(images), chunk))
+
+
+def block_channel_stats(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`channel_stats` over uint8 blocks (n, H, W, C) that arrive one at a time (bounded memory)."""
+    total = total_sq = None
+    count = 0
+    for block in blocks:
+        pixels = block.reshape(-1, block.shape[-1]).astype(np.float64) / 255.0
+        total = pixels.sum(axis=0) if total is None else total + pixels.sum(axis=0)
+        total_sq = np.square(pixels).sum(axis=0) if total_sq is None else total_sq + np.square(pixels).sum(axis=0)
+        count += len(pixels)
+    if not count:
+        raise ValueError("no pixels to compute channel statistics from")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return mean, np.maximum(std, 1e-6)

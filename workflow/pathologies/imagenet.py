@@ -32,6 +32,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms import functional as TF
 
+from .data import block_channel_stats
 from .errors import UserError
 from .io import atomic_output, create_dataset, h5py, provenance, read_json_attr, write_attrs
 
@@ -112,18 +113,14 @@ def sample_channel_stats(
     if not 1 <= sample <= len(split):
         raise UserError(f"stats_sample must be between 1 and the {len(split)} train images, got {sample}")
     chosen = np.sort(np.random.default_rng(seed).choice(len(split), size=sample, replace=False))
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    for count, index in enumerate(chosen, start=1):
-        pixels = load_image(root / split.paths[index], resize, image_size).reshape(-1, 3) / 255.0
-        total += pixels.sum(axis=0)
-        total_sq += np.square(pixels).sum(axis=0)
-        if count % 1000 == 0:
-            print(f"channel statistics: {count}/{sample} images", file=sys.stderr)
-    pixel_count = sample * image_size * image_size
-    mean = total / pixel_count
-    std = np.sqrt(np.maximum(total_sq / pixel_count - mean**2, 0.0))
-    return mean, np.maximum(std, 1e-6)
+
+    def images():
+        for count, index in enumerate(chosen, start=1):
+            yield load_image(root / split.paths[index], resize, image_size)[None]
+            if count % 1000 == 0:
+                print(f"channel statistics: {count}/{sample} images", file=sys.stderr)
+
+    return block_channel_stats(images())
 
 
 def write_index(
