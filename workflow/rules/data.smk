@@ -10,8 +10,8 @@ rule prepare_dataset:
     log:
         "results/logs/prepare_dataset/{dataset}.log",
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     conda:
         ENV
     shell:
