@@ -1,0 +1,222 @@
+# Dichotomous data difficulty (Meding et al. 2022): for every experiment under `ddd`, error-consistency
+# and difficulty tables, RSA, a summary and the paper's figures under results/ddd/<experiment>/.
+# The experiment's models are ordinary `models` entries (pathologies.grid), trained by rule `train`;
+# paths and parameters per experiment come from pathologies.ddd_workflow.
+from pathologies.ddd_workflow import TABLE_FIGURES, DddRules, figure_options  # noqa: E402
+
+DDD = DddRules(config, model_dir, dataset_file)
+DDD_REPORT = "Dichotomous data difficulty"
+
+
+wildcard_constraints:
+    experiment=r"[A-Za-z0-9][A-Za-z0-9_]*",
+
+
+rule ddd_experiment:
+    """The experiment as the analysis modules read it: members, their runs and epochs, options."""
+    output:
+        "results/ddd/{experiment}/experiment.json",
+    params:
+        spec=lambda wildcards: DDD.spec(wildcards.experiment),
+    log:
+        "results/logs/ddd/{experiment}/experiment.log",
+    localrule: True
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd_data --spec-json {params.spec:q} --out {output} > {log} 2>&1"
+
+
+rule ddd_kappa:
+    """Error consistency of every pair of members per epoch, conditions vs base, base run over epochs."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
+        external=lambda wildcards: DDD.external(wildcards.experiment),
+    output:
+        kappa="results/ddd/{experiment}/kappa.csv",
+        conditions="results/ddd/{experiment}/conditions.csv",
+        epoch_kappa="results/ddd/{experiment}/epoch_kappa.csv",
+    log:
+        "results/logs/ddd/{experiment}/kappa.log",
+    benchmark:
+        "results/benchmarks/ddd/{experiment}/kappa.tsv"
+    threads: 4
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        ENV
+    shell:
+        "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads}; "
+        "python -m pathologies.ddd_kappa --spec {input.spec} --kappa-out {output.kappa} "
+        "--conditions-out {output.conditions} --epochs-out {output.epoch_kappa} > {log} 2>&1"
+
+
+rule ddd_difficulty:
+    """Per-image difficulty, fractions, histograms, A.9 models, class accuracy, decision changes."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
+        external=lambda wildcards: DDD.external(wildcards.experiment),
+        dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
+    output:
+        members="results/ddd/{experiment}/members.csv",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        fractions="results/ddd/{experiment}/fractions.csv",
+        histogram="results/ddd/{experiment}/histogram.csv",
+        profiles="results/ddd/{experiment}/difficulty_profiles.csv",
+        histograms="results/ddd/{experiment}/difficulty_histograms.csv",
+        class_accuracy="results/ddd/{experiment}/class_accuracy.csv",
+        changes="results/ddd/{experiment}/decision_changes.csv",
+    log:
+        "results/logs/ddd/{experiment}/difficulty.log",
+    benchmark:
+        "results/benchmarks/ddd/{experiment}/difficulty.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd_difficulty --spec {input.spec} --dataset {input.dataset} "
+        "--members-out {output.members} --difficulty-out {output.difficulty} "
+        "--fractions-out {output.fractions} --histogram-out {output.histogram} "
+        "--profiles-out {output.profiles} --histograms-out {output.histograms} "
+        "--class-accuracy-out {output.class_accuracy} --changes-out {output.changes} > {log} 2>&1"
+
+
+rule ddd_kl:
+    """Gaussian dataset: KL divergence between neighbouring classes vs class accuracy (A.7)."""
+    input:
+        class_accuracy="results/ddd/{experiment}/class_accuracy.csv",
+        dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
+    output:
+        "results/ddd/{experiment}/kl_accuracy.csv",
+    log:
+        "results/logs/ddd/{experiment}/kl.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd_kl --class-accuracy {input.class_accuracy} --dataset {input.dataset} "
+        "--out {output} > {log} 2>&1"
+
+
+rule ddd_rsa:
+    """Representational similarity of penultimate-layer activations (A.4)."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        checkpoints=lambda wildcards: DDD.checkpoints(wildcards.experiment),
+        dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
+    output:
+        "results/ddd/{experiment}/rsa.csv",
+    params:
+        device=config["device"],
+    log:
+        "results/logs/ddd/{experiment}/rsa.log",
+    benchmark:
+        "results/benchmarks/ddd/{experiment}/rsa.tsv"
+    threads: config["train_threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=uses_gpu(),
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd_rsa --spec {input.spec} --dataset {input.dataset} --out {output} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule ddd_summary:
+    """A few human-readable lines per experiment: difficulty fractions, kappa per condition, RSA."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        members="results/ddd/{experiment}/members.csv",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        kappa="results/ddd/{experiment}/kappa.csv",
+        conditions="results/ddd/{experiment}/conditions.csv",
+        histograms="results/ddd/{experiment}/difficulty_histograms.csv",
+        rsa=lambda wildcards: DDD.rsa_table(wildcards.experiment),
+    output:
+        report(
+            "results/ddd/{experiment}/summary.txt",
+            caption="../report/ddd_summary.rst",
+            category=DDD_REPORT,
+            subcategory="{experiment}",
+        ),
+    params:
+        rsa=lambda wildcards, input: f"--rsa {input.rsa}" if input.rsa else "",
+    log:
+        "results/logs/ddd/{experiment}/summary.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd_summary --spec {input.spec} --members {input.members} "
+        "--difficulty {input.difficulty} --kappa {input.kappa} --conditions {input.conditions} "
+        "--histograms {input.histograms} {params.rsa} --out {output} > {log} 2>&1"
+
+
+rule ddd_fig08_base_epochs:
+    """Figure 8: the base run's decisions across epochs and kappa between its epochs."""
+    input:
+        predictions=lambda wildcards: DDD.base_predictions(wildcards.experiment),
+        epoch_kappa="results/ddd/{experiment}/epoch_kappa.csv",
+    output:
+        report(
+            "results/ddd/{experiment}/figures/fig08_base_epochs.png",
+            caption="../report/ddd_fig08_base_epochs.rst",
+            category=DDD_REPORT,
+            subcategory="{experiment}",
+        ),
+    params:
+        split=lambda wildcards: DDD.experiment(wildcards.experiment).split,
+    log:
+        "results/logs/ddd/{experiment}/fig08_base_epochs.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd_figures fig08_base_epochs --predictions {input.predictions} "
+        "--epoch-kappa {input.epoch_kappa} --split {params.split} --out {output} > {log} 2>&1"
+
+
+# One rule per table-only figure (caption workflow/report/ddd_<figure>.rst). Shell commands are
+# formatted after the loop has moved on, so they read the figure name from params, not the loop.
+for _figure, _tables in TABLE_FIGURES.items():
+
+    rule:
+        name:
+            f"ddd_{_figure}"
+        input:
+            **{key: f"results/ddd/{{experiment}}/{table}" for key, table in _tables.items()},
+        output:
+            report(
+                f"results/ddd/{{experiment}}/figures/{_figure}.png",
+                caption=f"../report/ddd_{_figure}.rst",
+                category=DDD_REPORT,
+                subcategory="{experiment}",
+            ),
+        params:
+            figure=_figure,
+            options=lambda wildcards, input: figure_options(input),
+        log:
+            f"results/logs/ddd/{{experiment}}/{_figure}.log",
+        resources:
+            mem_mb=4000,
+            runtime=10,
+        conda:
+            ENV
+        shell:
+            "python -m pathologies.ddd_figures {params.figure} {params.options} --out {output} > {log} 2>&1"
