@@ -15,7 +15,10 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/sis.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/consistency.smk"
+include: "workflow/rules/overinterpretation.smk"
 
 
 rule all:

@@ -41,7 +41,8 @@ def run_spec(wildcards):
 
 
 def dataset_file(name):
-    return f"results/data/{name}.h5"
+    # pixel-subset datasets (overinterpretation.smk) carry their own path; the others are prepared
+    return config["datasets"].get(name, {}).get("path", f"results/data/{name}.h5")
 
 
 def model_dir(model, seed):
@@ -61,4 +62,7 @@ def all_targets():
         *[dataset_file(name) for name in sorted({spec.dataset for spec in RUNS.values()})],
         *all_model_outputs("predictions.h5"),
         "results/figures/learning_curves.png",
+        *SIS.targets(),  # sis.smk
+        *DDD.targets(),  # consistency.smk
+        *OVERINTERP.targets(),  # overinterpretation.smk
     ]

@@ -1,0 +1,169 @@
+"""The `overinterpretation` config: generated subset datasets and models, the job grid, clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from pathologies.config import run_specs, sis_jobs, validate
+from pathologies.errors import UserError
+from pathologies.overinterp_grid import expand, percent_name
+from pathologies.overinterp_workflow import OverinterpRules
+
+BASE = {
+    "datasets": {"digits": {"kind": "digits"}, "noise": {"kind": "gaussian", "image_size": 8}},
+    "recipes": {"quick": {"epochs": 3, "crop_padding": 2, "hflip": True}, "other": {"epochs": 1}},
+    "models": {
+        "cnn": {"dataset": "digits", "arch": "small_cnn", "recipe": "quick", "seeds": [0, 1]},
+        "cnn_dropout": {"dataset": "digits", "arch": "small_cnn", "recipe": "quick",
+                        "overrides": {"input_dropout_keep": 0.8}, "seeds": [0]},
+    },
+    "sis": {"runs": {"test": {"models": ["cnn"], "split": "test", "thresholds": [0.9, 0.99]},
+                     "train": {"models": ["cnn"], "seeds": [0], "split": "train", "sample": 100}}},
+    "overinterpretation": {"exp": {
+        "source": {"model": "cnn", "seed": 0},
+        "models": ["cnn", "cnn_dropout"],
+        "fractions": [0.05, 0.125],
+        "random_draws": 2,
+        "retrain": {"fraction": 0.1, "replicates": 3, "archs": ["small_cnn", "mlp"], "augment": [False, True]},
+        "ensembles": {"pair": {"members": [{"model": "cnn"}]}},
+    }},
+}
+
+
+def config(**changes) -> dict:
+    raw = copy.deepcopy(BASE)
+    raw["overinterpretation"]["exp"].update(changes)
+    return validate(raw)
+
+
+def test_percent_names():
+    assert [percent_name(f) for f in (0.05, 0.1, 0.125, 1.0, 0.3)] == ["5", "10", "12p5", "100", "30"]
+
+
+def test_generated_datasets_and_models_are_ordinary_config_entries():
+    cfg = config()
+    subsets = {name: d for name, d in cfg["datasets"].items() if d["kind"] == "pixel_subset"}
+    # fractions 5, 12.5 and the retrain fraction 10; random draws: max(2 draws, 3 replicates)
+    assert set(subsets) == {f"exp.{kind}" for pct in ("5", "12p5", "10")
+                            for kind in (f"bs{pct}", *(f"random{pct}.d{d}" for d in range(3)))}
+    assert subsets["exp.random10.d2"]["path"] == "results/overinterp/exp/subsets/random10_d2.h5"
+    bs = cfg["models"]["exp.mlp.bs10"]
+    assert bs == {"dataset": "exp.bs10", "arch": "mlp", "recipe": "quick", "seeds": [0, 1, 2],
+                  "overrides": {"crop_padding": 0, "hflip": False}, "dump_splits": ["test"]}
+    augmented = cfg["models"]["exp.small_cnn.random10.d1.aug"]
+    assert augmented["dataset"] == "exp.random10.d1" and augmented["seeds"] == [1]
+    assert augmented["overrides"] == {"crop_padding": 4, "hflip": True}
+    runs = run_specs(cfg)
+    assert runs[("exp.small_cnn.bs10", 2)].recipe["crop_padding"] == 0
+    assert len([key for key in runs if key[0].startswith("exp.")]) == 2 * 2 * 2 * 3
+
+
+def test_retraining_with_its_own_recipe_drops_the_source_overrides():
+    cfg = config(retrain={"recipe": "other", "overrides": {"lr": 0.01}, "replicates": 1, "subsets": ["bs"]})
+    assert cfg["models"]["exp.small_cnn.bs5"] == {
+        "dataset": "exp.bs5", "arch": "small_cnn", "recipe": "other", "seeds": [0], "dump_splits": ["test"],
+        "overrides": {"lr": 0.01, "crop_padding": 0, "hflip": False}}
+
+
+def test_evaluation_grid():
+    cfg = config()
+    experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
+    pre = [e for e in experiment.evaluations if e.role == "pretrained"]
+    bs = [e for e in pre if e.eval_on == "bs"]
+    # BS subsets: only the source run, every fraction
+    assert {(e.model, e.seed) for e in bs} == {("cnn", 0)} and len(bs) == 3
+    # every pretrained run (models + ensemble members): full images + 3 fractions x 2 random draws
+    runs = {("cnn", 0), ("cnn", 1), ("cnn_dropout", 0)}
+    for run in runs:
+        mine = [e for e in pre if (e.model, e.seed) == run and e.eval_on != "bs"]
+        assert len(mine) == 1 + 3 * 2
+        assert {e.draw for e in mine if e.eval_on == "random"} == {0, 1}
+    re = [e for e in experiment.evaluations if e.model == "exp.mlp.random10.d2.aug"]
+    assert [(e.eval_dataset, e.eval_on) for e in re] == [("digits", "full"), ("exp.random10.d2", "random")]
+    assert all(e.path == "results/overinterp/exp/eval/exp.mlp.random10.d2.aug/seed2.h5" for e in re)
+    assert {(e.train_on, e.condition) for e in re} == {("random", "mlp.random10.aug")}
+    # SIS files: the declared runs of the evaluated models, calibrated ones, the ensemble
+    variants = sorted((s.model, s.seed, s.split, s.variant) for s in experiment.sis_files)
+    assert variants == [("cnn", 0, "test", "calibrated"), ("cnn", 0, "test", "original"),
+                        ("cnn", 0, "train", "original"), ("cnn", 1, "test", "original"),
+                        ("pair", -1, "test", "ensemble")]
+    assert set(experiment.calibrations) == runs and experiment.calibrated_sis == [("cnn", 0)]
+
+
+def test_rules_helper_gives_paths_and_arguments():
+    cfg = config()
+    rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
+                            lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
+    assert rules.subset_sis("exp") == {"train": "results/sis/cnn/seed0/digits/train.h5",
+                                       "test": "results/sis/cnn/seed0/digits/test.h5"}
+    args = rules.subset_args("exp")
+    assert "--subset random 0.05 1 exp.random5.d1 results/overinterp/exp/subsets/random5_d1.h5" in args
+    assert args.count("--subset") == len(rules.subset_files("exp")) == 3 * 4
+    assert list(rules.eval_datasets("exp", "cnn", "0"))[:2] == ["digits", "exp.bs5"]
+    assert rules.eval_datasets("exp", "exp.small_cnn.bs10", 1) == {
+        "digits": "results/data/digits.h5", "exp.bs10": "results/overinterp/exp/subsets/bs10.h5"}
+    assert rules.ensemble_checkpoints("exp", "pair") == ["results/models/cnn/seed0/model.pt",
+                                                          "results/models/cnn/seed1/model.pt"]
+    targets = rules.targets()
+    assert "results/overinterp/exp/tables/tables.md" in targets
+    assert "results/overinterp/exp/figures/ensemble_pair.png" in targets
+    with pytest.raises(UserError, match="not an overinterpretation experiment"):
+        rules.experiment("nope")
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"source": {"model": "nope"}}, "source.model: 'nope' is not a model"),
+    ({"source": {"model": "cnn", "seed": 7}}, "has no seed 7"),
+    ({"models": ["cnn", "ghost"]}, "models.1: 'ghost' is not a model"),
+    ({"shifted": ["cifar"]}, "shifted.0: 'cifar' is not a dataset"),
+    ({"threshold": 0.5}, "threshold: 0.5 is not among the thresholds"),
+    ({"ensembles": {"one": {"members": [{"model": "cnn", "seeds": [0]}]}}}, "at least 2"),
+    ({"ensembles": {"e": {"members": [{"model": "cnn", "seeds": [3]}]}}}, "has no seed(s) [3]"),
+    ({"retrain": {"recipe": "missing"}}, "retrain.recipe: 'missing' is not a recipe"),
+    ({"retrain": {"overrides": {"lr": -1}}}, "overinterpretation.exp.retrain.lr"),
+])
+def test_bad_experiments_are_one_line_errors_naming_the_key(changes, match):
+    with pytest.raises(UserError, match=match.replace("(", "\\(").replace(")", "\\)").replace("[", "\\[")
+                       .replace("]", "\\]")):
+        config(**changes)
+
+
+def test_missing_sis_runs_say_what_to_add():
+    raw = copy.deepcopy(BASE)
+    del raw["sis"]["runs"]["train"]
+    with pytest.raises(UserError, match="no SIS of cnn seed 0 on digits/train is declared.*add a `sis.runs` entry"):
+        validate(raw)
+    raw["overinterpretation"]["exp"]["retrain"] = None
+    assert not any(name.startswith("exp.") for name in validate(raw)["models"])  # no retraining: no train SIS
+
+
+def test_schema_rejects_bad_values():
+    with pytest.raises(UserError, match="fractions"):
+        config(fractions=[0.0])
+    raw = copy.deepcopy(BASE)
+    raw["overinterpretation"]["a.b"] = raw["overinterpretation"].pop("exp")
+    with pytest.raises(UserError, match="overinterpretation"):
+        validate(raw)
+
+
+def test_a_generated_name_that_is_taken_is_an_error():
+    raw = copy.deepcopy(BASE)
+    raw["models"]["exp.small_cnn.bs10"] = {"dataset": "digits", "arch": "mlp", "recipe": "quick"}
+    with pytest.raises(UserError, match="models.exp.small_cnn.bs10: the name is also generated"):
+        validate(raw)
+
+
+def test_shifted_test_sets_are_evaluated_and_their_sis_analysed():
+    raw = copy.deepcopy(BASE)
+    raw["datasets"].update({"c10c": {"kind": "cifar10c", "corruptions": ["fog"], "severities": [1, 5]},
+                            "c101": {"kind": "cifar10.1"}})
+    raw["sis"]["runs"]["shifted"] = {"models": ["cnn"], "seeds": [0], "dataset": "c10c", "split": "fog_s5",
+                                     "sample": 100}
+    raw["overinterpretation"]["exp"].update(shifted=["c10c", "c101"], retrain=None)
+    cfg = validate(raw)
+    experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
+    full = {(e.model, e.seed, e.eval_dataset) for e in experiment.evaluations if e.eval_on == "full"}
+    assert {("cnn", 1, "c10c"), ("cnn", 1, "c101"), ("cnn_dropout", 0, "c10c")} <= full
+    assert ("results/sis/cnn/seed0/c10c/fog_s5.h5", "c10c") in {(s.path, s.dataset) for s in experiment.sis_files}

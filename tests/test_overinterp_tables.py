@@ -1,0 +1,102 @@
+"""Tables from hand-made evaluation files: accuracy per split and run, mean ± std, ensembles, Markdown."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pathologies.io import h5py
+from pathologies.overinterp_tables import accuracy_by_split, accuracy_table, build_tables, ensemble_table, markdown
+
+LABELS = np.array([0, 1, 2, 0])
+
+
+def write_eval(path, groups):
+    """groups: {"dataset/split": logits (n, 3)}"""
+    with h5py.File(path, "w") as handle:
+        for name, logits in groups.items():
+            group = handle.create_group(name)
+            group["logits"] = np.asarray(logits, dtype=np.float32)
+            group["labels"], group["ids"] = LABELS, np.arange(4)
+            group["pred"] = np.asarray(logits).argmax(1)
+            group.attrs["masked"] = "bs" in name
+
+
+def onehot(preds, scale=1.0):
+    return np.eye(3)[preds] * scale
+
+
+def entry(path, model, seed, eval_dataset, eval_on="full", role="pretrained", draw=-1, fraction=None):
+    return {"model": model, "seed": seed, "role": role, "condition": model, "arch": "cnn", "train_on": "full",
+            "train_fraction": None, "augment": False, "eval_dataset": eval_dataset, "eval_on": eval_on,
+            "eval_fraction": fraction, "draw": draw, "path": str(path)}
+
+
+@pytest.fixture
+def spec(tmp_path):
+    # on d, member 0 is 3/4 right, member 1 2/4 (image 1 and 2 wrong); on the subset member 0 is 1/4 right
+    m0 = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0.6, 0]]
+    m1 = [[1, 0, 0], [0, 0, 1.5], [1, 0, 0], [1, 0, 0]]
+    write_eval(tmp_path / "m0.h5", {"d/test": m0, "d.bs/test": onehot([0, 2, 1, 1]),
+                                    "c/fog_s1": onehot([0, 1, 2, 0]), "c/fog_s2": onehot([1, 1, 1, 1])})
+    write_eval(tmp_path / "m1.h5", {"d/test": m1, "d.bs/test": onehot([0, 1, 0, 1]),
+                                    "c/fog_s1": onehot([1, 1, 1, 1]), "c/fog_s2": onehot([0, 1, 2, 0])})
+    evaluations = [entry(tmp_path / "m0.h5", "m", 0, "d"), entry(tmp_path / "m1.h5", "m", 1, "d"),
+                   entry(tmp_path / "m0.h5", "m", 0, "d.bs", "bs", fraction=0.1),
+                   entry(tmp_path / "m0.h5", "m", 0, "c"), entry(tmp_path / "m1.h5", "m", 1, "c")]
+    return {"name": "e", "dataset": "d", "source_model": "m", "source_seed": 0, "source_arch": "cnn",
+            "threshold": 0.9, "evaluations": evaluations, "calibrations": [],
+            "ensembles": {"pair": {"members": [["m", 0], ["m", 1]], "sis": None}}}
+
+
+def test_accuracy_is_recomputed_per_split_and_averaged_over_runs(spec):
+    by_split = accuracy_by_split(spec)
+    assert by_split[(by_split["seed"] == 0) & (by_split["eval_dataset"] == "d")]["accuracy"].item() == 75.0
+    table = accuracy_table(by_split).set_index(["test_set", "eval_on"])
+    assert table.loc[("d", "full"), "accuracy_mean"] == pytest.approx(62.5)
+    assert table.loc[("d", "full"), "accuracy_std"] == pytest.approx(np.std([75, 50], ddof=1))
+    assert table.loc[("d", "bs"), "n_runs"] == 1 and np.isnan(table.loc[("d", "bs"), "accuracy_std"])
+    # CIFAR-10-C style: a run's accuracy is the mean over its splits (seed 0: 100 and 25; seed 1: 25 and 100)
+    assert table.loc[("c", "full"), "accuracy_mean"] == pytest.approx(62.5)
+    assert table.loc[("c", "full"), "accuracy_std"] == 0.0
+
+
+def test_ensemble_averages_member_logits(spec):
+    table = ensemble_table(spec, accuracy_by_split(spec)).set_index("test_set")
+    # mean logits on d: image 0 -> 0 right; 1 -> (0, .5, .75) wrong; 2 -> tie of 0 and 2 -> 0 wrong;
+    # 3 -> (.5, .3, 0) right: 50%, below both members' mean
+    assert table.loc["d", "accuracy_mean"] == 50.0
+    assert table.loc["d", "members_mean"] == pytest.approx(62.5) and table.loc["d", "n_members"] == 2
+    assert "bs" not in set(ensemble_table(spec, accuracy_by_split(spec))["eval_on"])  # member 1 has no bs
+
+
+def test_build_tables_writes_csv_and_markdown(tmp_path, spec):
+    summary = pd.DataFrame([{"model": "m", "seed": 0, "dataset": "d", "split": "test", "variant": variant,
+                             "threshold": threshold, "n_images": 4, "n_sis": n, "mean_size_pct": size,
+                             "std_size_pct": 1.0, "accuracy": 0.75}
+                            for variant, threshold, n, size in [("original", 0.5, 4, 1.0), ("original", 0.9, 2, 3.0),
+                                                                ("calibrated", 0.9, 1, 5.0)]])
+    (tmp_path / "cal.json").write_text(json.dumps({
+        "temperature": 2.0, "ece_before": 0.1, "ece_after": 0.02, "nll_fit_before": 0.5, "nll_fit_after": 0.4,
+        "n_fit": 2, "n_held": 2}))
+    spec["calibrations"] = [{"model": "m", "seed": 0, "path": str(tmp_path / "cal.json")}]
+    tables = build_tables(spec, summary, tmp_path / "tables")
+    calibration = tables["calibration"].iloc[0]  # SIS sizes at the experiment's threshold 0.9 only
+    assert (calibration["sis_original_n"], calibration["sis_original_mean_pct"]) == (2, 3.0)
+    assert (calibration["sis_calibrated_n"], calibration["sis_calibrated_mean_pct"]) == (1, 5.0)
+    assert calibration["ece_before_pct"] == pytest.approx(10.0)
+    assert tables["sis_summary"]["threshold"].tolist() == [0.9, 0.9]
+    for name in ("accuracy", "accuracy_by_split", "ensembles", "calibration", "sis_summary"):
+        assert (tmp_path / "tables" / f"{name}.csv").exists()
+    text = (tmp_path / "tables" / "tables.md").read_text()
+    assert "| m | Full images | 10% BS subsets | 25.00 |" in text
+    assert "| m | Full images | Full images | 62.50 ± 17.68 | 62.50 ± 0.00 |" in text
+    assert json.dumps(spec)  # the spec stays JSON
+
+
+def test_markdown_renders_nan_as_empty():
+    assert markdown(pd.DataFrame({"a": [1.5, float("nan")], "b": ["x", "y"]})) == \
+        "| a | b |\n|---|---|\n| 1.5 | x |\n|  | y |\n"

@@ -1,0 +1,171 @@
+"""Pixel-subset datasets: exact sizes, BS = last of the removal order, seeded random draws, exact masking,
+augmentation that keeps image and mask aligned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from overinterp_fixtures import write_sis_file
+from pathologies.data import dataset_info, load_split, to_model_input
+from pathologies.errors import UserError
+from pathologies.io import h5py
+from pathologies.sis import Masking
+from pathologies.subsets import (apply_masks, backward_selection_features, build_subset_dataset, feature_masks,
+                                 main, mask_colour, random_features, read_masks, subset_size)
+from pathologies.train import InMemorySplit, augment_batch
+
+
+@pytest.mark.parametrize("fraction, count, expected", [
+    (0.05, 1024, 51), (0.1, 64, 6), (0.05, 64, 3), (0.5, 3, 2), (0.25, 2, 1), (0.001, 64, 1), (1.0, 7, 7),
+    (0.1, 50176, 5018),
+])
+def test_subset_size_rounds_half_up_and_keeps_at_least_one(fraction, count, expected):
+    assert subset_size(fraction, count) == expected
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_subset_size_rejects_fractions_outside_0_1(fraction):
+    with pytest.raises(UserError, match="not in \\(0, 1\\]"):
+        subset_size(fraction, 64)
+
+
+def test_backward_selection_subset_is_the_last_removed_features():
+    order = np.array([[3, 1, 0, 2], [0, 1, 2, 3]])
+    assert backward_selection_features(order, 2).tolist() == [[0, 2], [2, 3]]
+    assert backward_selection_features(order, 4).tolist() == order.tolist()
+
+
+def test_random_subsets_are_exact_reproducible_and_differ_between_draws():
+    a = random_features(200, 64, 6, seed=0, draw=0, stream="train")
+    assert a.shape == (200, 6)
+    assert all(len(set(row)) == 6 for row in a.tolist()) and a.min() >= 0 and a.max() < 64
+    assert np.array_equal(a, random_features(200, 64, 6, seed=0, draw=0, stream="train"))
+    for other in (random_features(200, 64, 6, seed=0, draw=1, stream="train"),
+                  random_features(200, 64, 6, seed=1, draw=0, stream="train"),
+                  random_features(200, 64, 6, seed=0, draw=0, stream="test")):
+        assert np.mean(np.all(other == a, axis=1)) < 0.01
+    # uniform: every feature is chosen about n * k / p times
+    counts = np.bincount(random_features(20000, 64, 6, 0, 0, "x").ravel(), minlength=64)
+    assert np.abs(counts - 20000 * 6 / 64).max() < 5 * np.sqrt(20000 * 6 / 64)
+
+
+def test_feature_masks_cover_whole_patches_including_cut_edges():
+    masking = Masking(patch=2)  # 5x5 image: 3x3 patch grid, edge patches are cut to 2x1, 1x2, 1x1
+    masks = feature_masks(np.array([[0, 8], [2, 6]]), masking, 5, 5)
+    assert masks[0].sum() == 4 + 1 and masks[0][:2, :2].all() and masks[0][4, 4]
+    assert masks[1].sum() == 2 + 2 and masks[1][:2, 4].all() and masks[1][4, :2].all()
+
+
+def test_masked_uint8_colour_normalises_to_exactly_zero_for_every_value():
+    for value in range(256):
+        for std in (0.2, 0.2470322, 0.3, 1e-6):
+            x = to_model_input(np.full((1, 1, 1, 1), value, np.uint8), mask_colour([value / 255.0]) / 255.0, [std])
+            assert x.item() == 0.0
+
+
+def _subset(tmp_path, quadrant_dataset, kind, **kwargs):
+    """A 10% subset dataset of 100 train and 4 test images with random removal orders."""
+    tmp_path.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    sis = {}
+    for split, rows in (("train", np.arange(0, 200, 2)), ("test", np.array([5, 1, 9, 30]))):
+        order = np.stack([rng.permutation(64) for _ in rows])
+        sis[split] = write_sis_file(tmp_path / f"sis_{split}.h5", quadrant_dataset, split, rows, order)
+    out = tmp_path / f"{kind}.h5"
+    build_subset_dataset(out, quadrant_dataset, sis, kind=kind, fraction=0.1, **kwargs)
+    return out, sis
+
+
+def test_bs_subset_dataset_keeps_exactly_the_last_features_and_masks_the_rest(tmp_path, quadrant_dataset):
+    out, sis = _subset(tmp_path, quadrant_dataset, "bs")
+    info, source = dataset_info(out), dataset_info(quadrant_dataset)
+    assert info.kind == "pixel_subset" and set(info.splits) == {"train", "test"}
+    assert np.allclose(info.mean, np.floor(np.asarray(source.mean) * 255 + 0.5) / 255) and info.std == source.std
+    colour = mask_colour(source.mean)
+    for split in ("train", "test"):
+        data, original = load_split(out, split), load_split(quadrant_dataset, split)
+        with h5py.File(sis[split]) as handle:
+            rows, order = handle["index"][()], handle["order"][()]
+        masks = read_masks(out, split)
+        assert (masks.reshape(len(rows), -1).sum(axis=1) == 6).all()  # round(0.1 * 64)
+        for i, row in enumerate(rows):
+            assert set(np.flatnonzero(masks[i].ravel())) == set(order[i, -6:])
+        assert np.array_equal(data.images, np.where(masks[..., None], original.images[rows], colour))
+        assert np.array_equal(data.labels, original.labels[rows]) and np.array_equal(data.ids, original.ids[rows])
+        with h5py.File(out) as handle:
+            assert np.array_equal(handle[f"{split}/rows"][()], rows)
+            assert handle.attrs["features_kept"] == 6 and handle.attrs["subset_kind"] == "bs"
+        # what the trainer sees: exactly 0 (the SIS masked value) outside the subset
+        x = to_model_input(data.images, info.mean, info.std)
+        assert (x.permute(0, 2, 3, 1)[torch.as_tensor(~masks)] == 0).all()
+
+
+def test_random_subset_datasets_are_reproducible_and_differ_between_draws(tmp_path, quadrant_dataset):
+    first, _ = _subset(tmp_path / "a", quadrant_dataset, "random", seed=3, draw=1)
+    again, _ = _subset(tmp_path / "b", quadrant_dataset, "random", seed=3, draw=1)
+    other, _ = _subset(tmp_path / "c", quadrant_dataset, "random", seed=3, draw=2)
+    masks = read_masks(first, "train")
+    assert (masks.reshape(len(masks), -1).sum(axis=1) == 6).all()
+    assert np.array_equal(masks, read_masks(again, "train"))
+    assert np.array_equal(load_split(first, "train").images, load_split(again, "train").images)
+    assert not np.array_equal(masks, read_masks(other, "train"))
+
+
+@pytest.mark.parametrize("pad, flip", [(1, True), (2, False), (0, True)])
+def test_augmentation_moves_image_and_mask_together(tmp_path, quadrant_dataset, pad, flip):
+    """Augmenting the stored masked image == augmenting the full image and masking with the augmented mask."""
+    out, _ = _subset(tmp_path, quadrant_dataset, "bs")
+    info = dataset_info(out)
+    masked = InMemorySplit.load(out, "train", info.mean, info.std, torch.device("cpu")).x  # what `train` holds
+    with h5py.File(out) as handle:
+        rows = handle["train/rows"][()]
+    full = to_model_input(load_split(quadrant_dataset, "train").images[rows], info.mean, info.std)
+    mask = torch.as_tensor(read_masks(out, "train"))[:, None].float()
+    (aug_masked,) = augment_batch(torch.Generator().manual_seed(7), pad, flip, masked)
+    aug_full, aug_mask = augment_batch(torch.Generator().manual_seed(7), pad, flip, full, mask)
+    assert torch.equal(aug_masked, torch.where(aug_mask.bool(), aug_full, torch.zeros(())))
+    assert (aug_masked[~aug_mask.bool().expand_as(aug_masked)] == 0).all()
+    assert not torch.equal(aug_mask, mask) or pad == 0
+
+
+def test_apply_masks_sets_the_colour_per_channel():
+    images = np.full((1, 2, 2, 3), 200, np.uint8)
+    out = apply_masks(images, np.array([[[True, False], [False, True]]]), np.array([1, 2, 3], np.uint8))
+    assert out[0, 0, 1].tolist() == [1, 2, 3] and out[0, 0, 0].tolist() == [200] * 3
+
+
+def test_sis_file_of_another_image_size_is_a_clear_error(tmp_path, quadrant_dataset):
+    sis = write_sis_file(tmp_path / "sis.h5", quadrant_dataset, "test", np.arange(3),
+                         np.tile(np.arange(64), (3, 1)))
+    with h5py.File(sis, "a") as handle:
+        del handle["order"]
+        handle["order"] = np.tile(np.arange(16, dtype=np.int32), (3, 1))
+    with pytest.raises(UserError, match="orders 16 features"):
+        build_subset_dataset(tmp_path / "out.h5", quadrant_dataset, {"test": sis}, kind="bs", fraction=0.1)
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_cli_writes_several_subsets_in_one_call(tmp_path, quadrant_dataset):
+    sis = write_sis_file(tmp_path / "sis.h5", quadrant_dataset, "test", np.arange(4), np.tile(np.arange(64), (4, 1)))
+    assert main(["--dataset", str(quadrant_dataset), "--sis", f"test={sis}", "--seed", "1",
+                 "--subset", "bs", "0.25", "-1", "e.bs25", str(tmp_path / "bs25.h5"),
+                 "--subset", "random", "0.1", "3", "e.random10.d3", str(tmp_path / "random10_d3.h5")]) == 0
+    assert dataset_info(tmp_path / "bs25.h5").name == "e.bs25"
+    assert read_masks(tmp_path / "bs25.h5", "test").reshape(4, -1)[:, 48:].all()
+    with h5py.File(tmp_path / "random10_d3.h5") as handle:
+        assert handle.attrs["draw"] == 3 and handle.attrs["random_seed"] == 1 and handle.attrs["features_kept"] == 6
+
+
+def test_cli_reports_bad_arguments_in_one_line(tmp_path, quadrant_dataset, capsys):
+    out = str(tmp_path / "x.h5")
+    for args, message in ((["--sis", "test", "--subset", "bs", "0.1", "-1", "x", out], "is not <split>=<file>"),
+                          ([f"--sis=test={tmp_path / 'missing.h5'}", "--subset", "bs", "0.1", "-1", "x", out],
+                           "does not exist"),
+                          ([f"--sis=test={tmp_path}", "--subset", "bs", "ten", "-1", "x", out], "must be a number"),
+                          ([f"--sis=test={tmp_path}", "--subset", "all", "0.1", "-1", "x", out], "is not one of")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--dataset", str(quadrant_dataset), *args])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

@@ -1,0 +1,398 @@
+# Overinterpretation (Carter et al. 2021): for every experiment under `overinterpretation`, pixel subsets
+# of a source model's backward selection, evaluations of pretrained and retrained models, calibration,
+# ensembles, SIS-size analyses, tables and figures under results/overinterp/<experiment>/. Models trained
+# on subsets are ordinary `models` entries (pathologies.overinterp_grid) trained by rule `train`.
+from pathologies.overinterp_workflow import OverinterpRules  # noqa: E402
+
+OVERINTERP = OverinterpRules(config, RUNS, model_dir, dataset_file)
+OI_REPORT = "Overinterpretation"
+
+
+wildcard_constraints:
+    experiment=r"[A-Za-z0-9][A-Za-z0-9_]*",
+    ensemble=r"[A-Za-z0-9][A-Za-z0-9_]*",
+
+
+rule overinterp_spec:
+    """The expanded experiment (every evaluation, SIS file and table row) for the analysis modules."""
+    output:
+        "results/overinterp/{experiment}/spec.json",
+    params:
+        spec=lambda wildcards: OVERINTERP.spec(wildcards.experiment),
+    log:
+        "results/logs/overinterp/{experiment}/spec.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    run:
+        # written here, not on a command line: the spec of a paper-scale experiment exceeds its length limit
+        from pathologies.io import atomic_output
+
+        with atomic_output(output[0]) as tmp:
+            tmp.write_text(f"{params.spec}\n")
+
+
+# One job per experiment writes all its pixel-subset datasets (BS and random draws of every fraction):
+# the source split and SIS files are read once, and a job per file would mostly spend its time importing.
+for _experiment in OVERINTERP.experiments:
+
+    rule:
+        name:
+            f"overinterp_subsets_{_experiment}"
+        input:
+            dataset=OVERINTERP.dataset(_experiment),
+            sis=list(OVERINTERP.subset_sis(_experiment).values()),
+        output:
+            OVERINTERP.subset_files(_experiment),
+        params:
+            args=OVERINTERP.subset_args(_experiment),
+        log:
+            f"results/logs/overinterp/{_experiment}/subsets.log",
+        resources:
+            mem_mb=lambda wildcards, attempt: 8000 * attempt,
+            runtime=lambda wildcards, attempt: 60 * attempt,
+        conda:
+            ENV
+        shell:
+            "python -m pathologies.subsets --dataset {input.dataset} {params.args} > {log} 2>&1"
+
+
+rule overinterp_evaluate:
+    """Logits of one trained run on every dataset the experiment evaluates it on (pixel subsets masked exactly)."""
+    input:
+        model=lambda wildcards: OVERINTERP.checkpoint(wildcards.model, wildcards.seed),
+        datasets=lambda wildcards: list(
+            OVERINTERP.eval_datasets(wildcards.experiment, wildcards.model, wildcards.seed).values()
+        ),
+    output:
+        "results/overinterp/{experiment}/eval/{model}/seed{seed}.h5",
+    params:
+        datasets=lambda wildcards: OVERINTERP.eval_args(wildcards.experiment, wildcards.model, wildcards.seed),
+        device=config["device"],
+    log:
+        "results/logs/overinterp/{experiment}/eval/{model}/seed{seed}.log",
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=uses_gpu(),
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.evaluate --model {input.model} {params.datasets} --out {output} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule overinterp_calibrate:
+    """Temperature scaling fitted on one half of the test split, ECE before/after on the other (S4.7)."""
+    input:
+        lambda wildcards: OVERINTERP.calibration_input(wildcards.experiment, wildcards.model, wildcards.seed),
+    output:
+        "results/overinterp/{experiment}/calibration/{model}/seed{seed}.json",
+    params:
+        dataset=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).dataset,
+        seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["calibration"]["seed"],
+        bins=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["calibration"]["bins"],
+    log:
+        "results/logs/overinterp/{experiment}/calibration/{model}/seed{seed}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.calibration --evaluation {input} --dataset {params.dataset} --split test "
+        "--seed {params.seed} "
+        "--bins {params.bins} --out {output} > {log} 2>&1"
+
+
+rule overinterp_calibrated_sis:
+    """SIS of the temperature-scaled model, with the settings of its uncalibrated test SIS (Table S5)."""
+    input:
+        model=lambda wildcards: OVERINTERP.checkpoint(wildcards.model, wildcards.seed),
+        calibration="results/overinterp/{experiment}/calibration/{model}/seed{seed}.json",
+        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+    output:
+        "results/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.h5",
+    params:
+        spec=lambda wildcards: OVERINTERP.source_sis_spec(wildcards.experiment, wildcards.model, wildcards.seed),
+        device=config["device"],
+    log:
+        "results/logs/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.tsv"
+    threads: config["sis"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+        gpu=uses_gpu(),
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.calibrated_sis --model {input.model} --calibration {input.calibration} "
+        "--dataset {input.dataset} --spec {params.spec:q} --out {output} --device {params.device} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule overinterp_ensemble_sis:
+    """SIS of an ensemble (mean logits), with the settings of its first member's test SIS (Figure S2)."""
+    input:
+        models=lambda wildcards: OVERINTERP.ensemble_checkpoints(wildcards.experiment, wildcards.ensemble),
+        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+    output:
+        "results/overinterp/{experiment}/ensembles/{ensemble}/sis_test.h5",
+    params:
+        models=lambda wildcards, input: " ".join(f"--model {path}" for path in input.models),
+        spec=lambda wildcards: OVERINTERP.ensemble_spec(wildcards.experiment, wildcards.ensemble),
+        device=config["device"],
+    log:
+        "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test.log",
+    benchmark:
+        "results/benchmarks/overinterp/{experiment}/ensembles/{ensemble}/sis_test.tsv"
+    threads: config["sis"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+        gpu=uses_gpu(),
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.sis_extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
+        "--out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule overinterp_sis_sizes:
+    """SIS size of correct vs wrong images per threshold, by class, and summaries (Figures 5, S3, S4, S16)."""
+    input:
+        spec="results/overinterp/{experiment}/spec.json",
+        sis=lambda wildcards: OVERINTERP.sis_files(wildcards.experiment),
+    output:
+        correctness="results/overinterp/{experiment}/sis_sizes/correctness.csv",
+        increase="results/overinterp/{experiment}/sis_sizes/increase.csv",
+        by_class="results/overinterp/{experiment}/sis_sizes/by_class.csv",
+        summary="results/overinterp/{experiment}/sis_sizes/summary.csv",
+    log:
+        "results/logs/overinterp/{experiment}/sis_sizes.log",
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.sis_sizes --spec {input.spec} --correctness-out {output.correctness} "
+        "--increase-out {output.increase} --by-class-out {output.by_class} --summary-out {output.summary} "
+        "> {log} 2>&1"
+
+
+rule overinterp_tables:
+    """Every table of the experiment as tidy CSV plus a Markdown rendering, recomputed from the evaluations."""
+    input:
+        spec="results/overinterp/{experiment}/spec.json",
+        evaluations=lambda wildcards: OVERINTERP.evaluations(wildcards.experiment),
+        calibrations=lambda wildcards: OVERINTERP.calibration_files(wildcards.experiment),
+        sis_summary="results/overinterp/{experiment}/sis_sizes/summary.csv",
+    output:
+        accuracy=report("results/overinterp/{experiment}/tables/accuracy.csv",
+                        caption="../report/overinterp_accuracy.rst", category=OI_REPORT, subcategory="{experiment}"),
+        by_split="results/overinterp/{experiment}/tables/accuracy_by_split.csv",
+        ensembles=report("results/overinterp/{experiment}/tables/ensembles.csv",
+                         caption="../report/overinterp_ensembles.rst", category=OI_REPORT,
+                         subcategory="{experiment}"),
+        calibration=report("results/overinterp/{experiment}/tables/calibration.csv",
+                           caption="../report/overinterp_calibration.rst", category=OI_REPORT,
+                           subcategory="{experiment}"),
+        sis_summary=report("results/overinterp/{experiment}/tables/sis_summary.csv",
+                           caption="../report/overinterp_sis_summary.rst", category=OI_REPORT,
+                           subcategory="{experiment}"),
+        markdown="results/overinterp/{experiment}/tables/tables.md",
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.accuracy),
+    log:
+        "results/logs/overinterp/{experiment}/tables.log",
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.overinterp_tables --spec {input.spec} --sis-summary {input.sis_summary} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule overinterp_fig_heatmaps:
+    """Figure 3, S7, S9a, S14: pixel frequency of BS subsets and SIS, mean removal rank."""
+    input:
+        sis=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
+        subsets=lambda wildcards: OVERINTERP.bs_subsets(wildcards.experiment),
+    output:
+        report("results/overinterp/{experiment}/figures/heatmaps.png", caption="../report/overinterp_heatmaps.rst",
+               category=OI_REPORT, subcategory="{experiment}"),
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+    log:
+        "results/logs/overinterp/{experiment}/figures/heatmaps.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_overinterp heatmaps --sis {input.sis} --subsets {input.subsets} "
+        "--threshold {params.threshold} --out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_examples:
+    """Figure S1: SIS examples per class of the source model."""
+    input:
+        sis=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
+        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+    output:
+        report("results/overinterp/{experiment}/figures/sis_examples.png",
+               caption="../report/overinterp_sis_examples.rst", category=OI_REPORT, subcategory="{experiment}"),
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+        per_class=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["examples_per_class"],
+        seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
+    log:
+        "results/logs/overinterp/{experiment}/figures/sis_examples.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_overinterp examples --sis {input.sis} --threshold {params.threshold} "
+        "--per-class {params.per_class} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_curves:
+    """Figures S8, S15: confidence on the remaining pixels along backward selection."""
+    input:
+        lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
+    output:
+        report("results/overinterp/{experiment}/figures/confidence_curves.png",
+               caption="../report/overinterp_confidence_curves.rst", category=OI_REPORT,
+               subcategory="{experiment}"),
+    params:
+        images=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["curves"],
+        seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
+    log:
+        "results/logs/overinterp/{experiment}/figures/confidence_curves.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_overinterp curves --sis {input} --images {params.images} --seed {params.seed} "
+        "--out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_sizes:
+    """Figures 5, S3, S4, S16: SIS size of correct vs wrong images, and by class."""
+    input:
+        correctness="results/overinterp/{experiment}/sis_sizes/correctness.csv",
+        increase="results/overinterp/{experiment}/sis_sizes/increase.csv",
+        by_class="results/overinterp/{experiment}/sis_sizes/by_class.csv",
+    output:
+        report("results/overinterp/{experiment}/figures/sis_size_correctness.png",
+               caption="../report/overinterp_sis_size_correctness.rst", category=OI_REPORT,
+               subcategory="{experiment}"),
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+    log:
+        "results/logs/overinterp/{experiment}/figures/sis_size_correctness.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_overinterp sizes --correctness {input.correctness} --increase {input.increase} "
+        "--by-class {input.by_class} --threshold {params.threshold} --out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_accuracy:
+    """Table 1 at a glance: accuracy of pretrained and retrained models on the experiment's test set."""
+    input:
+        "results/overinterp/{experiment}/tables/accuracy.csv",
+    output:
+        report("results/overinterp/{experiment}/figures/accuracy.png", caption="../report/overinterp_accuracy_figure.rst",
+               category=OI_REPORT, subcategory="{experiment}"),
+    params:
+        dataset=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).dataset,
+    log:
+        "results/logs/overinterp/{experiment}/figures/accuracy.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_overinterp accuracy --accuracy {input} --dataset {params.dataset} "
+        "--out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_ensemble:
+    """Figure S2: SIS of an ensemble and of its members on the same images."""
+    input:
+        ensemble="results/overinterp/{experiment}/ensembles/{ensemble}/sis_test.h5",
+        members=lambda wildcards: OVERINTERP.member_sis(wildcards.experiment, wildcards.ensemble),
+        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+    output:
+        report("results/overinterp/{experiment}/figures/ensemble_{ensemble}.png",
+               caption="../report/overinterp_ensemble.rst", category=OI_REPORT, subcategory="{experiment}"),
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+    log:
+        "results/logs/overinterp/{experiment}/figures/ensemble_{ensemble}.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_overinterp ensemble --ensemble-sis {input.ensemble} "
+        "--member-sis {input.members} --threshold {params.threshold} --out {output} > {log} 2>&1"
+
+
+rule overinterp_human_benchmark:
+    """Supplement S5: BS pixel-subset images with a static answer page and the answer key."""
+    input:
+        sis=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
+        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+    output:
+        html=report("results/overinterp/{experiment}/human_benchmark/index.html",
+                    caption="../report/overinterp_human_benchmark.rst", category=OI_REPORT,
+                    subcategory="{experiment}"),
+        key="results/overinterp/{experiment}/human_benchmark/key.csv",
+    params:
+        args=lambda wildcards: OVERINTERP.human_benchmark_args(wildcards.experiment),
+    log:
+        "results/logs/overinterp/{experiment}/human_benchmark.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.human_benchmark --sis {input.sis} {params.args} --html-out {output.html} "
+        "--key-out {output.key} > {log} 2>&1"
+
+
+rule overinterp_fig_shifted:
+    """Figure S5: accuracy of the models trained on full images on every split of the shifted test sets."""
+    input:
+        "results/overinterp/{experiment}/tables/accuracy_by_split.csv",
+    output:
+        report("results/overinterp/{experiment}/figures/shifted_accuracy.png",
+               caption="../report/overinterp_shifted_accuracy.rst", category=OI_REPORT, subcategory="{experiment}"),
+    log:
+        "results/logs/overinterp/{experiment}/figures/shifted_accuracy.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.plot_overinterp shifted --by-split {input} --out {output} > {log} 2>&1"
