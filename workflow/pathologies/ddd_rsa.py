@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from .activations import checkpoint_activations, split_images
+from .cliargs import add_compute_options
 from .data import dataset_info
 from .ddd_data import read_spec
 from .difficulty import rsa_image_sample, rsa_table
@@ -79,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd_data)")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1)
+    add_compute_options(parser, device="cpu", progress=False)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     table = build_table(read_spec(args.spec), args.dataset, resolve_device(args.device))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .cliargs import add_compute_options, named_files
 from .data import DatasetInfo, dataset_info, load_split, to_model_input
 from .errors import UserError, cli
 from .io import atomic_output, create_dataset, h5py, provenance, write_attrs
@@ -168,18 +169,6 @@ def evaluation_splits(path: str | Path, dataset: str) -> list[str]:
         return list(handle[dataset].keys())
 
 
-def _parse_datasets(values: Sequence[str]) -> dict[str, str]:
-    datasets = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--dataset {value!r} is not <name>=<file>, e.g. digits=results/data/digits.h5")
-        if name in datasets:
-            raise UserError(f"--dataset names {name!r} twice; give each dataset once")
-        datasets[name] = path
-    return datasets
-
-
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -188,14 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="prepared dataset (pixel-subset datasets included); repeat for more")
     parser.add_argument("--splits", nargs="+", help="splits to evaluate (default: all but train)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=BATCH)
-    parser.add_argument("--threads", type=int, default=1)
+    add_compute_options(parser, progress=False)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
     torch.set_num_threads(args.threads)
-    results = evaluate(args.model, _parse_datasets(args.dataset), args.out, splits=args.splits,
+    results = evaluate(args.model, named_files(args.dataset, "--dataset", "name", "digits=results/data/digits.h5"), args.out, splits=args.splits,
                        device=args.device, batch_size=args.batch_size, workers=args.threads)
     for (name, split), result in results.items():
         print(f"{name}/{split}: accuracy {result.accuracy:.4f} on {len(result.labels)} images", file=sys.stderr)

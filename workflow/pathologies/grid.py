@@ -187,7 +187,7 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
         raise UserError(f"config key {key}.base.recipe: {base['recipe']!r} is not a recipe; define it under "
                         f"`recipes` (have: {', '.join(sorted(config['recipes']))})")
     recipe = _base_recipe(experiment, config)
-    _check_recipe(recipe, f"{key}.base.overrides", schema)
+    check_recipe(recipe, f"{key}.base.overrides", schema)
     conditions = experiment["conditions"]
     for condition, spec in conditions.items():
         where = f"{key}.conditions.{condition}"
@@ -205,7 +205,7 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
                 _check_variant(variant, condition_recipe, f"{where}.variants.{i}", schema)
             count = len(spec["variants"])
         else:
-            _check_recipe(condition_recipe, f"{where}.overrides", schema)
+            check_recipe(condition_recipe, f"{where}.overrides", schema)
             count = len(spec.get("seeds", [base["seed"]]))
         if spec["compare"] == "within" and count < 2:
             raise UserError(f"config key {where}.compare: 'within' compares the models of the condition with "
@@ -227,11 +227,11 @@ def _check_variant(variant: Mapping, recipe: dict, where: str, schema: dict) -> 
                         "epochs; use extra_epochs for longer training")
     if "arch" in variant and not isinstance(variant["arch"], str):
         raise UserError(f"config key {where}.arch: {variant['arch']!r} is not an architecture name")
-    _check_recipe({**recipe, **{k: v for k, v in variant.items() if k != "arch"}}, where, schema)
+    check_recipe({**recipe, **{k: v for k, v in variant.items() if k != "arch"}}, where, schema)
 
 
-def _check_recipe(recipe: dict, where: str, schema: dict) -> None:
-    """Validate a resolved recipe; errors name ``<where>.<recipe key>``."""
+def check_recipe(recipe: dict, where: str, schema: dict) -> None:
+    """Validate a resolved recipe (e.g. a base recipe with overrides); errors name ``<where>.<recipe key>``."""
     validator = jsonschema.Draft202012Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]})
     error = jsonschema.exceptions.best_match(validator.iter_errors(recipe))
     if error is not None:

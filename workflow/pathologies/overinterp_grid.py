@@ -32,9 +32,8 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-import jsonschema
-
 from .errors import UserError
+from .grid import check_recipe
 
 RESULTS = "results/overinterp"
 SUBSET_KIND = "pixel_subset"
@@ -176,16 +175,7 @@ def add_overinterp_models(config: dict, schema: dict) -> None:
                 config[section][entry_name] = entry
         for entry in models.values():
             recipe = {**config["recipes"][entry["recipe"]], **entry["overrides"]}
-            _check_recipe(recipe, f"overinterpretation.{name}.retrain", schema)
-
-
-def _check_recipe(recipe: dict, where: str, schema: dict) -> None:
-    """Validate the resolved recipe of a generated model; errors name ``<where>.<recipe key>``."""
-    validator = jsonschema.Draft202012Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]})
-    error = jsonschema.exceptions.best_match(validator.iter_errors(recipe))
-    if error is not None:
-        path = ".".join(str(part) for part in error.absolute_path)
-        raise UserError(f"config key {where}.{path}: {error.message}")
+            check_recipe(recipe, f"overinterpretation.{name}.retrain", schema)
 
 
 def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:

@@ -40,6 +40,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .cliargs import named_files
 from .data import Split, dataset_info, load_split, write_dataset
 from .errors import UserError, cli
 from .io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
@@ -223,18 +224,6 @@ def read_masks(path: str | Path, split: str) -> np.ndarray | None:
         return None if group is None or "masks" not in group else group["masks"][()]
 
 
-def _parse_sis(values: Sequence[str]) -> dict[str, str]:
-    files = {}
-    for value in values:
-        split, sep, path = value.partition("=")
-        if not sep or not split or not path:
-            raise UserError(f"--sis {value!r} is not <split>=<file>, e.g. test=results/sis/m/seed0/d/test.h5")
-        if split in files:
-            raise UserError(f"--sis names split {split!r} twice; give one SIS file per split")
-        files[split] = path
-    return files
-
-
 def _request(values: Sequence[str]) -> SubsetRequest:
     kind, fraction, draw, name, out = values
     try:
@@ -255,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of random subsets")
     args = parser.parse_args(argv)
     requests = [_request(values) for values in args.subset]
-    build_subset_datasets(args.dataset, _parse_sis(args.sis), requests, seed=args.seed)
+    build_subset_datasets(args.dataset, named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5"), requests, seed=args.seed)
     for request in requests:
         print(f"wrote {request.out}", file=sys.stderr)
     return 0

@@ -1,0 +1,40 @@
+"""Command-line options shared by the modules that run models (train, SIS, evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .errors import UserError
+
+
+def add_compute_options(parser: argparse.ArgumentParser, *, device: str = "auto", progress: bool = True) -> None:
+    """Add ``--device``, ``--threads`` and (with ``progress``) ``--no-progress`` to ``parser``."""
+    parser.add_argument("--device", default=device, choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true")
+
+
+def json_object(text: str, option: str = "--spec") -> dict:
+    """Parse the JSON object given to ``option``; anything else is a UserError naming the option."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{option} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{option} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def named_files(values: list[str], option: str, key: str, example: str) -> dict[str, str]:
+    """``["<key>=<file>", ...]`` given to a repeated ``option`` -> {key: file}; each key once."""
+    files: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"{option} {value!r} is not <{key}>=<file>, e.g. {example}")
+        if name in files:
+            raise UserError(f"{option} names {key} {name!r} twice; give one file per {key}")
+        files[name] = path
+    return files
