@@ -290,6 +290,19 @@ def test_torchvision_weights_round_trip(tmp_path):
         assert torch.equal(source(x), loaded(x))
 
 
+def test_torchvision_inception_weights_with_their_aux_classifier_load(tmp_path):
+    """torchvision's pretrained Inception files hold AuxLogits.* and expect transform_input."""
+    torch.manual_seed(0)
+    source = torchvision.models.inception_v3(weights=None, num_classes=5, aux_logits=True,
+                                             init_weights=False, transform_input=True).eval()
+    torch.save(source.state_dict(), tmp_path / "inception.pt")
+    loaded = build_model("tv_inception_v3", 5, image_size=80, weights=tmp_path / "inception.pt").eval()
+    assert not hasattr(loaded, "AuxLogits") or loaded.AuxLogits is None
+    x = torch.randn(2, 3, 80, 80)
+    with torch.no_grad():
+        assert torch.equal(source(x), loaded(x))
+
+
 def test_missing_weights_file(tmp_path):
     with pytest.raises(UserError, match=r"weights file .*nope\.pt does not exist"):
         tiny(weights=tmp_path / "nope.pt")

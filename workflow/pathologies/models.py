@@ -330,27 +330,31 @@ class Architecture:
     """A registry entry: ``entry(num_classes, in_channels, image_size)`` builds the network.
 
     ``min_image_size`` is the smallest square input the network can process; ``rgb_only``
-    marks torchvision ImageNet models, whose stems are fixed to 3 input channels.
+    marks torchvision ImageNet models, whose stems are fixed to 3 input channels. Weight-file keys
+    under ``unused_weight_prefixes`` belong to parts the network is built without (Inception's
+    auxiliary classifier) and are dropped when loading.
     """
 
     build: Callable[[int, int, int], nn.Module]
     min_image_size: int
     rgb_only: bool = False
     patch_size: int = 1  # the image size must be a multiple of this (ViT patches)
+    unused_weight_prefixes: tuple[str, ...] = ()
 
     def __call__(self, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
         return self.build(num_classes, in_channels, image_size)
 
 
 def _torchvision(constructor: Callable[..., nn.Module], min_image_size: int, patch_size: int = 1,
-                 **options) -> Architecture:
+                 unused_weight_prefixes: tuple[str, ...] = (), **options) -> Architecture:
     def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         kwargs = dict(options)
         if patch_size > 1:
             kwargs["image_size"] = image_size
         return constructor(weights=None, num_classes=num_classes, **kwargs)
 
-    return Architecture(build, min_image_size=min_image_size, rgb_only=True, patch_size=patch_size)
+    return Architecture(build, min_image_size=min_image_size, rgb_only=True, patch_size=patch_size,
+                        unused_weight_prefixes=unused_weight_prefixes)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -365,8 +369,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     "tv_resnet18": _torchvision(torchvision.models.resnet18, min_image_size=1),
     "tv_resnet50": _torchvision(torchvision.models.resnet50, min_image_size=1),
     "tv_densenet121": _torchvision(torchvision.models.densenet121, min_image_size=29),
+    # transform_input: torchvision's pretrained Inception expects it (ImageNet-normalised input
+    # rescaled to [-1, 1]), as torchvision sets it when loading those weights
     "tv_inception_v3": _torchvision(torchvision.models.inception_v3, min_image_size=75,
-                                    aux_logits=False, init_weights=False),
+                                    unused_weight_prefixes=("AuxLogits.",), aux_logits=False,
+                                    init_weights=False, transform_input=True),
     "tv_vgg11": _torchvision(torchvision.models.vgg11, min_image_size=32),
     "tv_alexnet": _torchvision(torchvision.models.alexnet, min_image_size=63),
     "tv_vit_b_16": _torchvision(torchvision.models.vit_b_16, min_image_size=16, patch_size=16),
@@ -445,6 +452,9 @@ def load_weights(net: nn.Module, path: str | Path, arch: str = "model") -> None:
             "save it with torch.save(model.state_dict(), path)"
         ) from None
     state = _extract_state_dict(checkpoint, path)
+    if arch in ARCHITECTURES:
+        unused = ARCHITECTURES[arch].unused_weight_prefixes
+        state = {key: value for key, value in state.items() if not key.startswith(unused)}
     target = net.net if isinstance(getattr(net, "input_dropout", None), PixelDropout) else net
     _check_fits(target, state, path, arch)
     target.load_state_dict(state)
