@@ -398,3 +398,28 @@ def test_two_runs_may_not_write_the_same_file():
     config["sis"]["runs"]["again"] = dict(config["sis"]["runs"]["r"], thresholds=[0.5])
     with pytest.raises(UserError, match="sis.runs.again: m seed 0 on quadrants/test is already extracted by run 'r'"):
         sis_jobs(config, run_specs(config))
+
+
+def test_bf16_precision_is_recorded_and_its_sis_are_sufficient_under_bf16(trained, tmp_path):
+    dataset, model_path = trained
+    extract([model_path], dataset, sis_spec(thresholds=[0.9], sample=6, precision="bf16"),
+            out=tmp_path / "bf16.h5", device="cpu")
+    with h5py.File(tmp_path / "bf16.h5") as handle:
+        assert handle.attrs["precision"] == "bf16"
+        rows, classes = handle["index"][()], handle["class"][()]
+        mask, none = handle["sis/0.9/mask"][()], handle["sis/0.9/none"][()]
+    model, meta = load_model(model_path)
+    images = to_model_input(load_split(dataset, "test").images, meta["mean"], meta["std"])[rows]
+    has = np.flatnonzero(~none)
+    assert has.size
+    f_sis = Scorer(model, amp_dtype=torch.bfloat16)(keep_pixels(images[has], mask[has]), torch.as_tensor(classes[has]))
+    assert (f_sis.numpy() >= 0.9).all()
+
+
+def test_unknown_precision_is_refused_naming_the_key():
+    spec = sis_spec()
+    spec["precision"] = "fp8"
+    with pytest.raises(UserError, match="precision"):
+        Settings.from_spec(spec)
+    with pytest.raises(UserError, match="sis.runs.r.precision"):
+        sis_config(precision="fp16")

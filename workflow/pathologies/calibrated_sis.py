@@ -19,11 +19,11 @@ import json
 import torch
 
 from .calibration import read_temperature
+from .cliargs import add_compute_options, json_object
 from .data import dataset_info
-from .errors import UserError, cli
+from .errors import cli
 from .io import provenance
-from .sis import Scorer
-from .sis_extract import SOFTMAX_DTYPES, Settings, extract, load_models, load_rows, shard_rows, split_size, \
+from .sis_extract import Settings, extract, load_models, load_rows, make_scorer, shard_rows, split_size, \
     write_extraction
 from .train import resolve_device
 
@@ -36,9 +36,7 @@ def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, o
     torch_device = resolve_device(device)
     info = dataset_info(dataset_path)
     models, metas = load_models([model_path], info, dataset_path, torch_device)
-    height, width, channels = info.image_shape
-    scorer = Scorer(models, temperature=temperature, input_shape=(channels, height, width),
-                    softmax_dtype=SOFTMAX_DTYPES[settings.softmax_dtype])
+    scorer = make_scorer(models, info, settings, torch_device, temperature=temperature)
     size = split_size(dataset_path, settings.split)
     rows = shard_rows(size, settings.sample, settings.seed, 0, 1)
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
@@ -60,17 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--spec", required=True, help="SIS job as JSON (pathologies.config.SisJob.as_dict)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-progress", action="store_true")
+    add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--spec is not valid JSON ({err})") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"--spec must be a JSON object, got {type(spec).__name__}")
+    spec = json_object(args.spec)
     run(args.model, args.calibration, args.dataset, spec, args.out, device=args.device,
         progress=not args.no_progress)
     return 0

@@ -39,6 +39,13 @@ TIE_BREAK_STD = 1e-6  # standard deviation of the tie-breaking noise (variance 1
 # f: the scorers
 
 
+def use_strict_fp32(device: torch.device) -> None:
+    """Turn off TF32 on CUDA: its 10-bit mantissa reorders near-ties just as bf16 does."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 class Scorer:
     """f(x, classes): softmax probability of ``classes`` under one model or an ensemble.
 

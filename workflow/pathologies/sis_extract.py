@@ -61,17 +61,20 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import load_model
+from .cliargs import add_compute_options, json_object
 from .data import DatasetInfo, dataset_info, load_split, to_model_input
 from .errors import UserError, cli
 from .io import atomic_output, create_dataset, h5py, provenance, write_attrs
-from .sis import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets
+from .sis import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
+    use_strict_fp32
 from .sis_gradient import gradient_backward_selection
 from .train import resolve_device
 
 SETTINGS_KEYS = ("split", "sample", "seed", "method", "block", "patch", "thresholds", "tie_break",
                  "tie_break_seed", "masked_value", "softmax_dtype", "batch_size", "lockstep_images",
-                 "collection")
+                 "collection", "precision")
 SOFTMAX_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def threshold_name(threshold: float) -> str:
@@ -97,6 +100,7 @@ class Settings:
     batch_size: int
     lockstep_images: int
     collection: bool
+    precision: str
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "Settings":
@@ -106,7 +110,7 @@ class Settings:
             raise UserError(f"SIS spec lacks key(s) {', '.join(missing)}; pass a full spec "
                             "(pathologies.config.SisJob.as_dict)")
         choices = {"method": ("exact", "gradient"), "tie_break": ("index", "random"),
-                   "softmax_dtype": tuple(SOFTMAX_DTYPES)}
+                   "softmax_dtype": tuple(SOFTMAX_DTYPES), "precision": tuple(AMP_DTYPES)}
         for key, allowed in choices.items():
             if spec[key] not in allowed:
                 raise UserError(f"SIS spec key {key}: {spec[key]!r} is not one of {', '.join(allowed)}")
@@ -130,11 +134,25 @@ class Settings:
                    block=spec["block"], patch=spec["patch"], thresholds=thresholds, tie_break=spec["tie_break"],
                    tie_break_seed=spec["tie_break_seed"], masked_value=value,
                    softmax_dtype=spec["softmax_dtype"], batch_size=spec["batch_size"],
-                   lockstep_images=spec["lockstep_images"], collection=bool(spec["collection"]))
+                   lockstep_images=spec["lockstep_images"], collection=bool(spec["collection"]),
+                   precision=spec["precision"])
 
     @property
     def masking(self) -> Masking:
         return Masking(patch=self.patch, value=self.masked_value)
+
+
+def make_scorer(models, info: DatasetInfo, settings: Settings, device: torch.device, *,
+                temperature: float = 1.0) -> Scorer:
+    """The scorer f of ``settings`` for images of dataset ``info``.
+
+    ``precision`` fp32 is strict fp32 (TF32 off on CUDA); bf16 runs the models under autocast.
+    """
+    if settings.precision == "fp32":
+        use_strict_fp32(device)
+    height, width, channels = info.image_shape
+    return Scorer(models, temperature=temperature, input_shape=(channels, height, width),
+                  softmax_dtype=SOFTMAX_DTYPES[settings.softmax_dtype], amp_dtype=AMP_DTYPES[settings.precision])
 
 
 def _check_int(key: str, value: Any, minimum: int) -> None:
@@ -300,7 +318,7 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
             "block": settings.block, "patch": settings.patch, "tie_break": settings.tie_break,
             "tie_break_seed": settings.tie_break_seed,
             "masked_value": np.asarray(settings.masked_value, dtype=np.float64),
-            "softmax_dtype": settings.softmax_dtype, **attrs,
+            "softmax_dtype": settings.softmax_dtype, "precision": settings.precision, **attrs,
         })
         for name, data in (("index", result.rows), ("ids", result.ids), ("label", result.labels),
                            ("class", result.classes)):
@@ -333,9 +351,7 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     torch_device = resolve_device(device)
     info = dataset_info(dataset_path)
     models, metas = load_models(model_paths, info, dataset_path, torch_device)
-    height, width, channels = info.image_shape
-    scorer = Scorer(models, input_shape=(channels, height, width),
-                    softmax_dtype=SOFTMAX_DTYPES[settings.softmax_dtype])
+    scorer = make_scorer(models, info, settings, torch_device)
     size = split_size(dataset_path, settings.split)
     rows = shard_rows(size, settings.sample, settings.seed, shard, num_shards)
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
@@ -364,17 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=int, default=0)
     parser.add_argument("--num-shards", type=int, default=1)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-progress", action="store_true")
+    add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--spec is not valid JSON ({err})") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"--spec must be a JSON object, got {type(spec).__name__}")
+    spec = json_object(args.spec)
     run(args.model, args.dataset, spec, shard=args.shard, num_shards=args.num_shards, out=args.out,
         device=args.device, progress=not args.no_progress)
     return 0

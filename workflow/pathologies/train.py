@@ -17,8 +17,8 @@ it and produces the same files as an uninterrupted run (bit-identical on CPU wit
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import save_model
+from .cliargs import add_compute_options, json_object
 from .data import dataset_info, load_split, to_model_input
 from .errors import UserError, cli
 from .io import atomic_output, create_dataset, h5py, provenance, write_attrs
@@ -204,6 +205,8 @@ def make_optimizer(model: torch.nn.Module, recipe: dict):
 
 
 def set_determinism(deterministic: bool) -> None:
+    if deterministic:  # cuBLAS is deterministic only with a fixed workspace, set before its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
@@ -348,15 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-out", required=True)
     parser.add_argument("--predictions-out", required=True)
     parser.add_argument("--state-dir", required=True, help="resume state (not a workflow output)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-progress", action="store_true")
+    add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--spec is not valid JSON ({err})") from None
+    spec = json_object(args.spec)
     train_run(spec, args.dataset, model_out=args.model_out, log_out=args.log_out,
               predictions_out=args.predictions_out, state_dir=args.state_dir, device=args.device,
               progress=not args.no_progress, workers=args.threads)

@@ -13,6 +13,7 @@ measured rate. Last line: ``sis_efficiency=<ratio>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 
@@ -20,7 +21,7 @@ import torch
 
 from ..errors import cli
 from ..models import build_model
-from ..sis import Scorer, backward_selection
+from ..sis import Scorer, backward_selection, use_strict_fp32
 
 NUM_CLASSES = 10
 PER_IMAGE_SIZES = (16, 32)
@@ -44,7 +45,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="measure lockstep steps until at least this many batches of candidates")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--amp", choices=["none", "bf16"], default="none",
+                        help="run the model under bf16 autocast (CUDA); fp32 by default")
+    parser.add_argument("--run-to-end", action="store_true",
+                        help="also run the full selection on --images images and print the measured "
+                             "seconds per image (not extrapolated)")
     return parser.parse_args(argv)
+
+
+def amp_dtype(args: argparse.Namespace) -> torch.dtype | None:
+    """bf16 autocast, or None for strict fp32 (TF32 off, as the extraction stage runs it)."""
+    if args.amp == "bf16":
+        return torch.bfloat16
+    use_strict_fp32(torch.device(args.device))
+    return None
 
 
 def _sync(device: torch.device) -> None:
@@ -55,15 +69,16 @@ def _sync(device: torch.device) -> None:
 class RawForwardLoop:
     """A plain loop of forward passes over pre-built batches, run in slices and timed."""
 
-    def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor]):
-        self.model, self.batches = model, batches
+    def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor], amp: torch.dtype | None = None):
+        self.model, self.batches, self.amp = model, batches, amp
         self.images, self.seconds, self._next = 0, 0.0, 0
 
     def run(self, num_batches: int) -> None:
         """Run ``num_batches`` forward passes and add them to the totals."""
         device = self.batches[0].device
         begin = time.perf_counter()
-        with torch.inference_mode():
+        autocast = torch.autocast(device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
             for _ in range(num_batches):
                 batch = self.batches[self._next % len(self.batches)]
                 self.model(batch)
@@ -92,11 +107,11 @@ def measure(arch: str, image_size: int, args: argparse.Namespace) -> tuple[float
     generator = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     model = build_model(arch, NUM_CLASSES, in_channels=3, image_size=image_size).to(device).eval()
-    scorer = Scorer(model)
+    scorer = Scorer(model, amp_dtype=amp_dtype(args))
     shape = (3, image_size, image_size)
     images = torch.randn(args.images, *shape, generator=generator).to(device)
     raw = RawForwardLoop(model, [candidate_like_batch(images[i % len(images)], args.batch_size)
-                                 for i in range(2)])
+                                 for i in range(2)], amp=scorer.amp_dtype)
     per_step = args.images * image_size**2  # candidates in the first steps
     steps = min(image_size**2, math.ceil(args.batches * args.batch_size / per_step))
     backward_selection(scorer, images[:1], batch_size=args.batch_size, max_steps=1)  # warm-up
@@ -115,12 +130,29 @@ def measure(arch: str, image_size: int, args: argparse.Namespace) -> tuple[float
     return raw.images / raw.seconds, sum(s.evaluations for s in selections) / engine_seconds
 
 
+def seconds_per_image_to_end(arch: str, image_size: int, args: argparse.Namespace) -> float:
+    """Measured wall time per image of a complete exact backward selection (``--images`` in lockstep)."""
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    model = build_model(arch, NUM_CLASSES, in_channels=3, image_size=image_size).to(device).eval()
+    scorer = Scorer(model, amp_dtype=amp_dtype(args))
+    images = torch.randn(args.images, 3, image_size, image_size,
+                         generator=torch.Generator().manual_seed(args.seed)).to(device)
+    backward_selection(scorer, images[:1], batch_size=args.batch_size, max_steps=1)  # warm-up
+    _sync(device)
+    begin = time.perf_counter()
+    backward_selection(scorer, images, batch_size=args.batch_size)
+    _sync(device)
+    return (time.perf_counter() - begin) / args.images
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"SIS exact backward selection: {args.arch}, {args.images} image(s) in lockstep, batch size "
           f"{args.batch_size}, >= {args.batches} batches interleaved with as many raw forward batches, "
-          f"device {args.device}, torch threads {torch.get_num_threads()}")
+          f"device {args.device}, precision {args.amp if args.amp != 'none' else 'fp32'}, "
+          f"torch threads {torch.get_num_threads()}")
     rates = {}
     for size in sorted({args.image_size, *PER_IMAGE_SIZES}):
         rates[size] = measure(args.arch, size, args)
@@ -133,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         seconds = evaluations / rates[size][1]
         print(f"{size}x{size}: exact backward selection {evaluations:,} evaluations per image -> "
               f"{seconds:,.1f} s per image (EXTRAPOLATED from the measured rate, not run to the end)")
+    if args.run_to_end:
+        seconds = seconds_per_image_to_end(args.arch, args.image_size, args)
+        print(f"{args.image_size}x{args.image_size}: exact backward selection run to the end on {args.images} "
+              f"image(s) in lockstep: {seconds:,.2f} s per image (MEASURED)")
     raw, engine = rates[args.image_size]
     print(f"sis_efficiency={engine / raw:.3f}")
     return 0

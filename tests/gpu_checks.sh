@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# GPU checks for a machine with a CUDA GPU and PyTorch (README, "GPU checks"): the CUDA tests and the
+# SIS benchmark figures quoted in the README. Usage: bash tests/gpu_checks.sh [output-folder]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-gpu-checks}
+mkdir -p "$out"
+export PYTHONPATH=$PWD/workflow${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  $python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())"
+} 2>&1 | tee "$out/device.txt"
+timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sis.py tests/test_train.py \
+  2>&1 | tail -15 | tee "$out/pytest.txt"
+bench() { timeout 150 $python -m pathologies.bench sis --device cuda "$@" 2>&1 | tee -a "$out/bench_sis.txt"; }
+bench --arch resnet20 --image-size 32 --images 16 --batch-size 4096 --batches 64
+bench --arch resnet20 --image-size 32 --images 16 --batch-size 4096 --batches 64 --amp bf16
+bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32
+bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32 --amp bf16
+timeout 240 $python -m pathologies.bench sis --device cuda --arch resnet20 --image-size 32 --images 4 --batch-size 4096 --batches 16 --run-to-end 2>&1 | tee -a "$out/bench_sis.txt"
