@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -49,10 +50,44 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition" in done.stdout + done.stderr
 
 
+# Jobs each config must expand to, derived from the papers' designs as the configs declare them.
+DDD_TRAININGS = 1 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 2  # A.1: base, nesterov, half batch, init, lr,
+# nondeterministic, data order, architecture, half data, combined, two disjoint halves (+1/+10 epochs: no job)
+EXPECTED_JOBS = {
+    # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 17 + retraining (bs, random) x (aug, not) x 2 replicates
+    "config.yaml": {"train": 2 + 1 + 17 + 2 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
+    # 6 models (3 archs, with/without input dropout) x 5 seeds; retraining: ResNet20's BS and random subsets,
+    # the others' BS subsets, each into 3 archs x 5 replicates x (aug, not); SIS shards: test 3 x 100,
+    # train 3 x 500, dropout models' test 3 x 100, CIFAR-10-C sample 3 x 10
+    "cifar10_overinterpretation.yaml": {"train": 6 * 5 + (2 + 1 + 1) * 3 * 5 * 2,
+                                        "sis_extract": 300 + 1500 + 300 + 30, "sis_merge": 12, "total": 2523},
+    "imagenet_overinterpretation.yaml": {"train": 1, "sis_extract": 2100, "sis_merge": 2},
+    "ddd_imagenet.yaml": {"train": DDD_TRAININGS, "total": 49},
+    "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "total": 49},
+    "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "total": 51},
+}
+DAG_SECONDS = 15.0
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """{rule: count} from the job table of `snakemake -n --quiet rules`."""
+    counts = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "Job"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
 @pytest.mark.parametrize("configfile", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_config_dry_runs(configfile, fresh_copy):
+def test_every_config_dry_runs_to_its_expected_jobs_quickly(configfile, fresh_copy):
+    begin = time.perf_counter()
     done = snakemake("-n", "--quiet", "rules", "--configfile", str(configfile), cwd=fresh_copy)
-    assert "train" in done.stdout and "total" in done.stdout
+    seconds = time.perf_counter() - begin
+    counts = job_counts(done.stdout)
+    expected = EXPECTED_JOBS[configfile.name]
+    assert {rule: counts.get(rule) for rule in expected} == expected
+    assert seconds < DAG_SECONDS, f"{configfile.name}: the dry run took {seconds:.1f} s"
 
 
 @pytest.mark.parametrize("override, key", [
