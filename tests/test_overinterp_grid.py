@@ -167,3 +167,38 @@ def test_shifted_test_sets_are_evaluated_and_their_sis_analysed():
     full = {(e.model, e.seed, e.eval_dataset) for e in experiment.evaluations if e.eval_on == "full"}
     assert {("cnn", 1, "c10c"), ("cnn", 1, "c101"), ("cnn_dropout", 0, "c10c")} <= full
     assert ("results/sis/cnn/seed0/c10c/fog_s5.h5", "c10c") in {(s.path, s.dataset) for s in experiment.sis_files}
+
+
+def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
+    raw = copy.deepcopy(BASE)
+    raw["datasets"].update({"c10c": {"kind": "cifar10c", "corruptions": ["fog"], "severities": [1, 5]},
+                            "c101": {"kind": "cifar10.1"}})
+    raw["sis"]["runs"]["shifted"] = {"models": ["cnn"], "seeds": [0], "dataset": "c10c", "split": "fog_s5",
+                                     "sample": 100}
+    raw["overinterpretation"]["exp"].update(shifted=["c10c", "c101"])
+    cfg = validate(raw)
+    experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
+    shifted = {name: s for name, s in experiment.subsets.items() if s.source == "c10c"}
+    percents = ("5", "12p5", "10")  # fractions and the retraining fraction; 3 draws (= replicates)
+    assert set(shifted) == {f"exp.c10c.bs{pct}" for pct in percents} | {
+        f"exp.c10c.random{pct}.d{draw}" for pct in percents for draw in range(3)}
+    assert shifted["exp.c10c.bs5"].splits == ("fog_s5",)
+    assert shifted["exp.c10c.bs5"].path == "results/overinterp/exp/subsets/c10c/bs5.h5"
+    assert not any(s.source == "c101" for s in experiment.subsets.values())  # no SIS of the source on it
+    assert cfg["datasets"]["exp.c10c.bs5"]["kind"] == "pixel_subset"
+
+    on_shifted = {(e.model, e.seed, e.eval_dataset, e.eval_on) for e in experiment.evaluations if e.test_set == "c10c"}
+    assert ("cnn", 0, "exp.c10c.bs5", "bs") in on_shifted           # the source on its BS subsets
+    assert ("cnn", 1, "exp.c10c.bs5", "bs") not in on_shifted       # BS subsets are the source's alone
+    assert ("cnn", 1, "exp.c10c.random5.d1", "random") in on_shifted
+    assert ("exp.mlp.bs10", 2, "exp.c10c.bs10", "bs") in on_shifted  # retrained on BS, evaluated on shifted BS
+    assert ("exp.small_cnn.random10.d2", 2, "exp.c10c.random10.d2", "random") in on_shifted
+    assert ("exp.small_cnn.random10.d2", 2, "exp.c10c.random10.d1", "random") not in on_shifted
+
+    rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
+                            lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
+    assert rules.subset_origins("exp") == ["digits", "c10c"]
+    assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/cnn/seed0/c10c/fog_s5.h5"}
+    assert rules.dataset("exp", "c10c") == "results/data/c10c.h5"
+    assert all(path.startswith("results/overinterp/exp/subsets/c10c/") for path in rules.subset_files("exp", "c10c"))
+    assert not any("/c10c/" in path for path in rules.subset_files("exp"))

@@ -32,7 +32,7 @@ def onehot(preds, scale=1.0):
 def entry(path, model, seed, eval_dataset, eval_on="full", role="pretrained", draw=-1, fraction=None):
     return {"model": model, "seed": seed, "role": role, "condition": model, "arch": "cnn", "train_on": "full",
             "train_fraction": None, "augment": False, "eval_dataset": eval_dataset, "eval_on": eval_on,
-            "eval_fraction": fraction, "draw": draw, "path": str(path)}
+            "eval_fraction": fraction, "draw": draw, "path": str(path), "test_set": eval_dataset.split(".")[0]}
 
 
 @pytest.fixture

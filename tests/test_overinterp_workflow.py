@@ -31,7 +31,8 @@ def finished(tmp_path_factory):
 
 def test_bs_subsets_train_far_better_models_than_random_subsets(finished):
     accuracy = pd.read_csv(finished / TABLES / "accuracy.csv")
-    matching = accuracy[(accuracy["role"] == "retrained") & (accuracy["eval_on"] != "full")].set_index("condition")
+    matching = accuracy[(accuracy["role"] == "retrained") & (accuracy["eval_on"] != "full")
+                        & (accuracy["test_set"] == "digits")].set_index("condition")
     for arch in ("small_cnn", "mlp"):
         bs, rnd = matching.loc[f"{arch}.bs10", "accuracy_mean"], matching.loc[f"{arch}.random10", "accuracy_mean"]
         assert bs > 50 and bs > rnd + 30, (arch, bs, rnd)
@@ -55,8 +56,25 @@ def test_every_table_number_is_recomputable_from_the_stored_predictions(finished
         per_run = runs.groupby(["model", "seed", "draw"])["accuracy"].mean()
         assert row.n_runs == len(per_run) and row.accuracy_mean == pytest.approx(per_run.mean())
     markdown = (finished / TABLES / "tables.md").read_text()
-    bs = accuracy[(accuracy["condition"] == "small_cnn.bs10") & (accuracy["eval_on"] == "bs")].iloc[0]
-    assert f"{bs.accuracy_mean:.2f} ± {bs.accuracy_std:.2f}" in markdown
+    for test_set in ("digits", "digits_resplit"):
+        bs = accuracy[(accuracy["condition"] == "small_cnn.bs10") & (accuracy["eval_on"] == "bs")
+                      & (accuracy["test_set"] == test_set)].iloc[0]
+        assert f"{bs.accuracy_mean:.2f} ± {bs.accuracy_std:.2f}" in markdown
+
+
+def test_a_second_test_set_with_source_sis_gets_bs_and_random_subsets(finished):
+    """Table S4's BS rows: models evaluated on the pixel subsets of another test set (CIFAR-10.1 in the paper)."""
+    accuracy = pd.read_csv(finished / TABLES / "accuracy.csv")
+    other = accuracy[accuracy["test_set"] == "digits_resplit"].set_index(["role", "condition", "eval_on"])
+    assert other.loc[("pretrained", "digits_cnn", "bs"), "n_runs"].item() == 1  # the source alone
+    assert other.loc[("pretrained", "digits_cnn", "random"), "n_runs"].item() == 2 * 2  # 2 seeds x 2 draws
+    for arch in ("small_cnn", "mlp"):
+        bs = other.loc[("retrained", f"{arch}.bs10", "bs"), "accuracy_mean"].item()
+        rnd = other.loc[("retrained", f"{arch}.random10", "random"), "accuracy_mean"].item()
+        assert bs > rnd + 20, (arch, bs, rnd)
+    with h5py.File(finished / "results/overinterp/digits/subsets/digits_resplit/bs10.h5") as handle:
+        assert list(handle["test/masks"].shape) == [60, 8, 8]
+        assert handle.attrs["source_dataset"].endswith("digits_resplit.h5")
 
 
 def test_training_and_evaluation_see_the_same_masked_images(finished):

@@ -58,9 +58,12 @@ EXPECTED_JOBS = {
     "config.yaml": {"train": 2 + 1 + 17 + 2 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
     # 6 models (3 archs, with/without input dropout) x 5 seeds; retraining: ResNet20's BS and random subsets,
     # the others' BS subsets, each into 3 archs x 5 replicates x (aug, not); SIS shards: test 3 x 100,
-    # train 3 x 500, dropout models' test 3 x 100, CIFAR-10-C sample 3 x 10
+    # train 3 x 500, dropout models' test 3 x 100, CIFAR-10.1 3 x 21, CIFAR-10-C sample 3 x 10; pixel subsets
+    # of CIFAR-10.1 and the CIFAR-10-C sample (where the sources have SIS) for each of the 3 experiments
     "cifar10_overinterpretation.yaml": {"train": 6 * 5 + (2 + 1 + 1) * 3 * 5 * 2,
-                                        "sis_extract": 300 + 1500 + 300 + 30, "sis_merge": 12, "total": 2523},
+                                        "sis_extract": 300 + 1500 + 300 + 63 + 30, "sis_merge": 15,
+                                        "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
+                                        "overinterp_subsets_vgg16_bn_cifar10c": 1, "total": 2596},
     "imagenet_overinterpretation.yaml": {"train": 1, "sis_extract": 2100, "sis_merge": 2},
     "ddd_imagenet.yaml": {"train": DDD_TRAININGS, "total": 49},
     "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "total": 49},

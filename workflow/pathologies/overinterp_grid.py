@@ -9,7 +9,8 @@ An experiment names a *source* model run whose backward-selection (BS) orders, e
         fractions: [0.05, 0.1]          # subset sizes the pretrained models are evaluated on
         random_draws: 3                 # random subsets per fraction
         retrain: {fraction: 0.05, replicates: 3, augment: [false, true], archs: [small_cnn, mlp]}
-        shifted: [cifar10c]             # more test sets every model is evaluated on (full images)
+        shifted: [cifar10c]             # more test sets every model is evaluated on (full images, and
+                                        # pixel subsets where the source has an SIS run on them)
         ensembles: {cnn2: {members: [{model: digits_cnn}]}}
 
 Expansion adds, after validation:
@@ -17,7 +18,10 @@ Expansion adds, after validation:
 - ``datasets``: ``<exp>.bs<pct>`` and ``<exp>.random<pct>.d<draw>`` of kind ``pixel_subset`` with
   their ``path`` (``results/overinterp/<exp>/subsets/bs<pct>.h5``, ``random<pct>_d<draw>.h5``),
   written by :mod:`pathologies.subsets`; ``<pct>`` is the percentage with ``p`` for a decimal
-  point (0.05 -> ``5``, 0.125 -> ``12p5``).
+  point (0.05 -> ``5``, 0.125 -> ``12p5``). For a ``shifted`` test set on which ``sis.runs`` extracts
+  the source's SIS, likewise ``<exp>.<shifted>.bs<pct>`` and ``<exp>.<shifted>.random<pct>.d<draw>``
+  (``subsets/<shifted>/...``) of the splits extracted: the pretrained and retrained models are
+  evaluated on them as on the source's test subsets (Table S4's BS rows on CIFAR-10.1).
 - ``models``: ``<exp>.<arch>.bs<pct>[.aug]`` (seeds 0..replicates-1, all on the BS subsets) and
   ``<exp>.<arch>.random<pct>.d<r>[.aug]`` (seed r on random draw r), ordinary training runs of
   rule ``train``. Without augmentation their recipe has ``crop_padding: 0, hflip: false``.
@@ -56,7 +60,7 @@ def evaluation_path(experiment: str, model: str, seed: int) -> str:
 
 @dataclass(frozen=True)
 class Subset:
-    """One pixel-subset dataset of an experiment (``draw`` -1 for BS subsets)."""
+    """One pixel-subset dataset of an experiment (``draw`` -1 for BS subsets), cut from ``source``."""
 
     name: str
     kind: str
@@ -64,6 +68,7 @@ class Subset:
     draw: int
     path: str
     splits: tuple[str, ...]
+    source: str
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,8 @@ class Evaluation:
     ``path``: the run's evaluation file, holding group ``eval_dataset``.
     ``role``: pretrained (trained on full images) or retrained (on pixel subsets). ``condition``:
     the row label of its training (a model name, or ``<arch>.<kind><pct>[.aug]``). ``eval_on``:
-    full, bs or random; ``replicate`` groups the numbers averaged into one table cell.
+    full, bs or random; ``test_set``: the dataset whose images are evaluated (that of a subset
+    for bs and random).
     """
 
     model: str
@@ -89,6 +95,7 @@ class Evaluation:
     eval_fraction: float | None
     draw: int
     path: str
+    test_set: str
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,7 @@ def add_overinterp_models(config: dict, schema: dict) -> None:
     for name, spec in experiments.items():
         _check(name, spec, config, jobs)
     for name, spec in experiments.items():
-        datasets, models = _generated(name, spec, config)
+        datasets, models = _generated(name, spec, config, jobs)
         for section, entries in (("datasets", datasets), ("models", models)):
             for entry_name, entry in entries.items():
                 existing = config[section].get(entry_name)
@@ -267,17 +274,27 @@ def _draws(spec: Mapping) -> int:
     return max(spec["random_draws"], replicates)
 
 
-def _subsets(name: str, spec: Mapping) -> dict[str, Subset]:
-    splits = ("train", "test") if spec["retrain"] is not None else ("test",)
+def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[str, Subset]:
+    """The source's subsets, then those of each shifted test set it has SIS of."""
+    source = spec["source"]
+    dataset = config["models"][source["model"]]["dataset"]
+    sources = {dataset: ("train", "test") if spec["retrain"] is not None else ("test",)}
+    for shifted in spec["shifted"]:
+        splits = tuple(split for (m, s, d, split) in jobs if (m, s, d) == (source["model"], source["seed"], shifted))
+        if splits:
+            sources[shifted] = splits
     subsets = {}
-    for fraction in _fractions(spec):
-        pct = percent_name(fraction)
-        bs = Subset(f"{name}.bs{pct}", "bs", fraction, -1, f"{RESULTS}/{name}/subsets/bs{pct}.h5", splits)
-        subsets[bs.name] = bs
-        for draw in range(_draws(spec)):
-            rnd = Subset(f"{name}.random{pct}.d{draw}", "random", fraction, draw,
-                         f"{RESULTS}/{name}/subsets/random{pct}_d{draw}.h5", splits)
-            subsets[rnd.name] = rnd
+    for origin, splits in sources.items():
+        prefix, folder = (name, f"{RESULTS}/{name}/subsets") if origin == dataset else \
+            (f"{name}.{origin}", f"{RESULTS}/{name}/subsets/{origin}")
+        for fraction in _fractions(spec):
+            pct = percent_name(fraction)
+            bs = Subset(f"{prefix}.bs{pct}", "bs", fraction, -1, f"{folder}/bs{pct}.h5", splits, origin)
+            subsets[bs.name] = bs
+            for draw in range(_draws(spec)):
+                rnd = Subset(f"{prefix}.random{pct}.d{draw}", "random", fraction, draw,
+                             f"{folder}/random{pct}_d{draw}.h5", splits, origin)
+                subsets[rnd.name] = rnd
     return subsets
 
 
@@ -318,10 +335,10 @@ def _retrained(name: str, spec: Mapping, config: Mapping) -> list[Retrained]:
     return runs
 
 
-def _generated(name: str, spec: Mapping, config: Mapping) -> tuple[dict[str, dict], dict[str, dict]]:
+def _generated(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> tuple[dict[str, dict], dict[str, dict]]:
     """(datasets, models) entries an experiment adds to the config."""
     datasets = {s.name: {"kind": SUBSET_KIND, "path": s.path, "experiment": name, "subset": s.kind,
-                         "fraction": s.fraction, "draw": s.draw} for s in _subsets(name, spec).values()}
+                         "fraction": s.fraction, "draw": s.draw} for s in _subsets(name, spec, config, jobs).values()}
     models = {}
     retrain = spec["retrain"]
     source = config["models"][spec["source"]["model"]]
@@ -346,7 +363,7 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
     models_cfg = config["models"]
     source = spec["source"]
     dataset = models_cfg[source["model"]]["dataset"]
-    subsets = _subsets(name, spec)
+    subsets = _subsets(name, spec, config, jobs)
     pretrained: dict[tuple[str, int], None] = {}
     for model in _listed_models(spec):
         for seed in models_cfg[model]["seeds"]:
@@ -359,8 +376,10 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
 
     def add(model, seed, eval_dataset, role, condition, arch, train_on, train_fraction, augment, eval_on,
             eval_fraction, draw):
+        test_set = subsets[eval_dataset].source if eval_dataset in subsets else eval_dataset
         evaluations.append(Evaluation(model, seed, role, condition, arch, train_on, train_fraction, augment,
-                                      eval_dataset, eval_on, eval_fraction, draw, evaluation_path(name, model, seed)))
+                                      eval_dataset, eval_on, eval_fraction, draw, evaluation_path(name, model, seed),
+                                      test_set))
 
     for model, seed in pretrained:
         arch = models_cfg[model]["arch"]
@@ -378,8 +397,10 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
             for eval_dataset in (dataset, *spec["shifted"]):
                 add(run.model, seed, eval_dataset, "retrained", run.condition, run.arch, run.kind, run.fraction,
                     run.augment, "full", None, run.draw)
-            add(run.model, seed, run.dataset, "retrained", run.condition, run.arch, run.kind, run.fraction,
-                run.augment, run.kind, run.fraction, run.draw)
+            for subset in subsets.values():  # its own kind, fraction and draw, on every test set cut so
+                if (subset.kind, subset.fraction, subset.draw) == (run.kind, run.fraction, run.draw):
+                    add(run.model, seed, subset.name, "retrained", run.condition, run.arch, run.kind, run.fraction,
+                        run.augment, run.kind, run.fraction, run.draw)
 
     sis_files = [SisFile(sis_path(m, s, d, split), m, s, d, split, "original")
                  for (m, s, d, split) in jobs if (m, s) in pretrained and d in (dataset, *spec["shifted"])]

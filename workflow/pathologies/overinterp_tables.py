@@ -13,7 +13,7 @@ several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--ou
 - ``accuracy_by_split.csv``: one row per evaluation file and split (n, correct, accuracy).
 - ``accuracy.csv``: role, condition, arch, source_arch, train_on, train_fraction, augment, test_set,
   eval_on, eval_fraction, n_runs, accuracy_mean, accuracy_std. ``test_set`` is the dataset the
-  images come from (pixel subsets: the experiment's dataset).
+  images come from (a pixel subset: the dataset it is cut from).
 - ``ensembles.csv``: ensemble, test_set, eval_on, eval_fraction, n_members, n_runs, ensemble accuracy
   (logits averaged over the members, as pathologies.sis.Scorer) and the members' mean ± std.
 - ``calibration.csv``: model, seed, temperature, ECE before/after (%), NLL on the fitting half
@@ -49,10 +49,6 @@ def read_spec(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _test_set(entry: dict, spec: dict) -> str:
-    return spec["dataset"] if entry["eval_on"] != "full" else entry["eval_dataset"]
-
-
 def accuracy_by_split(spec: dict) -> pd.DataFrame:
     """One row per (evaluation, split): the accuracy recomputed from the stored logits."""
     rows = []
@@ -61,7 +57,7 @@ def accuracy_by_split(spec: dict) -> pd.DataFrame:
         for split in evaluation_splits(path, dataset):
             result = read_evaluation(path, dataset, split)
             correct = int(np.sum(result.pred == result.labels))
-            rows.append({**{k: v for k, v in entry.items() if k != "path"}, "test_set": _test_set(entry, spec),
+            rows.append({**{k: v for k, v in entry.items() if k != "path"},
                          "source_arch": spec["source_arch"], "eval_split": split, "n": len(result.labels),
                          "correct": correct, "accuracy": 100.0 * correct / len(result.labels), "path": path})
     return pd.DataFrame(rows)

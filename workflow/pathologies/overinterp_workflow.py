@@ -48,23 +48,34 @@ class OverinterpRules:
             raise UserError(f"models/{model}/seed{seed} is not a training run of the config")
         return f"{self.run_dir(model, seed)}/model.pt"
 
-    # -- pixel subsets (one job per experiment writes them all: each job would mostly load torch)
+    # -- pixel subsets (one job per experiment and source dataset writes them all: each job would
+    #    mostly load torch). ``origin``: the dataset the subsets are cut from, the experiment's by default.
 
-    def subset_files(self, name: str) -> list[str]:
-        return [subset.path for subset in self.experiment(name).subsets.values()]
+    def subset_origins(self, name: str) -> list[str]:
+        """The datasets an experiment cuts subsets from: its own, then shifted test sets with SIS."""
+        return list(dict.fromkeys(s.source for s in self.experiment(name).subsets.values()))
 
-    def subset_sis(self, name: str) -> dict[str, str]:
+    def _subsets(self, name: str, origin: str | None):
+        experiment = self.experiment(name)
+        origin = experiment.dataset if origin is None else origin
+        return [s for s in experiment.subsets.values() if s.source == origin]
+
+    def subset_files(self, name: str, origin: str | None = None) -> list[str]:
+        return [subset.path for subset in self._subsets(name, origin)]
+
+    def subset_sis(self, name: str, origin: str | None = None) -> dict[str, str]:
         """{split: SIS file} the subset datasets are cut from."""
+        subset = self._subsets(name, origin)[0]
         experiment = self.experiment(name)
-        splits = next(iter(experiment.subsets.values())).splits
-        return {split: experiment.source_sis(split) for split in splits}
+        return {split: sis_path(experiment.source_model, experiment.source_seed, subset.source, split)
+                for split in subset.splits}
 
-    def subset_args(self, name: str) -> str:
-        """Command-line arguments of :mod:`pathologies.subsets` for every subset of the experiment."""
+    def subset_args(self, name: str, origin: str | None = None) -> str:
+        """Command-line arguments of :mod:`pathologies.subsets` for every subset cut from ``origin``."""
         experiment = self.experiment(name)
-        sis = " ".join(f"--sis {split}={path}" for split, path in self.subset_sis(name).items())
+        sis = " ".join(f"--sis {split}={path}" for split, path in self.subset_sis(name, origin).items())
         subsets = " ".join(f"--subset {s.kind} {s.fraction!r} {s.draw} {s.name} {s.path}"
-                           for s in experiment.subsets.values())
+                           for s in self._subsets(name, origin))
         return f"{sis} --seed {experiment.options['random_seed']} {subsets}"
 
     # -- calibration, SIS of calibrated models and ensembles
@@ -124,10 +135,11 @@ class OverinterpRules:
         return [experiment.calibration_path(m, s) for m, s in experiment.calibrations]
 
     def bs_subsets(self, name: str) -> list[str]:
-        return [s.path for s in self.experiment(name).subsets.values() if s.kind == "bs"]
+        """The BS subsets of the experiment's own test images (not those of shifted test sets)."""
+        return [s.path for s in self._subsets(name, None) if s.kind == "bs"]
 
-    def dataset(self, name: str) -> str:
-        return self.dataset_file(self.experiment(name).dataset)
+    def dataset(self, name: str, origin: str | None = None) -> str:
+        return self.dataset_file(self.experiment(name).dataset if origin is None else origin)
 
     def human_benchmark_args(self, name: str) -> str:
         options = self.experiment(name).options["human_benchmark"]

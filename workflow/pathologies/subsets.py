@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of random subsets")
     args = parser.parse_args(argv)
     requests = [_request(values) for values in args.subset]
-    build_subset_datasets(args.dataset, named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5"), requests, seed=args.seed)
+    sis_files = named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5")
+    build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed)
     for request in requests:
         print(f"wrote {request.out}", file=sys.stderr)
     return 0

@@ -32,29 +32,32 @@ rule overinterp_spec:
             tmp.write_text(f"{params.spec}\n")
 
 
-# One job per experiment writes all its pixel-subset datasets (BS and random draws of every fraction):
-# the source split and SIS files are read once, and a job per file would mostly spend its time importing.
+# One job per experiment and source dataset writes all its pixel-subset datasets (BS and random draws of
+# every fraction): the source split and SIS files are read once, and a job per file would mostly spend its
+# time importing. Shifted test sets the source has SIS of get their own job (overinterp_subsets_<exp>_<set>).
 for _experiment in OVERINTERP.experiments:
+    for _origin in OVERINTERP.subset_origins(_experiment):
+        _own = _origin == OVERINTERP.experiment(_experiment).dataset
 
-    rule:
-        name:
-            f"overinterp_subsets_{_experiment}"
-        input:
-            dataset=OVERINTERP.dataset(_experiment),
-            sis=list(OVERINTERP.subset_sis(_experiment).values()),
-        output:
-            OVERINTERP.subset_files(_experiment),
-        params:
-            args=OVERINTERP.subset_args(_experiment),
-        log:
-            f"results/logs/overinterp/{_experiment}/subsets.log",
-        resources:
-            mem_mb=lambda wildcards, attempt: 8000 * attempt,
-            runtime=lambda wildcards, attempt: 60 * attempt,
-        conda:
-            ENV
-        shell:
-            "python -m pathologies.subsets --dataset {input.dataset} {params.args} > {log} 2>&1"
+        rule:
+            name:
+                f"overinterp_subsets_{_experiment}" if _own else f"overinterp_subsets_{_experiment}_{_origin}"
+            input:
+                dataset=OVERINTERP.dataset(_experiment, _origin),
+                sis=list(OVERINTERP.subset_sis(_experiment, _origin).values()),
+            output:
+                OVERINTERP.subset_files(_experiment, _origin),
+            params:
+                args=OVERINTERP.subset_args(_experiment, _origin),
+            log:
+                f"results/logs/overinterp/{_experiment}/subsets_{_origin}.log",
+            resources:
+                mem_mb=lambda wildcards, attempt: 8000 * attempt,
+                runtime=lambda wildcards, attempt: 60 * attempt,
+            conda:
+                ENV
+            shell:
+                "python -m pathologies.subsets --dataset {input.dataset} {params.args} > {log} 2>&1"
 
 
 rule overinterp_evaluate:
