@@ -41,12 +41,12 @@ def test_input_dropout_wrapper_and_modes():
         last_linear(torch.nn.Conv2d(1, 1, 1))
 
 
-def save_random_model(path, arch: str, seed: int, info) -> None:
+def save_random_model(path, arch: str, seed: int, info, epoch: int, snapshots=None) -> None:
     torch.manual_seed(seed)
     height, _, channels = info.image_shape
     model = build_model(arch, info.num_classes, in_channels=channels, image_size=height)
     save_model(path, model, arch=arch, num_classes=info.num_classes, in_channels=channels, image_size=height,
-               mean=info.mean, std=info.std)
+               mean=info.mean, std=info.std, epoch=epoch, snapshots=snapshots)
 
 
 def test_rsa_table_from_checkpoints(quadrant_dataset, tmp_path):
@@ -55,7 +55,7 @@ def test_rsa_table_from_checkpoints(quadrant_dataset, tmp_path):
     for label, condition, seed, epoch in [("plus2ep", "plus2ep", 0, 5), ("init.s1", "init", 1, 3),
                                           ("twin", "twin", 0, 3)]:
         path = tmp_path / f"{label}.pt"
-        save_random_model(path, "small_cnn", seed, info)
+        save_random_model(path, "small_cnn", seed, info, epoch)
         members.append({"label": label, "condition": condition, "epoch": epoch, "checkpoint": str(path)})
     spec = {"name": "toy", "split": "test", "members": members, "rsa_members": [m["label"] for m in members],
             "rsa_images": 20, "analysis_seed": 3}
@@ -79,7 +79,7 @@ def test_rsa_table_from_checkpoints(quadrant_dataset, tmp_path):
 
 def test_checkpoint_activations_normalise_like_training(quadrant_dataset, tmp_path):
     info = dataset_info(quadrant_dataset)
-    save_random_model(tmp_path / "m.pt", "mlp", 0, info)
+    save_random_model(tmp_path / "m.pt", "mlp", 0, info, epoch=3)
     images, ids = split_images(quadrant_dataset, "test", [3, 1])
     split = load_split(quadrant_dataset, "test")
     assert ids.tolist() == split.ids[[3, 1]].tolist()

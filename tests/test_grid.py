@@ -85,12 +85,12 @@ def test_conditions_change_exactly_what_they_declare():
     assert [c.recipe["init_seed"] for c in combined] == [c.recipe["order_seed"] for c in combined] == [1, 2, 3, 4, 5]
     halves = [runs[(f"paper.different_data.{i}", 0)].recipe for i in range(2)]
     assert [(h["data_fraction"], h["data_part"]) for h in halves] == [(0.5, 0), (0.5, 1)]
-    # Apart from what a condition declares (and the base's extra epochs), every recipe is the base's.
+    # Apart from what a condition declares (and the base's extra epochs and snapshots), every recipe is the base's.
     for (model, seed), spec in runs.items():
         if model != "paper.base":
             differing = {k for k in base if spec.recipe[k] != base[k]}
-            assert differing <= {"epochs", "nesterov", "split_batch", "init_seed", "order_seed", "lr",
-                                 "deterministic", "batch_size", "data_fraction", "data_part"}, model
+            assert differing <= {"epochs", "snapshot_epochs", "nesterov", "split_batch", "init_seed", "order_seed",
+                                 "lr", "deterministic", "batch_size", "data_fraction", "data_part"}, model
 
 
 def test_members_labels_compare_and_dump_split():
@@ -105,14 +105,16 @@ def test_members_labels_compare_and_dump_split():
     assert experiment.split == "train" and experiment.epochs == 4
 
 
-def test_rsa_uses_the_checkpoint_of_each_run_that_is_exactly_a_member():
-    experiment = experiments(validate(paper_grid()))["paper"]
+def test_rsa_takes_each_condition_at_its_epoch_from_snapshots_of_the_base_run():
+    config = validate(paper_grid())
+    experiment = experiments(config)["paper"]
     rsa = experiment.rsa_members()
-    assert [m.label for m in rsa][:3] == ["plus10ep", "optimizer", "half_batch"]  # base run = its last epoch
-    assert len(rsa) == 11 and "init.s1" in [m.label for m in rsa]
-    no_extra = experiments(validate(paper_grid(extra_epochs=[])))["paper"]
-    assert no_extra.rsa_members()[0].label == "base"
-    assert validate(paper_grid(extra_epochs=[]))["models"]["paper.base"]["overrides"]["epochs"] == 4
+    assert [(m.label, m.epoch) for m in rsa][:4] == [("base", 4), ("plus1ep", 5), ("plus10ep", 14), ("optimizer", 4)]
+    assert len(rsa) == 13 and "init.s1" in [m.label for m in rsa]
+    base = config["models"]["paper.base"]["overrides"]
+    assert (base["epochs"], base["snapshot_epochs"]) == (14, [4, 5])  # the final weights are epoch 14's
+    no_extra = validate(paper_grid(extra_epochs=[]))["models"]["paper.base"]["overrides"]
+    assert no_extra["epochs"] == 4 and "snapshot_epochs" not in no_extra
 
 
 def test_expansion_is_idempotent_and_keeps_user_models():
@@ -128,7 +130,7 @@ def test_spec_json_locates_every_run():
     spec = experiment.as_dict(lambda model, seed: f"runs/{model}/s{seed}")
     assert spec["members"][1]["predictions"] == "runs/paper.base/s0/predictions.h5"
     assert spec["members"][1]["checkpoint"] == "runs/paper.base/s0/model.pt"
-    assert spec["rsa_members"][0] == "plus10ep"
+    assert spec["rsa_members"][:3] == ["base", "plus1ep", "plus10ep"]
     assert (spec["n_boot"], spec["loose_max_exceptions"], spec["in_between_rule"]) == (1000, 1, "strict")
 
 

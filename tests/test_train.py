@@ -108,7 +108,7 @@ def test_missing_dataset_and_missing_gpu_are_clear_errors(tmp_path):
 def test_killed_training_resumes_to_identical_outputs(tmp_path):
     """SIGKILL the training process mid-run; the rerun must equal an uninterrupted run bit for bit."""
     dataset = make_quadrant_dataset(tmp_path / "q.h5", n_train=2048, n_test=128)
-    spec = make_spec(epochs=6, crop_padding=1, hflip=True, input_dropout_keep=0.9)
+    spec = make_spec(epochs=6, crop_padding=1, hflip=True, input_dropout_keep=0.9, snapshot_epochs=[0, 2, 4])
     reference = run(spec, dataset, tmp_path / "reference")
 
     out = tmp_path / "killed"
@@ -131,13 +131,36 @@ def test_killed_training_resumes_to_identical_outputs(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"resuming m seed 0 after epoch {state_epoch}" in done.stderr
-    for key, value in read_checkpoint(reference["model_out"])["state_dict"].items():
-        assert torch.equal(value, read_checkpoint(out / "model.pt")["state_dict"][key]), key
+    expected, resumed = read_checkpoint(reference["model_out"]), read_checkpoint(out / "model.pt")
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert sorted(resumed["snapshots"]) == [0, 2, 4]  # snapshots taken before the kill survive it
+    for epoch, weights in expected["snapshots"].items():
+        for key, value in weights.items():
+            assert torch.equal(value, resumed["snapshots"][epoch][key]), (epoch, key)
     ref, got = read_dump(reference["predictions_out"]), read_dump(out / "predictions.h5")
     for key in ref:
         np.testing.assert_array_equal(ref[key], got[key])
     pd.testing.assert_frame_equal(pd.read_csv(reference["log_out"]).drop(columns="seconds"),
                                   pd.read_csv(out / "train_log.csv").drop(columns="seconds"))
+
+
+def test_a_snapshot_equals_the_weights_of_a_shorter_run(tmp_path):
+    """The DDD base run trains E + 10 epochs; its epoch-E snapshot is what an E-epoch run ends with."""
+    dataset = make_quadrant_dataset(tmp_path / "q.h5", n_train=256, n_test=32)
+    long = run(make_spec(epochs=3, lr_milestones=[2], snapshot_epochs=[1, 2]), dataset, tmp_path / "long")
+    short = run(make_spec(epochs=2, lr_milestones=[2]), dataset, tmp_path / "short")
+    snapshot, _ = load_model(long["model_out"], epoch=2)
+    final_short, _ = load_model(short["model_out"], epoch=2)
+    final_long, meta = load_model(long["model_out"])
+    assert meta["epoch"] == 3 and sorted(read_checkpoint(long["model_out"])["snapshots"]) == [1, 2]
+    for (key, value), other in zip(snapshot.state_dict().items(), final_short.state_dict().values()):
+        assert torch.equal(value, other), key
+    assert not torch.equal(snapshot.state_dict()["classifier.weight"], final_long.state_dict()["classifier.weight"])
+    with pytest.raises(UserError, match=r"not epoch 0; add it to the recipe's snapshot_epochs"):
+        load_model(long["model_out"], epoch=0)
+    with pytest.raises(UserError, match=r"config key models.m: snapshot_epochs \[5\] lie beyond its 3 epochs"):
+        make_spec(epochs=3, snapshot_epochs=[1, 5])
 
 
 def test_imagenet_index_datasets_stream_from_disk(tmp_path):

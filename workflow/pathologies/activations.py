@@ -55,10 +55,8 @@ def split_images(dataset: str | Path, split: str, rows: Sequence[int]) -> tuple[
 
 
 def checkpoint_activations(checkpoint: str | Path, images: np.ndarray, device: str | torch.device = "cpu",
-                           batch_size: int = 256) -> np.ndarray:
-    """Penultimate activations of the model in ``checkpoint`` for uint8 images (N, H, W, C).
-
-    Images are normalised with the checkpoint's own mean and std, as in training.
-    """
-    model, meta = load_model(checkpoint, device)
+                           batch_size: int = 256, epoch: int | None = None) -> np.ndarray:
+    """Penultimate activations of the model in ``checkpoint`` (after ``epoch``; None = the final
+    weights) for uint8 images (N, H, W, C), normalised with the checkpoint's own mean and std."""
+    model, meta = load_model(checkpoint, device, epoch=epoch)
     return penultimate(model, to_model_input(images, meta["mean"], meta["std"], device), batch_size)

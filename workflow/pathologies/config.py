@@ -130,6 +130,10 @@ def run_specs(config: Mapping[str, Any]) -> dict[tuple[str, int], RunSpec]:
             recipe = {**config["recipes"][model["recipe"]], **model["overrides"]}
             recipe["init_seed"] = seed if recipe.get("init_seed") is None else recipe["init_seed"]
             recipe["order_seed"] = seed if recipe.get("order_seed") is None else recipe["order_seed"]
+            late = [e for e in recipe.get("snapshot_epochs", []) if e > recipe["epochs"]]
+            if late:
+                raise UserError(f"config key models.{name}: snapshot_epochs {late} lie beyond its {recipe['epochs']} "
+                                "epochs; list epochs up to the number trained")
             runs[(name, seed)] = RunSpec(name, seed, model["dataset"], model["arch"], recipe,
                                          tuple(model["dump_splits"]), model.get("weights"))
     return runs

@@ -6,9 +6,8 @@
 For one fixed, seeded sample of ``rsa_images`` images of the split (all of it when smaller), each
 model's RDM (1 - Pearson correlation between the images' penultimate activations) is computed and
 every pair of RDMs correlated (Pearson over the upper triangles, as thingsvision does). Models: the
-first member of each condition whose checkpoint is exactly that member (the trainer keeps the
-weights after the last epoch only, so the base run enters as ``plus<max>ep``); external CSV
-models have no weights and are left out. Rows: model_a, model_b, condition_a, condition_b,
+first member of each condition, each at its epoch (the base run's checkpoint keeps snapshots of the
+base and extra epochs); external CSV models have no weights and are left out. Rows: model_a, model_b, condition_a, condition_b,
 epoch_a, epoch_b, rsa, n_images.
 """
 
@@ -55,7 +54,8 @@ def build_table(spec: dict, dataset: str, device: str | torch.device = "cpu") ->
     activations = {}
     for member in members:
         print(f"activations of {member['label']} ({member['checkpoint']})", file=sys.stderr)
-        activations[member["label"]] = checkpoint_activations(member["checkpoint"], images, device)
+        activations[member["label"]] = checkpoint_activations(member["checkpoint"], images, device,
+                                                              epoch=member["epoch"])
     table = rsa_table(activations)
     conditions = {m["label"]: m["condition"] for m in members}
     epochs = {m["label"]: m["epoch"] for m in members}

@@ -63,8 +63,9 @@ class DddRules:
         return f"{self.run_dir(base.model, base.seed)}/predictions.h5"
 
     def checkpoints(self, name: str) -> list[str]:
-        """model.pt of every member that enters the RSA."""
-        return [f"{self.run_dir(m.model, m.seed)}/model.pt" for m in self.experiment(name).rsa_members()]
+        """model.pt of every run whose members enter the RSA (the base run's once, for all its epochs)."""
+        return list(dict.fromkeys(f"{self.run_dir(m.model, m.seed)}/model.pt"
+                                  for m in self.experiment(name).rsa_members()))
 
     def external(self, name: str) -> list[str]:
         return list(self.experiment(name).options["predictions_csv"])

@@ -79,19 +79,11 @@ class Experiment:
         return list(dict.fromkeys((m.model, m.seed) for m in self.members))
 
     def rsa_members(self) -> list[Member]:
-        """First member of each condition whose run's final checkpoint is exactly that member.
-
-        The trainer keeps only the weights after the last epoch, so the base run's checkpoint is
-        the member ``plus<max>ep`` (``base`` itself when there are no extra epochs).
-        """
-        final = {}
-        for member in self.members:
-            key = (member.model, member.seed)
-            final[key] = max(final.get(key, -1), member.epoch)
+        """First member of each condition (every member of the base run: its checkpoint keeps
+        snapshots of the weights after the base epochs and each extra epoch)."""
         chosen: dict[str, Member] = {}
         for member in self.members:
-            if member.epoch == final[(member.model, member.seed)]:
-                chosen.setdefault(member.condition, member)
+            chosen.setdefault(member.condition, member)
         return list(chosen.values())
 
     def as_dict(self, run_dir: Callable[[str, int], str]) -> dict:
@@ -148,8 +140,12 @@ def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, 
                 "overrides": overrides, "seeds": list(seeds), "dump_splits": [split]}
 
     base_model = f"{name}.base"
-    models = {base_model: entry(base["arch"], {**base["overrides"], "epochs": epochs + max(extra, default=0)},
-                                [base["seed"]])}
+    final = epochs + max(extra, default=0)
+    snapshots = sorted({*base["overrides"].get("snapshot_epochs", []), epochs, *(epochs + k for k in extra)} - {final})
+    base_overrides = {**base["overrides"], "epochs": final}
+    if snapshots:  # the weights of the base member and its extra epochs, for the RSA
+        base_overrides["snapshot_epochs"] = snapshots
+    models = {base_model: entry(base["arch"], base_overrides, [base["seed"]])}
     members = [Member("base", "base", base_model, base["seed"], epochs, "base", base["arch"])]
     members += [Member(f"plus{k}ep", f"plus{k}ep", base_model, base["seed"], epochs + k, "base", base["arch"])
                 for k in extra]

@@ -225,6 +225,10 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _cpu_copy(state_dict: dict) -> dict:
+    return {key: value.detach().to("cpu", copy=True) for key, value in state_dict.items()}
+
+
 class ResumeState:
     """Per-epoch training state in a folder that is not a declared Snakemake output."""
 
@@ -285,7 +289,9 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     resume = ResumeState(Path(state_dir), {**spec, "dataset_path": str(dataset_path)})
     state = resume.load()
     if state is None:
-        start_epoch, rows = 1, []
+        start_epoch, rows, snapshots = 1, [], {}
+        if 0 in recipe["snapshot_epochs"]:
+            snapshots[0] = _cpu_copy(model.state_dict())
         preds = {name: [predict_batches(model, split.batches(EVAL_BATCH))] for name, split in eval_splits.items()}
         rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
     else:
@@ -295,6 +301,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
         order_gen.set_state(state["order_gen"])
         _set_rng_state(state["rng"])
         start_epoch, rows, preds = state["epoch"] + 1, state["rows"], state["preds"]
+        snapshots = state.get("snapshots", {})
         print(f"resuming {spec['model']} seed {spec['seed']} after epoch {state['epoch']}", file=sys.stderr)
 
     for epoch in range(start_epoch, recipe["epochs"] + 1):
@@ -307,13 +314,16 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
         rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
         print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
               + " ".join(f"{k}_acc {rows[-1][f'{k}_acc']:.4f}" for k in eval_splits), file=sys.stderr)
+        if epoch in recipe["snapshot_epochs"]:
+            snapshots[epoch] = _cpu_copy(model.state_dict())
         resume.save(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), order_gen=order_gen.get_state(), rng=_rng_state(),
-                    rows=rows, preds=preds)
+                    rows=rows, preds=preds, snapshots=snapshots)
 
     save_model(model_out, model, arch=spec["arch"], num_classes=info.num_classes, in_channels=channels,
                image_size=height, mean=info.mean, std=info.std,
-               input_dropout_keep=recipe["input_dropout_keep"], run=spec)
+               input_dropout_keep=recipe["input_dropout_keep"], run=spec, epoch=recipe["epochs"],
+               snapshots={e: w for e, w in snapshots.items() if e != recipe["epochs"]})
     with atomic_output(log_out) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     write_predictions(predictions_out, spec, eval_splits, preds, info.name)
