@@ -34,16 +34,33 @@ def read_logs(paths: list[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+METRICS = ("train_loss", "train_acc", "test_acc")
+
+
+def model_family(model: str) -> str:
+    """The experiment prefix of a model name (``digits.small_cnn.bs5`` -> ``digits``): one figure row each."""
+    return model.split(".", 1)[0]
+
+
 def plot_learning_curves(logs: pd.DataFrame, out: str | Path) -> None:
-    """One panel each for training loss, training accuracy and test accuracy against epoch."""
-    long = logs.melt(id_vars=["epoch", "model", "run"], value_vars=["train_loss", "train_acc", "test_acc"],
-                     var_name="metric").dropna()
+    """Training loss, training accuracy and test accuracy against epoch: one row per model family
+    (experiment prefix), one colour per model, one line per run (seed), a legend per row."""
     sns.set_theme(style="whitegrid", context="paper")
-    grid = sns.relplot(data=long, x="epoch", y="value", hue="model", units="run", estimator=None,
-                       col="metric", kind="line", facet_kws={"sharey": False}, height=2.8, aspect=1.1)
-    grid.set_titles("{col_name}")
+    families = sorted(logs["model"].map(model_family).unique())
+    fig, axes = plt.subplots(len(families), len(METRICS), figsize=(3.2 * len(METRICS) + 3, 2.4 * len(families)),
+                             squeeze=False, sharex="row")
+    for row, family in zip(axes, families):
+        mine = logs[logs["model"].map(model_family) == family]
+        for axis, metric in zip(row, METRICS):
+            sns.lineplot(data=mine.dropna(subset=[metric]), x="epoch", y=metric, hue="model", units="run",
+                         estimator=None, ax=axis, legend=axis is row[-1], linewidth=1)
+            axis.set_title(f"{family}: {metric}", fontsize=8)
+            axis.set_ylabel("")
+        if row[-1].get_legend() is not None:
+            row[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=6, frameon=False)
+    fig.tight_layout()
     with atomic_output(out) as tmp:
-        grid.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip("."))
+        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip("."))
     plt.close("all")
 
 
