@@ -62,3 +62,13 @@ def test_missing_thresholds_and_missing_sis_are_clear_errors(tmp_path, quadrant_
     with pytest.raises(UserError, match="has an SIS at threshold 0.9"):
         plot_examples(unsure, 0.9, 1, 0, tmp_path / "y.png")
     assert not (tmp_path / "y.png").exists()
+
+
+def test_examples_show_a_seeded_sample_of_classes_when_there_are_many(tmp_path, sis):
+    """Four classes (the quadrants), at most two shown: the figure has half the rows."""
+    import matplotlib.image
+
+    plot_examples(sis, 0.6, 1, 0, tmp_path / "all.png")
+    plot_examples(sis, 0.6, 1, 0, tmp_path / "two.png", max_classes=2)
+    heights = [matplotlib.image.imread(tmp_path / name).shape[0] for name in ("all.png", "two.png")]
+    assert heights[1] < 0.75 * heights[0]

@@ -64,7 +64,10 @@ EXPECTED_JOBS = {
                                         "sis_extract": 300 + 1500 + 300 + 63 + 30, "sis_merge": 15,
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
                                         "overinterp_subsets_vgg16_bn_cifar10c": 1, "total": 2596},
-    "imagenet_overinterpretation.yaml": {"train": 1, "sis_extract": 2100, "sis_merge": 2},
+    # pretrained ResNet50 + 5 replicates on 10% BS subsets + 5 on random subsets (Table S7); SIS shards:
+    # validation 100, train 2,000
+    "imagenet_overinterpretation.yaml": {"train": 1 + 5 + 5, "sis_extract": 100 + 2000, "sis_merge": 2,
+                                         "overinterp_subsets_resnet50": 1, "overinterp_evaluate": 11},
     "ddd_imagenet.yaml": {"train": DDD_TRAININGS, "total": 49},
     "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "total": 49},
     "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "total": 51},

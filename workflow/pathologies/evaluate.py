@@ -40,7 +40,7 @@ from .cliargs import add_compute_options, named_files
 from .data import DatasetInfo, dataset_info, load_split, to_model_input
 from .errors import UserError, cli
 from .io import atomic_output, create_dataset, h5py, provenance, write_attrs
-from .subsets import read_masks
+from .subsets import has_masks, read_masks
 from .train import resolve_device
 
 BATCH = 1024
@@ -65,23 +65,29 @@ class SplitEvaluation:
 
 
 def _batches(dataset_path: str | Path, info: DatasetInfo, split: str, mean, std, device: torch.device,
-             batch_size: int, workers: int, masks: np.ndarray | None) -> Iterator[torch.Tensor]:
-    """Normalised float batches (B, C, H, W) of a split; pixels where ``masks`` (n, H, W) is False set to 0."""
+             batch_size: int, workers: int, masks: bool) -> Iterator[torch.Tensor]:
+    """Normalised float batches (B, C, H, W) of a split; with ``masks`` (a pixel-subset dataset), every
+    pixel outside the image's mask is set to exactly 0 after normalisation."""
     if info.storage == "index":
         from .imagenet import ImageIndexDataset
 
-        loader = torch.utils.data.DataLoader(ImageIndexDataset(dataset_path, split), batch_size=batch_size,
-                                             num_workers=workers)
-        for images, _ in loader:
-            yield to_model_input(images, mean, std, device)
+        source = ImageIndexDataset(dataset_path, split, with_masks=masks)
+        for batch in torch.utils.data.DataLoader(source, batch_size=batch_size, num_workers=workers):
+            yield _masked(to_model_input(batch[0], mean, std, device), batch[2] if masks else None)
         return
     images = load_split(dataset_path, split).images
+    stored = read_masks(dataset_path, split) if masks else None
     for start in range(0, len(images), batch_size):
         x = to_model_input(images[start:start + batch_size], mean, std, device)
-        if masks is not None:
-            keep = torch.as_tensor(masks[start:start + batch_size], device=device)[:, None]
-            x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=device))
-        yield x
+        yield _masked(x, None if stored is None else torch.as_tensor(stored[start:start + batch_size]))
+
+
+def _masked(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``x`` (B, C, H, W) with every pixel outside ``keep`` (B, H, W) set to exactly 0."""
+    if keep is None:
+        return x
+    keep = keep.to(x.device)[:, None]
+    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def split_labels(dataset_path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -103,13 +109,13 @@ def evaluate_split(model: torch.nn.Module, meta: dict, dataset_path: str | Path,
                         f"images of {meta['num_classes']} classes, but {dataset_path} holds {channels}-channel "
                         f"{height}x{width} images of {info.num_classes} classes; evaluate it on a matching dataset")
     model.eval()
-    masks = read_masks(dataset_path, split) if info.storage == "array" else None
+    masked = has_masks(dataset_path, split)
     batches = _batches(dataset_path, info, split, meta["mean"], meta["std"], torch.device(device), batch_size,
-                       workers, masks)
+                       workers, masked)
     logits = [model(x).float().cpu() for x in batches]
     labels, ids = split_labels(dataset_path, split)
     out = torch.cat(logits).numpy() if logits else np.zeros((0, info.num_classes), np.float32)
-    return SplitEvaluation(out, labels.astype(np.int64), ids.astype(np.int64), masked=masks is not None)
+    return SplitEvaluation(out, labels.astype(np.int64), ids.astype(np.int64), masked=masked)
 
 
 def evaluate(model_path: str | Path, datasets: Mapping[str, str | Path], out: str | Path, *,

@@ -35,6 +35,7 @@ from torchvision.transforms import functional as TF
 from .data import block_channel_stats
 from .errors import UserError
 from .io import atomic_output, create_dataset, h5py, provenance, read_json_attr, write_attrs
+from .subsets import mask_colour
 
 # Standard ImageNet train statistics (0-1 scale) used by torchvision's pretrained models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -196,10 +197,14 @@ class ImageIndexDataset(torch.utils.data.Dataset):
     """Stream one split of an index file as ``(uint8 tensor (S, S, 3), label)`` pairs.
 
     ``image_root`` overrides the root stored in the file (e.g. when images live elsewhere on a
-    cluster node). The paths are read once here, so the object pickles cheaply to workers.
+    cluster node). The paths are read once here, so the object pickles cheaply to workers. A
+    pixel-subset index (:mod:`pathologies.index_subsets`) has ``/<split>/masks``: every pixel
+    outside an image's mask is set to the file's mean colour, read image by image from the file
+    (opened lazily in each worker); with ``with_masks`` the mask (S, S) bool comes as a third item.
     """
 
-    def __init__(self, index_path: str | Path, split: str, image_root: str | Path | None = None) -> None:
+    def __init__(self, index_path: str | Path, split: str, image_root: str | Path | None = None,
+                 with_masks: bool = False) -> None:
         index_path = Path(index_path)
         if not index_path.exists():
             raise UserError(f"ImageNet index {index_path} does not exist; build it with `snakemake {index_path}`")
@@ -214,10 +219,31 @@ class ImageIndexDataset(torch.utils.data.Dataset):
             self.image_size = int(handle.attrs["image_shape"][0])
             self.resize = int(handle.attrs["resize"])
             self.image_root = Path(image_root if image_root is not None else str(read_json_attr(handle, "image_root")))
+            self.masked = "masks" in handle[split]
+            self.colour = mask_colour(handle.attrs["mean"])
+        if with_masks and not self.masked:
+            raise UserError(f"{index_path} split {split!r} has no masks; it is not a pixel-subset index")
+        self.index_path, self.split, self.with_masks = index_path, split, with_masks
+        self._masks = None  # h5py dataset, opened in the process that reads
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_masks": None}
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def mask(self, index: int) -> np.ndarray:
+        """The pixel mask (S, S) bool of image ``index`` of a pixel-subset index."""
+        if self._masks is None:
+            self._masks = h5py.File(self.index_path, "r")[self.split]["masks"]
+        return self._masks[index]
+
+    def __getitem__(self, index: int):
         image = load_image(self.image_root / self.paths[index], self.resize, self.image_size)
+        if not self.masked:
+            return torch.from_numpy(image), int(self.labels[index])
+        mask = self.mask(index)
+        image = np.where(mask[..., None], image, self.colour)
+        if self.with_masks:
+            return torch.from_numpy(image), int(self.labels[index]), torch.from_numpy(mask)
         return torch.from_numpy(image), int(self.labels[index])

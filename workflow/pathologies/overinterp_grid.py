@@ -198,10 +198,9 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
         raise UserError(f"config key {key}.source.seed: model {source['model']!r} has no seed {source['seed']} "
                         f"(its seeds: {models[source['model']]['seeds']})")
     dataset = models[source["model"]]["dataset"]
-    if config["datasets"][dataset]["kind"] in ("imagenet", SUBSET_KIND):
-        raise UserError(f"config key {key}.source.model: its dataset {dataset!r} is of kind "
-                        f"{config['datasets'][dataset]['kind']!r}; pixel subsets need an array-storage dataset "
-                        "(ImageNet subsets are not supported yet)")
+    if config["datasets"][dataset]["kind"] == SUBSET_KIND:
+        raise UserError(f"config key {key}.source.model: its dataset {dataset!r} is already a pixel subset; "
+                        "use a model trained on full images as the source")
     for i, model in enumerate(_listed_models(spec)):
         if model not in models:
             raise UserError(f"config key {key}.models.{i}: {model!r} is not a model; define it under `models`")

@@ -113,14 +113,19 @@ def plot_heatmaps(sis_path: str | Path, subset_paths: Sequence[str | Path], thre
     _save(figure, out)
 
 
-def plot_examples(sis_path: str | Path, threshold: float, per_class: int, seed: int, out: str | Path) -> None:
-    """Per explained class, ``per_class`` seeded random images with an SIS: image and SIS side by side."""
+def plot_examples(sis_path: str | Path, threshold: float, per_class: int, seed: int, out: str | Path,
+                  max_classes: int = 10) -> None:
+    """Per explained class (a seeded sample of ``max_classes`` when there are more, e.g. ImageNet's
+    1000), ``per_class`` seeded random images with an SIS: image and SIS side by side."""
     with _open(sis_path) as handle:
         mask, none = _sis_mask(handle, threshold, sis_path)
         classes, rows = handle["class"][()], handle["index"][()]
         chosen = []
         rng = np.random.default_rng(seed)
-        for cls in np.unique(classes):
+        shown = np.unique(classes[~none])
+        if len(shown) > max_classes:
+            shown = np.sort(rng.choice(shown, max_classes, replace=False))
+        for cls in shown:
             candidates = np.flatnonzero((classes == cls) & ~none)
             if len(candidates):
                 chosen.append((cls, np.sort(rng.choice(candidates, min(per_class, len(candidates)), replace=False))))
@@ -293,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     examples.add_argument("--threshold", type=float, required=True)
     examples.add_argument("--per-class", type=int, default=3)
     examples.add_argument("--seed", type=int, default=0)
+    examples.add_argument("--max-classes", type=int, default=10)
     curves = commands.add_parser("curves")
     curves.add_argument("--sis", required=True)
     curves.add_argument("--images", type=int, default=32)
@@ -317,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "heatmaps":
         plot_heatmaps(args.sis, args.subsets, args.threshold, args.out)
     elif args.command == "examples":
-        plot_examples(args.sis, args.threshold, args.per_class, args.seed, args.out)
+        plot_examples(args.sis, args.threshold, args.per_class, args.seed, args.out, args.max_classes)
     elif args.command == "curves":
         plot_curves(args.sis, args.images, args.seed, args.out)
     elif args.command == "sizes":

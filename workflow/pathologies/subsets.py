@@ -25,6 +25,9 @@ pixels hold that uint8 colour; ``std`` is the source's. Extra content beyond the
                             source_sis (JSON {split: path}), source_model_run (JSON)
     /<split>/masks   bool (n, H, W)  True = pixel kept
     /<split>/rows    int64 (n,)      row of the image in the source dataset's split
+
+An ImageNet index (``storage = "index"``) gets an index of the same images instead, with the masks
+applied as the images stream from disk (:mod:`pathologies.index_subsets`).
 """
 
 from __future__ import annotations
@@ -71,7 +74,17 @@ def random_features(n: int, feature_count: int, size: int, seed: int, draw: int,
     """
     if not 1 <= size <= feature_count:
         raise ValueError(f"subset size {size} is out of range for {feature_count} features")
-    rng = np.random.default_rng([seed, draw, zlib.crc32(stream.encode())])
+    return uniform_features(random_stream(seed, draw, stream), n, feature_count, size)
+
+
+def random_stream(seed: int, draw: int, stream: str) -> np.random.Generator:
+    """The generator of random subsets (``seed``, ``draw``, ``stream``) (see :func:`random_features`)."""
+    return np.random.default_rng([seed, draw, zlib.crc32(stream.encode())])
+
+
+def uniform_features(rng: np.random.Generator, n: int, feature_count: int, size: int) -> np.ndarray:
+    """The next ``n`` images' random subsets from ``rng``: drawing the rows in consecutive chunks
+    gives the same subsets as drawing them at once."""
     # the `size` smallest of p iid uniforms per row: a uniformly random size-subset of the features
     keys = rng.random((n, feature_count))
     return np.sort(np.argpartition(keys, size - 1, axis=1)[:, :size], axis=1).astype(np.int64)
@@ -170,9 +183,11 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
             raise UserError(f"pixel-subset kind {request.kind!r} is not one of {', '.join(KINDS)}")
         subset_size(request.fraction, 1)  # checks the fraction
     info = dataset_info(dataset_path)
-    if info.storage != "array":
-        raise UserError(f"{dataset_path} stores image paths (ImageNet index); pixel-subset datasets need "
-                        "array storage (ImageNet subsets are not supported yet)")
+    if info.storage == "index":
+        from .index_subsets import build_index_subsets
+
+        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed)
+        return
     orders = {split: read_sis_orders(path) for split, path in sis_files.items()}
     for sis in orders.values():
         if tuple(sis.image_shape) != tuple(info.image_shape):
@@ -215,6 +230,12 @@ def build_subset_dataset(out: str | Path, dataset_path: str | Path, sis_files: M
     """Write one ``kind`` pixel-subset dataset of ``fraction`` (see :func:`build_subset_datasets`)."""
     build_subset_datasets(dataset_path, sis_files,
                           [SubsetRequest(kind, fraction, draw, name or Path(out).stem, str(out))], seed=seed)
+
+
+def has_masks(path: str | Path, split: str) -> bool:
+    """Whether ``split`` of a prepared dataset is a pixel subset (holds /<split>/masks)."""
+    with h5py.File(path, "r") as handle:
+        return split in handle and "masks" in handle[split]
 
 
 def read_masks(path: str | Path, split: str) -> np.ndarray | None:

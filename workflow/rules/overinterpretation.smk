@@ -256,6 +256,7 @@ rule overinterp_fig_examples:
         threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
         per_class=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["examples_per_class"],
         seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
+        classes=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["classes"],
     log:
         "results/logs/overinterp/{experiment}/figures/sis_examples.log",
     resources:
@@ -265,7 +266,8 @@ rule overinterp_fig_examples:
         ENV
     shell:
         "python -m pathologies.plot_overinterp examples --sis {input.sis} --threshold {params.threshold} "
-        "--per-class {params.per_class} --seed {params.seed} --out {output} > {log} 2>&1"
+        "--per-class {params.per_class} --max-classes {params.classes} --seed {params.seed} --out {output} "
+        "> {log} 2>&1"
 
 
 rule overinterp_fig_curves:
