@@ -19,3 +19,18 @@ bench --arch resnet20 --image-size 32 --images 16 --batch-size 4096 --batches 64
 bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32
 bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32 --amp bf16
 timeout 240 $python -m pathologies.bench sis --device cuda --arch resnet20 --image-size 32 --images 4 --batch-size 4096 --batches 16 --run-to-end 2>&1 | tee -a "$out/bench_sis.txt"
+
+# The tiny workflow configs with device=cuda through Snakemake (when it is importable): every GPU rule
+# (training, SIS, evaluation, calibration, ensembles, RSA) on the GPU, one GPU job at a time.
+if $python -c "import snakemake" 2>/dev/null; then
+  mkdir -p /tmp/gpu-bin && ln -sf "$(command -v $python)" /tmp/gpu-bin/python
+  for cfg in overinterp_tiny ddd_tiny; do
+    work=/tmp/gpu-workflow-$cfg
+    rm -rf "$work" && mkdir -p "$work"
+    (PATH=/tmp/gpu-bin:$PATH timeout 300 $python -m snakemake -s "$PWD/Snakefile" -d "$work" --cores 8 \
+       --resources gpu=1 --configfile "$PWD/tests/configs/$cfg.yaml" --config device=cuda --quiet rules \
+       && echo "workflow $cfg on cuda: OK") 2>&1 | tail -25 | tee -a "$out/workflow.txt"
+    grep -rh "on cuda" "$work/results/logs" | sort | uniq -c | sort -rn | head -5 | tee -a "$out/workflow.txt"
+  done
+  cp /tmp/gpu-workflow-overinterp_tiny/results/overinterp/digits/tables/tables.md "$out/" 2>/dev/null || true
+fi

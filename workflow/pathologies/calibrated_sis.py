@@ -14,6 +14,7 @@ threshold and their SIS grow. The file's root gains the attribute ``temperature`
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 
 import torch
@@ -34,6 +35,7 @@ def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, o
     settings = Settings.from_spec(spec)
     temperature = read_temperature(calibration_path)
     torch_device = resolve_device(device)
+    print(f"SIS of the temperature-scaled model on {torch_device}", file=sys.stderr)
     info = dataset_info(dataset_path)
     models, metas = load_models([model_path], info, dataset_path, torch_device)
     scorer = make_scorer(models, info, settings, torch_device, temperature=temperature)

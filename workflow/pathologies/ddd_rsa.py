@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     add_compute_options(parser, device="cpu", progress=False)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    table = build_table(read_spec(args.spec), args.dataset, resolve_device(args.device))
+    device = resolve_device(args.device)
+    print(f"RSA activations on {device}", file=sys.stderr)
+    table = build_table(read_spec(args.spec), args.dataset, device)
     with atomic_output(args.out) as tmp:
         table.to_csv(tmp, index=False)
     return 0

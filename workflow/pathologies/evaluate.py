@@ -126,6 +126,7 @@ def evaluate(model_path: str | Path, datasets: Mapping[str, str | Path], out: st
     if not datasets:
         raise UserError("no dataset to evaluate on; pass --dataset <name>=<file>")
     torch_device = resolve_device(device)
+    print(f"evaluating {model_path} on {torch_device}", file=sys.stderr)
     model, meta = load_model(model_path, torch_device)
     results = {}
     for name, path in datasets.items():

@@ -355,6 +355,7 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     size = split_size(dataset_path, settings.split)
     rows = shard_rows(size, settings.sample, settings.seed, shard, num_shards)
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
+    print(f"{settings.method} SIS of {len(rows)} images on {torch_device} ({settings.precision})", file=sys.stderr)
     result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
                      torch_device, progress=progress)
     paths = [str(path) for path in model_paths]

@@ -269,6 +269,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
 
     recipe = spec["recipe"]
     device = resolve_device(device)
+    print(f"training {spec['model']} seed {spec['seed']} on {device}", file=sys.stderr)
     set_determinism(recipe["deterministic"])
     info = dataset_info(dataset_path)
     height, width, channels = info.image_shape
