@@ -14,8 +14,8 @@ threshold and their SIS grow. The file's root gains the attribute ``temperature`
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 
 import torch
 
