@@ -1,36 +1,44 @@
 #!/usr/bin/env bash
 # GPU checks for a machine with a CUDA GPU and PyTorch (README, "GPU checks"): the CUDA tests and the
-# SIS benchmark figures quoted in the README. Usage: bash tests/gpu_checks.sh [output-folder]
+# SIS benchmark figures quoted in the README, and the tiny workflow configs on the GPU.
+# Usage: bash tests/gpu_checks.sh [output-folder] [sections: any of tests bench workflow; default all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-checks}
+sections=${2:-tests bench workflow}
+want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 export PYTHONPATH=$PWD/workflow${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
+device=${DEVICE:-cuda}  # DEVICE=cpu tries the workflow section on a machine without a GPU
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$out/device.txt"
-timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sis.py tests/test_train.py \
+want tests && timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sis.py tests/test_train.py \
   2>&1 | tail -15 | tee "$out/pytest.txt"
-bench() { timeout 150 $python -m pathologies.bench sis --device cuda "$@" 2>&1 | tee -a "$out/bench_sis.txt"; }
+bench() { want bench || return 0; timeout 150 $python -m pathologies.bench sis --device cuda "$@" 2>&1 | tee -a "$out/bench_sis.txt"; }
 bench --arch resnet20 --image-size 32 --images 16 --batch-size 4096 --batches 64
 bench --arch resnet20 --image-size 32 --images 16 --batch-size 4096 --batches 64 --amp bf16
 bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32
 bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32 --amp bf16
-timeout 240 $python -m pathologies.bench sis --device cuda --arch resnet20 --image-size 32 --images 4 --batch-size 4096 --batches 16 --run-to-end 2>&1 | tee -a "$out/bench_sis.txt"
+want bench && timeout 240 $python -m pathologies.bench sis --device cuda --arch resnet20 --image-size 32 --images 4 --batch-size 4096 --batches 16 --run-to-end 2>&1 | tee -a "$out/bench_sis.txt"
 
 # The tiny workflow configs with device=cuda through Snakemake (when it is importable): every GPU rule
 # (training, SIS, evaluation, calibration, ensembles, RSA) on the GPU, one GPU job at a time.
-if $python -c "import snakemake" 2>/dev/null; then
-  mkdir -p /tmp/gpu-bin && ln -sf "$(command -v $python)" /tmp/gpu-bin/python
+if want workflow && $python -c "import snakemake" 2>/dev/null; then
+  # rules call `python`: a wrapper (not a link, which would lose a virtual environment) for $python
+  # (rm first: never write through a link left by an older version of this script)
+  mkdir -p /tmp/gpu-bin && rm -f /tmp/gpu-bin/python
+  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v $python)" > /tmp/gpu-bin/python
+  chmod +x /tmp/gpu-bin/python
   for cfg in overinterp_tiny ddd_tiny; do
     work=/tmp/gpu-workflow-$cfg
     rm -rf "$work" && mkdir -p "$work"
     (PATH=/tmp/gpu-bin:$PATH timeout 300 $python -m snakemake -s "$PWD/Snakefile" -d "$work" --cores 8 \
-       --resources gpu=1 --configfile "$PWD/tests/configs/$cfg.yaml" --config device=cuda --quiet rules \
-       && echo "workflow $cfg on cuda: OK") 2>&1 | tail -25 | tee -a "$out/workflow.txt"
-    grep -rh "on cuda" "$work/results/logs" | sort | uniq -c | sort -rn | head -5 | tee -a "$out/workflow.txt"
+       --resources gpu=1 --configfile "$PWD/tests/configs/$cfg.yaml" --config device=$device --quiet rules \
+       && echo "workflow $cfg on $device: OK") 2>&1 | tail -25 | tee -a "$out/workflow.txt"
+    grep -rh "on $device" "$work/results/logs" | sort | uniq -c | sort -rn | head -5 | tee -a "$out/workflow.txt"
   done
   cp /tmp/gpu-workflow-overinterp_tiny/results/overinterp/digits/tables/tables.md "$out/" 2>/dev/null || true
 fi
