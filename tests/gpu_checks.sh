@@ -25,7 +25,7 @@ bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32
 want bench && timeout 240 $python -m pathologies.bench sis --device cuda --arch resnet20 --image-size 32 --images 4 --batch-size 4096 --batches 16 --run-to-end 2>&1 | tee -a "$out/bench_sis.txt"
 
 # The tiny workflow configs with device=cuda through Snakemake (when it is importable): every GPU rule
-# (training, SIS, evaluation, calibration, ensembles, RSA) on the GPU, one GPU job at a time.
+# (training, SIS, evaluation, calibration, ensembles, RSA) on the GPU; GPU_JOBS (4) tiny jobs share it.
 if want workflow && $python -c "import snakemake" 2>/dev/null; then
   # rules call `python`: a wrapper (not a link, which would lose a virtual environment) for $python
   # (rm first: never write through a link left by an older version of this script)
@@ -36,7 +36,7 @@ if want workflow && $python -c "import snakemake" 2>/dev/null; then
     work=/tmp/gpu-workflow-$cfg
     rm -rf "$work" && mkdir -p "$work"
     (PATH=/tmp/gpu-bin:$PATH timeout 300 $python -m snakemake -s "$PWD/Snakefile" -d "$work" --cores 8 \
-       --resources gpu=1 --configfile "$PWD/tests/configs/$cfg.yaml" --config device=$device --quiet rules \
+       --resources gpu=${GPU_JOBS:-4} --configfile "$PWD/tests/configs/$cfg.yaml" --config device=$device --quiet rules \
        && echo "workflow $cfg on $device: OK") 2>&1 | tail -25 | tee -a "$out/workflow.txt"
     grep -rh "on $device" "$work/results/logs" | sort | uniq -c | sort -rn | head -5 | tee -a "$out/workflow.txt"
   done
