@@ -36,6 +36,27 @@ def make_quadrant_dataset(path: Path, n_train: int = 256, n_test: int = 64, size
     return path
 
 
+def make_imagenet_index(root: Path, counts: dict[str, int], size: int, *, noise: int, step: int) -> Path:
+    """An 8x8 ImageNet index (``root/imagenet.h5``) of a real folder ``root/resources/imagenet/<split>/<wnid>``
+    of ``size`` x ``size`` PNGs: ``counts[split]`` noise images (0..``noise``) per class, class 1 brighter by
+    ``step``."""
+    from PIL import Image
+
+    from pathologies.datasets import prepare_dataset
+
+    rng = np.random.default_rng(0)
+    for split, count in counts.items():
+        for label, wnid in enumerate(("n001", "n002")):
+            folder = root / "resources" / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, noise, (size, size, 3)) + step * label
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    index = root / "imagenet.h5"
+    prepare_dataset("imagenet", {"kind": "imagenet", "image_size": 8, "resize": 8}, root / "resources", index)
+    return index
+
+
 @pytest.fixture
 def quadrant_dataset(tmp_path: Path) -> Path:
     return make_quadrant_dataset(tmp_path / "quadrants.h5")

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import make_spec
+from conftest import make_imagenet_index, make_spec
 from pathologies import index_subsets
 from pathologies.checkpoint import load_model
 from pathologies.data import dataset_info, to_model_input
-from pathologies.datasets import prepare_dataset
 from pathologies.evaluate import evaluate
 from pathologies.imagenet import ImageIndexDataset
 from pathologies.io import h5py
@@ -33,16 +31,7 @@ FRACTION = 0.25
 def chain(tmp_path_factory):
     """An 8x8 index of dark vs bright noise PNGs, a model trained on it, SIS of both splits, subsets."""
     root = tmp_path_factory.mktemp("imagenet")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 16), ("val", 6)):
-        for label, wnid in enumerate(("n001", "n002")):
-            folder = root / "resources" / "imagenet" / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 100, (SIZE, SIZE, 3)) + 120 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    index = root / "imagenet.h5"
-    prepare_dataset("imagenet", {"kind": "imagenet", "image_size": SIZE, "resize": SIZE}, root / "resources", index)
+    index = make_imagenet_index(root, {"train": 16, "val": 6}, SIZE, noise=100, step=120)
     folder = root / "model"
     train_run(make_spec(epochs=3, batch_size=8), index, model_out=folder / "model.pt", log_out=folder / "log.csv",
               predictions_out=folder / "p.h5", state_dir=folder / "state", device="cpu", progress=False, workers=0)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, make_quadrant_dataset, make_spec
+from conftest import ROOT, make_imagenet_index, make_quadrant_dataset, make_spec
 from pathologies.checkpoint import load_model, read_checkpoint
 from pathologies.data import dataset_info, load_split, to_model_input
 from pathologies.errors import UserError
@@ -165,20 +165,7 @@ def test_a_snapshot_equals_the_weights_of_a_shorter_run(tmp_path):
 
 def test_imagenet_index_datasets_stream_from_disk(tmp_path):
     """An ImageFolder index trains through DataLoader workers and dumps like an in-memory dataset."""
-    from PIL import Image
-
-    from pathologies.datasets import prepare_dataset
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 12), ("val", 4)):
-        for label, wnid in enumerate(("n001", "n002")):
-            folder = tmp_path / "resources" / "imagenet" / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 80, (10, 10, 3)) + 150 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    index = tmp_path / "imagenet.h5"
-    prepare_dataset("imagenet", {"kind": "imagenet", "image_size": 8, "resize": 8}, tmp_path / "resources", index)
+    index = make_imagenet_index(tmp_path, {"train": 12, "val": 4}, 10, noise=80, step=150)
 
     spec = make_spec(epochs=2, batch_size=8, crop_padding=1, hflip=True)
     paths = {"model_out": tmp_path / "m.pt", "log_out": tmp_path / "l.csv", "predictions_out": tmp_path / "p.h5"}
