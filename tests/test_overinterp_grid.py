@@ -199,6 +199,7 @@ def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
     assert rules.subset_origins("exp") == ["digits", "c10c"]
     assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/cnn/seed0/c10c/fog_s5.h5"}
+    assert " --stream c10c " in rules.subset_args("exp", "c10c") and "--stream" not in rules.subset_args("exp")
     assert rules.dataset("exp", "c10c") == "results/data/c10c.h5"
     assert all(path.startswith("results/overinterp/exp/subsets/c10c/") for path in rules.subset_files("exp", "c10c"))
     assert not any("/c10c/" in path for path in rules.subset_files("exp"))

@@ -111,6 +111,11 @@ def test_random_subset_datasets_are_reproducible_and_differ_between_draws(tmp_pa
     assert np.array_equal(masks, read_masks(again, "train"))
     assert np.array_equal(load_split(first, "train").images, load_split(again, "train").images)
     assert not np.array_equal(masks, read_masks(other, "train"))
+    # the subsets of another (shifted) test set draw from streams of their own
+    shifted, _ = _subset(tmp_path / "d", quadrant_dataset, "random", seed=3, draw=1, stream="c10c")
+    assert not np.array_equal(masks, read_masks(shifted, "train"))
+    with h5py.File(shifted) as handle:
+        assert handle.attrs["random_stream"] == "c10c"
 
 
 @pytest.mark.parametrize("pad, flip", [(1, True), (2, False), (0, True)])

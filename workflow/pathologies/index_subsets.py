@@ -30,7 +30,7 @@ from .imagenet import IndexSplit, write_index
 from .io import COMPRESSION, atomic_output, h5py, read_json_attr, write_attrs
 from .sis import Masking
 from .subsets import (SubsetRequest, backward_selection_features, feature_masks, mask_colour, random_stream,
-                      subset_size, uniform_features)
+                      stream_key, subset_size, uniform_features)
 
 CHUNK = 256
 
@@ -58,7 +58,7 @@ def _sis_layout(path: Path, info: DatasetInfo, split_size: int) -> tuple[int, np
 
 
 def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: Mapping[str, str | Path],
-                        requests: Sequence[SubsetRequest], *, seed: int = 0) -> None:
+                        requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "") -> None:
     """Write every requested subset of an ImageNet index, each file atomically (see the module docstring)."""
     with h5py.File(dataset_path, "r") as handle:
         image_root, resize = str(read_json_attr(handle, "image_root")), int(handle.attrs["resize"])
@@ -84,17 +84,18 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
         handles = [stack.enter_context(h5py.File(tmp, "a")) for tmp in outputs]
         for split, path in sis_files.items():
             _, rows, _ = layouts[split]
-            streams = [random_stream(seed, r.draw, split) if r.kind == "random" else None for r in requests]
+            rngs = [random_stream(seed, r.draw, stream_key(stream, split)) if r.kind == "random" else None
+                    for r in requests]
             masks = [out.require_group(split).create_dataset(
                 "masks", shape=(len(rows), height, width), dtype=bool, chunks=(1, height, width), **COMPRESSION)
                 for out in handles]
             with h5py.File(path, "r") as sis:
                 for start in range(0, len(rows), CHUNK):
                     order = sis["order"][start:start + CHUNK].astype(np.int64)
-                    for request, stream, dataset in zip(requests, streams, masks):
+                    for request, rng, dataset in zip(requests, rngs, masks):
                         size = subset_size(request.fraction, count)
-                        features = backward_selection_features(order, size) if stream is None else \
-                            uniform_features(stream, len(order), count, size)
+                        features = backward_selection_features(order, size) if rng is None else \
+                            uniform_features(rng, len(order), count, size)
                         dataset[start:start + len(order)] = feature_masks(features, masking, height, width)
             for out in handles:
                 out[split].create_dataset("rows", data=rows)
@@ -102,7 +103,8 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
             write_attrs(out, {
                 "subset_kind": request.kind, "fraction": float(request.fraction),
                 "features_kept": subset_size(request.fraction, count), "feature_count": count,
-                "patch": masking.patch, "random_seed": seed, "draw": request.draw if request.kind == "random" else -1,
+                "patch": masking.patch, "random_seed": seed, "random_stream": stream,
+                "draw": request.draw if request.kind == "random" else -1,
                 "source_dataset": str(dataset_path), "source_mean": np.asarray(info.mean, dtype=np.float64),
                 "source_sis": json.dumps({split: str(path) for split, path in sis_files.items()}),
                 "source_model_run": json.dumps(next(iter(layouts.values()))[2], sort_keys=True),

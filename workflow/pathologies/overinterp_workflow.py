@@ -76,7 +76,9 @@ class OverinterpRules:
         sis = " ".join(f"--sis {split}={path}" for split, path in self.subset_sis(name, origin).items())
         subsets = " ".join(f"--subset {s.kind} {s.fraction!r} {s.draw} {s.name} {s.path}"
                            for s in self._subsets(name, origin))
-        return f"{sis} --seed {experiment.options['random_seed']} {subsets}"
+        # a shifted test set's random subsets draw from their own streams, not from the source's test split's
+        stream = f" --stream {origin}" if origin not in (None, experiment.dataset) else ""
+        return f"{sis} --seed {experiment.options['random_seed']}{stream} {subsets}"
 
     # -- calibration, SIS of calibrated models and ensembles
 

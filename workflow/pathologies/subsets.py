@@ -21,7 +21,7 @@ file's ``mean`` is the source mean rounded to the uint8 grid, ``round(255 mean) 
 pixels hold that uint8 colour; ``std`` is the source's. Extra content beyond the standard layout::
 
     /                attrs: subset_kind ("bs"|"random"), fraction, features_kept, feature_count, patch,
-                            random_seed, draw (random only; -1 for bs), source_dataset, source_mean,
+                            random_seed, random_stream, draw (random only; -1 for bs), source_dataset, source_mean,
                             source_sis (JSON {split: path}), source_model_run (JSON)
     /<split>/masks   bool (n, H, W)  True = pixel kept
     /<split>/rows    int64 (n,)      row of the image in the source dataset's split
@@ -75,6 +75,12 @@ def random_features(n: int, feature_count: int, size: int, seed: int, draw: int,
     if not 1 <= size <= feature_count:
         raise ValueError(f"subset size {size} is out of range for {feature_count} features")
     return uniform_features(random_stream(seed, draw, stream), n, feature_count, size)
+
+
+def stream_key(stream: str, split: str) -> str:
+    """The random-subset stream of ``split``: the split name, prefixed by ``stream`` when given (the
+    shifted test set a subset is cut from), so that two datasets' same-named splits draw independently."""
+    return f"{stream}/{split}" if stream else split
 
 
 def random_stream(seed: int, draw: int, stream: str) -> np.random.Generator:
@@ -138,7 +144,7 @@ def read_sis_orders(path: str | Path) -> SisOrders:
 
 
 def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int,
-                 split: str, colour: np.ndarray) -> tuple[Split, np.ndarray, int]:
+                 split: str, colour: np.ndarray, stream: str = "") -> tuple[Split, np.ndarray, int]:
     """The masked split of the images ``sis`` covers: (split, masks (n, H, W), features kept)."""
     height, width = source.images.shape[1:3]
     masking = Masking(patch=sis.patch)
@@ -153,7 +159,7 @@ def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed
     if kind == "bs":
         features = backward_selection_features(sis.order, size)
     else:
-        features = random_features(len(sis.rows), count, size, seed, draw, split)
+        features = random_features(len(sis.rows), count, size, seed, draw, stream_key(stream, split))
     masks = feature_masks(features, masking, height, width)
     images = apply_masks(source.images[sis.rows], masks, colour)
     return Split(images, source.labels[sis.rows], source.ids[sis.rows]), masks, size
@@ -171,10 +177,11 @@ class SubsetRequest:
 
 
 def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str | Path],
-                          requests: Sequence[SubsetRequest], *, seed: int = 0) -> None:
+                          requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "") -> None:
     """Write every requested subset dataset, with the splits of ``sis_files``, each file atomically.
 
     The SIS files and the source splits are read once for all requests (one job per experiment).
+    ``stream`` prefixes the random streams (:func:`stream_key`).
     """
     if not sis_files:
         raise UserError("no SIS file given; pass --sis <split>=<file> for every split of the subset dataset")
@@ -186,7 +193,7 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
     if info.storage == "index":
         from .index_subsets import build_index_subsets
 
-        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed)
+        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream)
         return
     orders = {split: read_sis_orders(path) for split, path in sis_files.items()}
     for sis in orders.values():
@@ -205,7 +212,7 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
         splits, masks, size = {}, {}, 0
         for split, sis in orders.items():
             splits[split], masks[split], size = subset_split(sources[split], sis, request.kind, request.fraction,
-                                                             seed, request.draw, split, colour)
+                                                             seed, request.draw, split, colour, stream)
         with atomic_output(request.out) as tmp:
             write_dataset(tmp, name=request.name, kind="pixel_subset", splits=splits, class_names=info.class_names,
                           mean=colour / 255.0, std=info.std,
@@ -215,7 +222,8 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
                 write_attrs(handle, {
                     "subset_kind": request.kind, "fraction": float(request.fraction), "features_kept": size,
                     "feature_count": Masking(patch=patch).feature_count(height, width), "patch": patch,
-                    "random_seed": seed, "draw": request.draw if request.kind == "random" else -1,
+                    "random_seed": seed, "random_stream": stream,
+                    "draw": request.draw if request.kind == "random" else -1,
                     "source_dataset": str(dataset_path), "source_mean": np.asarray(info.mean, dtype=np.float64),
                     "source_sis": json.dumps({split: str(path) for split, path in sis_files.items()}),
                     "source_model_run": json.dumps(next(iter(orders.values())).model_run, sort_keys=True),
@@ -226,10 +234,12 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
 
 
 def build_subset_dataset(out: str | Path, dataset_path: str | Path, sis_files: Mapping[str, str | Path], *,
-                         kind: str, fraction: float, seed: int = 0, draw: int = 0, name: str | None = None) -> None:
+                         kind: str, fraction: float, seed: int = 0, draw: int = 0, name: str | None = None,
+                         stream: str = "") -> None:
     """Write one ``kind`` pixel-subset dataset of ``fraction`` (see :func:`build_subset_datasets`)."""
     build_subset_datasets(dataset_path, sis_files,
-                          [SubsetRequest(kind, fraction, draw, name or Path(out).stem, str(out))], seed=seed)
+                          [SubsetRequest(kind, fraction, draw, name or Path(out).stem, str(out))], seed=seed,
+                          stream=stream)
 
 
 def has_masks(path: str | Path, split: str) -> bool:
@@ -263,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                         metavar=("KIND", "FRACTION", "DRAW", "NAME", "OUT"),
                         help="one subset dataset to write: bs|random, fraction kept, random draw, name, file")
     parser.add_argument("--seed", type=int, default=0, help="seed of random subsets")
+    parser.add_argument("--stream", default="", help="prefix of the random streams (a shifted test set's name)")
     args = parser.parse_args(argv)
     requests = [_request(values) for values in args.subset]
     sis_files = named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5")
-    build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed)
+    build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed, stream=args.stream)
     for request in requests:
         print(f"wrote {request.out}", file=sys.stderr)
     return 0
