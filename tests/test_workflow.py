@@ -28,6 +28,13 @@ def snakemake(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.Co
     return done
 
 
+def report_names(*args: str, cwd: Path) -> list[str]:
+    """Build ``report.zip`` in ``cwd`` with ``snakemake <args> --report`` and list the files it holds."""
+    snakemake(*args, "--report", "report.zip", cwd=cwd)
+    with zipfile.ZipFile(cwd / "report.zip") as archive:
+        return archive.namelist()
+
+
 def copy_workflow(dest: Path) -> Path:
     """A copy of the workflow (code + configs, no results) to run in isolation."""
     for item in ("Snakefile", "workflow", "config", "profiles", "envs"):
@@ -130,6 +137,5 @@ def test_tiny_config_runs_end_to_end_and_builds_the_report(tmp_path):
         assert np.mean(handle["test/pred"][-1] == handle["test/targets"][()]) > 0.5
     assert "Nothing to be done" in snakemake("-n", "--configfile", str(TINY), cwd=work).stdout
 
-    snakemake("--configfile", str(TINY), "--report", "report.zip", cwd=work)
-    with zipfile.ZipFile(work / "report.zip") as archive:
-        assert any(name.endswith("learning_curves.png") for name in archive.namelist())
+    names = report_names("--configfile", str(TINY), cwd=work)
+    assert any(name.endswith("learning_curves.png") for name in names)
