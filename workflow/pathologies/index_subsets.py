@@ -73,6 +73,7 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
     height, width, _ = info.image_shape
     count = masking.feature_count(height, width)
     colour = mask_colour(info.mean)
+    sizes = [subset_size(request.fraction, count) for request in requests]
     with contextlib.ExitStack() as stack:
         outputs = [stack.enter_context(atomic_output(request.out)) for request in requests]
         for request, tmp in zip(requests, outputs):
@@ -92,17 +93,16 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
             with h5py.File(path, "r") as sis:
                 for start in range(0, len(rows), CHUNK):
                     order = sis["order"][start:start + CHUNK].astype(np.int64)
-                    for request, rng, dataset in zip(requests, rngs, masks):
-                        size = subset_size(request.fraction, count)
+                    for size, rng, dataset in zip(sizes, rngs, masks):
                         features = backward_selection_features(order, size) if rng is None else \
                             uniform_features(rng, len(order), count, size)
                         dataset[start:start + len(order)] = feature_masks(features, masking, height, width)
             for out in handles:
                 out[split].create_dataset("rows", data=rows)
-        for request, out in zip(requests, handles):
+        for request, size, out in zip(requests, sizes, handles):
             write_attrs(out, {
                 "subset_kind": request.kind, "fraction": float(request.fraction),
-                "features_kept": subset_size(request.fraction, count), "feature_count": count,
+                "features_kept": size, "feature_count": count,
                 "patch": masking.patch, "random_seed": seed, "random_stream": stream,
                 "draw": request.draw if request.kind == "random" else -1,
                 "source_dataset": str(dataset_path), "source_mean": np.asarray(info.mean, dtype=np.float64),

@@ -125,10 +125,9 @@ def plot_examples(sis_path: str | Path, threshold: float, per_class: int, seed: 
         shown = np.unique(classes[~none])
         if len(shown) > max_classes:
             shown = np.sort(rng.choice(shown, max_classes, replace=False))
-        for cls in shown:
+        for cls in shown:  # every shown class has an image with an SIS
             candidates = np.flatnonzero((classes == cls) & ~none)
-            if len(candidates):
-                chosen.append((cls, np.sort(rng.choice(candidates, min(per_class, len(candidates)), replace=False))))
+            chosen.append((cls, np.sort(rng.choice(candidates, min(per_class, len(candidates)), replace=False))))
         if not chosen:
             raise UserError(f"no image of {sis_path} has an SIS at threshold {threshold}; nothing to show")
         images, colour = _images(handle, rows[np.concatenate([c for _, c in chosen])])
