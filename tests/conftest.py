@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 from pathologies.config import run_specs, validate  # noqa: E402
-from pathologies.data import Split, write_dataset  # noqa: E402
+from pathologies.data.layout import Split, write_dataset  # noqa: E402
 
 
 def make_quadrant_dataset(path: Path, n_train: int = 256, n_test: int = 64, size: int = 8,
@@ -42,7 +42,7 @@ def make_imagenet_index(root: Path, counts: dict[str, int], size: int, *, noise:
     ``step``."""
     from PIL import Image
 
-    from pathologies.datasets import prepare_dataset
+    from pathologies.data.prepare import prepare_dataset
 
     rng = np.random.default_rng(0)
     for split, count in counts.items():

@@ -1,4 +1,4 @@
-"""Small SIS files and models for the overinterpretation tests, in the layout of pathologies.sis_extract."""
+"""Small SIS files and models for the overinterpretation tests, in the layout of pathologies.sis.extract."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pathologies.checkpoint import save_model
-from pathologies.data import dataset_info, load_split, to_model_input
+from pathologies.models.checkpoint import save_model
+from pathologies.data.layout import dataset_info, load_split, to_model_input
 from pathologies.io import create_dataset, h5py, write_attrs
-from pathologies.models import build_model
-from pathologies.sis import Masking, Scorer, backward_selection, find_sis
+from pathologies.models.registry import build_model
+from pathologies.sis.engine import Masking, Scorer, backward_selection, find_sis
 
 
 def save_untrained_model(path: Path, dataset: Path, arch: str = "small_cnn", seed: int = 0) -> Path:
@@ -63,7 +63,7 @@ def write_sis_file(path: Path, dataset: Path, split: str, rows: np.ndarray, orde
 def write_real_sis_file(path: Path, model_path: Path, dataset: Path, split: str, rows: np.ndarray,
                         threshold: float = 0.5) -> Path:
     """An SIS file from a real backward selection of ``model_path`` on ``rows`` of a split."""
-    from pathologies.checkpoint import load_model
+    from pathologies.models.checkpoint import load_model
 
     model, meta = load_model(model_path)
     images = to_model_input(load_split(dataset, split).images[rows], meta["mean"], meta["std"])

@@ -96,7 +96,7 @@ def test_archive_holds_the_workflow_code_configs_and_environments(archive):
         names = set(tar.getnames())
     expected = {"Snakefile", "envs/pathologies.yaml", "profiles/default/config.yaml",
                 "profiles/slurm/config.yaml", "requirements.txt", "workflow/schemas/config.schema.yaml",
-                "workflow/pathologies/train.py"}
+                "workflow/pathologies/training/train.py"}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "workflow" / "rules").glob("*.smk")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml")}
     assert expected <= names, f"missing from the archive: {sorted(expected - names)}"

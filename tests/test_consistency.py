@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from pathologies.consistency import (COLUMNS, bootstrap_ci, bootstrap_kappa, consistency_table,
+from pathologies.ddd.consistency import (COLUMNS, bootstrap_ci, bootstrap_kappa, consistency_table,
                                      error_consistency, image_subset, pair_stats, resample_weights,
                                      undefined_pairs)
 

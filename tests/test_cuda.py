@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import make_quadrant_dataset, make_spec
-from pathologies.checkpoint import load_model
-from pathologies.data import load_split, to_model_input
+from pathologies.models.checkpoint import load_model
+from pathologies.data.layout import load_split, to_model_input
 from pathologies.io import h5py
-from pathologies.sis import Scorer
-from pathologies.train import train_run
-from pathologies.sis_extract import run as extract
+from pathologies.sis.engine import Scorer
+from pathologies.training.train import train_run
+from pathologies.sis.extract import run as extract
 from test_sis_extract import keep_pixels, sis_spec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from pathologies import datasets
-from pathologies.data import Split, channel_stats, dataset_info, load_split, write_dataset
-from pathologies.datasets import gaussian_class_std, main, prepare_dataset, resolve_spec
+from pathologies.data import prepare as datasets
+from pathologies.data.layout import Split, channel_stats, dataset_info, load_split, write_dataset
+from pathologies.data.prepare import gaussian_class_std, main, prepare_dataset, resolve_spec
 from pathologies.errors import UserError
-from pathologies.imagenet import ImageIndexDataset, load_image
+from pathologies.data.imagenet import ImageIndexDataset, load_image
 from pathologies.io import h5py, read_json_attr
 
 
@@ -512,7 +512,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, spec_json):
 @pytest.mark.slow  # a fresh interpreter importing torch: ~5 s
 def test_cli_as_module_subprocess(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pathologies.datasets", "--name", "c", "--spec-json", '{"kind": "cifar10"}',
+        [sys.executable, "-m", "pathologies.data.prepare", "--name", "c", "--spec-json", '{"kind": "cifar10"}',
          "--resources", str(tmp_path), "--out", str(tmp_path / "c.h5")],
         capture_output=True, text=True, timeout=120,
     )

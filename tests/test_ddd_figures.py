@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathologies import ddd_figures as figures
-from pathologies.difficulty import correct_histogram, difficulty_models
+from pathologies.ddd import figures
+from pathologies.ddd.measures import correct_histogram, difficulty_models
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from pathologies.activations import checkpoint_activations, last_linear, penultimate, split_images
-from pathologies.checkpoint import save_model
-from pathologies.data import dataset_info, load_split, to_model_input
-from pathologies.ddd_rsa import build_table, sample_rows
-from pathologies.difficulty import rsa_table
+from pathologies.models.activations import checkpoint_activations, last_linear, penultimate, split_images
+from pathologies.models.checkpoint import save_model
+from pathologies.data.layout import dataset_info, load_split, to_model_input
+from pathologies.ddd.rsa import build_table, sample_rows
+from pathologies.ddd.measures import rsa_table
 from pathologies.errors import UserError
-from pathologies.models import build_model
+from pathologies.models.registry import build_model
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "mlp", "resnet20", "vgg16_bn"])
@@ -83,7 +83,7 @@ def test_checkpoint_activations_normalise_like_training(quadrant_dataset, tmp_pa
     images, ids = split_images(quadrant_dataset, "test", [3, 1])
     split = load_split(quadrant_dataset, "test")
     assert ids.tolist() == split.ids[[3, 1]].tolist()
-    from pathologies.checkpoint import load_model
+    from pathologies.models.checkpoint import load_model
 
     model, meta = load_model(tmp_path / "m.pt")
     with torch.no_grad():

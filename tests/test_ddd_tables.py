@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathologies import ddd_difficulty, ddd_kappa
+from pathologies.ddd import difficulty as ddd_difficulty, kappa as ddd_kappa
 from pathologies.config import validate
-from pathologies.consistency import error_consistency
-from pathologies.data import Split, write_dataset
-from pathologies.ddd_kl import kl_table
-from pathologies.ddd_summary import summary
-from pathologies.difficulty import gaussian_class_kl
+from pathologies.ddd.consistency import error_consistency
+from pathologies.data.layout import Split, write_dataset
+from pathologies.ddd.kl import kl_table
+from pathologies.ddd.summary import summary
+from pathologies.ddd.measures import gaussian_class_kl
 from pathologies.errors import UserError
-from pathologies.grid import experiments
+from pathologies.ddd.grid import experiments
 from pathologies.io import atomic_output, create_dataset, h5py
 
 N_IMAGES, N_CLASSES, E = 240, 3, 3
@@ -37,7 +37,7 @@ def experiment_config(**options) -> dict:
 
 
 def write_dump(path: Path, pred: np.ndarray, targets: np.ndarray, ids: np.ndarray) -> None:
-    """A prediction dump in the layout of pathologies.train: pred (E+1, N)."""
+    """A prediction dump in the layout of pathologies.training.train: pred (E+1, N)."""
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         handle.attrs["epochs"] = len(pred) - 1
         group = handle.create_group("test")
@@ -246,7 +246,7 @@ def test_summary_reports_each_condition(experiment):
 def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys):
     import json
 
-    from pathologies import ddd_data
+    from pathologies.ddd import experiment as ddd_data
 
     spec_file = tmp_path / "experiment.json"
     assert ddd_data.main(["--spec-json", json.dumps(experiment["spec"]), "--out", str(spec_file)]) == 0
@@ -269,8 +269,8 @@ def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys
 
 
 def test_kl_cli_reads_the_stds_from_the_prepared_dataset(tmp_path, quadrant_dataset, capsys):
-    from pathologies import ddd_kl
-    from pathologies.datasets import prepare_dataset
+    from pathologies.ddd import kl as ddd_kl
+    from pathologies.data.prepare import prepare_dataset
 
     dataset = tmp_path / "noise.h5"
     prepare_dataset("noise", {"kind": "gaussian", "num_classes": 3, "image_size": 2, "train_per_class": 2,

@@ -7,7 +7,7 @@ import pytest
 from scipy import integrate, stats
 from scipy.spatial.distance import pdist, squareform
 
-from pathologies.difficulty import (CATEGORIES, class_accuracy, classify_images, correct_histogram,
+from pathologies.ddd.measures import (CATEGORIES, class_accuracy, classify_images, correct_histogram,
                                     decision_changes, difficulty_fractions, difficulty_models,
                                     difficulty_profile, fit_beta_profile, gaussian_class_kl,
                                     histogram_distances, kl_accuracy_table, models_correct,

@@ -8,12 +8,12 @@ import torch
 from scipy.special import softmax
 
 from overinterp_fixtures import save_untrained_model, write_real_sis_file, write_sis_file
-from pathologies.checkpoint import load_model
-from pathologies.data import load_split, to_model_input
+from pathologies.models.checkpoint import load_model
+from pathologies.data.layout import load_split, to_model_input
 from pathologies.errors import UserError
-from pathologies.evaluate import evaluate, evaluation_splits, main, read_evaluation
+from pathologies.overinterp.evaluate import evaluate, evaluation_splits, main, read_evaluation
 from pathologies.io import h5py
-from pathologies.subsets import build_subset_dataset, read_masks
+from pathologies.overinterp.subsets import build_subset_dataset, read_masks
 from conftest import make_quadrant_dataset
 
 

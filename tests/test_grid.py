@@ -7,9 +7,9 @@ import copy
 import pytest
 
 from pathologies.config import run_specs, validate
-from pathologies.ddd_workflow import DddRules, figure_options
+from pathologies.ddd.rules import DddRules, figure_options
 from pathologies.errors import UserError
-from pathologies.grid import experiments
+from pathologies.ddd.grid import experiments
 
 
 def paper_grid(**experiment) -> dict:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from overinterp_fixtures import write_sis_file
-from pathologies.data import load_split
-from pathologies.human_benchmark import benchmark_items, export, score
+from pathologies.data.layout import load_split
+from pathologies.overinterp.human_benchmark import benchmark_items, export, score
 
 
 def _sis(tmp_path, quadrant_dataset):

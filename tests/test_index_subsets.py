@@ -1,4 +1,4 @@
-"""Pixel subsets of an ImageNet index (pathologies.index_subsets): real PNG folder -> index -> trained
+"""Pixel subsets of an ImageNet index (pathologies.overinterp.index_subsets): real PNG folder -> index -> trained
 model -> SIS -> BS and random subsets -> streamed masked images, exact evaluation, training."""
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from conftest import make_imagenet_index, make_spec
-from pathologies import index_subsets
-from pathologies.checkpoint import load_model
-from pathologies.data import dataset_info, to_model_input
-from pathologies.evaluate import evaluate
-from pathologies.imagenet import ImageIndexDataset
+from pathologies.overinterp import index_subsets
+from pathologies.models.checkpoint import load_model
+from pathologies.data.layout import dataset_info, to_model_input
+from pathologies.overinterp.evaluate import evaluate
+from pathologies.data.imagenet import ImageIndexDataset
 from pathologies.io import h5py
-from pathologies.sis import Masking
-from pathologies.sis_extract import run as extract
-from pathologies.subsets import (SubsetRequest, backward_selection_features, build_subset_datasets, feature_masks,
+from pathologies.sis.engine import Masking
+from pathologies.sis.extract import run as extract
+from pathologies.overinterp.subsets import (SubsetRequest, backward_selection_features, build_subset_datasets, feature_masks,
                                  mask_colour, random_features, subset_size)
-from pathologies.train import train_run
+from pathologies.training.train import train_run
 from test_sis_extract import sis_spec
 
 SIZE = 8

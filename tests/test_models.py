@@ -1,4 +1,4 @@
-"""Tests of the model registry (pathologies.models).
+"""Tests of the model registry (pathologies.models.registry).
 
 Big networks are built on the ``meta`` device (shapes only, no memory, no initialisation cost),
 so parameter counts and size limits of ImageNet-scale models stay cheap to check.
@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from pathologies.errors import UserError
-from pathologies.models import (
+from pathologies.models.registry import (
     ARCHITECTURES,
     PixelDropout,
     build_model,

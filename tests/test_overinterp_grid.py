@@ -8,8 +8,8 @@ import pytest
 
 from pathologies.config import run_specs, sis_jobs, validate
 from pathologies.errors import UserError
-from pathologies.overinterp_grid import expand, percent_name
-from pathologies.overinterp_workflow import OverinterpRules
+from pathologies.overinterp.grid import expand, percent_name
+from pathologies.overinterp.rules import OverinterpRules
 
 BASE = {
     "datasets": {"digits": {"kind": "digits"}, "noise": {"kind": "gaussian", "image_size": 8}},

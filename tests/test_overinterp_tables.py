@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pathologies.io import h5py
-from pathologies.overinterp_tables import accuracy_by_split, accuracy_table, build_tables, ensemble_table, markdown
+from pathologies.overinterp.tables import accuracy_by_split, accuracy_table, build_tables, ensemble_table, markdown
 
 LABELS = np.array([0, 1, 2, 0])
 

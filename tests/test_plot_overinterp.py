@@ -8,10 +8,10 @@ import pytest
 
 from overinterp_fixtures import write_sis_file
 from pathologies.errors import UserError
-from pathologies.plot_overinterp import (plot_accuracy, plot_curves, plot_ensemble, plot_examples, plot_heatmaps,
+from pathologies.overinterp.figures import (plot_accuracy, plot_curves, plot_ensemble, plot_examples, plot_heatmaps,
                                          plot_shifted, plot_sizes, removal_rank)
-from pathologies.sis_sizes import analyse
-from pathologies.subsets import build_subset_dataset
+from pathologies.overinterp.sis_sizes import analyse
+from pathologies.overinterp.subsets import build_subset_dataset
 
 
 def test_removal_rank_is_the_mean_position_in_the_order():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pathologies.errors import UserError
-from pathologies.plot_training import main, model_family, read_logs
+from pathologies.training.learning_curves import main, model_family, read_logs
 
 
 def write_log(root, model, seed, accuracy):

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathologies.consistency import consistency_table
+from pathologies.ddd.consistency import consistency_table
 from pathologies.errors import UserError
 from pathologies.io import atomic_output, create_dataset, h5py, provenance, write_attrs
-from pathologies.predictions import load_correctness, load_predictions_csv, merge, read_dump
+from pathologies.training.predictions import load_correctness, load_predictions_csv, merge, read_dump
 
 IDS = np.array([7, 3, 11, 5, 20, 9], dtype=np.int64)
 TARGETS = np.array([0, 1, 2, 0, 1, 2], dtype=np.int64)
@@ -19,7 +19,7 @@ TARGETS = np.array([0, 1, 2, 0, 1, 2], dtype=np.int64)
 
 def write_dump(path: Path, pred: np.ndarray, targets=TARGETS, ids=IDS, epochs: int | None = None,
                split: str = "test") -> Path:
-    """A prediction dump in the layout pathologies.train writes: pred (E+1, N)."""
+    """A prediction dump in the layout pathologies.training.train writes: pred (E+1, N)."""
     pred = np.asarray(pred, dtype=np.int32)
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         write_attrs(handle, {"model": path.parent.name, "seed": 0, "arch": "small_cnn", "dataset": "toy",

@@ -1,4 +1,4 @@
-"""Tests of the SIS engine (pathologies.sis, pathologies.sis_gradient).
+"""Tests of the SIS engine (pathologies.sis.engine, pathologies.sis.gradient).
 
 Golden cases use functions whose backward selection can be worked out by hand (sum, L2 norm,
 a linear two-class model); invariants use a tiny random CNN on 5x5 images (p = 25, 325
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from pathologies.errors import UserError
-from pathologies.models import PixelDropout
-from pathologies.sis import (
+from pathologies.models.registry import PixelDropout
+from pathologies.sis.engine import (
     FunctionScorer,
     Masking,
     Scorer,
@@ -25,7 +25,7 @@ from pathologies.sis import (
     sis_collection,
     sufficient_subsets,
 )
-from pathologies.sis_gradient import gradient_backward_selection
+from pathologies.sis.gradient import gradient_backward_selection
 
 SUM = FunctionScorer(lambda x: x.sum(dim=(1, 2, 3)))
 L2 = FunctionScorer(lambda x: x.flatten(1).norm(dim=1))

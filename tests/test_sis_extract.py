@@ -1,4 +1,4 @@
-"""Tests of the SIS extraction stage (pathologies.sis_extract, sis_merge, sis_workflow, config.sis_jobs).
+"""Tests of the SIS extraction stage (pathologies.sis.extract, sis_merge, sis_workflow, config.sis_jobs).
 
 A small CNN is trained for a few epochs on a 6x6 one-channel "brightest quadrant" dataset (p = 36
 pixels: 666 candidate evaluations per image), so the invariants are checked on a TRAINED model,
@@ -16,19 +16,19 @@ import pytest
 import torch
 
 from conftest import make_quadrant_dataset, make_spec
-from pathologies.checkpoint import load_model
+from pathologies.models.checkpoint import load_model
 from pathologies.config import run_specs, sis_jobs, validate
-from pathologies.data import load_split, to_model_input
+from pathologies.data.layout import load_split, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py, read_json_attr
-from pathologies.sis import FunctionScorer, Scorer
-from pathologies.sis_extract import Settings, shard_rows, threshold_name
-from pathologies.sis_extract import extract as extract_images
-from pathologies.sis_extract import main as extract_main
-from pathologies.sis_extract import run as extract
-from pathologies.sis_merge import merge_shards
-from pathologies.sis_workflow import SisRules
-from pathologies.train import train_run
+from pathologies.sis.engine import FunctionScorer, Scorer
+from pathologies.sis.extract import Settings, shard_rows, threshold_name
+from pathologies.sis.extract import extract as extract_images
+from pathologies.sis.extract import main as extract_main
+from pathologies.sis.extract import run as extract
+from pathologies.sis.merge import merge_shards
+from pathologies.sis.rules import SisRules
+from pathologies.training.train import train_run
 
 SIZE = 6
 P = SIZE * SIZE

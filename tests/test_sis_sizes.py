@@ -11,7 +11,7 @@ from scipy import stats
 
 from overinterp_fixtures import write_sis_file
 from pathologies.errors import UserError
-from pathologies.sis_sizes import analyse, main, mean_interval, read_sis_sizes, welch_difference
+from pathologies.overinterp.sis_sizes import analyse, main, mean_interval, read_sis_sizes, welch_difference
 
 
 def test_mean_interval_is_the_student_t_interval():
@@ -32,7 +32,7 @@ def test_welch_difference_matches_scipy():
 @pytest.fixture
 def sis_file(tmp_path, quadrant_dataset):
     """6 test images: labels from the dataset, classes chosen so images 0-3 are right and 4-5 wrong."""
-    from pathologies.data import load_split
+    from pathologies.data.layout import load_split
 
     labels = load_split(quadrant_dataset, "test").labels[:6]
     classes = labels.copy()

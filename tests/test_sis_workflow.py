@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from pathologies.checkpoint import load_model
-from pathologies.data import load_split, to_model_input
+from pathologies.models.checkpoint import load_model
+from pathologies.data.layout import load_split, to_model_input
 from pathologies.io import h5py, read_json_attr
-from pathologies.sis import Scorer
+from pathologies.sis.engine import Scorer
 from test_workflow import copy_workflow, report_names, snakemake
 
 pytestmark = pytest.mark.workflow

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from overinterp_fixtures import write_sis_file
-from pathologies.data import dataset_info, load_split, to_model_input
+from pathologies.data.layout import dataset_info, load_split, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py
-from pathologies.sis import Masking
-from pathologies.subsets import (apply_masks, backward_selection_features, build_subset_dataset, feature_masks,
+from pathologies.sis.engine import Masking
+from pathologies.overinterp.subsets import (apply_masks, backward_selection_features, build_subset_dataset, feature_masks,
                                  main, mask_colour, random_features, read_masks, subset_size)
-from pathologies.train import InMemorySplit, augment_batch
+from pathologies.training.train import InMemorySplit, augment_batch
 
 
 @pytest.mark.parametrize("fraction, count, expected", [

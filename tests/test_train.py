@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from conftest import ROOT, make_imagenet_index, make_quadrant_dataset, make_spec
-from pathologies.checkpoint import load_model, read_checkpoint
-from pathologies.data import dataset_info, load_split, to_model_input
+from pathologies.models.checkpoint import load_model, read_checkpoint
+from pathologies.data.layout import dataset_info, load_split, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py
-from pathologies.train import augment_batch, predict, subset_indices, train_run
+from pathologies.training.train import augment_batch, predict, subset_indices, train_run
 
 
 def run(spec: dict, dataset: Path, out: Path) -> dict[str, Path]:
@@ -112,7 +112,7 @@ def test_killed_training_resumes_to_identical_outputs(tmp_path):
     reference = run(spec, dataset, tmp_path / "reference")
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pathologies.train", "--dataset", str(dataset), "--spec", json.dumps(spec),
+    cmd = [sys.executable, "-m", "pathologies.training.train", "--dataset", str(dataset), "--spec", json.dumps(spec),
            "--model-out", str(out / "model.pt"), "--log-out", str(out / "train_log.csv"),
            "--predictions-out", str(out / "predictions.h5"), "--state-dir", str(out / "state"),
            "--device", "cpu", "--no-progress", "--threads", str(torch.get_num_threads())]

@@ -15,8 +15,8 @@ import jsonschema
 import yaml
 
 from .errors import UserError
-from .grid import add_experiment_models
-from .overinterp_grid import add_overinterp_models
+from .ddd.grid import add_experiment_models
+from .overinterp.grid import add_overinterp_models
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -161,7 +161,7 @@ class SisJob:
 
     ``settings``: the run's extraction settings (method, block, patch, thresholds, tie_break,
     tie_break_seed, masked_value, softmax_dtype, sample, seed, batch_size, lockstep_images,
-    collection), as read by :mod:`pathologies.sis_extract`.
+    collection), as read by :mod:`pathologies.sis.extract`.
     """
 
     run: str

@@ -1,8 +1,8 @@
 # Dichotomous data difficulty (Meding et al. 2022): for every experiment under `ddd`, error-consistency
 # and difficulty tables, RSA, a summary and the paper's figures under results/ddd/<experiment>/.
-# The experiment's models are ordinary `models` entries (pathologies.grid), trained by rule `train`;
-# paths and parameters per experiment come from pathologies.ddd_workflow.
-from pathologies.ddd_workflow import TABLE_FIGURES, DddRules, figure_options  # noqa: E402
+# The experiment's models are ordinary `models` entries (pathologies.ddd.grid), trained by rule `train`;
+# paths and parameters per experiment come from pathologies.ddd.rules.
+from pathologies.ddd.rules import TABLE_FIGURES, DddRules, figure_options  # noqa: E402
 
 DDD = DddRules(config, model_dir, dataset_file)
 DDD_REPORT = "Dichotomous data difficulty"
@@ -27,7 +27,7 @@ rule ddd_experiment:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd_data --spec-json {params.spec:q} --out {output} > {log} 2>&1"
+        "python -m pathologies.ddd.experiment --spec-json {params.spec:q} --out {output} > {log} 2>&1"
 
 
 rule ddd_kappa:
@@ -52,7 +52,7 @@ rule ddd_kappa:
         ENV
     shell:
         "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads}; "
-        "python -m pathologies.ddd_kappa --spec {input.spec} --kappa-out {output.kappa} "
+        "python -m pathologies.ddd.kappa --spec {input.spec} --kappa-out {output.kappa} "
         "--conditions-out {output.conditions} --epochs-out {output.epoch_kappa} > {log} 2>&1"
 
 
@@ -82,7 +82,7 @@ rule ddd_difficulty:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd_difficulty --spec {input.spec} --dataset {input.dataset} "
+        "python -m pathologies.ddd.difficulty --spec {input.spec} --dataset {input.dataset} "
         "--members-out {output.members} --difficulty-out {output.difficulty} "
         "--fractions-out {output.fractions} --histogram-out {output.histogram} "
         "--profiles-out {output.profiles} --histograms-out {output.histograms} "
@@ -104,7 +104,7 @@ rule ddd_kl:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd_kl --class-accuracy {input.class_accuracy} --dataset {input.dataset} "
+        "python -m pathologies.ddd.kl --class-accuracy {input.class_accuracy} --dataset {input.dataset} "
         "--out {output} > {log} 2>&1"
 
 
@@ -130,7 +130,7 @@ rule ddd_rsa:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd_rsa --spec {input.spec} --dataset {input.dataset} --out {output} "
+        "python -m pathologies.ddd.rsa --spec {input.spec} --dataset {input.dataset} --out {output} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
@@ -161,7 +161,7 @@ rule ddd_summary:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd_summary --spec {input.spec} --members {input.members} "
+        "python -m pathologies.ddd.summary --spec {input.spec} --members {input.members} "
         "--difficulty {input.difficulty} --kappa {input.kappa} --conditions {input.conditions} "
         "--histograms {input.histograms} {params.rsa} --out {output} > {log} 2>&1"
 
@@ -188,7 +188,7 @@ rule ddd_fig08_base_epochs:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd_figures fig08_base_epochs --predictions {input.predictions} "
+        "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions} "
         "--epoch-kappa {input.epoch_kappa} --split {params.split} --out {output} > {log} 2>&1"
 
 
@@ -219,4 +219,4 @@ for _figure, _tables in TABLE_FIGURES.items():
         conda:
             ENV
         shell:
-            "python -m pathologies.ddd_figures {params.figure} {params.options} --out {output} > {log} 2>&1"
+            "python -m pathologies.ddd.figures {params.figure} {params.options} --out {output} > {log} 2>&1"

@@ -1,5 +1,5 @@
 rule prepare_dataset:
-    """Prepare one dataset into the shared HDF5 layout (pathologies.data)."""
+    """Prepare one dataset into the shared HDF5 layout (pathologies.data.layout)."""
     input:
         # shifted test sets may record the normalisation of a prepared CIFAR-10 file
         lambda wildcards: config["datasets"][wildcards.dataset].get("stats_from", []),
@@ -15,5 +15,5 @@ rule prepare_dataset:
     conda:
         ENV
     shell:
-        "python -m pathologies.datasets --name {wildcards.dataset} --spec-json {params.spec:q} "
+        "python -m pathologies.data.prepare --name {wildcards.dataset} --spec-json {params.spec:q} "
         "--resources resources --out {output} > {log} 2>&1"

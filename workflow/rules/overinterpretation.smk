@@ -1,8 +1,8 @@
 # Overinterpretation (Carter et al. 2021): for every experiment under `overinterpretation`, pixel subsets
 # of a source model's backward selection, evaluations of pretrained and retrained models, calibration,
 # ensembles, SIS-size analyses, tables and figures under results/overinterp/<experiment>/. Models trained
-# on subsets are ordinary `models` entries (pathologies.overinterp_grid) trained by rule `train`.
-from pathologies.overinterp_workflow import OverinterpRules  # noqa: E402
+# on subsets are ordinary `models` entries (pathologies.overinterp.grid) trained by rule `train`.
+from pathologies.overinterp.rules import OverinterpRules  # noqa: E402
 
 OVERINTERP = OverinterpRules(config, RUNS, model_dir, dataset_file)
 OI_REPORT = "Overinterpretation"
@@ -57,7 +57,7 @@ for _experiment in OVERINTERP.experiments:
             conda:
                 ENV
             shell:
-                "python -m pathologies.subsets --dataset {input.dataset} {params.args} > {log} 2>&1"
+                "python -m pathologies.overinterp.subsets --dataset {input.dataset} {params.args} > {log} 2>&1"
 
 
 rule overinterp_evaluate:
@@ -82,7 +82,7 @@ rule overinterp_evaluate:
     conda:
         ENV
     shell:
-        "python -m pathologies.evaluate --model {input.model} {params.datasets} --out {output} "
+        "python -m pathologies.overinterp.evaluate --model {input.model} {params.datasets} --out {output} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
@@ -104,7 +104,7 @@ rule overinterp_calibrate:
     conda:
         ENV
     shell:
-        "python -m pathologies.calibration --evaluation {input} --dataset {params.dataset} --split test "
+        "python -m pathologies.overinterp.calibration --evaluation {input} --dataset {params.dataset} --split test "
         "--seed {params.seed} "
         "--bins {params.bins} --out {output} > {log} 2>&1"
 
@@ -132,7 +132,7 @@ rule overinterp_calibrated_sis:
     conda:
         ENV
     shell:
-        "python -m pathologies.calibrated_sis --model {input.model} --calibration {input.calibration} "
+        "python -m pathologies.overinterp.calibrated_sis --model {input.model} --calibration {input.calibration} "
         "--dataset {input.dataset} --spec {params.spec:q} --out {output} --device {params.device} "
         "--threads {threads} > {log} 2>&1"
 
@@ -160,7 +160,7 @@ rule overinterp_ensemble_sis:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis_extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
+        "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
         "--out {output} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
@@ -182,7 +182,7 @@ rule overinterp_sis_sizes:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis_sizes --spec {input.spec} --correctness-out {output.correctness} "
+        "python -m pathologies.overinterp.sis_sizes --spec {input.spec} --correctness-out {output.correctness} "
         "--increase-out {output.increase} --by-class-out {output.by_class} --summary-out {output.summary} "
         "> {log} 2>&1"
 
@@ -218,7 +218,7 @@ rule overinterp_tables:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp_tables --spec {input.spec} --sis-summary {input.sis_summary} "
+        "python -m pathologies.overinterp.tables --spec {input.spec} --sis-summary {input.sis_summary} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -240,7 +240,7 @@ rule overinterp_fig_heatmaps:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_overinterp heatmaps --sis {input.sis} --subsets {input.subsets} "
+        "python -m pathologies.overinterp.figures heatmaps --sis {input.sis} --subsets {input.subsets} "
         "--threshold {params.threshold} --out {output} > {log} 2>&1"
 
 
@@ -265,7 +265,7 @@ rule overinterp_fig_examples:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_overinterp examples --sis {input.sis} --threshold {params.threshold} "
+        "python -m pathologies.overinterp.figures examples --sis {input.sis} --threshold {params.threshold} "
         "--per-class {params.per_class} --max-classes {params.classes} --seed {params.seed} --out {output} "
         "> {log} 2>&1"
 
@@ -289,7 +289,7 @@ rule overinterp_fig_curves:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_overinterp curves --sis {input} --images {params.images} --seed {params.seed} "
+        "python -m pathologies.overinterp.figures curves --sis {input} --images {params.images} --seed {params.seed} "
         "--out {output} > {log} 2>&1"
 
 
@@ -313,7 +313,7 @@ rule overinterp_fig_sizes:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_overinterp sizes --correctness {input.correctness} --increase {input.increase} "
+        "python -m pathologies.overinterp.figures sizes --correctness {input.correctness} --increase {input.increase} "
         "--by-class {input.by_class} --threshold {params.threshold} --out {output} > {log} 2>&1"
 
 
@@ -334,7 +334,7 @@ rule overinterp_fig_accuracy:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_overinterp accuracy --accuracy {input} --dataset {params.dataset} "
+        "python -m pathologies.overinterp.figures accuracy --accuracy {input} --dataset {params.dataset} "
         "--out {output} > {log} 2>&1"
 
 
@@ -357,7 +357,7 @@ rule overinterp_fig_ensemble:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_overinterp ensemble --ensemble-sis {input.ensemble} "
+        "python -m pathologies.overinterp.figures ensemble --ensemble-sis {input.ensemble} "
         "--member-sis {input.members} --threshold {params.threshold} --out {output} > {log} 2>&1"
 
 
@@ -381,7 +381,7 @@ rule overinterp_human_benchmark:
     conda:
         ENV
     shell:
-        "python -m pathologies.human_benchmark --sis {input.sis} {params.args} --html-out {output.html} "
+        "python -m pathologies.overinterp.human_benchmark --sis {input.sis} {params.args} --html-out {output.html} "
         "--key-out {output.key} > {log} 2>&1"
 
 
@@ -400,4 +400,4 @@ rule overinterp_fig_shifted:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_overinterp shifted --by-split {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.figures shifted --by-split {input} --out {output} > {log} 2>&1"

@@ -1,6 +1,6 @@
 # Sufficient input subsets: for every run under `sis.runs`, one extraction job per model x seed x dataset
-# split x shard (GPU work), a merge per split, and two figures per run. Layout: pathologies/sis_extract.py.
-from pathologies.sis_workflow import SisRules  # noqa: E402
+# split x shard (GPU work), a merge per split, and two figures per run. Layout: pathologies/sis/extract.py.
+from pathologies.sis.rules import SisRules  # noqa: E402
 
 try:
     SIS = SisRules(config, RUNS, model_dir)
@@ -38,7 +38,7 @@ rule sis_extract:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis_extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
+        "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
         "--shard {wildcards.shard} --num-shards {wildcards.shards} --out {output} --device {params.device} "
         "--threads {threads} > {log} 2>&1"
 
@@ -59,7 +59,7 @@ rule sis_merge:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis_merge --shards {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.sis.merge --shards {input} --out {output} > {log} 2>&1"
 
 
 rule sis_figures:
@@ -89,5 +89,5 @@ rule sis_figures:
     conda:
         ENV
     shell:
-        "python -m pathologies.plot_sis --sis {input} --examples-out {output.examples} "
+        "python -m pathologies.sis.figures --sis {input} --examples-out {output.examples} "
         "--curves-out {output.curves} > {log} 2>&1"

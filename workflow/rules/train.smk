@@ -22,7 +22,7 @@ rule train:
     conda:
         ENV
     shell:
-        "python -m pathologies.train --dataset {input.dataset} --spec {params.spec:q} "
+        "python -m pathologies.training.train --dataset {input.dataset} --spec {params.spec:q} "
         "--model-out {output.model} --log-out {output.log_csv} "
         "--predictions-out {output.predictions} --state-dir {params.state_dir} "
         "--device {params.device} --threads {threads} > {log} 2>&1"

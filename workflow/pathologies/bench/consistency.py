@@ -6,8 +6,8 @@
 
 Synthetic correctness (per-image difficulty from a U-shaped beta, fresh draws every epoch) is
 generated a few epochs at a time, so memory stays modest, and generation is not timed. Timed:
-:func:`pathologies.consistency.pair_stats` plus the tidy table for all pairs; the baseline is
-:func:`pathologies.consistency.error_consistency` called pair by pair on the first epoch, on
+:func:`pathologies.ddd.consistency.pair_stats` plus the tidy table for all pairs; the baseline is
+:func:`pathologies.ddd.consistency.error_consistency` called pair by pair on the first epoch, on
 ``--loop-pairs`` pairs, extrapolated to all pairs and epochs (said so in the output). The last
 line is ``consistency_seconds=<seconds for all pairs at all epochs>``.
 
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from ..consistency import bootstrap_ci, error_consistency, pair_stats
+from ..ddd.consistency import bootstrap_ci, error_consistency, pair_stats
 
 EPOCHS_PER_CHUNK = 10
 

@@ -2,7 +2,7 @@
 
 For one randomly initialised (seeded, eval-mode) model, in the same run: images/s of a plain
 loop of forward passes on pre-built batches of ``--batch-size``, and candidate evaluations/s of
-:func:`pathologies.sis.backward_selection` on ``--images`` images in lockstep. The two are
+:func:`pathologies.sis.engine.backward_selection` on ``--images`` images in lockstep. The two are
 interleaved step by step (after every lockstep step, as many raw batches as the step needed), so
 that load from other processes hits both alike. Their ratio is the engine's efficiency (1.0 = no
 overhead beyond the forward passes). Exact backward selection costs p(p+1)/2 evaluations per
@@ -20,8 +20,8 @@ import time
 import torch
 
 from ..errors import cli
-from ..models import build_model
-from ..sis import Scorer, backward_selection, use_strict_fp32
+from ..models.registry import build_model
+from ..sis.engine import Scorer, backward_selection, use_strict_fp32
 
 NUM_CLASSES = 10
 PER_IMAGE_SIZES = (16, 32)

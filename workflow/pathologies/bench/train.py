@@ -1,4 +1,4 @@
-"""Training-step throughput: ``pathologies.train.train_epoch`` against a minimal reference loop.
+"""Training-step throughput: ``pathologies.training.train.train_epoch`` against a minimal reference loop.
 
     python -m pathologies.bench train [--arch small_cnn] [--image-size 8] [--images 8192]
 
@@ -15,10 +15,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..models import build_model
+from ..models.registry import build_model
 import numpy as np
 
-from ..train import InMemorySplit, make_optimizer, train_epoch
+from ..training.train import InMemorySplit, make_optimizer, train_epoch
 
 
 def reference_epoch(model, optimizer, x, y, batch_size, generator) -> None:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = {}
     loops = {
         "reference": lambda m, o: reference_epoch(m, o, x, y, args.batch_size, torch.Generator().manual_seed(1)),
-        "pathologies.train": lambda m, o: train_epoch(m, o, data, recipe, torch.Generator().manual_seed(1)),
+        "pathologies.training.train": lambda m, o: train_epoch(m, o, data, recipe, torch.Generator().manual_seed(1)),
     }
     for _ in range(args.repeats):  # interleave so drifts in machine load hit both loops alike
         for name, loop in loops.items():
@@ -72,5 +72,5 @@ def main(argv: list[str] | None = None) -> int:
     rates = {name: args.images / seconds for name, seconds in timings.items()}
     for name, rate in rates.items():
         print(f"{name:>20}: {rate:10.0f} images/s")
-    print(f"train_ratio={rates['pathologies.train'] / rates['reference']:.3f}")
+    print(f"train_ratio={rates['pathologies.training.train'] / rates['reference']:.3f}")
     return 0

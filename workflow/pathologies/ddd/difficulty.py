@@ -1,0 +1,164 @@
+"""Difficulty tables of one DDD experiment: per image, fractions, histograms, A.9 models, classes, epochs.
+
+    python -m pathologies.ddd.difficulty --spec experiment.json --dataset results/data/X.h5 \\
+        --members-out members.csv --difficulty-out difficulty.csv --fractions-out fractions.csv \\
+        --histogram-out histogram.csv --profiles-out difficulty_profiles.csv \\
+        --histograms-out difficulty_histograms.csv --class-accuracy-out class_accuracy.csv \\
+        --changes-out decision_changes.csv
+
+Everything is at the comparison epoch E except ``decision_changes.csv`` (every epoch of every run).
+"Models correct" counts the difficulty set: the last member of each condition (or every member
+with ``models_per_condition: all``); ``members.csv`` flags it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from ..data.layout import dataset_info
+from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
+from .measures import (class_accuracy, classify_images, correct_histogram, decision_changes,
+                         difficulty_fractions, difficulty_grid, difficulty_models)
+from ..errors import cli
+from ..io import atomic_output
+from ..training.predictions import Correctness, read_dump
+
+SIGMOID_WIDTH = 0.1  # A.9 sigmoid step width; narrowed when the mean accuracy needs a steeper step
+
+
+def members_table(final: Correctness, members: list[dict], rows: list[int]) -> pd.DataFrame:
+    """One row per member: who it is, where its decisions come from, accuracy at E, difficulty set."""
+    table = pd.DataFrame([{key: member[key] for key in ("label", "condition", "model", "seed", "epoch",
+                                                        "compare", "arch", "source")} for member in members])
+    table["accuracy"] = final.correct[:, 0].mean(axis=1)
+    table["in_difficulty_set"] = np.isin(np.arange(len(members)), rows)
+    return table
+
+
+def difficulty_table(final: Correctness, rows: list[int], spec: dict, class_names: list[str]) -> pd.DataFrame:
+    """Per image: id, target, models correct (of the difficulty set), categories, and each model's decision.
+
+    Columns ``correct.<label>`` (0/1) hold the decisions of the difficulty set at epoch E.
+    """
+    correct = final.correct[rows, 0]
+    n_models = len(rows)
+    n_correct = correct.sum(axis=0)
+    table = pd.DataFrame({
+        "image_id": final.ids,
+        "target": final.targets,
+        "class_name": np.asarray(class_names, dtype=object)[final.targets],
+        "n_correct": n_correct,
+        "n_models": n_models,
+        "fraction_correct": n_correct / n_models,
+        "strict": classify_images(n_correct, n_models, 0),
+        "loose": classify_images(n_correct, n_models, spec["loose_max_exceptions"]),
+        "in_between": in_between_mask(correct, spec),
+    })
+    decisions = pd.DataFrame(correct.T.astype(np.int8), columns=[f"correct.{final.models[i]}" for i in rows])
+    return pd.concat([table, decisions], axis=1)
+
+
+def sigmoid_width(mean_accuracy: float, n_bins: int = 100, width: float = SIGMOID_WIDTH) -> float:
+    """``width``, halved until a sigmoid difficulty profile of that width can reach ``mean_accuracy``."""
+    p = difficulty_grid(n_bins)
+    target = max(mean_accuracy, 1 - mean_accuracy)
+    while target >= p @ special.softmax(p / width):
+        width /= 2
+    return width
+
+
+def difficulty_model_tables(n_correct: np.ndarray, n_models: int, seed: int,
+                            n_bins: int = 100) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A.9 (profiles, histograms) as :func:`pathologies.ddd.measures.difficulty_models` returns them.
+
+    The profiles table gets a ``sigmoid_width`` column. When the mean accuracy lies outside the
+    bin centres (almost every image right, or wrong) no profile can match it: then only the
+    observed and uniform (binomial) histograms are returned.
+    """
+    n_correct = np.asarray(n_correct)
+    mean_accuracy = float(n_correct.mean() / n_models)
+    grid = difficulty_grid(n_bins)
+    if grid[0] < mean_accuracy < grid[-1]:
+        width = sigmoid_width(mean_accuracy, n_bins)
+        profiles, histograms = difficulty_models(n_correct, n_models, seed=seed, n_bins=n_bins, sigmoid_width=width)
+        return profiles.assign(sigmoid_width=width), histograms
+    k = np.arange(n_models + 1)
+    histograms = pd.concat([
+        pd.DataFrame({"model": "observed", "statistic": "observed", "k": k,
+                      "fraction": np.bincount(n_correct, minlength=n_models + 1) / n_correct.size}),
+        pd.DataFrame({"model": "uniform", "statistic": "expected", "k": k,
+                      "fraction": stats.binom.pmf(k, n_models, mean_accuracy)}),
+    ], ignore_index=True)
+    return pd.DataFrame(columns=["model", "p", "weight", "sigmoid_width"]), histograms
+
+
+def changes_table(spec: dict) -> pd.DataFrame:
+    """Decisions that change between consecutive epochs, for every trained run (Figure 17).
+
+    The base run is listed once (as ``base``, over all of its epochs); ``plus<k>ep`` members are
+    later epochs of it and add nothing.
+    """
+    frames = []
+    seen = set()
+    for member in spec["members"]:
+        run = (member["model"], member["seed"])
+        if run in seen:
+            continue
+        seen.add(run)
+        dump = read_dump(member["predictions"], spec["split"], "all", with_predictions=True)
+        table = decision_changes(dump.predictions, [member["label"]], dump.epochs)
+        table.insert(1, "condition", member["condition"])
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True).rename(columns={"model": "member"})
+
+
+def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
+    """Every table of this module by output name (members, difficulty, fractions, ...)."""
+    final, members = load_final(spec)
+    rows = difficulty_rows(members, spec["models_per_condition"])
+    check_exceptions(spec, len(rows))
+    class_names = dataset_info(dataset).class_names
+    n_correct = final.correct[rows, 0].sum(axis=0)
+    n_models = len(rows)
+    fractions = difficulty_fractions(n_correct, n_models, {"strict": 0, "loose": spec["loose_max_exceptions"]})
+    histogram = correct_histogram(n_correct, n_models).assign(n_images=len(n_correct), n_models=n_models)
+    profiles, histograms = difficulty_model_tables(n_correct, n_models, spec["analysis_seed"])
+    classes = class_accuracy(final.correct[:, 0], final.targets, final.models)
+    classes.insert(1, "condition", classes["model"].map({m["label"]: m["condition"] for m in members}))
+    classes.insert(3, "class_name", np.asarray(class_names, dtype=object)[classes["class"].to_numpy()])
+    return {
+        "members": members_table(final, members, rows),
+        "difficulty": difficulty_table(final, rows, spec, class_names),
+        "fractions": fractions.assign(n_models=n_models),
+        "histogram": histogram,
+        "profiles": profiles,
+        "histograms": histograms,
+        "class_accuracy": classes.rename(columns={"model": "member"}),
+        "changes": changes_table(spec),
+    }
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.difficulty",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--dataset", required=True, help="the prepared dataset (class names)")
+    outputs = ("members", "difficulty", "fractions", "histogram", "profiles", "histograms", "class_accuracy",
+               "changes")
+    for name in outputs:
+        parser.add_argument(f"--{name.replace('_', '-')}-out", required=True)
+    args = parser.parse_args(argv)
+    tables = build_tables(read_spec(args.spec), args.dataset)
+    for name in outputs:
+        with atomic_output(getattr(args, f"{name}_out")) as tmp:
+            tables[name].to_csv(tmp, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

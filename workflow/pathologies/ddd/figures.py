@@ -1,0 +1,312 @@
+"""Figures of a DDD experiment (Meding et al. 2022), drawn from its tables.
+
+    python -m pathologies.ddd.figures <figure> --<input> <table> ... --out figure.png
+
+Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathologies.ddd.difficulty`,
+:mod:`pathologies.ddd.kl`, :mod:`pathologies.ddd.rsa`):
+
+    fig02_histogram           --histogram        models correct per image vs the binomial
+    fig03_conditions          --conditions       kappa of each condition against the base
+    fig04_decisions           --difficulty       models x images decisions, sorted by difficulty
+    fig05_kappa_heatmaps      --kappa            condition x condition kappa: all vs in-between images
+    fig07_rsa                 --rsa --members    RSA of each condition with the base run
+    fig08_base_epochs         --predictions --epoch-kappa --split   the base run across its epochs
+    fig09_kl_accuracy         --kl               Gaussian dataset: KL to the next class vs accuracy
+    fig10_difficulty_models   --profiles --histograms   A.9 difficulty profiles and their histograms
+    fig17_decision_changes    --changes          decisions changed from one epoch to the next
+    fig20_class_accuracy      --class-accuracy   per-class accuracy, sorted
+
+Every plotting function saves a PNG and returns the data it plotted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .summary import rsa_reference  # noqa: E402
+from ..errors import UserError, cli  # noqa: E402
+from ..io import atomic_output  # noqa: E402
+from ..training.predictions import read_dump  # noqa: E402
+
+CORRECT_WRONG_REDS = ListedColormap(["#fcbba1", "#a50f15"])  # Figure 4: light = right, dark = wrong
+CORRECT_WRONG_BLUE = ListedColormap(["#ffffff", "#2171b5"])  # Figure 8: white = right, blue = wrong
+
+
+def _save(fig: plt.Figure, out: str | Path) -> None:
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=130, format=Path(out).suffix.lstrip(".") or "png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _theme() -> None:
+    sns.set_theme(style="whitegrid", context="paper")
+
+
+def plot_histogram(histogram: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 2: fraction of images that k of M models get right, observed vs binomial."""
+    _theme()
+    n_models = int(histogram["k"].max())
+    names = {0: "None", n_models: "All"}
+    data = histogram.melt(id_vars="k", value_vars=["observed", "binomial"], var_name="source", value_name="fraction")
+    data["models correct"] = data["k"].map(lambda k: names.get(k, str(k)))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * (n_models + 1) + 1.5), 3))
+    sns.barplot(data=data, x="models correct", y="fraction", hue="source", ax=ax,
+                order=[names.get(k, str(k)) for k in range(n_models + 1)],
+                palette={"observed": "#3182bd", "binomial": "#31a354"})
+    ax.set_ylabel("fraction of images")
+    ax.set_title(f"How many of {n_models} models classify an image correctly")
+    _save(fig, out)
+    return data
+
+
+def plot_conditions(conditions: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 3: kappa of every member against its reference (all images), mean per condition in black."""
+    _theme()
+    data = conditions[conditions["set"] == "all"]
+    order = list(dict.fromkeys(data["condition"]))
+    means = data.groupby("condition", sort=False)["kappa"].mean().reindex(order).reset_index()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(order) + 1.5), 3.2))
+    positions = {condition: i for i, condition in enumerate(order)}
+    x = data["condition"].map(positions).to_numpy(dtype=float)
+    low = (data["kappa"] - data["ci_low"]).to_numpy()
+    high = (data["ci_high"] - data["kappa"]).to_numpy()
+    ax.errorbar(x, data["kappa"], yerr=np.nan_to_num(np.vstack([low, high])), fmt="o", color="0.6",
+                ecolor="0.75", markersize=4, capsize=2, label="model (95% bootstrap CI)")
+    ax.scatter(means.index, means["kappa"], color="black", marker="_", s=300, zorder=3, label="condition mean")
+    ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
+    ax.set_ylabel("error consistency (kappa)")
+    ax.set_ylim(min(0.0, float(data[["kappa", "ci_low"]].min().min())) - 0.05, 1.05)  # NaN: undefined kappa
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.legend(loc="lower left", fontsize="small")
+    ax.set_title("Error consistency with the base network")
+    _save(fig, out)
+    return means
+
+
+def plot_decisions(difficulty: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 4: decisions of the difficulty-set models on every image, images sorted by mean accuracy."""
+    _theme()
+    columns = [c for c in difficulty.columns if c.startswith("correct.")]
+    order = np.argsort(-difficulty["fraction_correct"].to_numpy(), kind="stable")
+    matrix = difficulty[columns].iloc[order].T
+    matrix.index = [c.removeprefix("correct.") for c in columns]
+    fig, ax = plt.subplots(figsize=(8, 0.25 * len(columns) + 1.2))
+    ax.imshow(1 - matrix.to_numpy(), aspect="auto", interpolation="nearest", cmap=CORRECT_WRONG_REDS,
+              vmin=0, vmax=1)
+    ax.set_yticks(range(len(columns)), matrix.index)
+    ax.set_xlabel(f"images (n = {len(difficulty)}), sorted by mean accuracy across models")
+    ax.set_title("Decisions per model: light = correct, dark = wrong")
+    ax.grid(False)
+    _save(fig, out)
+    return matrix
+
+
+def condition_matrix(kappa: pd.DataFrame) -> pd.DataFrame:
+    """Mean kappa over the pairs of members of two conditions (one set, one epoch).
+
+    The diagonal is the mean within a condition, or 1 where the condition has one model (as in
+    the paper's Figure 5). Conditions keep their order of appearance.
+    """
+    order = list(dict.fromkeys([*kappa["condition_a"], *kappa["condition_b"]]))
+    both = pd.concat([kappa[["condition_a", "condition_b", "kappa"]],
+                      kappa.rename(columns={"condition_a": "condition_b", "condition_b": "condition_a"})
+                      [["condition_a", "condition_b", "kappa"]]])
+    off_diagonal = both[both["condition_a"] != both["condition_b"]]
+    matrix = off_diagonal.pivot_table(index="condition_a", columns="condition_b", values="kappa", aggfunc="mean")
+    matrix = matrix.reindex(index=order, columns=order)
+    within = kappa[kappa["condition_a"] == kappa["condition_b"]].groupby("condition_a")["kappa"].mean()
+    for condition in order:
+        matrix.loc[condition, condition] = within.get(condition, 1.0)
+    matrix.index.name, matrix.columns.name = None, None
+    return matrix
+
+
+def plot_kappa_heatmaps(kappa: pd.DataFrame, out: str | Path) -> dict[str, pd.DataFrame]:
+    """Figure 5: condition x condition kappa at the last epoch, all images vs in-between images."""
+    _theme()
+    epoch = kappa["epoch"].max()
+    final = kappa[kappa["epoch"] == epoch]
+    matrices = {name: condition_matrix(final[final["set"] == name]) for name in ("all", "in_between")
+                if (final["set"] == name).any()}
+    low = min(0.0, *(float(np.nanmin(m.to_numpy())) for m in matrices.values()))
+    size = len(next(iter(matrices.values())))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.45 * size + 2.5), 0.45 * size + 2), squeeze=False)
+    for ax, name in zip(axes[0], ("all", "in_between")):
+        if name not in matrices:
+            ax.text(0.5, 0.5, "no in-between images", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        sns.heatmap(matrices[name], ax=ax, vmin=low, vmax=1, cmap="viridis", square=True,
+                    annot=size <= 14, fmt=".2f", annot_kws={"size": 6}, cbar_kws={"shrink": 0.7})
+        ax.set_title(f"{'all images' if name == 'all' else 'in-between images'} (epoch {epoch})")
+    _save(fig, out)
+    return matrices
+
+
+def plot_rsa(rsa: pd.DataFrame, members: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 7: RSA of each condition's model with the base run's checkpoint."""
+    _theme()
+    label, epoch, rows = rsa_reference(rsa, members)
+    other = np.where(rows["model_a"] == label, rows["condition_b"], rows["condition_a"])
+    data = pd.DataFrame({"condition": other, "rsa": rows["rsa"].to_numpy()})
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(data) + 1.5), 3.2))
+    sns.barplot(data=data, x="condition", y="rsa", color="#3182bd", ax=ax)
+    ax.tick_params(axis="x", rotation=45)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    ax.set_ylabel("RSA (correlation of RDMs)")
+    ax.set_ylim(min(0.0, float(data["rsa"].min())) - 0.05, 1.05)
+    ax.set_title(f"Penultimate-layer RSA with the base run ({label}, epoch {epoch})")
+    _save(fig, out)
+    return data
+
+
+def plot_base_epochs(correct: np.ndarray, epoch_kappa: pd.DataFrame, out: str | Path) -> dict[str, np.ndarray]:
+    """Figure 8: the base run's decisions per epoch (images sorted by mean accuracy) and kappa between epochs.
+
+    ``correct``: (epochs, N) bool, row e = after epoch e.
+    """
+    _theme()
+    correct = np.asarray(correct, dtype=bool)
+    order = np.argsort(-correct[1:].mean(axis=0) if len(correct) > 1 else -correct[0], kind="stable")
+    decisions = correct[:, order].T  # images x epochs
+    epochs = sorted(set(epoch_kappa["epoch_a"]) | set(epoch_kappa["epoch_b"]))
+    matrix = pd.DataFrame(np.eye(len(epochs)), index=epochs, columns=epochs)
+    for row in epoch_kappa.itertuples(index=False):
+        matrix.loc[row.epoch_a, row.epoch_b] = matrix.loc[row.epoch_b, row.epoch_a] = row.kappa
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.imshow(1 - decisions, aspect="auto", interpolation="nearest", cmap=CORRECT_WRONG_BLUE, vmin=0, vmax=1)
+    left.set_xlabel("epoch")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_ylabel("images, sorted by mean accuracy over epochs")
+    left.set_title("Base run decisions: white = correct, blue = wrong")
+    left.grid(False)
+    sns.heatmap(matrix, ax=right, cmap="viridis", vmax=1, square=True, cbar_kws={"shrink": 0.7},
+                xticklabels=-(-len(epochs) // 10), yticklabels=-(-len(epochs) // 10))
+    right.set_title("kappa between epochs of the base run")
+    _save(fig, out)
+    return {"decisions": decisions, "kappa": matrix.to_numpy()}
+
+
+def plot_kl_accuracy(kl: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 9: KL(class i || class i+1), accuracy of class i, and the two against each other."""
+    _theme()
+    data = kl.dropna(subset=["kl_to_next"])
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    axes[0].plot(data["class"], data["kl_to_next"], marker=".")
+    axes[0].set(xlabel="class i", ylabel="KL(class i, class i+1)", yscale="log", title="KL divergence")
+    axes[1].plot(kl["class"], kl["accuracy"], marker=".", label="base")
+    axes[1].plot(kl["class"], kl["mean_accuracy"], marker=".", alpha=0.6, label="mean of all models")
+    axes[1].set(xlabel="class i", ylabel="accuracy", title="Class accuracy")
+    axes[1].legend(fontsize="small")
+    axes[2].scatter(data["kl_to_next"], data["accuracy"], c=data["class"], cmap="viridis", s=14)
+    axes[2].set(xlabel="KL(class i, class i+1)", ylabel="accuracy of class i", xscale="log",
+                title="KL vs accuracy")
+    _save(fig, out)
+    return data
+
+
+def plot_difficulty_models(profiles: pd.DataFrame, histograms: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 10: A.9 difficulty profiles (a) and the histograms they give vs the observed one (b)."""
+    _theme()
+    shown = histograms[(histograms["statistic"] != "expected") | (histograms["model"] == "uniform")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    if len(profiles):
+        sns.lineplot(data=profiles, x="p", y="weight", hue="model", ax=left)
+    else:
+        left.text(0.5, 0.5, "no profile matches this mean accuracy", ha="center", va="center")
+    left.set(xlabel="difficulty p (probability that a model is right)", ylabel="share of images",
+             title="(a) difficulty profiles")
+    observed = shown[shown["statistic"] == "observed"]
+    right.bar(observed["k"], observed["fraction"], color="#3182bd", alpha=0.6, label="observed")
+    for (model, statistic), group in shown[shown["statistic"] != "observed"].groupby(["model", "statistic"],
+                                                                                     sort=False):
+        right.plot(group["k"], group["fraction"], marker="o", markersize=3, label=f"{model} ({statistic})")
+    right.set(xlabel="models correct", ylabel="fraction of images", title="(b) histograms")
+    right.legend(fontsize="small")
+    _save(fig, out)
+    return shown
+
+
+def plot_decision_changes(changes: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 17: decisions that change from epoch e to e + 1, last model of each condition."""
+    _theme()
+    last = changes.groupby("condition", sort=False)["member"].last()
+    data = changes[changes["member"].isin(last)]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    sns.lineplot(data=data, x="epoch", y="changed", hue="condition", ax=ax)
+    ax.set(xlabel="epoch e", ylabel="decisions changed from e to e + 1")
+    ax.legend(fontsize="x-small", ncol=2)
+    _save(fig, out)
+    return data
+
+
+def plot_class_accuracy(class_accuracy: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 20: per-class accuracy of the base model, sorted decreasingly; range over all models shaded."""
+    _theme()
+    wide = class_accuracy.pivot_table(index="class", columns="member", values="accuracy")
+    if "base" not in wide.columns:
+        raise UserError("class accuracy table has no member 'base'; rebuild it with pathologies.ddd.difficulty")
+    wide = wide.sort_values("base", ascending=False, kind="stable")
+    data = pd.DataFrame({"class": wide.index, "rank": np.arange(len(wide)), "base": wide["base"].to_numpy(),
+                         "min": wide.min(axis=1).to_numpy(), "max": wide.max(axis=1).to_numpy()})
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.fill_between(data["rank"], data["min"], data["max"], color="0.8", label="range over all models")
+    ax.plot(data["rank"], data["base"], color="#3182bd", marker="." if len(data) <= 100 else None, label="base")
+    ax.set(xlabel="classes, sorted by the base model's accuracy", ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.legend(fontsize="small")
+    _save(fig, out)
+    return data
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"cannot read table {path} ({err}); rebuild it with snakemake") from None
+
+
+FIGURES = {
+    "fig02_histogram": (("histogram",), lambda a: plot_histogram(_read_csv(a.histogram), a.out)),
+    "fig03_conditions": (("conditions",), lambda a: plot_conditions(_read_csv(a.conditions), a.out)),
+    "fig04_decisions": (("difficulty",), lambda a: plot_decisions(_read_csv(a.difficulty), a.out)),
+    "fig05_kappa_heatmaps": (("kappa",), lambda a: plot_kappa_heatmaps(_read_csv(a.kappa), a.out)),
+    "fig07_rsa": (("rsa", "members"), lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out)),
+    "fig08_base_epochs": (("predictions", "epoch_kappa", "split"), lambda a: plot_base_epochs(
+        read_dump(a.predictions, a.split, "all").correct[0], _read_csv(a.epoch_kappa), a.out)),
+    "fig09_kl_accuracy": (("kl",), lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out)),
+    "fig10_difficulty_models": (("profiles", "histograms"), lambda a: plot_difficulty_models(
+        _read_csv(a.profiles), _read_csv(a.histograms), a.out)),
+    "fig17_decision_changes": (("changes",), lambda a: plot_decision_changes(_read_csv(a.changes), a.out)),
+    "fig20_class_accuracy": (("class_accuracy",), lambda a: plot_class_accuracy(_read_csv(a.class_accuracy),
+                                                                                a.out)),
+}
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.figures", description=__doc__.splitlines()[0])
+    figures = parser.add_subparsers(dest="figure", required=True)
+    for name, (inputs, _) in FIGURES.items():
+        sub = figures.add_parser(name)
+        for option in inputs:
+            sub.add_argument(f"--{option.replace('_', '-')}", required=True)
+        sub.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    FIGURES[args.figure][1](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

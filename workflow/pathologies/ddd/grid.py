@@ -1,0 +1,254 @@
+"""The DDD model-variant grid (Meding et al. 2022, appendix A.1): ``ddd`` experiments -> ``models``.
+
+An experiment declares a base run and conditions that override its recipe::
+
+    ddd:
+      resnet_variants:
+        dataset: imagenet
+        base: {arch: tv_resnet18, recipe: paper, seed: 0}
+        extra_epochs: [1, 10]
+        conditions:
+          optimizer: {overrides: {nesterov: true}}                     # one model
+          init: {overrides: {order_seed: 0}, seeds: [1, 2, 3, 4, 5]}   # one model per seed
+          lr: {variants: [{lr: 0.148}, {lr: 0.152}]}                   # one model per variant
+          different_data: {compare: within, variants: [{data_fraction: 0.5, data_part: 0},
+                                                       {data_fraction: 0.5, data_part: 1}]}
+
+Expansion adds ordinary ``models`` entries, so the ``train`` rule trains every (model, seed) as one
+job:
+
+- ``<experiment>.base``: the base recipe, trained ``epochs + max(extra_epochs)`` epochs. Member
+  ``base`` is its epoch ``epochs``, member ``plus<k>ep`` its epoch ``epochs + k`` (no new training).
+- ``<experiment>.<condition>``: base overrides, then the condition's; one run per seed (default: the
+  base seed). A seed sets ``init_seed`` and ``order_seed`` unless the overrides pin them, so
+  ``{overrides: {order_seed: 0}, seeds: [1, 2]}`` varies only the initialisation.
+- ``<experiment>.<condition>.<i>``: one run per variant at the base seed; a variant holds recipe
+  keys (and optionally ``arch``) on top of the condition's overrides.
+
+Every member is compared at epoch ``epochs`` of the base recipe (conditions cannot change it). A
+member is labelled ``<condition>`` when its condition has one model, else ``<condition>.s<seed>``
+(seeds) or ``<condition>.<i>`` (variants).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+import jsonschema
+
+from ..errors import UserError
+
+RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
+# Keys of a `ddd` experiment that configure the analysis rather than the models.
+ANALYSIS_KEYS = ("n_boot", "ci_level", "analysis_seed", "loose_max_exceptions", "in_between_rule",
+                 "models_per_condition", "rsa_images", "predictions_csv")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One compared model state: run (``model``, ``seed``) after epoch ``epoch``.
+
+    ``compare`` is ``base`` (compared with the base member) or ``within`` (with the other members
+    of its condition).
+    """
+
+    label: str
+    condition: str
+    model: str
+    seed: int
+    epoch: int
+    compare: str
+    arch: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An expanded ``ddd`` experiment: its members in config order and its analysis options."""
+
+    name: str
+    dataset: str
+    split: str
+    epochs: int
+    members: tuple[Member, ...]
+    options: Mapping[str, Any]
+
+    def runs(self) -> list[tuple[str, int]]:
+        """The distinct training runs (model, seed) behind the members, in member order."""
+        return list(dict.fromkeys((m.model, m.seed) for m in self.members))
+
+    def rsa_members(self) -> list[Member]:
+        """First member of each condition (every member of the base run: its checkpoint keeps
+        snapshots of the weights after the base epochs and each extra epoch)."""
+        chosen: dict[str, Member] = {}
+        for member in self.members:
+            chosen.setdefault(member.condition, member)
+        return list(chosen.values())
+
+    def as_dict(self, run_dir: Callable[[str, int], str]) -> dict:
+        """JSON-ready description for the analysis modules; ``run_dir(model, seed)`` locates a run."""
+        members = [{**asdict(m), "predictions": f"{run_dir(m.model, m.seed)}/predictions.h5",
+                    "checkpoint": f"{run_dir(m.model, m.seed)}/model.pt"} for m in self.members]
+        return {"name": self.name, "dataset": self.dataset, "split": self.split, "epochs": self.epochs,
+                "members": members, "rsa_members": [m.label for m in self.rsa_members()], **self.options}
+
+
+def add_experiment_models(config: dict, schema: dict) -> None:
+    """Check every ``ddd`` experiment of a schema-validated config and add its models (in place).
+
+    Raises UserError with one line naming the ``ddd`` key. Adding is idempotent: an existing
+    ``models`` entry equal to the generated one is kept, a different one is a name clash.
+    """
+    for name, experiment in config.get("ddd", {}).items():
+        _check_experiment(name, experiment, config, schema)
+        models, _ = _expand(name, experiment, config)
+        for model_name, entry in models.items():
+            existing = config.setdefault("models", {}).get(model_name)
+            if existing is not None and existing != entry:
+                raise UserError(f"config key models.{model_name}: the name is also generated by ddd experiment "
+                                f"{name!r}; rename the model or the experiment")
+            config["models"][model_name] = entry
+
+
+def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
+    """Every ``ddd`` experiment of a validated config, expanded into its members."""
+    result = {}
+    for name, experiment in config.get("ddd", {}).items():
+        _, members = _expand(name, experiment, config)
+        result[name] = Experiment(
+            name=name, dataset=experiment["dataset"], split=experiment["split"],
+            epochs=_base_recipe(experiment, config)["epochs"], members=tuple(members),
+            options={key: experiment[key] for key in ANALYSIS_KEYS})
+    return result
+
+
+def _base_recipe(experiment: Mapping, config: Mapping) -> dict:
+    base = experiment["base"]
+    return {**config["recipes"][base["recipe"]], **base["overrides"]}
+
+
+def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, dict], list[Member]]:
+    """(models entries, members) of one checked experiment."""
+    base = experiment["base"]
+    epochs = _base_recipe(experiment, config)["epochs"]
+    extra = sorted(experiment["extra_epochs"])
+    split = experiment["split"]
+
+    def entry(arch: str, overrides: dict, seeds: list[int]) -> dict:
+        return {"dataset": experiment["dataset"], "arch": arch, "recipe": base["recipe"],
+                "overrides": overrides, "seeds": list(seeds), "dump_splits": [split]}
+
+    base_model = f"{name}.base"
+    final = epochs + max(extra, default=0)
+    snapshots = sorted({*base["overrides"].get("snapshot_epochs", []), epochs, *(epochs + k for k in extra)} - {final})
+    base_overrides = {**base["overrides"], "epochs": final}
+    if snapshots:  # the weights of the base member and its extra epochs, for the RSA
+        base_overrides["snapshot_epochs"] = snapshots
+    models = {base_model: entry(base["arch"], base_overrides, [base["seed"]])}
+    members = [Member("base", "base", base_model, base["seed"], epochs, "base", base["arch"])]
+    members += [Member(f"plus{k}ep", f"plus{k}ep", base_model, base["seed"], epochs + k, "base", base["arch"])
+                for k in extra]
+    for condition, spec in experiment["conditions"].items():
+        arch = spec.get("arch", base["arch"])
+        overrides = {**base["overrides"], **spec["overrides"]}
+        if "variants" in spec:
+            variants = spec["variants"]
+            for i, variant in enumerate(variants):
+                model = f"{name}.{condition}.{i}"
+                variant_arch = variant.get("arch", arch)
+                recipe_keys = {k: v for k, v in variant.items() if k != "arch"}
+                models[model] = entry(variant_arch, {**overrides, **recipe_keys}, [base["seed"]])
+                label = condition if len(variants) == 1 else f"{condition}.{i}"
+                members.append(Member(label, condition, model, base["seed"], epochs, spec["compare"], variant_arch))
+        else:
+            seeds = spec.get("seeds", [base["seed"]])
+            model = f"{name}.{condition}"
+            models[model] = entry(arch, overrides, seeds)
+            for seed in seeds:
+                label = condition if len(seeds) == 1 else f"{condition}.s{seed}"
+                members.append(Member(label, condition, model, seed, epochs, spec["compare"], arch))
+    return models, members
+
+
+def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: dict) -> None:
+    key = f"ddd.{name}"
+    if "." in name:
+        raise UserError(f"config key {key}: experiment names may not contain '.' (they prefix model names)")
+    if experiment["dataset"] not in config["datasets"]:
+        raise UserError(f"config key {key}.dataset: {experiment['dataset']!r} is not a dataset; define it under "
+                        f"`datasets` (have: {', '.join(sorted(config['datasets']))})")
+    base = experiment["base"]
+    if base["recipe"] not in config["recipes"]:
+        raise UserError(f"config key {key}.base.recipe: {base['recipe']!r} is not a recipe; define it under "
+                        f"`recipes` (have: {', '.join(sorted(config['recipes']))})")
+    recipe = _base_recipe(experiment, config)
+    check_recipe(recipe, f"{key}.base.overrides", schema)
+    conditions = experiment["conditions"]
+    for condition, spec in conditions.items():
+        where = f"{key}.conditions.{condition}"
+        if "." in condition or RESERVED_CONDITIONS.fullmatch(condition):
+            raise UserError(f"config key {where}: condition names may not contain '.' nor be 'base' or "
+                            "'plus<k>ep' (reserved for the base run and its extra epochs)")
+        if "epochs" in spec["overrides"]:
+            raise UserError(f"config key {where}.overrides.epochs: every condition trains the base's "
+                            f"{recipe['epochs']} epochs; use extra_epochs for longer training")
+        condition_recipe = {**recipe, **spec["overrides"]}
+        if "variants" in spec:
+            if "seeds" in spec:
+                raise UserError(f"config key {where}: give either seeds or variants, not both")
+            for i, variant in enumerate(spec["variants"]):
+                _check_variant(variant, condition_recipe, f"{where}.variants.{i}", schema)
+            count = len(spec["variants"])
+        else:
+            check_recipe(condition_recipe, f"{where}.overrides", schema)
+            count = len(spec.get("seeds", [base["seed"]]))
+        if spec["compare"] == "within" and count < 2:
+            raise UserError(f"config key {where}.compare: 'within' compares the models of the condition with "
+                            f"each other, but it has only {count}; add seeds or variants, or use 'base'")
+    if experiment["rsa_images"] == 1:
+        raise UserError(f"config key {key}.rsa_images: RSA needs at least 2 images (0 turns it off)")
+    if not experiment["predictions_csv"]:
+        _check_exceptions(key, experiment, base)
+
+
+def _check_variant(variant: Mapping, recipe: dict, where: str, schema: dict) -> None:
+    allowed = set(schema["$defs"]["recipe"]["properties"]) | {"arch"}
+    unknown = sorted(set(variant) - allowed)
+    if unknown:
+        raise UserError(f"config key {where}: unknown key(s) {', '.join(map(repr, unknown))}; a variant holds "
+                        f"arch and recipe keys ({', '.join(sorted(allowed - {'arch'}))})")
+    if "epochs" in variant:
+        raise UserError(f"config key {where}.epochs: every condition trains the base's {recipe['epochs']} "
+                        "epochs; use extra_epochs for longer training")
+    if "arch" in variant and not isinstance(variant["arch"], str):
+        raise UserError(f"config key {where}.arch: {variant['arch']!r} is not an architecture name")
+    check_recipe({**recipe, **{k: v for k, v in variant.items() if k != "arch"}}, where, schema)
+
+
+def check_recipe(recipe: dict, where: str, schema: dict) -> None:
+    """Validate a resolved recipe (e.g. a base recipe with overrides); errors name ``<where>.<recipe key>``."""
+    validator = jsonschema.Draft202012Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]})
+    error = jsonschema.exceptions.best_match(validator.iter_errors(recipe))
+    if error is not None:
+        path = ".".join(str(part) for part in error.absolute_path)
+        raise UserError(f"config key {where}.{path}: {error.message}")
+    parts = round(1 / recipe["data_fraction"])
+    if recipe["data_part"] >= parts:
+        raise UserError(f"config key {where}.data_part: {recipe['data_part']} is out of range for data_fraction "
+                        f"{recipe['data_fraction']} (parts 0..{parts - 1})")
+
+
+def _check_exceptions(key: str, experiment: Mapping, base: Mapping) -> None:
+    """2 m < number of models in the difficulty set, or an image could be trivial and impossible."""
+    conditions = experiment["conditions"].values()
+    if experiment["models_per_condition"] == "last":
+        n_models = 1 + len(experiment["extra_epochs"]) + len(experiment["conditions"])
+    else:
+        n_models = 1 + len(experiment["extra_epochs"]) + sum(
+            len(spec["variants"]) if "variants" in spec else len(spec.get("seeds", [base["seed"]]))
+            for spec in conditions)
+    m = experiment["loose_max_exceptions"]
+    if 2 * m >= n_models:
+        raise UserError(f"config key {key}.loose_max_exceptions: {m} must be less than half of the {n_models} "
+                        "models whose decisions define trivial / impossible images; lower it")

@@ -1,0 +1,101 @@
+"""Inputs, parameters and targets of the DDD rules (workflow/rules/consistency.smk), per experiment.
+
+Kept out of the rule file so that it holds rules only and this logic is testable without Snakemake.
+Every method takes the experiment name (the ``experiment`` wildcard).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from ..errors import UserError
+from .grid import Experiment, experiments
+
+RESULTS = "results/ddd"
+# Tables of every experiment, after the description they are computed from; kl_accuracy.csv
+# (gaussian datasets) and rsa.csv (rsa_images > 0) join them.
+TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
+          "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv", "class_accuracy.csv",
+          "decision_changes.csv")
+# Figures drawn from tables alone: figure -> {option of pathologies.ddd.figures: table}.
+TABLE_FIGURES = {
+    "fig02_histogram": {"histogram": "histogram.csv"},
+    "fig03_conditions": {"conditions": "conditions.csv"},
+    "fig04_decisions": {"difficulty": "difficulty.csv"},
+    "fig05_kappa_heatmaps": {"kappa": "kappa.csv"},
+    "fig07_rsa": {"rsa": "rsa.csv", "members": "members.csv"},
+    "fig09_kl_accuracy": {"kl": "kl_accuracy.csv"},
+    "fig10_difficulty_models": {"profiles": "difficulty_profiles.csv", "histograms": "difficulty_histograms.csv"},
+    "fig17_decision_changes": {"changes": "decision_changes.csv"},
+    "fig20_class_accuracy": {"class_accuracy": "class_accuracy.csv"},
+}
+
+
+class DddRules:
+    """The DDD experiments of a validated config, with the paths their rules need.
+
+    ``run_dir(model, seed)`` and ``dataset_file(name)`` are the workflow's path helpers.
+    """
+
+    def __init__(self, config: Mapping[str, Any], run_dir: Callable[[str, int], str],
+                 dataset_file: Callable[[str], str]):
+        self.experiments = experiments(config)
+        self.kinds = {name: spec["kind"] for name, spec in config["datasets"].items()}
+        self.run_dir = run_dir
+        self.dataset_file = dataset_file
+
+    def experiment(self, name: str) -> Experiment:
+        if name not in self.experiments:
+            raise UserError(f"{RESULTS}/{name} is not a ddd experiment of the config "
+                            f"(have: {', '.join(self.experiments) or 'none'})")
+        return self.experiments[name]
+
+    def spec(self, name: str) -> str:
+        """The experiment as JSON for the analysis modules (``--spec``)."""
+        return json.dumps(self.experiment(name).as_dict(self.run_dir), sort_keys=True)
+
+    def predictions(self, name: str) -> list[str]:
+        return [f"{self.run_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
+
+    def base_predictions(self, name: str) -> str:
+        base = self.experiment(name).members[0]
+        return f"{self.run_dir(base.model, base.seed)}/predictions.h5"
+
+    def checkpoints(self, name: str) -> list[str]:
+        """model.pt of every run whose members enter the RSA (the base run's once, for all its epochs)."""
+        return list(dict.fromkeys(f"{self.run_dir(m.model, m.seed)}/model.pt"
+                                  for m in self.experiment(name).rsa_members()))
+
+    def external(self, name: str) -> list[str]:
+        return list(self.experiment(name).options["predictions_csv"])
+
+    def dataset(self, name: str) -> str:
+        return self.dataset_file(self.experiment(name).dataset)
+
+    def rsa_table(self, name: str) -> list[str]:
+        """[rsa.csv] when the experiment computes RSA, else []."""
+        return [f"{RESULTS}/{name}/rsa.csv"] if self.experiment(name).options["rsa_images"] else []
+
+    def tables(self, name: str) -> list[str]:
+        experiment = self.experiment(name)
+        extra = ["kl_accuracy.csv"] if self.kinds[experiment.dataset] == "gaussian" else []
+        extra += ["rsa.csv"] if experiment.options["rsa_images"] else []
+        return [f"{RESULTS}/{name}/{table}" for table in (*TABLES, *extra)]
+
+    def figures(self, name: str) -> list[str]:
+        experiment = self.experiment(name)
+        skip = set() if self.kinds[experiment.dataset] == "gaussian" else {"fig09_kl_accuracy"}
+        skip |= set() if experiment.options["rsa_images"] else {"fig07_rsa"}
+        names = sorted({*TABLE_FIGURES, "fig08_base_epochs"} - skip)
+        return [f"{RESULTS}/{name}/figures/{figure}.png" for figure in names]
+
+    def targets(self) -> list[str]:
+        """Every table, summary and figure of every experiment (for rule all)."""
+        return [path for name in self.experiments
+                for path in (*self.tables(name), f"{RESULTS}/{name}/summary.txt", *self.figures(name))]
+
+
+def figure_options(input: Mapping[str, str]) -> str:
+    """Command-line options of :mod:`pathologies.ddd.figures` from a rule's named inputs."""
+    return " ".join(f"--{key.replace('_', '-')} {path}" for key, path in input.items())

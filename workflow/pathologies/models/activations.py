@@ -1,0 +1,62 @@
+"""Penultimate-layer activations of trained models: the input of their last ``nn.Linear``.
+
+Every classifier in :mod:`pathologies.models.registry` ends in a linear layer (the last one registered), so
+a forward hook on its input gives the representation the paper's RSA compares (appendix A.4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import load_model
+from ..data.layout import dataset_info, load_split, to_model_input
+from ..errors import UserError
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` registered in ``model`` (its classifier head)."""
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise UserError(f"{type(model).__name__} has no nn.Linear layer; cannot take penultimate activations")
+    return linears[-1]
+
+
+@torch.inference_mode()
+def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Inputs of the last linear layer for normalised images ``x`` (N, C, H, W): (N, features) float32."""
+    captured: list[torch.Tensor] = []
+    hook = last_linear(model).register_forward_hook(lambda module, args, output: captured.append(args[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            model(x[start:start + batch_size])
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat([c.flatten(1) for c in captured]).float().cpu().numpy()
+
+
+def split_images(dataset: str | Path, split: str, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (len(rows), H, W, C) and ids of rows of a split; ImageNet indexes are decoded."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if dataset_info(dataset).storage == "index":
+        from ..data.imagenet import ImageIndexDataset
+
+        index = ImageIndexDataset(dataset, split)
+        return np.stack([index[int(i)][0].numpy() for i in rows]), index.ids[rows]
+    data = load_split(dataset, split)
+    return data.images[rows], data.ids[rows]
+
+
+def checkpoint_activations(checkpoint: str | Path, images: np.ndarray, device: str | torch.device = "cpu",
+                           batch_size: int = 256, epoch: int | None = None) -> np.ndarray:
+    """Penultimate activations of the model in ``checkpoint`` (after ``epoch``; None = the final
+    weights) for uint8 images (N, H, W, C), normalised with the checkpoint's own mean and std."""
+    model, meta = load_model(checkpoint, device, epoch=epoch)
+    return penultimate(model, to_model_input(images, meta["mean"], meta["std"], device), batch_size)

@@ -1,0 +1,1 @@
+"""Overinterpretation experiments (rules in overinterpretation.smk): subsets, evaluation, calibration, tables, figures."""

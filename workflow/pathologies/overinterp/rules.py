@@ -1,0 +1,169 @@
+"""Inputs, parameters and targets of the overinterpretation rules (workflow/rules/overinterpretation.smk).
+
+Kept out of the rule file so that it holds rules only and this logic is testable without Snakemake.
+Methods take wildcard values (experiment name, model, seed, ensemble).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from ..config import RunSpec, sis_jobs
+from ..errors import UserError
+from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments, sis_path
+
+TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
+          "tables.md")
+
+
+class OverinterpRules:
+    """The overinterpretation experiments of a validated config, with the paths their rules need.
+
+    ``runs``: the training runs (:func:`pathologies.config.run_specs`); ``run_dir(model, seed)``
+    and ``dataset_file(name)`` are the workflow's path helpers.
+    """
+
+    def __init__(self, config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec],
+                 run_dir: Callable[[str, int], str], dataset_file: Callable[[str], str]):
+        self.runs = runs
+        self.jobs = sis_jobs(config, runs)
+        self.experiments = experiments(config, self.jobs)
+        self.run_dir = run_dir
+        self.dataset_file = dataset_file
+
+    def experiment(self, name: str) -> OverinterpExperiment:
+        if name not in self.experiments:
+            raise UserError(f"{RESULTS}/{name} is not an overinterpretation experiment of the config "
+                            f"(have: {', '.join(self.experiments) or 'none'})")
+        return self.experiments[name]
+
+    def spec(self, name: str) -> str:
+        """The expanded experiment as JSON (written to ``spec.json`` for the table and figure modules)."""
+        return json.dumps(self.experiment(name).as_dict(), sort_keys=True, indent=1)
+
+    def checkpoint(self, model: str, seed: int | str) -> str:
+        """model.pt of a training run of the config (UserError for one that is not)."""
+        if (model, int(seed)) not in self.runs:
+            raise UserError(f"models/{model}/seed{seed} is not a training run of the config")
+        return f"{self.run_dir(model, seed)}/model.pt"
+
+    # -- pixel subsets (one job per experiment and source dataset writes them all: each job would
+    #    mostly load torch). ``origin``: the dataset the subsets are cut from, the experiment's by default.
+
+    def subset_origins(self, name: str) -> list[str]:
+        """The datasets an experiment cuts subsets from: its own, then shifted test sets with SIS."""
+        return list(dict.fromkeys(s.source for s in self.experiment(name).subsets.values()))
+
+    def _subsets(self, name: str, origin: str | None):
+        experiment = self.experiment(name)
+        origin = experiment.dataset if origin is None else origin
+        return [s for s in experiment.subsets.values() if s.source == origin]
+
+    def subset_files(self, name: str, origin: str | None = None) -> list[str]:
+        return [subset.path for subset in self._subsets(name, origin)]
+
+    def subset_sis(self, name: str, origin: str | None = None) -> dict[str, str]:
+        """{split: SIS file} the subset datasets are cut from."""
+        subset = self._subsets(name, origin)[0]
+        experiment = self.experiment(name)
+        return {split: sis_path(experiment.source_model, experiment.source_seed, subset.source, split)
+                for split in subset.splits}
+
+    def subset_args(self, name: str, origin: str | None = None) -> str:
+        """Command-line arguments of :mod:`pathologies.overinterp.subsets` for every subset cut from ``origin``."""
+        experiment = self.experiment(name)
+        sis = " ".join(f"--sis {split}={path}" for split, path in self.subset_sis(name, origin).items())
+        subsets = " ".join(f"--subset {s.kind} {s.fraction!r} {s.draw} {s.name} {s.path}"
+                           for s in self._subsets(name, origin))
+        # a shifted test set's random subsets draw from their own streams, not from the source's test split's
+        stream = f" --stream {origin}" if origin not in (None, experiment.dataset) else ""
+        return f"{sis} --seed {experiment.options['random_seed']}{stream} {subsets}"
+
+    # -- calibration, SIS of calibrated models and ensembles
+
+    def calibration_input(self, name: str, model: str, seed: int | str) -> str:
+        experiment = self.experiment(name)
+        if (model, int(seed)) not in experiment.calibrations:
+            raise UserError(f"{model} seed {seed} is not calibrated in experiment {name!r}")
+        return evaluation_path(name, model, int(seed))
+
+    def source_sis_spec(self, name: str, model: str, seed: int | str) -> str:
+        """The test-split SIS job of (model, seed) as JSON: the settings calibrated/ensemble SIS reuse."""
+        experiment = self.experiment(name)
+        job = self.jobs[(model, int(seed), experiment.dataset, "test")]
+        return json.dumps(job.as_dict(), sort_keys=True)
+
+    def ensemble_members(self, name: str, ensemble: str) -> list[tuple[str, int]]:
+        experiment = self.experiment(name)
+        if ensemble not in experiment.ensembles:
+            raise UserError(f"{ensemble!r} is not an ensemble of experiment {name!r} "
+                            f"(have: {', '.join(experiment.ensembles) or 'none'})")
+        return experiment.ensembles[ensemble]
+
+    def ensemble_checkpoints(self, name: str, ensemble: str) -> list[str]:
+        return [self.checkpoint(m, s) for m, s in self.ensemble_members(name, ensemble)]
+
+    def ensemble_spec(self, name: str, ensemble: str) -> str:
+        model, seed = self.ensemble_members(name, ensemble)[0]
+        return self.source_sis_spec(name, model, seed)
+
+    def member_sis(self, name: str, ensemble: str) -> list[str]:
+        """Test SIS files of the ensemble's members that have one (for the ensemble-vs-members figure)."""
+        dataset = self.experiment(name).dataset
+        return [sis_path(m, s, dataset, "test") for m, s in self.ensemble_members(name, ensemble)
+                if (m, s, dataset, "test") in self.jobs]
+
+    # -- evaluations and analyses
+
+    def eval_datasets(self, name: str, model: str, seed: int | str) -> dict[str, str]:
+        """{dataset name: file} a run is evaluated on in the experiment."""
+        names = [e.eval_dataset for e in self.experiment(name).evaluations if (e.model, e.seed) == (model, int(seed))]
+        if not names:
+            raise UserError(f"{model} seed {seed} is not evaluated in overinterpretation experiment {name!r}")
+        return {dataset: self.dataset_file(dataset) for dataset in dict.fromkeys(names)}
+
+    def eval_args(self, name: str, model: str, seed: int | str) -> str:
+        return " ".join(f"--dataset {d}={path}" for d, path in self.eval_datasets(name, model, seed).items())
+
+    def evaluations(self, name: str) -> list[str]:
+        return sorted({e.path for e in self.experiment(name).evaluations})
+
+    def sis_files(self, name: str) -> list[str]:
+        return [s.path for s in self.experiment(name).sis_files]
+
+    def calibration_files(self, name: str) -> list[str]:
+        experiment = self.experiment(name)
+        return [experiment.calibration_path(m, s) for m, s in experiment.calibrations]
+
+    def bs_subsets(self, name: str) -> list[str]:
+        """The BS subsets of the experiment's own test images (not those of shifted test sets)."""
+        return [s.path for s in self._subsets(name, None) if s.kind == "bs"]
+
+    def dataset(self, name: str, origin: str | None = None) -> str:
+        return self.dataset_file(self.experiment(name).dataset if origin is None else origin)
+
+    def human_benchmark_args(self, name: str) -> str:
+        options = self.experiment(name).options["human_benchmark"]
+        if options is None:
+            raise UserError(f"experiment {name!r} exports no human benchmark; set its `human_benchmark`")
+        fractions = " ".join(repr(float(f)) for f in options["fractions"])
+        return f"--fractions {fractions} --images {options['images']} --seed {options['seed']}"
+
+    def figures(self, name: str) -> list[str]:
+        experiment = self.experiment(name)
+        folder = f"{experiment.folder}/figures"
+        names = ["heatmaps", "sis_examples", "confidence_curves", "sis_size_correctness", "accuracy"]
+        names += ["shifted_accuracy"] if experiment.shifted else []
+        return [f"{folder}/{figure}.png" for figure in names] + \
+            [f"{folder}/ensemble_{ens}.png" for ens in experiment.ensembles]
+
+    def targets(self) -> list[str]:
+        """Every table and figure of every experiment (for rule all)."""
+        paths = []
+        for name, experiment in self.experiments.items():
+            paths += [f"{experiment.folder}/tables/{table}" for table in TABLES]
+            paths += self.figures(name)
+            if experiment.options["human_benchmark"] is not None:
+                paths.append(f"{experiment.folder}/human_benchmark/index.html")
+        return paths

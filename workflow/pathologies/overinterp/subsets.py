@@ -1,0 +1,287 @@
+"""Pixel-subset datasets (Carter et al. 2021, Section 4.2): backward-selection and random subsets.
+
+A *k% backward-selection (BS) subset* of an image keeps the last ``round(k% * p)`` of its p
+features in the stored backward-selection removal order (the features that kept the model
+confident longest) and masks the rest. A *k% random subset* keeps as many features drawn
+uniformly at random, one independent draw per image; draw ``d`` of seed ``s`` is reproducible and
+differs between draws. A feature is a pixel, or a ``patch`` x ``patch`` block as in the SIS file.
+
+Usage (what the ``overinterp_subsets_<experiment>`` rule runs: every subset of an experiment in one job)::
+
+    python -m pathologies.overinterp.subsets --dataset results/data/digits.h5 \
+        --sis train=results/sis/digits_cnn/seed0/digits/train.h5 --sis test=.../test.h5 --seed 0 \
+        --subset bs 0.1 -1 exp.bs10 results/overinterp/exp/subsets/bs10.h5 \
+        --subset random 0.1 2 exp.random10.d2 results/overinterp/exp/subsets/random10_d2.h5
+
+The output is an ordinary prepared dataset (:mod:`pathologies.data.layout`) holding, per split, the
+images the SIS file covers with every masked pixel set to the mean colour, so the ``train`` rule
+trains on it like on any dataset and its random crops and flips move the image and its mask
+together. To make a masked pixel *exactly* 0 after normalisation (the SIS masked value), the
+file's ``mean`` is the source mean rounded to the uint8 grid, ``round(255 mean) / 255``, and masked
+pixels hold that uint8 colour; ``std`` is the source's. Extra content beyond the standard layout::
+
+    /                attrs: subset_kind ("bs"|"random"), fraction, features_kept, feature_count, patch,
+                            random_seed, random_stream, draw (random only; -1 for bs), source_dataset, source_mean,
+                            source_sis (JSON {split: path}), source_model_run (JSON)
+    /<split>/masks   bool (n, H, W)  True = pixel kept
+    /<split>/rows    int64 (n,)      row of the image in the source dataset's split
+
+An ImageNet index (``storage = "index"``) gets an index of the same images instead, with the masks
+applied as the images stream from disk (:mod:`pathologies.overinterp.index_subsets`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..cliargs import named_files
+from ..data.layout import Split, dataset_info, load_split, write_dataset
+from ..errors import UserError, cli
+from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
+from ..sis.engine import Masking
+
+KINDS = ("bs", "random")
+
+
+def subset_size(fraction: float, feature_count: int) -> int:
+    """Features a ``fraction`` subset of ``feature_count`` features keeps: round half up, at least 1."""
+    if not 0.0 < fraction <= 1.0:
+        raise UserError(f"pixel-subset fraction {fraction!r} is not in (0, 1]; use e.g. 0.05 for 5%")
+    return max(1, math.floor(fraction * feature_count + 0.5))
+
+
+def backward_selection_features(order: np.ndarray, size: int) -> np.ndarray:
+    """The last ``size`` features of each removal order (n, p) -> (n, size), last removed last."""
+    if not 1 <= size <= order.shape[1]:
+        raise ValueError(f"subset size {size} is out of range for {order.shape[1]} features")
+    return np.asarray(order[:, order.shape[1] - size:], dtype=np.int64)
+
+
+def random_features(n: int, feature_count: int, size: int, seed: int, draw: int, stream: str) -> np.ndarray:
+    """``size`` distinct features per image drawn uniformly, (n, size) int64, ascending per image.
+
+    Reproducible from (``seed``, ``draw``, ``stream``); ``stream`` (e.g. the split name) keeps the
+    draws of different splits independent. Different draws give independent subsets.
+    """
+    if not 1 <= size <= feature_count:
+        raise ValueError(f"subset size {size} is out of range for {feature_count} features")
+    return uniform_features(random_stream(seed, draw, stream), n, feature_count, size)
+
+
+def stream_key(stream: str, split: str) -> str:
+    """The random-subset stream of ``split``: the split name, prefixed by ``stream`` when given (the
+    shifted test set a subset is cut from), so that two datasets' same-named splits draw independently."""
+    return f"{stream}/{split}" if stream else split
+
+
+def random_stream(seed: int, draw: int, stream: str) -> np.random.Generator:
+    """The generator of random subsets (``seed``, ``draw``, ``stream``) (see :func:`random_features`)."""
+    return np.random.default_rng([seed, draw, zlib.crc32(stream.encode())])
+
+
+def uniform_features(rng: np.random.Generator, n: int, feature_count: int, size: int) -> np.ndarray:
+    """The next ``n`` images' random subsets from ``rng``: drawing the rows in consecutive chunks
+    gives the same subsets as drawing them at once."""
+    # the `size` smallest of p iid uniforms per row: a uniformly random size-subset of the features
+    keys = rng.random((n, feature_count))
+    return np.sort(np.argpartition(keys, size - 1, axis=1)[:, :size], axis=1).astype(np.int64)
+
+
+def feature_masks(features: np.ndarray, masking: Masking, height: int, width: int) -> np.ndarray:
+    """Boolean pixel masks (n, H, W), True where a pixel belongs to one of the image's ``features``."""
+    chosen = np.zeros((len(features), masking.feature_count(height, width)), dtype=bool)
+    np.put_along_axis(chosen, np.asarray(features, dtype=np.int64), True, axis=1)
+    return chosen[:, masking.feature_of_pixel(height, width)]
+
+
+def mask_colour(mean: Sequence[float]) -> np.ndarray:
+    """The uint8 colour (C,) nearest to the per-channel ``mean`` (0-1 scale)."""
+    return np.clip(np.floor(np.asarray(mean, dtype=np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+def apply_masks(images: np.ndarray, masks: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """uint8 images (n, H, W, C) with every pixel where ``masks`` (n, H, W) is False set to ``colour``."""
+    return np.where(masks[..., None], images, colour.reshape(1, 1, 1, -1)).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SisOrders:
+    """What a subset needs from one SIS file: rows, removal orders, patch and image shape."""
+
+    path: str
+    rows: np.ndarray
+    order: np.ndarray
+    patch: int
+    image_shape: tuple[int, int, int]
+    model_run: object
+
+
+def read_sis_orders(path: str | Path) -> SisOrders:
+    """Read /index, /order and the layout attributes of an SIS file (clear error when unusable)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
+    try:
+        with h5py.File(path, "r") as handle:
+            missing = [key for key in ("index", "order") if key not in handle]
+            if missing:
+                raise UserError(f"SIS file {path} lacks {', '.join(missing)}; rebuild it with the sis rules")
+            return SisOrders(path=str(path), rows=handle["index"][()].astype(np.int64),
+                             order=handle["order"][()].astype(np.int64), patch=int(handle.attrs.get("patch", 1)),
+                             image_shape=tuple(int(v) for v in handle.attrs["image_shape"]),
+                             model_run=read_json_attr(handle, "model_run") if "model_run" in handle.attrs else None)
+    except OSError as err:
+        raise UserError(f"{path} is not a readable HDF5 file ({err}); delete it and rebuild it") from None
+
+
+def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int,
+                 split: str, colour: np.ndarray, stream: str = "") -> tuple[Split, np.ndarray, int]:
+    """The masked split of the images ``sis`` covers: (split, masks (n, H, W), features kept)."""
+    height, width = source.images.shape[1:3]
+    masking = Masking(patch=sis.patch)
+    count = masking.feature_count(height, width)
+    if sis.order.shape[1] != count:
+        raise UserError(f"SIS file {sis.path} orders {sis.order.shape[1]} features, but {height}x{width} images "
+                        f"with patch {sis.patch} have {count}; it belongs to a different dataset")
+    if len(sis.rows) and (sis.rows.min() < 0 or sis.rows.max() >= len(source)):
+        raise UserError(f"SIS file {sis.path} indexes rows beyond the {len(source)} images of split {split!r}; "
+                        "it belongs to a different dataset")
+    size = subset_size(fraction, count)
+    if kind == "bs":
+        features = backward_selection_features(sis.order, size)
+    else:
+        features = random_features(len(sis.rows), count, size, seed, draw, stream_key(stream, split))
+    masks = feature_masks(features, masking, height, width)
+    images = apply_masks(source.images[sis.rows], masks, colour)
+    return Split(images, source.labels[sis.rows], source.ids[sis.rows]), masks, size
+
+
+@dataclass(frozen=True)
+class SubsetRequest:
+    """One subset dataset to write: ``kind`` (bs|random), ``fraction``, random ``draw``, dataset ``name``, file."""
+
+    kind: str
+    fraction: float
+    draw: int
+    name: str
+    out: str
+
+
+def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str | Path],
+                          requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "") -> None:
+    """Write every requested subset dataset, with the splits of ``sis_files``, each file atomically.
+
+    The SIS files and the source splits are read once for all requests (one job per experiment).
+    ``stream`` prefixes the random streams (:func:`stream_key`).
+    """
+    if not sis_files:
+        raise UserError("no SIS file given; pass --sis <split>=<file> for every split of the subset dataset")
+    for request in requests:
+        if request.kind not in KINDS:
+            raise UserError(f"pixel-subset kind {request.kind!r} is not one of {', '.join(KINDS)}")
+        subset_size(request.fraction, 1)  # checks the fraction
+    info = dataset_info(dataset_path)
+    if info.storage == "index":
+        from .index_subsets import build_index_subsets
+
+        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream)
+        return
+    orders = {split: read_sis_orders(path) for split, path in sis_files.items()}
+    for sis in orders.values():
+        if tuple(sis.image_shape) != tuple(info.image_shape):
+            raise UserError(f"SIS file {sis.path} is for {sis.image_shape} images but {dataset_path} holds "
+                            f"{info.image_shape}; pass the dataset the SIS was extracted on")
+    patches = {sis.patch for sis in orders.values()}
+    if len(patches) != 1:
+        raise UserError(f"SIS files {', '.join(map(str, sis_files.values()))} use different patch sizes "
+                        f"{sorted(patches)}; extract every split with the same `patch`")
+    patch = patches.pop()
+    sources = {split: load_split(dataset_path, split) for split in orders}
+    colour = mask_colour(info.mean)
+    height, width, _ = info.image_shape
+    for request in requests:
+        splits, masks, size = {}, {}, 0
+        for split, sis in orders.items():
+            splits[split], masks[split], size = subset_split(sources[split], sis, request.kind, request.fraction,
+                                                             seed, request.draw, split, colour, stream)
+        with atomic_output(request.out) as tmp:
+            write_dataset(tmp, name=request.name, kind="pixel_subset", splits=splits, class_names=info.class_names,
+                          mean=colour / 255.0, std=info.std,
+                          spec={"kind": request.kind, "fraction": request.fraction, "seed": seed,
+                                "draw": request.draw})
+            with h5py.File(tmp, "a") as handle:
+                write_attrs(handle, {
+                    "subset_kind": request.kind, "fraction": float(request.fraction), "features_kept": size,
+                    "feature_count": Masking(patch=patch).feature_count(height, width), "patch": patch,
+                    "random_seed": seed, "random_stream": stream,
+                    "draw": request.draw if request.kind == "random" else -1,
+                    "source_dataset": str(dataset_path), "source_mean": np.asarray(info.mean, dtype=np.float64),
+                    "source_sis": json.dumps({split: str(path) for split, path in sis_files.items()}),
+                    "source_model_run": json.dumps(next(iter(orders.values())).model_run, sort_keys=True),
+                })
+                for split in splits:
+                    create_dataset(handle[split], "masks", masks[split])
+                    create_dataset(handle[split], "rows", orders[split].rows)
+
+
+def build_subset_dataset(out: str | Path, dataset_path: str | Path, sis_files: Mapping[str, str | Path], *,
+                         kind: str, fraction: float, seed: int = 0, draw: int = 0, name: str | None = None,
+                         stream: str = "") -> None:
+    """Write one ``kind`` pixel-subset dataset of ``fraction`` (see :func:`build_subset_datasets`)."""
+    build_subset_datasets(dataset_path, sis_files,
+                          [SubsetRequest(kind, fraction, draw, name or Path(out).stem, str(out))], seed=seed,
+                          stream=stream)
+
+
+def has_masks(path: str | Path, split: str) -> bool:
+    """Whether ``split`` of a prepared dataset is a pixel subset (holds /<split>/masks)."""
+    with h5py.File(path, "r") as handle:
+        return split in handle and "masks" in handle[split]
+
+
+def read_masks(path: str | Path, split: str) -> np.ndarray | None:
+    """Pixel masks (n, H, W) of ``split`` of a subset dataset; None for an ordinary dataset."""
+    with h5py.File(path, "r") as handle:
+        group = handle.get(split)
+        return None if group is None or "masks" not in group else group["masks"][()]
+
+
+def _request(values: Sequence[str]) -> SubsetRequest:
+    kind, fraction, draw, name, out = values
+    try:
+        return SubsetRequest(kind, float(fraction), int(draw), name, out)
+    except ValueError:
+        raise UserError(f"--subset {' '.join(values)}: FRACTION must be a number and DRAW an integer") from None
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="the prepared dataset the SIS were extracted on")
+    parser.add_argument("--sis", action="append", required=True, metavar="SPLIT=FILE",
+                        help="merged SIS file of one split (repeat per split)")
+    parser.add_argument("--subset", action="append", required=True, nargs=5,
+                        metavar=("KIND", "FRACTION", "DRAW", "NAME", "OUT"),
+                        help="one subset dataset to write: bs|random, fraction kept, random draw, name, file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random subsets")
+    parser.add_argument("--stream", default="", help="prefix of the random streams (a shifted test set's name)")
+    args = parser.parse_args(argv)
+    requests = [_request(values) for values in args.subset]
+    sis_files = named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5")
+    build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed, stream=args.stream)
+    for request in requests:
+        print(f"wrote {request.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""Tables of an overinterpretation experiment (Table 1, S1-S5, S7, ensembles) as tidy CSV + Markdown.
+
+Usage (what the ``overinterp_tables`` rule runs)::
+
+    python -m pathologies.overinterp.tables --spec results/overinterp/<exp>/spec.json \
+        --sis-summary results/overinterp/<exp>/sis_sizes/summary.csv --out-dir results/overinterp/<exp>/tables
+
+Every number is recomputed from the stored evaluation files (argmax of the stored logits against
+the stored labels) and calibration files. Accuracies are percentages; "mean ± std" is over the
+runs of a row (seeds, and random draws), std with ddof=1. A run's accuracy on a dataset with
+several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--out-dir``:
+
+- ``accuracy_by_split.csv``: one row per evaluation file and split (n, correct, accuracy).
+- ``accuracy.csv``: role, condition, arch, source_arch, train_on, train_fraction, augment, test_set,
+  eval_on, eval_fraction, n_runs, accuracy_mean, accuracy_std. ``test_set`` is the dataset the
+  images come from (a pixel subset: the dataset it is cut from).
+- ``ensembles.csv``: ensemble, test_set, eval_on, eval_fraction, n_members, n_runs, ensemble accuracy
+  (logits averaged over the members, as pathologies.sis.engine.Scorer) and the members' mean ± std.
+- ``calibration.csv``: model, seed, temperature, ECE before/after (%), NLL on the fitting half
+  before/after, and SIS size (% of image) at the experiment threshold before/after calibration.
+- ``sis_summary.csv``: SIS size at the experiment threshold of every SIS file (input dropout,
+  ensembles, calibrated models, shifted test sets).
+- ``tables.md``: the tables above rendered for reading (Table 1 layout: one column per test set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError, cli
+from .evaluate import evaluation_splits, read_evaluation
+from ..io import atomic_output
+
+ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "eval_on",
+            "eval_fraction"]
+
+
+def read_spec(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"experiment spec {path} does not exist; build it with `snakemake {path}`")
+    return json.loads(path.read_text())
+
+
+def accuracy_by_split(spec: dict) -> pd.DataFrame:
+    """One row per (evaluation, split): the accuracy recomputed from the stored logits."""
+    rows = []
+    for entry in spec["evaluations"]:
+        path, dataset = entry["path"], entry["eval_dataset"]
+        for split in evaluation_splits(path, dataset):
+            result = read_evaluation(path, dataset, split)
+            correct = int(np.sum(result.pred == result.labels))
+            rows.append({**{k: v for k, v in entry.items() if k != "path"},
+                         "source_arch": spec["source_arch"], "eval_split": split, "n": len(result.labels),
+                         "correct": correct, "accuracy": 100.0 * correct / len(result.labels), "path": path})
+    return pd.DataFrame(rows)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def accuracy_table(by_split: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over runs; a run's accuracy on a multi-split test set is the mean over splits."""
+    keys = [*ROW_KEYS, "source_arch"]
+    per_run = (by_split.fillna({"train_fraction": -1, "eval_fraction": -1})
+               .groupby([*keys, "model", "seed", "draw"], sort=False, dropna=False)["accuracy"].mean().reset_index())
+    rows = []
+    for values, group in per_run.groupby(keys, sort=False, dropna=False):
+        mean, std = _mean_std(group["accuracy"])
+        rows.append({**dict(zip(keys, values)), "n_runs": len(group), "accuracy_mean": mean, "accuracy_std": std})
+    table = pd.DataFrame(rows)
+    return table.replace({"train_fraction": {-1: np.nan}, "eval_fraction": {-1: np.nan}})
+
+
+def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy of each ensemble (mean member logits) and of its members, per test set and subset."""
+    rows = []
+    pretrained = by_split[by_split["role"] == "pretrained"]
+    for name, entry in spec["ensembles"].items():
+        members = [tuple(m) for m in entry["members"]]
+        mine = pretrained[[(m, s) in members for m, s in zip(pretrained["model"], pretrained["seed"])]]
+        for (test_set, eval_on, fraction), group in mine.groupby(["test_set", "eval_on", "eval_fraction"],
+                                                                  sort=False, dropna=False):
+            runs, member_acc = [], []
+            for draw, by_draw in group.groupby("draw", sort=False):
+                split_acc = []
+                for (dataset, split), cell in by_draw.groupby(["eval_dataset", "eval_split"], sort=False):
+                    if set(zip(cell["model"], cell["seed"])) != set(members):
+                        break
+                    split_acc.append(_ensemble_accuracy(cell["path"].tolist(), dataset, split))
+                else:
+                    runs.append(float(np.mean(split_acc)))
+                    member_acc += by_draw.groupby(["model", "seed"])["accuracy"].mean().tolist()
+            if not runs:
+                continue
+            mean, std = _mean_std(runs)
+            member_mean, member_std = _mean_std(member_acc)
+            rows.append({"ensemble": name, "test_set": test_set, "eval_on": eval_on, "eval_fraction": fraction,
+                         "n_members": len(members), "n_runs": len(runs), "accuracy_mean": mean,
+                         "accuracy_std": std, "members_mean": member_mean, "members_std": member_std})
+    return pd.DataFrame(rows)
+
+
+def _ensemble_accuracy(paths: Sequence[str], dataset: str, split: str) -> float:
+    results = [read_evaluation(path, dataset, split) for path in paths]
+    for other in results[1:]:
+        if not np.array_equal(other.ids, results[0].ids):
+            raise UserError(f"evaluation files {paths[0]} and {paths[1]} list different images of "
+                            f"{dataset}/{split}; rebuild them from the same dataset file")
+    logits = np.mean([r.logits.astype(np.float64) for r in results], axis=0)
+    return 100.0 * float(np.mean(logits.argmax(axis=1) == results[0].labels))
+
+
+def calibration_table(spec: dict, sis_summary: pd.DataFrame) -> pd.DataFrame:
+    """Table S5: temperature, ECE before/after (held-out half), SIS size before/after calibration.
+
+    ``sis_summary``: the SIS summaries at the experiment's threshold (:func:`sis_summary_table`).
+    """
+    rows = []
+    for entry in spec["calibrations"]:
+        path = Path(entry["path"])
+        if not path.exists():
+            raise UserError(f"calibration file {path} does not exist; build it with `snakemake {path}`")
+        cal = json.loads(path.read_text())
+        row = {"model": entry["model"], "seed": entry["seed"], "temperature": cal["temperature"],
+               "ece_before_pct": 100 * cal["ece_before"], "ece_after_pct": 100 * cal["ece_after"],
+               "nll_fit_before": cal["nll_fit_before"], "nll_fit_after": cal["nll_fit_after"],
+               "n_fit": cal["n_fit"], "n_held": cal["n_held"]}
+        for variant in ("original", "calibrated"):
+            match = sis_summary[(sis_summary["model"] == entry["model"]) & (sis_summary["seed"] == entry["seed"])
+                                & (sis_summary["variant"] == variant) & (sis_summary["dataset"] == spec["dataset"])
+                                & (sis_summary["split"] == "test")]
+            first = match.iloc[0] if len(match) else None
+            row[f"sis_{variant}_n"] = int(first["n_sis"]) if first is not None else np.nan
+            row[f"sis_{variant}_mean_pct"] = first["mean_size_pct"] if first is not None else np.nan
+            row[f"sis_{variant}_std_pct"] = first["std_size_pct"] if first is not None else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sis_summary_table(spec: dict, summary: pd.DataFrame) -> pd.DataFrame:
+    """SIS size of every SIS file at the experiment's threshold."""
+    if summary.empty:
+        return summary
+    chosen = summary[np.isclose(summary["threshold"], spec["threshold"])]
+    return chosen.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------- Markdown
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``frame`` (index dropped; NaN as an empty cell)."""
+    if frame.empty:
+        return "_(no rows)_\n"
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    header = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def mean_std_text(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def _subset_label(on: str, fraction: float, augment: bool | None = None) -> str:
+    text = "Full images" if on == "full" else f"{fraction * 100:g}% {'BS subsets' if on == 'bs' else 'Random'}"
+    return text + (" (+)" if augment else "")
+
+
+def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) -> pd.DataFrame:
+    """Table-1 layout: one row per (model, train on, evaluate on), one column per test set."""
+    rows = accuracy[accuracy["role"] == role]
+    if eval_on_full is not None:
+        rows = rows[(rows["eval_on"] == "full") == eval_on_full]
+    if rows.empty:
+        return pd.DataFrame()
+    frame = rows.assign(
+        model=[c if role == "pretrained" else a for c, a in zip(rows["condition"], rows["arch"])],
+        train=[_subset_label(t, f, g) for t, f, g in zip(rows["train_on"], rows["train_fraction"], rows["augment"])],
+        evaluate=[_subset_label(e, f) for e, f in zip(rows["eval_on"], rows["eval_fraction"])],
+        value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"])])
+    table = frame.pivot_table(index=["model", "train", "evaluate"], columns="test_set", values="value",
+                              aggfunc="first", sort=False).reset_index()
+    table.columns.name = None
+    return table.rename(columns={"model": "Model", "train": "Train on", "evaluate": "Evaluate on"})
+
+
+def render(spec: dict, accuracy: pd.DataFrame, ensembles: pd.DataFrame, calibration: pd.DataFrame,
+           sis: pd.DataFrame) -> str:
+    """All tables of the experiment as one Markdown document."""
+    retrained = accuracy[accuracy["role"] == "retrained"]
+    cross = retrained[retrained["arch"] != retrained["source_arch"]]
+    parts = [f"# Overinterpretation experiment `{spec['name']}`\n",
+             f"Source of the pixel subsets: `{spec['source_model']}` seed {spec['source_seed']} "
+             f"({spec['source_arch']}) on `{spec['dataset']}`. Accuracy in %, mean ± std over runs.\n",
+             "## Pretrained models on full images and pixel subsets (Table 1, S4, S7)\n",
+             markdown(table1(accuracy, "pretrained")),
+             "## Models trained on pixel subsets, evaluated on the matching test subsets (Table 1, S1: (+) = "
+             "augmentation)\n",
+             markdown(table1(accuracy, "retrained", eval_on_full=False)),
+             "## Models trained on pixel subsets, evaluated on full images (Table S3)\n",
+             markdown(table1(accuracy, "retrained", eval_on_full=True)),
+             "## Cross-architecture: subsets of the source trained into other architectures (Table S2)\n",
+             markdown(table1(cross.assign(role="retrained"), "retrained", eval_on_full=False))
+             if not cross.empty else "_(no other architecture trained)_\n",
+             "## Ensembles (mean of logits)\n", markdown(ensembles),
+             "## Calibration by temperature scaling (Table S5)\n", markdown(calibration),
+             f"## SIS size at threshold {spec['threshold']} (% of image)\n", markdown(sis)]
+    return "\n".join(parts)
+
+
+def build_tables(spec: dict, sis_summary: pd.DataFrame, out_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Compute every table and write the CSV files and ``tables.md`` to ``out_dir`` (atomically)."""
+    by_split = accuracy_by_split(spec)
+    at_threshold = sis_summary_table(spec, sis_summary)
+    tables = {"accuracy_by_split": by_split, "accuracy": accuracy_table(by_split),
+              "ensembles": ensemble_table(spec, by_split), "calibration": calibration_table(spec, at_threshold),
+              "sis_summary": at_threshold}
+    out_dir = Path(out_dir)
+    for name, frame in tables.items():
+        with atomic_output(out_dir / f"{name}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+    text = render(spec, tables["accuracy"], tables["ensembles"], tables["calibration"], tables["sis_summary"])
+    with atomic_output(out_dir / "tables.md") as tmp:
+        tmp.write_text(text)
+    return tables
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="the experiment's spec.json")
+    parser.add_argument("--sis-summary", required=True, help="summary.csv of pathologies.overinterp.sis_sizes")
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+    build_tables(read_spec(args.spec), pd.read_csv(args.sis_summary), args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

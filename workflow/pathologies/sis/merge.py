@@ -1,0 +1,122 @@
+"""Join the shard files of one SIS extraction into one file, as an unsharded run would write it.
+
+Usage (what the ``sis_merge`` rule runs)::
+
+    python -m pathologies.sis.merge --shards .../test/shard0of2.h5 .../test/shard1of2.h5 --out .../test.h5
+
+Every dataset is concatenated along its first axis in shard order, which is the order of the
+selected rows (shards are contiguous parts of the selection). The shards must be shards 0..n-1
+of the same n and agree on every attribute except ``shard`` (and ``code_version``, which is kept
+when all agree and otherwise lists every version). The merged file says ``shard`` 0 of
+``num_shards`` 1 (it holds the whole selection) and ``merged_shards`` n. The layout is documented
+in :mod:`pathologies.sis.extract`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserError, cli
+from ..io import COMPRESSION, atomic_output, h5py
+
+VARYING_ATTRS = ("shard", "code_version")
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise UserError(f"SIS shard {path} does not exist; build it with `snakemake {path}`")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise UserError(f"{path} is not a readable HDF5 file ({err}); delete it and rebuild it") from None
+
+
+def _datasets(handle: h5py.File) -> dict[str, h5py.Dataset]:
+    """Every dataset of the file by path (``visititems`` stops at a callback returning non-None)."""
+    found: dict[str, h5py.Dataset] = {}
+
+    def collect(name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+
+    handle.visititems(collect)
+    return found
+
+
+def _same(a, b) -> bool:
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def check_shards(handles: Sequence[h5py.File], paths: Sequence[Path]) -> list[int]:
+    """Shard order of ``handles`` (positions sorted by their ``shard`` attribute), after checking
+    they are shards 0..n-1 of one extraction with matching attributes and datasets."""
+    if not handles:
+        raise UserError("no SIS shard files given; pass --shards shard0of<n>.h5 ... shard<n-1>of<n>.h5")
+    first, first_path = handles[0], paths[0]
+    shard_numbers = [int(handle.attrs["shard"]) for handle in handles]
+    expected = int(first.attrs["num_shards"])
+    if sorted(shard_numbers) != list(range(expected)):
+        raise UserError(f"SIS shards {sorted(shard_numbers)} given, but {first_path} is one of {expected} shards "
+                        f"(0..{expected - 1}); pass each shard exactly once")
+    layout = {name: (ds.dtype, ds.shape[1:]) for name, ds in _datasets(first).items()}
+    for handle, path in zip(handles[1:], paths[1:]):
+        for key in set(first.attrs) | set(handle.attrs):
+            if key in VARYING_ATTRS:
+                continue
+            if key not in first.attrs or key not in handle.attrs or not _same(first.attrs[key], handle.attrs[key]):
+                raise UserError(f"SIS shards {first_path} and {path} differ in attribute {key!r}; they come from "
+                                "different extractions: rebuild the stale shard")
+        other = {name: (ds.dtype, ds.shape[1:]) for name, ds in _datasets(handle).items()}
+        if other != layout:
+            raise UserError(f"SIS shards {first_path} and {path} hold different datasets or shapes; "
+                            "rebuild the stale shard")
+    return sorted(range(len(handles)), key=shard_numbers.__getitem__)
+
+
+def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
+    """Concatenate the shards into ``out`` (atomically), checking they belong together."""
+    paths = [Path(path) for path in shard_paths]
+    handles: list[h5py.File] = []
+    try:
+        for path in paths:
+            handles.append(_open(path))
+        order = [handles[i] for i in check_shards(handles, paths)]
+        with atomic_output(out) as tmp, h5py.File(tmp, "w") as merged:
+            for key, value in order[0].attrs.items():
+                merged.attrs[key] = value
+            versions = sorted({str(handle.attrs["code_version"]) for handle in order})
+            merged.attrs.update({"shard": 0, "num_shards": 1, "merged_shards": len(order),
+                                 "code_version": ", ".join(versions)})
+            for name, first in _datasets(order[0]).items():
+                parts = [handle[name] for handle in order]
+                total = sum(len(part) for part in parts)
+                options = dict(COMPRESSION) if total and first.ndim else {}
+                target = merged.create_dataset(name, shape=(total, *first.shape[1:]), dtype=first.dtype, **options)
+                for key, value in first.attrs.items():
+                    target.attrs[key] = value
+                start = 0
+                for part in parts:
+                    if len(part):
+                        target[start:start + len(part)] = part[()]
+                    start += len(part)
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", nargs="+", required=True, help="shard files of one extraction")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    merge_shards(args.shards, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training (rule train): trainer, resume state, per-epoch prediction dumps, learning curves."""

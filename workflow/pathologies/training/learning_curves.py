@@ -1,0 +1,78 @@
+"""Learning curves (loss, train and test accuracy per epoch) of trained models.
+
+    python -m pathologies.training.learning_curves --logs results/models/*/seed*/train_log.csv --out curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..errors import UserError, cli  # noqa: E402
+from ..io import atomic_output  # noqa: E402
+
+
+def read_logs(paths: list[str | Path]) -> pd.DataFrame:
+    """Concatenate training logs, naming each run ``<model>/seed<seed>`` from its folder."""
+    frames = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"training log {path} does not exist")
+        frame = pd.read_csv(path)
+        frame["model"] = path.parent.parent.name
+        frame["run"] = f"{path.parent.parent.name}/{path.parent.name}"
+        frames.append(frame)
+    if not frames:
+        raise UserError("no training logs given")
+    return pd.concat(frames, ignore_index=True)
+
+
+METRICS = ("train_loss", "train_acc", "test_acc")
+
+
+def model_family(model: str) -> str:
+    """The experiment prefix of a model name (``digits.small_cnn.bs5`` -> ``digits``): one figure row each."""
+    return model.split(".", 1)[0]
+
+
+def plot_learning_curves(logs: pd.DataFrame, out: str | Path) -> None:
+    """Training loss, training accuracy and test accuracy against epoch: one row per model family
+    (experiment prefix), one colour per model, one line per run (seed), a legend per row."""
+    sns.set_theme(style="whitegrid", context="paper")
+    families = sorted(logs["model"].map(model_family).unique())
+    fig, axes = plt.subplots(len(families), len(METRICS), figsize=(3.2 * len(METRICS) + 3, 2.4 * len(families)),
+                             squeeze=False, sharex="row")
+    for row, family in zip(axes, families):
+        mine = logs[logs["model"].map(model_family) == family]
+        for axis, metric in zip(row, METRICS):
+            sns.lineplot(data=mine.dropna(subset=[metric]), x="epoch", y=metric, hue="model", units="run",
+                         estimator=None, ax=axis, legend=axis is row[-1], linewidth=1)
+            axis.set_title(f"{family}: {metric}", fontsize=8)
+            axis.set_ylabel("")
+        if row[-1].get_legend() is not None:
+            row[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=6, frameon=False)
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip("."))
+    plt.close("all")
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--logs", nargs="+", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    plot_learning_curves(read_logs(args.logs), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""Train one model and dump its predictions after every epoch (epoch 0 = untrained).
+
+Usage (what the ``train`` rule runs)::
+
+    python -m pathologies.training.train --dataset results/data/digits.h5 --spec '<RunSpec JSON>' \
+        --model-out .../model.pt --log-out .../train_log.csv --predictions-out .../predictions.h5 \
+        --state-dir results/resume/<model>/seed<seed> --device auto --threads 2
+
+Array-storage datasets live on the device as one tensor and batches are index slices, so there is
+no per-sample Python work; ImageNet index datasets stream from disk through DataLoader workers
+(``--threads`` of them), with the same order, augmentation and dumps. After every epoch the full training state (weights, optimizer, scheduler,
+random generators, log rows, predictions so far) is saved to ``--state-dir``; a rerun continues from
+it and produces the same files as an uninterrupted run (bit-identical on CPU with
+``deterministic: true``). The state is deleted once the outputs are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..models.checkpoint import save_model
+from ..cliargs import add_compute_options, json_object
+from ..data.layout import dataset_info, load_split, to_model_input
+from ..errors import UserError, cli
+from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+
+EVAL_BATCH = 1024
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("config key device: 'cuda' requested but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def subset_indices(n: int, fraction: float, part: int, seed: int) -> np.ndarray:
+    """Indices of disjoint part ``part`` of ``round(1/fraction)`` parts of ``range(n)`` (sorted)."""
+    parts = round(1 / fraction)
+    if parts == 1:
+        return np.arange(n)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(np.array_split(perm, parts)[part])
+
+
+def augment_batch(generator: torch.Generator, crop_padding: int, hflip: bool,
+                  *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Random crop (zero padding) and horizontal flip, the same draw applied to every tensor.
+
+    All tensors are (B, C, H, W) with equal B, H, W: pass an image batch and its masks together to
+    keep them aligned. Padding value 0 is the mean colour after normalisation.
+    """
+    first = tensors[0]
+    batch, _, height, width = first.shape
+    device = first.device
+    if crop_padding:
+        pad = crop_padding
+        dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(device)
+        dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(device)
+        rows = (torch.arange(height, device=device) + dy[:, None])[:, None, :, None]
+        cols = (torch.arange(width, device=device) + dx[:, None])[:, None, None, :]
+        bidx = torch.arange(batch, device=device)[:, None, None, None]
+        cropped = []
+        for t in tensors:
+            padded = F.pad(t, (pad, pad, pad, pad))
+            cidx = torch.arange(t.shape[1], device=device)[None, :, None, None]
+            cropped.append(padded[bidx, cidx, rows, cols])
+        tensors = tuple(cropped)
+    if hflip:
+        flip = (torch.rand(batch, generator=generator) < 0.5).to(device)[:, None, None, None]
+        tensors = tuple(torch.where(flip, t.flip(3), t) for t in tensors)
+    return tensors
+
+
+class InMemorySplit:
+    """A split held on the device as one normalised tensor; batches are index slices."""
+
+    def __init__(self, x: torch.Tensor, labels: np.ndarray, ids: np.ndarray):
+        self.x, self.labels, self.ids = x, labels, ids
+        self.y = torch.as_tensor(labels, device=x.device)
+
+    @classmethod
+    def load(cls, dataset_path: str | Path, split: str, mean, std, device: torch.device,
+             keep: np.ndarray | None = None) -> "InMemorySplit":
+        data = load_split(dataset_path, split)
+        rows = slice(None) if keep is None else keep
+        return cls(to_model_input(data.images[rows], mean, std, device), data.labels[rows], data.ids[rows])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order`` (a permutation of row indices) or in stored order."""
+        for start in range(0, len(self), batch_size):
+            if order is None:
+                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+            else:
+                idx = order[start : start + batch_size].to(self.x.device)
+                yield self.x[idx], self.y[idx]
+
+
+class StreamedSplit:
+    """A split of an ImageNet index, decoded from disk by DataLoader workers and normalised on the device."""
+
+    def __init__(self, dataset_path: str | Path, split: str, mean, std, device: torch.device,
+                 keep: np.ndarray | None = None, workers: int = 4):
+        from ..data.imagenet import ImageIndexDataset
+
+        dataset = ImageIndexDataset(dataset_path, split)
+        rows = np.arange(len(dataset)) if keep is None else keep
+        self.dataset = torch.utils.data.Subset(dataset, rows.tolist())
+        self.labels = dataset.labels[rows]
+        self.ids = dataset.ids[rows]
+        self.mean, self.std, self.device, self.workers = mean, std, device, workers
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, num_workers=self.workers,
+            sampler=None if order is None else order.tolist(), pin_memory=self.device.type == "cuda")
+        for images, labels in loader:
+            yield (to_model_input(images, self.mean, self.std, self.device),
+                   labels.to(self.device, non_blocking=True))
+
+
+Split = InMemorySplit | StreamedSplit
+
+
+def open_split(dataset_path: str | Path, split: str, info, device: torch.device,
+               keep: np.ndarray | None = None, workers: int = 4) -> Split:
+    """Hold array-storage splits in memory; stream index-storage (ImageNet) splits from disk."""
+    if info.storage == "index":
+        return StreamedSplit(dataset_path, split, info.mean, info.std, device, keep, workers)
+    return InMemorySplit.load(dataset_path, split, info.mean, info.std, device, keep)
+
+
+@torch.inference_mode()
+def predict_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class and its softmax probability for every image (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    preds, confs = [], []
+    for xb, _ in batches:
+        conf, pred = torch.softmax(model(xb).float(), dim=1).max(dim=1)
+        preds.append(pred.cpu())
+        confs.append(conf.cpu())
+    model.train(was_training)
+    return torch.cat(preds).numpy().astype(np.int32), torch.cat(confs).numpy().astype(np.float32)
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_batches` for one normalised tensor."""
+    return predict_batches(model, ((x[i : i + batch_size], None) for i in range(0, len(x), batch_size)))
+
+
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Split,
+                recipe: dict, generator: torch.Generator, progress: bool = False) -> tuple[float, float]:
+    """One pass over ``data`` in an order drawn from ``generator``; returns (mean loss, accuracy)."""
+    model.train()
+    order = torch.randperm(len(data), generator=generator)
+    losses, corrects = [], []  # kept on the device: no synchronisation per step
+    batches = data.batches(recipe["batch_size"], order)
+    for xb, yb in tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress,
+                       leave=False, file=sys.stderr, mininterval=5):
+        if recipe["crop_padding"] or recipe["hflip"]:
+            (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb)
+        halves = [slice(0, len(xb) // 2), slice(len(xb) // 2, None)] if recipe["split_batch"] and len(xb) > 1 \
+            else [slice(None)]
+        for part in halves:
+            logits = model(xb[part])
+            loss = F.cross_entropy(logits, yb[part])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach() * logits.shape[0])
+            corrects.append((logits.argmax(1) == yb[part]).sum())
+    return (torch.stack(losses).sum() / len(data)).item(), (torch.stack(corrects).sum() / len(data)).item()
+
+
+def make_optimizer(model: torch.nn.Module, recipe: dict):
+    """SGD (optionally Nesterov) with multi-step learning-rate decay, stepped once per epoch."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                nesterov=recipe["nesterov"] and recipe["momentum"] > 0,
+                                weight_decay=recipe["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=recipe["lr_milestones"],
+                                                     gamma=recipe["lr_gamma"])
+    return optimizer, scheduler
+
+
+def set_determinism(deterministic: bool) -> None:
+    if deterministic:  # cuBLAS is deterministic only with a fixed workspace, set before its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _cpu_copy(state_dict: dict) -> dict:
+    return {key: value.detach().to("cpu", copy=True) for key, value in state_dict.items()}
+
+
+class ResumeState:
+    """Per-epoch training state in a folder that is not a declared Snakemake output."""
+
+    def __init__(self, folder: Path, spec: dict):
+        self.path = Path(folder) / "state.pt"
+        self.spec = spec
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a state that cannot be read is discarded, never trusted
+            print(f"ignoring unreadable resume state {self.path} ({type(err).__name__})", file=sys.stderr)
+            return None
+        if state.get("spec") != self.spec:
+            print(f"ignoring resume state {self.path}: it belongs to a different run spec", file=sys.stderr)
+            return None
+        return state
+
+    def save(self, **state) -> None:
+        with atomic_output(self.path) as tmp:
+            torch.save({"spec": self.spec, **state}, tmp)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass
+
+
+def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, log_out: str | Path,
+              predictions_out: str | Path, state_dir: str | Path, device: str = "auto",
+              progress: bool = True, workers: int = 4) -> None:
+    """Train the run described by ``spec`` (a RunSpec dict) and write its three outputs."""
+    from ..models.registry import build_model
+
+    recipe = spec["recipe"]
+    device = resolve_device(device)
+    print(f"training {spec['model']} seed {spec['seed']} on {device}", file=sys.stderr)
+    set_determinism(recipe["deterministic"])
+    info = dataset_info(dataset_path)
+    height, width, channels = info.image_shape
+    with h5py.File(dataset_path, "r") as handle:
+        n_train = len(handle["train/labels"])
+    keep = subset_indices(n_train, recipe["data_fraction"], recipe["data_part"], recipe["data_seed"])
+    train = open_split(dataset_path, "train", info, device, keep, workers)
+    eval_splits = {name: open_split(dataset_path, name, info, device, workers=workers)
+                   for name in spec["dump_splits"]}
+
+    torch.manual_seed(recipe["init_seed"])
+    model = build_model(spec["arch"], info.num_classes, in_channels=channels, image_size=height,
+                        input_dropout_keep=recipe["input_dropout_keep"], weights=spec.get("weights")).to(device)
+    optimizer, scheduler = make_optimizer(model, recipe)
+    torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
+    order_gen = torch.Generator().manual_seed(recipe["order_seed"])
+
+    resume = ResumeState(Path(state_dir), {**spec, "dataset_path": str(dataset_path)})
+    state = resume.load()
+    if state is None:
+        start_epoch, rows, snapshots = 1, [], {}
+        if 0 in recipe["snapshot_epochs"]:
+            snapshots[0] = _cpu_copy(model.state_dict())
+        preds = {name: [predict_batches(model, split.batches(EVAL_BATCH))] for name, split in eval_splits.items()}
+        rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        order_gen.set_state(state["order_gen"])
+        _set_rng_state(state["rng"])
+        start_epoch, rows, preds = state["epoch"] + 1, state["rows"], state["preds"]
+        snapshots = state.get("snapshots", {})
+        print(f"resuming {spec['model']} seed {spec['seed']} after epoch {state['epoch']}", file=sys.stderr)
+
+    for epoch in range(start_epoch, recipe["epochs"] + 1):
+        began = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
+        scheduler.step()
+        for name, split in eval_splits.items():
+            preds[name].append(predict_batches(model, split.batches(EVAL_BATCH)))
+        rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
+        print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
+              + " ".join(f"{k}_acc {rows[-1][f'{k}_acc']:.4f}" for k in eval_splits), file=sys.stderr)
+        if epoch in recipe["snapshot_epochs"]:
+            snapshots[epoch] = _cpu_copy(model.state_dict())
+        resume.save(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), order_gen=order_gen.get_state(), rng=_rng_state(),
+                    rows=rows, preds=preds, snapshots=snapshots)
+
+    save_model(model_out, model, arch=spec["arch"], num_classes=info.num_classes, in_channels=channels,
+               image_size=height, mean=info.mean, std=info.std,
+               input_dropout_keep=recipe["input_dropout_keep"], run=spec, epoch=recipe["epochs"],
+               snapshots={e: w for e, w in snapshots.items() if e != recipe["epochs"]})
+    with atomic_output(log_out) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    write_predictions(predictions_out, spec, eval_splits, preds, info.name)
+    resume.clear()
+
+
+def _log_row(epoch: int, loss: float, acc: float, preds: dict, eval_splits: dict, lr: float,
+             seconds: float) -> dict:
+    row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "lr": lr, "seconds": round(seconds, 3)}
+    for name, split in eval_splits.items():
+        row[f"{name}_acc"] = float(np.mean(preds[name][-1][0] == split.labels))
+    return row
+
+
+def write_predictions(path, spec: dict, eval_splits: dict, preds: dict, dataset_name: str) -> None:
+    """Write the per-epoch prediction dump (layout in README 'Per-epoch prediction dumps')."""
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
+        write_attrs(handle, {"model": spec["model"], "seed": spec["seed"], "arch": spec["arch"],
+                             "dataset": dataset_name, "epochs": spec["recipe"]["epochs"],
+                             **provenance(recipe=spec["recipe"])})
+        for name, split in eval_splits.items():
+            group = handle.create_group(name)
+            create_dataset(group, "targets", split.labels.astype(np.int64))
+            create_dataset(group, "ids", split.ids.astype(np.int64))
+            create_dataset(group, "pred", np.stack([p for p, _ in preds[name]]).astype(np.int32))
+            create_dataset(group, "conf", np.stack([c for _, c in preds[name]]).astype(np.float32))
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="prepared dataset (.h5)")
+    parser.add_argument("--spec", required=True, help="RunSpec as JSON (from the workflow config)")
+    parser.add_argument("--model-out", required=True)
+    parser.add_argument("--log-out", required=True)
+    parser.add_argument("--predictions-out", required=True)
+    parser.add_argument("--state-dir", required=True, help="resume state (not a workflow output)")
+    add_compute_options(parser)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    spec = json_object(args.spec)
+    train_run(spec, args.dataset, model_out=args.model_out, log_out=args.log_out,
+              predictions_out=args.predictions_out, state_dir=args.state_dir, device=args.device,
+              progress=not args.no_progress, workers=args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
