@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pathologies.ddd import difficulty as ddd_difficulty, kappa as ddd_kappa
-from pathologies.config import validate
+from pathologies.experiments import validate
 from pathologies.ddd.consistency import error_consistency
 from pathologies.data.layout import Split, write_dataset
 from pathologies.ddd.kl import kl_table

@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from pathologies.config import run_specs, validate
+from pathologies.config import run_specs
+from pathologies.experiments import validate
 from pathologies.ddd.rules import DddRules, figure_options
 from pathologies.errors import UserError
 from pathologies.ddd.grid import experiments

@@ -12,14 +12,15 @@ import torch
 from conftest import make_imagenet_index, make_spec
 from pathologies.overinterp import index_subsets
 from pathologies.models.checkpoint import load_model
-from pathologies.data.layout import dataset_info, to_model_input
+from pathologies.data.layout import dataset_info, mask_colour, to_model_input
 from pathologies.overinterp.evaluate import evaluate
 from pathologies.data.imagenet import ImageIndexDataset
 from pathologies.io import h5py
 from pathologies.sis.engine import Masking
 from pathologies.sis.extract import run as extract
-from pathologies.overinterp.subsets import (SubsetRequest, backward_selection_features, build_subset_datasets, feature_masks,
-                                 mask_colour, random_features, subset_size)
+from pathologies.overinterp.subset_masks import (SubsetRequest, backward_selection_features, feature_masks,
+                                                 random_features, subset_size)
+from pathologies.overinterp.subsets import build_subset_datasets
 from pathologies.training.train import train_run
 from test_sis_extract import sis_spec
 

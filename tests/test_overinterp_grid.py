@@ -6,7 +6,9 @@ import copy
 
 import pytest
 
-from pathologies.config import run_specs, sis_jobs, validate
+from pathologies.config import run_specs
+from pathologies.experiments import validate
+from pathologies.sis.jobs import sis_jobs
 from pathologies.errors import UserError
 from pathologies.overinterp.grid import expand, percent_name
 from pathologies.overinterp.rules import OverinterpRules

@@ -1,4 +1,4 @@
-"""Tests of the SIS extraction stage (pathologies.sis.extract, sis_merge, sis_workflow, config.sis_jobs).
+"""Tests of the SIS extraction stage (pathologies.sis.extract, sis_merge, sis.rules, sis.jobs).
 
 A small CNN is trained for a few epochs on a 6x6 one-channel "brightest quadrant" dataset (p = 36
 pixels: 666 candidate evaluations per image), so the invariants are checked on a TRAINED model,
@@ -17,7 +17,9 @@ import torch
 
 from conftest import make_quadrant_dataset, make_spec
 from pathologies.models.checkpoint import load_model
-from pathologies.config import run_specs, sis_jobs, validate
+from pathologies.config import run_specs
+from pathologies.experiments import validate
+from pathologies.sis.jobs import sis_jobs
 from pathologies.data.layout import load_split, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py, read_json_attr

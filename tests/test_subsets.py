@@ -12,8 +12,10 @@ from pathologies.data.layout import dataset_info, load_split, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py
 from pathologies.sis.engine import Masking
-from pathologies.overinterp.subsets import (apply_masks, backward_selection_features, build_subset_dataset, feature_masks,
-                                 main, mask_colour, random_features, read_masks, subset_size)
+from pathologies.data.layout import mask_colour
+from pathologies.overinterp.subset_masks import (apply_masks, backward_selection_features, feature_masks, random_features,
+                                                 subset_size)
+from pathologies.overinterp.subsets import build_subset_dataset, main, read_masks
 from pathologies.training.train import InMemorySplit, augment_batch
 
 

@@ -15,8 +15,6 @@ import jsonschema
 import yaml
 
 from .errors import UserError
-from .ddd.grid import add_experiment_models
-from .overinterp.grid import add_overinterp_models
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -66,10 +64,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key {_key_path(error)}: {message}"
 
 
-def validate(config: Mapping[str, Any], schema: dict | None = None) -> dict:
-    """Return a validated deep copy of ``config`` with schema defaults filled in.
+def validate_schema(config: Mapping[str, Any], schema: dict | None = None) -> dict:
+    """Return a deep copy of ``config`` checked against the JSON schema, with schema defaults filled in.
 
-    Raises UserError with one line naming the first offending key.
+    Experiments are not expanded here (see :func:`pathologies.experiments.validate`). Raises UserError
+    with one line naming the first offending key.
     """
     config = copy.deepcopy(dict(config))
     schema = load_schema() if schema is None else schema
@@ -77,13 +76,15 @@ def validate(config: Mapping[str, Any], schema: dict | None = None) -> dict:
     if errors:
         # best_match picks the most relevant error (deepest, inside oneOf/allOf branches).
         raise UserError(_describe(jsonschema.exceptions.best_match(errors)))
-    add_experiment_models(config, schema)  # the DDD variant grid becomes ordinary `models` entries
+    return config
+
+
+def check_models(config: dict, schema: dict) -> None:
+    """Check that ``models`` is not empty and that every model's dataset, recipe and overrides are valid."""
     if not config.setdefault("models", {}):
         raise UserError("config key models: no models to train; declare `models` or a `ddd` experiment "
                         "(see config/README.md)")
     _check_references(config, schema)
-    add_overinterp_models(config, schema)  # pixel-subset datasets and the models trained on them
-    return config
 
 
 def _check_references(config: dict, schema: dict) -> None:
@@ -95,14 +96,20 @@ def _check_references(config: dict, schema: dict) -> None:
         if model["recipe"] not in recipes:
             raise UserError(f"config key models.{name}.recipe: {model['recipe']!r} is not a recipe; "
                             f"define it under `recipes` (have: {', '.join(sorted(recipes))})")
-        resolved = {**recipes[model["recipe"]], **model["overrides"]}
-        for error in _Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]}).iter_errors(resolved):
-            key = ".".join(str(p) for p in error.absolute_path)
-            raise UserError(f"config key models.{name}.overrides.{key}: {error.message}")
-        if resolved["data_part"] >= round(1 / resolved["data_fraction"]):
-            raise UserError(f"config key models.{name}.overrides.data_part: {resolved['data_part']} is out of "
-                            f"range for data_fraction {resolved['data_fraction']} "
-                            f"(parts 0..{round(1 / resolved['data_fraction']) - 1})")
+        check_recipe({**recipes[model["recipe"]], **model["overrides"]}, f"models.{name}.overrides", schema)
+
+
+def check_recipe(recipe: dict, where: str, schema: dict) -> None:
+    """Validate a resolved recipe (e.g. a base recipe with overrides); errors name ``<where>.<recipe key>``."""
+    validator = jsonschema.Draft202012Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]})
+    error = jsonschema.exceptions.best_match(validator.iter_errors(recipe))
+    if error is not None:
+        path = ".".join(str(part) for part in error.absolute_path)
+        raise UserError(f"config key {where}.{path}: {error.message}")
+    parts = round(1 / recipe["data_fraction"])
+    if recipe["data_part"] >= parts:
+        raise UserError(f"config key {where}.data_part: {recipe['data_part']} is out of range for data_fraction "
+                        f"{recipe['data_fraction']} (parts 0..{parts - 1})")
 
 
 @dataclass(frozen=True)
@@ -137,84 +144,3 @@ def run_specs(config: Mapping[str, Any]) -> dict[tuple[str, int], RunSpec]:
             runs[(name, seed)] = RunSpec(name, seed, model["dataset"], model["arch"], recipe,
                                          tuple(model["dump_splits"]), model.get("weights"))
     return runs
-
-
-def load(path: str | Path) -> dict:
-    """Read a YAML config file and validate it (used by tests and tools outside Snakemake)."""
-    path = Path(path)
-    try:
-        with open(path) as handle:
-            raw = yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    try:
-        return validate(raw)
-    except UserError as err:
-        raise UserError(f"{path}: {err}") from None
-
-
-@dataclass(frozen=True)
-class SisJob:
-    """SIS extraction of one trained model (model, seed) on one dataset split, cut into ``shards`` jobs.
-
-    ``settings``: the run's extraction settings (method, block, patch, thresholds, tie_break,
-    tie_break_seed, masked_value, softmax_dtype, sample, seed, batch_size, lockstep_images,
-    collection), as read by :mod:`pathologies.sis.extract`.
-    """
-
-    run: str
-    model: str
-    seed: int
-    dataset: str
-    split: str
-    shards: int
-    runtime: int
-    settings: dict
-
-    def as_dict(self) -> dict:
-        return {"run": self.run, "model": self.model, "seed": self.seed, "dataset": self.dataset,
-                "split": self.split, "shards": self.shards, **self.settings}
-
-
-SIS_JOB_KEYS = ("models", "seeds", "dataset", "split", "shards", "runtime")
-
-
-def sis_jobs(config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec]) -> dict[tuple, SisJob]:
-    """Expand ``sis.runs`` into one :class:`SisJob` per (model, seed, dataset, split).
-
-    ``runs``: the training runs (:func:`run_specs`). Each output file belongs to one run, so two
-    runs may not claim the same (model, seed, dataset, split). Raises UserError naming the key.
-    """
-    seeds_of: dict[str, list[int]] = {}
-    for model, seed in runs:
-        seeds_of.setdefault(model, []).append(seed)
-    jobs: dict[tuple, SisJob] = {}
-    for name, entry in config["sis"]["runs"].items():
-        where = f"config key sis.runs.{name}"
-        if entry["method"] == "exact" and entry["block"] != 1:
-            raise UserError(f"{where}.block: {entry['block']} applies to method gradient only; exact "
-                            "backward selection removes one feature per step (set block: 1 or method: gradient)")
-        if entry["dataset"] is not None and entry["dataset"] not in config["datasets"]:
-            raise UserError(f"{where}.dataset: {entry['dataset']!r} is not a dataset; define it under "
-                            f"`datasets` (have: {', '.join(sorted(config['datasets']))})")
-        settings = {key: value for key, value in entry.items() if key not in SIS_JOB_KEYS}
-        for model in entry["models"]:
-            if model not in seeds_of:
-                raise UserError(f"{where}.models: {model!r} is not a model; define it under `models` "
-                                f"(have: {', '.join(sorted(seeds_of)) or 'none'})")
-            seeds = seeds_of[model] if entry["seeds"] is None else entry["seeds"]
-            for seed in seeds:
-                if seed not in seeds_of[model]:
-                    raise UserError(f"{where}.seeds: model {model!r} has no seed {seed} "
-                                    f"(its seeds: {sorted(seeds_of[model])})")
-                dataset = entry["dataset"] or runs[(model, seed)].dataset
-                key = (model, seed, dataset, entry["split"])
-                if key in jobs:
-                    raise UserError(f"{where}: {model} seed {seed} on {dataset}/{entry['split']} is already "
-                                    f"extracted by run {jobs[key].run!r} (one file per model, seed, dataset "
-                                    "and split); remove it from one of the two runs")
-                jobs[key] = SisJob(name, model, seed, dataset, entry["split"], entry["shards"],
-                                   entry["runtime"], settings)
-    return jobs

@@ -9,7 +9,8 @@ PACKAGE_DIR = os.path.join(workflow.basedir, "workflow")
 shell.prefix(f'export PYTHONPATH="{PACKAGE_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 sys.path.insert(0, PACKAGE_DIR)
 
-from pathologies.config import run_specs, validate  # noqa: E402
+from pathologies.config import run_specs  # noqa: E402
+from pathologies.experiments import validate  # noqa: E402
 from pathologies.errors import UserError  # noqa: E402
 
 try:

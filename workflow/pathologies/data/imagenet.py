@@ -32,10 +32,9 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms import functional as TF
 
-from .layout import block_channel_stats
 from ..errors import UserError
 from ..io import atomic_output, create_dataset, h5py, provenance, read_json_attr, write_attrs
-from ..overinterp.subsets import mask_colour
+from .layout import block_channel_stats, mask_colour
 
 # Standard ImageNet train statistics (0-1 scale) used by torchvision's pretrained models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

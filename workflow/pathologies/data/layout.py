@@ -163,6 +163,11 @@ def load_split(path: str | Path, split: str) -> Split:
         return Split(images=group["images"][()], labels=group["labels"][()], ids=group["ids"][()])
 
 
+def mask_colour(mean: Sequence[float]) -> np.ndarray:
+    """The uint8 colour (C,) nearest to the per-channel ``mean`` (0-1 scale)."""
+    return np.clip(np.floor(np.asarray(mean, dtype=np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
 def to_model_input(images: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float],
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 images (N, H, W, C) -> normalised float32 (N, C, H, W) on ``device``.

@@ -45,9 +45,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .layout import Split, dataset_info, write_dataset
 from ..errors import UserError, cli
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD, prepare_imagenet
+from .layout import Split, dataset_info, write_dataset
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel mean and std (0-1 scale) of all CIFAR-10 train pixels. Not the often-quoted

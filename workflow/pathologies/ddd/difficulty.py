@@ -20,12 +20,12 @@ import pandas as pd
 from scipy import special, stats
 
 from ..data.layout import dataset_info
-from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
-from .measures import (class_accuracy, classify_images, correct_histogram, decision_changes,
-                         difficulty_fractions, difficulty_grid, difficulty_models)
 from ..errors import cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, read_dump
+from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
+from .measures import (class_accuracy, classify_images, correct_histogram, decision_changes,
+                         difficulty_fractions, difficulty_grid, difficulty_models)
 
 SIGMOID_WIDTH = 0.1  # A.9 sigmoid step width; narrowed when the mean accuracy needs a steeper step
 

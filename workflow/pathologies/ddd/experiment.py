@@ -24,10 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .consistency import image_subset
 from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, load_predictions_csv, merge, read_dump
+from .consistency import image_subset
 
 
 def check_spec(spec: object, source: str) -> dict:

@@ -34,10 +34,10 @@ import seaborn as sns  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .summary import rsa_reference  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output  # noqa: E402
 from ..training.predictions import read_dump  # noqa: E402
+from .summary import rsa_reference  # noqa: E402
 
 CORRECT_WRONG_REDS = ListedColormap(["#fcbba1", "#a50f15"])  # Figure 4: light = right, dark = wrong
 CORRECT_WRONG_BLUE = ListedColormap(["#ffffff", "#2171b5"])  # Figure 8: white = right, blue = wrong

@@ -36,8 +36,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
-import jsonschema
 
+from ..config import check_recipe
 from ..errors import UserError
 
 RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
@@ -224,19 +224,6 @@ def _check_variant(variant: Mapping, recipe: dict, where: str, schema: dict) -> 
     if "arch" in variant and not isinstance(variant["arch"], str):
         raise UserError(f"config key {where}.arch: {variant['arch']!r} is not an architecture name")
     check_recipe({**recipe, **{k: v for k, v in variant.items() if k != "arch"}}, where, schema)
-
-
-def check_recipe(recipe: dict, where: str, schema: dict) -> None:
-    """Validate a resolved recipe (e.g. a base recipe with overrides); errors name ``<where>.<recipe key>``."""
-    validator = jsonschema.Draft202012Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]})
-    error = jsonschema.exceptions.best_match(validator.iter_errors(recipe))
-    if error is not None:
-        path = ".".join(str(part) for part in error.absolute_path)
-        raise UserError(f"config key {where}.{path}: {error.message}")
-    parts = round(1 / recipe["data_fraction"])
-    if recipe["data_part"] >= parts:
-        raise UserError(f"config key {where}.data_part: {recipe['data_part']} is out of range for data_fraction "
-                        f"{recipe['data_fraction']} (parts 0..{parts - 1})")
 
 
 def _check_exceptions(key: str, experiment: Mapping, base: Mapping) -> None:

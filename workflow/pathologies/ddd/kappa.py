@@ -19,11 +19,11 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from .consistency import COLUMNS, consistency_table, pair_stats
-from .experiment import difficulty_rows, in_between_mask, load_epochs, load_final, read_spec
 from ..errors import cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, read_dump
+from .consistency import COLUMNS, consistency_table, pair_stats
+from .experiment import difficulty_rows, in_between_mask, load_epochs, load_final, read_spec
 
 STATISTICS = COLUMNS[3:]  # c_obs ... acc_b
 CONDITION_COLUMNS = ["set", "condition", "member", "reference", "kappa", "ci_low", "ci_high", "kappa_min",

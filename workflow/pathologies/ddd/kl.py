@@ -16,9 +16,9 @@ import pandas as pd
 
 from ..data.layout import dataset_info
 from ..data.prepare import gaussian_class_std
-from .measures import kl_accuracy_table
 from ..errors import UserError, cli
 from ..io import atomic_output, h5py, read_json_attr
+from .measures import kl_accuracy_table
 
 
 def kl_table(class_accuracy: pd.DataFrame, stds: np.ndarray, n_values: int) -> pd.DataFrame:

@@ -19,13 +19,13 @@ import sys
 import pandas as pd
 import torch
 
-from ..models.activations import checkpoint_activations, split_images
 from ..cliargs import add_compute_options
 from ..data.layout import dataset_info
-from .experiment import read_spec
-from .measures import rsa_image_sample, rsa_table
 from ..errors import UserError, cli
 from ..io import atomic_output, h5py
+from ..models.activations import checkpoint_activations, split_images
+from .experiment import read_spec
+from .measures import rsa_image_sample, rsa_table
 
 
 def rsa_members(spec: dict) -> list[dict]:
@@ -74,7 +74,7 @@ def _split_size(dataset: str, split: str) -> int:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    from ..training.train import resolve_device
+    from ..device import resolve_device
 
     parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.rsa", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")

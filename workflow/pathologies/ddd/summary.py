@@ -11,10 +11,10 @@ import argparse
 
 import pandas as pd
 
-from .experiment import read_spec
-from .measures import histogram_distances, summary_text
 from ..errors import UserError, cli
 from ..io import atomic_output
+from .experiment import read_spec
+from .measures import histogram_distances, summary_text
 
 
 def _interval(group: pd.DataFrame) -> str:

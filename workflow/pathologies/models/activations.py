@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_model
 from ..data.layout import dataset_info, load_split, to_model_input
 from ..errors import UserError
+from .checkpoint import load_model
 
 
 def last_linear(model: nn.Module) -> nn.Linear:

@@ -19,14 +19,14 @@ import sys
 
 import torch
 
-from .calibration import read_temperature
 from ..cliargs import add_compute_options, json_object
 from ..data.layout import dataset_info
+from ..device import resolve_device
 from ..errors import cli
 from ..io import provenance
 from ..sis.extract import Settings, extract, load_models, load_rows, make_scorer, shard_rows, split_size, \
     write_extraction
-from ..training.train import resolve_device
+from .calibration import read_temperature
 
 
 def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, out: str, *,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model.pt checkpoint")
     parser.add_argument("--calibration", required=True, help="calibration JSON (pathologies.overinterp.calibration)")
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--spec", required=True, help="SIS job as JSON (pathologies.config.SisJob.as_dict)")
+    parser.add_argument("--spec", required=True, help="SIS job as JSON (pathologies.sis.jobs.SisJob.as_dict)")
     parser.add_argument("--out", required=True)
     add_compute_options(parser)
     args = parser.parse_args(argv)

@@ -25,8 +25,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from ..errors import UserError, cli
-from .evaluate import read_evaluation
 from ..io import atomic_output
+from .evaluate import read_evaluation
 
 LOG_T_BOUNDS = (np.log(1e-3), np.log(1e3))
 

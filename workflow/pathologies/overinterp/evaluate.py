@@ -35,13 +35,13 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..models.checkpoint import load_model
 from ..cliargs import add_compute_options, named_files
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
+from ..device import resolve_device
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+from ..models.checkpoint import load_model
 from .subsets import has_masks, read_masks
-from ..training.train import resolve_device
 
 BATCH = 1024
 

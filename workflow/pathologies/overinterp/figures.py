@@ -37,12 +37,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..data.layout import dataset_info  # noqa: E402
+from ..data.layout import dataset_info, mask_colour  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, h5py, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows, threshold_name  # noqa: E402
-from .subsets import mask_colour  # noqa: E402
 
 
 def _open(path: str | Path) -> h5py.File:

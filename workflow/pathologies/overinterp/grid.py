@@ -36,8 +36,9 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from ..config import check_recipe, run_specs
 from ..errors import UserError
-from ..ddd.grid import check_recipe
+from ..sis.jobs import sis_jobs
 
 RESULTS = "results/overinterp"
 SUBSET_KIND = "pixel_subset"
@@ -163,8 +164,6 @@ def add_overinterp_models(config: dict, schema: dict) -> None:
     Call after the ``models`` references are checked. Raises UserError naming the key; a declared
     entry with a generated name is kept when equal to the generated one, otherwise it is a clash.
     """
-    from ..config import run_specs, sis_jobs  # config imports this module
-
     experiments = config.get("overinterpretation", {})
     if not experiments:
         return
@@ -358,7 +357,7 @@ def _generated(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> tupl
 
 
 def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> OverinterpExperiment:
-    """Every job and table row of one checked experiment (``jobs``: :func:`pathologies.config.sis_jobs`)."""
+    """Every job and table row of one checked experiment (``jobs``: :func:`pathologies.sis.jobs.sis_jobs`)."""
     models_cfg = config["models"]
     source = spec["source"]
     dataset = models_cfg[source["model"]]["dataset"]

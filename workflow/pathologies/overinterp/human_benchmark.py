@@ -32,12 +32,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..data.layout import dataset_info  # noqa: E402
+from ..data.layout import dataset_info, mask_colour  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, h5py, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows  # noqa: E402
-from .subsets import apply_masks, backward_selection_features, feature_masks, mask_colour, subset_size  # noqa: E402
+from .subset_masks import apply_masks, backward_selection_features, feature_masks, subset_size  # noqa: E402
 
 SCALE = 8  # each pixel drawn as SCALE x SCALE screen pixels
 

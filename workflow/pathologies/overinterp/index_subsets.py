@@ -24,13 +24,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..data.layout import DatasetInfo
-from ..errors import UserError
 from ..data.imagenet import IndexSplit, write_index
+from ..data.layout import DatasetInfo, mask_colour
+from ..errors import UserError
 from ..io import COMPRESSION, atomic_output, h5py, read_json_attr, write_attrs
 from ..sis.engine import Masking
-from .subsets import (SubsetRequest, backward_selection_features, feature_masks, mask_colour, random_stream,
-                      stream_key, subset_size, uniform_features)
+from .subset_masks import (SubsetRequest, backward_selection_features, feature_masks, random_stream, stream_key,
+                           subset_size, uniform_features)
 
 CHUNK = 256
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
-from ..config import RunSpec, sis_jobs
+from ..config import RunSpec
 from ..errors import UserError
+from ..sis.jobs import sis_jobs
 from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments, sis_path
 
 TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",

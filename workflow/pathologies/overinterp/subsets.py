@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -44,73 +42,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..cliargs import named_files
-from ..data.layout import Split, dataset_info, load_split, write_dataset
+from ..data.layout import Split, dataset_info, load_split, mask_colour, write_dataset
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
 from ..sis.engine import Masking
-
-KINDS = ("bs", "random")
-
-
-def subset_size(fraction: float, feature_count: int) -> int:
-    """Features a ``fraction`` subset of ``feature_count`` features keeps: round half up, at least 1."""
-    if not 0.0 < fraction <= 1.0:
-        raise UserError(f"pixel-subset fraction {fraction!r} is not in (0, 1]; use e.g. 0.05 for 5%")
-    return max(1, math.floor(fraction * feature_count + 0.5))
-
-
-def backward_selection_features(order: np.ndarray, size: int) -> np.ndarray:
-    """The last ``size`` features of each removal order (n, p) -> (n, size), last removed last."""
-    if not 1 <= size <= order.shape[1]:
-        raise ValueError(f"subset size {size} is out of range for {order.shape[1]} features")
-    return np.asarray(order[:, order.shape[1] - size:], dtype=np.int64)
-
-
-def random_features(n: int, feature_count: int, size: int, seed: int, draw: int, stream: str) -> np.ndarray:
-    """``size`` distinct features per image drawn uniformly, (n, size) int64, ascending per image.
-
-    Reproducible from (``seed``, ``draw``, ``stream``); ``stream`` (e.g. the split name) keeps the
-    draws of different splits independent. Different draws give independent subsets.
-    """
-    if not 1 <= size <= feature_count:
-        raise ValueError(f"subset size {size} is out of range for {feature_count} features")
-    return uniform_features(random_stream(seed, draw, stream), n, feature_count, size)
-
-
-def stream_key(stream: str, split: str) -> str:
-    """The random-subset stream of ``split``: the split name, prefixed by ``stream`` when given (the
-    shifted test set a subset is cut from), so that two datasets' same-named splits draw independently."""
-    return f"{stream}/{split}" if stream else split
-
-
-def random_stream(seed: int, draw: int, stream: str) -> np.random.Generator:
-    """The generator of random subsets (``seed``, ``draw``, ``stream``) (see :func:`random_features`)."""
-    return np.random.default_rng([seed, draw, zlib.crc32(stream.encode())])
-
-
-def uniform_features(rng: np.random.Generator, n: int, feature_count: int, size: int) -> np.ndarray:
-    """The next ``n`` images' random subsets from ``rng``: drawing the rows in consecutive chunks
-    gives the same subsets as drawing them at once."""
-    # the `size` smallest of p iid uniforms per row: a uniformly random size-subset of the features
-    keys = rng.random((n, feature_count))
-    return np.sort(np.argpartition(keys, size - 1, axis=1)[:, :size], axis=1).astype(np.int64)
-
-
-def feature_masks(features: np.ndarray, masking: Masking, height: int, width: int) -> np.ndarray:
-    """Boolean pixel masks (n, H, W), True where a pixel belongs to one of the image's ``features``."""
-    chosen = np.zeros((len(features), masking.feature_count(height, width)), dtype=bool)
-    np.put_along_axis(chosen, np.asarray(features, dtype=np.int64), True, axis=1)
-    return chosen[:, masking.feature_of_pixel(height, width)]
-
-
-def mask_colour(mean: Sequence[float]) -> np.ndarray:
-    """The uint8 colour (C,) nearest to the per-channel ``mean`` (0-1 scale)."""
-    return np.clip(np.floor(np.asarray(mean, dtype=np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)
-
-
-def apply_masks(images: np.ndarray, masks: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """uint8 images (n, H, W, C) with every pixel where ``masks`` (n, H, W) is False set to ``colour``."""
-    return np.where(masks[..., None], images, colour.reshape(1, 1, 1, -1)).astype(np.uint8)
+from .subset_masks import (KINDS, SubsetRequest, apply_masks, backward_selection_features, feature_masks,
+                           random_features, stream_key, subset_size)
 
 
 @dataclass(frozen=True)
@@ -163,17 +100,6 @@ def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed
     masks = feature_masks(features, masking, height, width)
     images = apply_masks(source.images[sis.rows], masks, colour)
     return Split(images, source.labels[sis.rows], source.ids[sis.rows]), masks, size
-
-
-@dataclass(frozen=True)
-class SubsetRequest:
-    """One subset dataset to write: ``kind`` (bs|random), ``fraction``, random ``draw``, dataset ``name``, file."""
-
-    kind: str
-    fraction: float
-    draw: int
-    name: str
-    out: str
 
 
 def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str | Path],

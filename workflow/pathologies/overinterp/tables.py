@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError, cli
-from .evaluate import evaluation_splits, read_evaluation
 from ..io import atomic_output
+from .evaluate import evaluation_splits, read_evaluation
 
 ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "eval_on",
             "eval_fraction"]

@@ -6,7 +6,7 @@ Usage (what the ``sis_extract`` rule runs)::
         --dataset results/data/<dataset>.h5 --spec '<SisJob JSON>' --shard 0 --num-shards 2 \
         --out results/sis/<model>/seed<seed>/<dataset>/<split>/shard0of2.h5 --device auto --threads 1
 
-``--spec`` is :meth:`pathologies.config.SisJob.as_dict`: split, sample, seed, method, block,
+``--spec`` is :meth:`pathologies.sis.jobs.SisJob.as_dict`: split, sample, seed, method, block,
 patch, thresholds, tie_break, tie_break_seed, masked_value, softmax_dtype, batch_size,
 lockstep_images, collection. Several ``--model`` files score as an ensemble (mean logits).
 The images of the split (or a seeded sample of ``sample`` of them, in ascending row order) are
@@ -60,15 +60,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..models.checkpoint import load_model
 from ..cliargs import add_compute_options, json_object
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
+from ..device import resolve_device
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
 from .gradient import gradient_backward_selection
-from ..training.train import resolve_device
 
 SETTINGS_KEYS = ("split", "sample", "seed", "method", "block", "patch", "thresholds", "tie_break",
                  "tie_break_seed", "masked_value", "softmax_dtype", "batch_size", "lockstep_images",
@@ -108,7 +108,7 @@ class Settings:
         missing = [key for key in SETTINGS_KEYS if key not in spec]
         if missing:
             raise UserError(f"SIS spec lacks key(s) {', '.join(missing)}; pass a full spec "
-                            "(pathologies.config.SisJob.as_dict)")
+                            "(pathologies.sis.jobs.SisJob.as_dict)")
         choices = {"method": ("exact", "gradient"), "tie_break": ("index", "random"),
                    "softmax_dtype": tuple(SOFTMAX_DTYPES), "precision": tuple(AMP_DTYPES)}
         for key, allowed in choices.items():
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", required=True,
                         help="model.pt checkpoint (repeat for an ensemble)")
     parser.add_argument("--dataset", required=True, help="prepared dataset (.h5)")
-    parser.add_argument("--spec", required=True, help="SIS job as JSON (pathologies.config.SisJob.as_dict)")
+    parser.add_argument("--spec", required=True, help="SIS job as JSON (pathologies.sis.jobs.SisJob.as_dict)")
     parser.add_argument("--shard", type=int, default=0)
     parser.add_argument("--num-shards", type=int, default=1)
     parser.add_argument("--out", required=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
-from ..config import RunSpec, SisJob, sis_jobs
+from ..config import RunSpec
 from ..errors import UserError
+from .jobs import SisJob, sis_jobs
 
 FIGURE_KINDS = ("examples", "curves")
 

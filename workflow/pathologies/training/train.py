@@ -30,22 +30,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..models.checkpoint import save_model
 from ..cliargs import add_compute_options, json_object
 from ..data.layout import dataset_info, load_split, to_model_input
-from ..errors import UserError, cli
+from ..device import resolve_device
+from ..errors import cli
 from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+from ..models.checkpoint import save_model
 
 EVAL_BATCH = 1024
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("config key device: 'cuda' requested but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
 
 
 def subset_indices(n: int, fraction: float, part: int, seed: int) -> np.ndarray:
