@@ -1,4 +1,4 @@
-"""Tests of the SIS extraction stage (pathologies.sis.extract, sis_merge, sis.rules, sis.jobs).
+"""Tests of the SIS extraction stage (pathologies.sis.extract, sis.merge, sis.rules, sis.jobs).
 
 A small CNN is trained for a few epochs on a 6x6 one-channel "brightest quadrant" dataset (p = 36
 pixels: 666 candidate evaluations per image), so the invariants are checked on a TRAINED model,
