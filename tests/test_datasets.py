@@ -45,7 +45,7 @@ def test_resolve_spec_does_not_share_default_lists():
 @pytest.mark.parametrize(
     "spec, fragment",
     [
-        ({"kind": "mnist"}, "unknown kind 'mnist'"),
+        ({"kind": "svhn"}, "unknown kind 'svhn'"),
         ({}, "unknown kind None"),
         ({"kind": "digits", "test_frac": 0.2}, "unknown option(s) ['test_frac']"),
         ({"kind": "digits", "seed": "1"}, "option 'seed' must be an integer"),

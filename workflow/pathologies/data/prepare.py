@@ -20,6 +20,10 @@ ones are an error. Kinds:
                of the image within its severity block, which is its CIFAR-10 test index.
                ``sample`` keeps a seeded random subset of the n images, the same for every split.
 ``cifar10.1``  ``resources/CIFAR-10.1/cifar10.1_<version>_{data,labels}.npy``; split ``test``.
+``mnist``, ``fashion_mnist``  the four IDX files in torchvision's raw layout under
+               ``resources/<kind>/`` (Fashion-MNIST also from the Debian package's folder), grey
+               28x28 images (C = 1); ``download: true`` lets torchvision fetch them;
+               ``train_sample`` / ``test_sample`` keep a seeded subset. See :mod:`pathologies.data.mnist`.
 ``imagenet``   an index of ``resources/imagenet/{train,val}`` class folders; see
                :mod:`pathologies.data.imagenet`.
 
@@ -48,6 +52,7 @@ import numpy as np
 from ..errors import UserError, cli
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD, prepare_imagenet
 from .layout import Split, dataset_info, write_dataset
+from .mnist import load_mnist
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel mean and std (0-1 scale) of all CIFAR-10 train pixels. Not the often-quoted
@@ -78,13 +83,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "sample": None, "seed": 0, "stats_from": None,
     },
     "cifar10.1": {"version": "v6", "stats_from": None},
+    "mnist": {"download": False, "train_sample": None, "test_sample": None, "seed": 0},
+    "fashion_mnist": {"download": False, "train_sample": None, "test_sample": None, "seed": 0},
     "imagenet": {
         "image_size": 224, "resize": 256, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
         "stats_sample": None, "seed": 0,
     },
 }
 # Types of the options whose default is None (the others take the type of their default).
-_OPTIONAL_TYPES = {"sample": int, "stats_sample": int, "stats_from": str}
+_OPTIONAL_TYPES = {"sample": int, "train_sample": int, "test_sample": int, "stats_sample": int, "stats_from": str}
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 Prepared = tuple[dict[str, Split], list[str], Any, Any]  # splits, class names, mean, std (None: from train)
@@ -374,6 +381,14 @@ def _cifar10_1(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
     return {"test": split}, list(CIFAR10_CLASSES), mean, std
 
 
+# ------------------------------------------------------------------------- mnist / fashion_mnist
+
+
+def _mnist(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
+    splits, class_names = load_mnist(name, spec, resources)
+    return splits, class_names, None, None
+
+
 # ---------------------------------------------------------------------------------- entry points
 
 _ARRAY_BUILDERS: dict[str, Callable[[str, Mapping[str, Any], Path], Prepared]] = {
@@ -383,6 +398,8 @@ _ARRAY_BUILDERS: dict[str, Callable[[str, Mapping[str, Any], Path], Prepared]] =
     "cifar100": _cifar,
     "cifar10c": _cifar10c,
     "cifar10.1": _cifar10_1,
+    "mnist": _mnist,
+    "fashion_mnist": _mnist,
 }
 
 
