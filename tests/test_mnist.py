@@ -226,6 +226,7 @@ def test_download_failure_is_a_user_error(tmp_path, monkeypatch, no_debian):
     assert "MNIST/raw/" in str(err.value) and not (tmp_path / "m.h5").exists()
 
 
+@pytest.mark.slow  # reads the 30 MB of gzipped IDX files: ~5 s
 @pytest.mark.skipif(not (mnist.DEBIAN_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz").is_file(),
                     reason=f"Fashion-MNIST is not installed in {mnist.DEBIAN_FASHION_MNIST} "
                            "(apt-get install dataset-fashion-mnist)")
