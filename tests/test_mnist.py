@@ -237,3 +237,36 @@ def test_the_real_debian_fashion_mnist(tmp_path):
     assert info.image_shape == (28, 28, 1) and info.class_names[0] == "T-shirt/top"
     test = load_split(out, "test")
     assert len(test) == 10_000 and np.bincount(test.labels).tolist() == [1000] * 10
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+        return os.system, ("touch pwned",)
+
+
+def test_legacy_processed_files_load_without_executing_code(tmp_path, no_debian, monkeypatch):
+    import pickle
+
+    import torch
+
+    processed = tmp_path / "fashion_mnist" / "FashionMNIST" / "processed"
+    processed.mkdir(parents=True)
+    arrays = fake_arrays(seed=7)
+    torch.save((torch.from_numpy(arrays[NAMES[0]].copy()), torch.from_numpy(arrays[NAMES[1]].astype(np.int64))),
+               processed / "training.pt")
+    torch.save((torch.from_numpy(arrays[NAMES[2]].copy()), torch.from_numpy(arrays[NAMES[3]].astype(np.int64))),
+               processed / "test.pt")
+    out = tmp_path / "fm.h5"
+    prepare_dataset("fm", {"kind": "fashion_mnist"}, tmp_path, out)
+    np.testing.assert_array_equal(load_split(out, "test").images[..., 0], arrays[NAMES[2]])
+    np.testing.assert_array_equal(load_split(out, "train").labels, arrays[NAMES[1]])
+
+    monkeypatch.chdir(tmp_path)
+    (processed / "test.pt").write_bytes(pickle.dumps(_Exploit(), protocol=2))
+    with pytest.raises(UserError, match=r"test.pt is not a tensor file torch.load can read safely"):
+        prepare_dataset("fm", {"kind": "fashion_mnist"}, tmp_path, out)
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"images": torch.zeros(2, 3, 3, dtype=torch.uint8)}, processed / "test.pt")
+    with pytest.raises(UserError, match=r"test.pt must hold \(uint8 images"):
+        prepare_dataset("fm", {"kind": "fashion_mnist"}, tmp_path, out)

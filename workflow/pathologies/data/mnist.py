@@ -1,12 +1,14 @@
 """MNIST and Fashion-MNIST from their four IDX files (dataset kinds ``mnist``, ``fashion_mnist``).
 
-Sources, first complete one wins (a source is complete when it has all four files, each either plain
+Sources, first complete one wins (a raw folder is complete when it has all four files, each either plain
 ``<name>`` or gzipped ``<name>.gz``):
 
 1. torchvision's raw layout under ``resources/<kind>/``: ``resources/mnist/MNIST/raw/`` and
    ``resources/fashion_mnist/FashionMNIST/raw/`` (``root/<Class>/raw`` of ``torchvision.datasets.MNIST``
    and ``FashionMNIST``; ``download: true`` lets torchvision fetch the files there);
-2. Fashion-MNIST only: the Debian package ``dataset-fashion-mnist`` (:data:`DEBIAN_FASHION_MNIST`).
+2. torchvision's legacy processed layout beside it, ``<Class>/processed/{training,test}.pt`` (tuples of an
+   image and a label tensor), read with ``torch.load(weights_only=True)``, which executes no code;
+3. Fashion-MNIST only: the Debian package ``dataset-fashion-mnist`` (:data:`DEBIAN_FASHION_MNIST`).
 
 The files are parsed here, not by torchvision, so that a truncated or foreign file is a one-line
 :class:`UserError` naming it. Images are uint8 (N, 28, 28, 1); ids are the index in the IDX file.
@@ -42,6 +44,11 @@ def _source_class(kind: str) -> type:
 def raw_folder(kind: str, resources: Path) -> Path:
     """torchvision's raw folder of ``kind`` under ``resources``: ``resources/<kind>/<Class>/raw``."""
     return Path(resources) / kind / _source_class(kind).__name__ / "raw"
+
+
+def processed_folder(kind: str, resources: Path) -> Path:
+    """torchvision's legacy processed folder of ``kind``: ``resources/<kind>/<Class>/processed``."""
+    return raw_folder(kind, resources).parent / "processed"
 
 
 def _find(folder: Path, name: str) -> Path | None:
@@ -114,29 +121,56 @@ def _sample(name: str, split: str, size: int | None, available: int, rng: np.ran
     return np.sort(rng.choice(available, size=size, replace=False)).astype(np.int64)
 
 
+def _read_processed(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a legacy torchvision ``.pt`` file; anything but two tensors is a UserError."""
+    import pickle
+
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise UserError(f"{path} is not a tensor file torch.load can read safely "
+                        f"({str(err).splitlines()[0]}): replace it or place the raw IDX files") from None
+    valid = (isinstance(loaded, (tuple, list)) and len(loaded) == 2 and all(isinstance(t, torch.Tensor) for t in loaded)
+             and loaded[0].dtype == torch.uint8 and loaded[0].ndim == 3 and loaded[1].ndim == 1)
+    if not valid:
+        raise UserError(f"{path} must hold (uint8 images (N, H, W), labels (N,)) as torchvision's MNIST wrote them")
+    return loaded[0].numpy(), loaded[1].numpy()
+
+
+def _read_splits(kind: str, resources: Path) -> dict[str, tuple[np.ndarray, np.ndarray, str, str]]:
+    """split -> (images, labels, where the images came from, where the labels came from)."""
+    processed = processed_folder(kind, resources)
+    legacy = {"train": processed / "training.pt", "test": processed / "test.pt"}
+    if not _find(raw_folder(kind, resources), FILES["train"][0]) and all(p.is_file() for p in legacy.values()):
+        return {split: (*_read_processed(path), str(path), str(path)) for split, path in legacy.items()}
+    files = find_files(kind, resources)
+    return {split: (read_idx(files[images], IMAGES_MAGIC), read_idx(files[labels], LABELS_MAGIC),
+                    str(files[images]), str(files[labels])) for split, (images, labels) in FILES.items()}
+
+
 def load_mnist(name: str, spec: Mapping[str, Any], resources: Path) -> tuple[dict[str, Split], list[str]]:
     """The ``train`` and ``test`` splits of an ``mnist`` / ``fashion_mnist`` spec, and the class names."""
     kind, resources = spec["kind"], Path(resources)
     if spec["download"]:
         _download(kind, resources)
-    files = find_files(kind, resources)
     # One stream per split: the test sample does not change when train_sample does.
     rngs = dict(zip(FILES, (np.random.default_rng(s) for s in np.random.SeedSequence(spec["seed"]).spawn(2))))
     splits, shapes = {}, set()
-    for split, (images_name, labels_name) in FILES.items():
-        images = read_idx(files[images_name], IMAGES_MAGIC)
-        labels = read_idx(files[labels_name], LABELS_MAGIC)
+    for split, (images, labels, images_from, labels_from) in _read_splits(kind, resources).items():
         if len(images) != len(labels):
-            raise UserError(f"{files[images_name]} holds {len(images)} images but {files[labels_name]} "
-                            f"holds {len(labels)} labels: the two files do not belong together")
+            raise UserError(f"{images_from} holds {len(images)} images but {labels_from} "
+                            f"holds {len(labels)} labels: the two do not belong together")
         if len(labels) == 0:
-            raise UserError(f"{files[images_name]} holds no images: replace it with a fresh copy")
-        if labels.max() > 9:
-            raise UserError(f"{files[labels_name]} holds label {labels.max()}; {kind} labels lie in 0..9")
+            raise UserError(f"{images_from} holds no images: replace it with a fresh copy")
+        if labels.min() < 0 or labels.max() > 9:
+            raise UserError(f"{labels_from} holds label {labels.max() if labels.max() > 9 else labels.min()}; "
+                            f"{kind} labels lie in 0..9")
         shapes.add(images.shape[1:])
         ids = _sample(name, split, spec[f"{split}_sample"], len(labels), rngs[split])
         splits[split] = Split(images=images[ids][..., np.newaxis], labels=labels[ids].astype(np.int64), ids=ids)
     if len(shapes) != 1:
         raise UserError(f"{kind} train and test images differ in size ({sorted(shapes)}) in "
-                        f"{files[FILES['train'][0]].parent}/: the files do not belong together")
+                        f"{Path(images_from).parent}/: the files do not belong together")
     return splits, list(_source_class(kind).classes)

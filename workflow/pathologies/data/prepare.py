@@ -21,7 +21,8 @@ ones are an error. Kinds:
                ``sample`` keeps a seeded random subset of the n images, the same for every split.
 ``cifar10.1``  ``resources/CIFAR-10.1/cifar10.1_<version>_{data,labels}.npy``; split ``test``.
 ``mnist``, ``fashion_mnist``  the four IDX files in torchvision's raw layout under
-               ``resources/<kind>/`` (Fashion-MNIST also from the Debian package's folder), grey
+               ``resources/<kind>/`` (or its legacy processed .pt files; Fashion-MNIST also from the
+               Debian package's folder), grey
                28x28 images (C = 1); ``download: true`` lets torchvision fetch them;
                ``train_sample`` / ``test_sample`` keep a seeded subset. See :mod:`pathologies.data.mnist`.
 ``imagenet``   an index of ``resources/imagenet/{train,val}`` class folders; see
