@@ -97,7 +97,11 @@ def _download(kind: str, resources: Path) -> None:
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """An IDX file of unsigned bytes (plain or gzipped) as a uint8 array of the shape its header gives."""
     try:
-        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path) as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
         raise UserError(f"{path} cannot be read ({err}): replace it with a fresh copy") from None
     ndim = magic & 0xFF
