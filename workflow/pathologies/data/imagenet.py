@@ -33,7 +33,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.transforms import functional as TF
 
 from ..errors import UserError
-from ..io import atomic_output, create_dataset, h5py, provenance, read_json_attr, write_attrs
+from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, read_json_attr, write_attrs
 from .layout import block_channel_stats, mask_colour
 
 # Standard ImageNet train statistics (0-1 scale) used by torchvision's pretrained models.
@@ -207,7 +207,7 @@ class ImageIndexDataset(torch.utils.data.Dataset):
         index_path = Path(index_path)
         if not index_path.exists():
             raise UserError(f"ImageNet index {index_path} does not exist; build it with `snakemake {index_path}`")
-        with h5py.File(index_path, "r") as handle:
+        with read_h5(index_path) as handle:
             if read_json_attr(handle, "storage") != "index":
                 raise UserError(f"{index_path} stores images, not an index; load it with pathologies.data.layout.load_split")
             if split not in handle:

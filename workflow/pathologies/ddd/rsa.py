@@ -22,7 +22,7 @@ import torch
 from ..cliargs import add_compute_options
 from ..data.layout import dataset_info
 from ..errors import UserError, cli
-from ..io import atomic_output, h5py
+from ..io import atomic_output, read_h5
 from ..models.activations import checkpoint_activations, split_images
 from .experiment import read_spec
 from .measures import rsa_image_sample, rsa_table
@@ -68,7 +68,7 @@ def build_table(spec: dict, dataset: str, device: str | torch.device = "cpu") ->
 
 
 def _split_size(dataset: str, split: str) -> int:
-    with h5py.File(dataset, "r") as handle:
+    with read_h5(dataset) as handle:
         return len(handle[split]["labels"])
 
 
