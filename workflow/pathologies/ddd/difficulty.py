@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import special, stats
 
 from ..data.layout import dataset_info
-from ..errors import cli
+from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, read_dump
 from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
@@ -122,6 +122,9 @@ def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
     rows = difficulty_rows(members, spec["models_per_condition"])
     check_exceptions(spec, len(rows))
     class_names = dataset_info(dataset).class_names
+    if int(final.targets.max()) >= len(class_names):
+        raise UserError(f"{final.sources[0]}: target {int(final.targets.max())} but {dataset} has "
+                        f"{len(class_names)} classes; the dumps belong to another dataset: rebuild them")
     n_correct = final.correct[rows, 0].sum(axis=0)
     n_models = len(rows)
     fractions = difficulty_fractions(n_correct, n_models, {"strict": 0, "loose": spec["loose_max_exceptions"]})
