@@ -58,6 +58,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "propertyNames":
         return (f"config key {_key_path(error)}: name {error.instance!r} must start with a letter or digit "
                 "and contain only letters, digits, '_' and '.'")
+    if error.validator == "enum":
+        return f"config key {_key_path(error)}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
     message = error.message.replace("\n", " ")
     if len(message) > 200:
         message = message[:200] + "..."

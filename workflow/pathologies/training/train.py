@@ -294,6 +294,10 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
                             "a model trains on the train split")
         n_train = len(handle["train/labels"])
     keep = subset_indices(n_train, recipe["data_fraction"], recipe["data_part"], recipe["data_seed"])
+    if len(keep) == 0:
+        raise UserError(f"models.{spec['model']}: data_part {recipe['data_part']} of data_fraction "
+                        f"{recipe['data_fraction']} has no images ({dataset_path} has {n_train} training images); "
+                        "use a larger data_fraction")
     train = open_split(dataset_path, "train", info, device, keep, workers)
     eval_splits = {name: open_split(dataset_path, name, info, device, workers=workers)
                    for name in spec["dump_splits"]}
