@@ -62,7 +62,7 @@ def read_sis_sizes(path: str | Path) -> SisSizes:
         raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
     with read_h5(path) as handle:
         if "sis" not in handle:
-            raise UserError(f"{path} holds no /sis group; it is not an SIS file")
+            raise UserError(f"{path} holds no /sis group; it is not an SIS file: delete it and rebuild it")
         height, width = (int(v) for v in handle.attrs["image_shape"][:2])
         names = sorted(handle["sis"].keys(), key=float)
         thresholds = tuple(float(name) for name in names)

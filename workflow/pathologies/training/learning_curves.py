@@ -25,7 +25,7 @@ def read_logs(paths: list[str | Path]) -> pd.DataFrame:
     for path in map(Path, paths):
         frame = read_csv(path, "training log", columns=("epoch", "train_loss", "train_acc"))
         if frame.empty:
-            raise UserError(f"training log {path} has no rows; delete it and rebuild it (snakemake {path})")
+            raise UserError(f"{path}: the training log has no rows; delete it and rebuild it (snakemake {path})")
         frame["model"] = path.parent.parent.name
         frame["run"] = f"{path.parent.parent.name}/{path.parent.name}"
         frames.append(frame)
