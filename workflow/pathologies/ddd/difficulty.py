@@ -20,9 +20,9 @@ import pandas as pd
 from scipy import special, stats
 
 from ..data.layout import dataset_info
-from ..errors import UserError, cli
+from ..errors import cli
 from ..io import atomic_output
-from ..training.predictions import Correctness, read_dump
+from ..training.predictions import Correctness, check_targets, read_dump
 from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
 from .measures import (class_accuracy, classify_images, correct_histogram, decision_changes,
                          difficulty_fractions, difficulty_grid, difficulty_models)
@@ -122,9 +122,7 @@ def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
     rows = difficulty_rows(members, spec["models_per_condition"])
     check_exceptions(spec, len(rows))
     class_names = dataset_info(dataset).class_names
-    if int(final.targets.max()) >= len(class_names):
-        raise UserError(f"{final.sources[0]}: target {int(final.targets.max())} but {dataset} has "
-                        f"{len(class_names)} classes; the dumps belong to another dataset: rebuild them")
+    check_targets(final, len(class_names), dataset)
     n_correct = final.correct[rows, 0].sum(axis=0)
     n_models = len(rows)
     fractions = difficulty_fractions(n_correct, n_models, {"strict": 0, "loose": spec["loose_max_exceptions"]})

@@ -138,6 +138,13 @@ def check_labels(path: Path, split: str, arrays: Mapping[str, np.ndarray | h5py.
         raise UserError(f"{path}: {split}/ids has duplicate image ids; delete the file and rebuild it")
 
 
+def check_targets(correctness: Correctness, num_classes: int, dataset: str | Path) -> None:
+    """Every target must be a class of ``dataset`` (0..num_classes-1): dumps of another dataset are refused."""
+    if len(correctness.targets) and int(correctness.targets.max()) >= num_classes:
+        raise UserError(f"{correctness.sources[0]}: target {int(correctness.targets.max())} but {dataset} has "
+                        f"{num_classes} classes; the dumps belong to another dataset: rebuild them")
+
+
 def load_correctness(paths: Mapping[str, str | Path], split: str = "test",
                      epochs: str | Sequence[int] = "last", with_predictions: bool = False) -> Correctness:
     """Correctness of several models from their prediction dumps; ``paths`` maps model name -> dump.
