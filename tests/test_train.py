@@ -124,7 +124,7 @@ def test_killed_training_resumes_to_identical_outputs(tmp_path):
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    state_epoch = torch.load(out / "state" / "state.pt", weights_only=False)["epoch"]
+    state_epoch = torch.load(out / "state" / "state.pt", weights_only=True)["epoch"]
     assert 1 <= state_epoch < 6, f"kill should land mid-run (state after epoch {state_epoch})"
     assert not (out / "model.pt").exists() and not (out / "predictions.h5").exists()
 
