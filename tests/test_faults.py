@@ -429,3 +429,25 @@ def test_readers_keep_programming_errors_as_tracebacks(tmp_path, dataset):
     with pytest.raises(UserError, match="does not exist; build it with `snakemake"):
         read_csv(tmp_path / "nope.csv")
     assert dataset_info(dataset).num_classes == 4
+
+
+def test_disk_full_in_any_command_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    import errno
+
+    from pathologies.errors import cli
+
+    target = tmp_path / "table.csv"
+
+    @cli
+    def main(argv=None):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    with pytest.raises(SystemExit) as caught:
+        main()
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: no space left to write")
+    assert "No space left on device" in err and "free space" in err
+    assert not target.exists() and leftovers(tmp_path) == []

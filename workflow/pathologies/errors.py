@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable
@@ -15,7 +16,7 @@ class UserError(Exception):
 
 
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Decorate a command-line ``main`` so a :class:`UserError` prints one line and exits 2."""
+    """Decorate a command-line ``main`` so a :class:`UserError` (or a full disk) prints one line and exits 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -23,6 +24,13 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
             return main(*args, **kwargs) or 0
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # outputs are written atomically, so nothing half-written is left behind
+            print(f"error: no space left to write {err.filename or 'an output'} ({err.strerror}); free space or "
+                  "raise the quota and rerun", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

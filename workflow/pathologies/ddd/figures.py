@@ -35,7 +35,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, read_csv  # noqa: E402
+from ..io import atomic_output  # noqa: E402
 from ..training.predictions import read_dump  # noqa: E402
 from .summary import rsa_reference  # noqa: E402
 
@@ -271,7 +271,10 @@ def plot_class_accuracy(class_accuracy: pd.DataFrame, out: str | Path) -> pd.Dat
 
 
 def _read_csv(path: str) -> pd.DataFrame:
-    return read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read table {path} ({err}); rebuild it with snakemake") from None
 
 
 FIGURES = {

@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
+from ..io import atomic_output
 from .experiment import read_spec
 from .measures import histogram_distances, summary_text
 
@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         path = getattr(args, name)
         if path is None:
             continue
-        tables[name] = read_csv(path)
+        try:
+            tables[name] = pd.read_csv(path)
+        except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read table {path} ({err}); rebuild it with snakemake") from None
     with atomic_output(args.out) as tmp:
         tmp.write_text(summary(read_spec(args.spec), **tables))
     return 0
