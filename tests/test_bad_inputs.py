@@ -81,7 +81,11 @@ CONFIG_CASES = {
     "gaussian_no_test_images": (_set("datasets/gaussian/test_per_class", 0),
                                 "config key datasets.gaussian.test_per_class: 0 is less than the minimum of 1"),
     "model_name_with_space": (_set("models/my model", {"dataset": "digits", "arch": "mlp"}),
-                              "config key models: 'my model' does not match"),
+                              "config key models: name 'my model' must start with a letter or digit"),
+    # names become paths and shell words: anything but letters, digits, '_' and '.' is refused
+    "model_name_shell": (_set("models/a;touch x", {"dataset": "digits", "arch": "mlp"}),
+                         "config key models: name 'a;touch x' must start with a letter or digit"),
+    "dataset_name_option": (_set("datasets/-rf", {"kind": "digits"}), "config key datasets: name '-rf' must start"),
     "dump_split_unknown": (_set("models/digits_cnn/dump_splits", ["val"]),
                            "config key models.digits_cnn.dump_splits.0: 'val' is not one of test, train"),
     # references between keys

@@ -147,6 +147,7 @@ class _Planted:
         return (os.mkdir, (str(self.marker),))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("planted", ["code", "garbage", "other_key", "not_a_dict"])
 def test_a_planted_or_foreign_resume_state_is_discarded_never_executed(planted, dataset, reference, tmp_path, capfd):
     state_file = tmp_path / "state" / "state.pt"
@@ -169,6 +170,22 @@ def test_a_planted_or_foreign_resume_state_is_discarded_never_executed(planted, 
     assert not marker.exists(), "loading the resume state ran code"
     assert "ignoring" in err and str(state_file) in err and "starting from epoch 0" in err
     assert_same_outputs(reference, paths)
+
+
+@pytest.mark.parametrize("loader", ["checkpoint", "weights"])
+def test_planted_checkpoint_or_weights_file_never_runs_code(loader, tmp_path):
+    from pathologies.models.checkpoint import load_model
+    from pathologies.models.registry import build_model, load_weights
+
+    marker, path = tmp_path / "pwned", tmp_path / "model.pt"
+    torch.save({"state_dict": {}, "payload": _Planted(marker)}, path)
+    with pytest.raises(UserError) as caught:
+        if loader == "checkpoint":
+            load_model(path)
+        else:
+            load_weights(build_model("mlp", 4, in_channels=1, image_size=8), path, arch="mlp")
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("change", ["image_content", "test_split_size", "code_version"])
@@ -399,15 +416,17 @@ def test_corrupt_sis_shard_names_that_shard_and_writes_no_merge(sis_file, tmp_pa
     ("epoch,train_loss,train_acc\n", "has no rows"),
     ('epoch,train_loss,train_acc\n0,"1,2\n', "is not a readable CSV file"),
 ])
-def test_bad_training_log_is_one_line_naming_it(content, expected, tmp_path):
+def test_bad_training_log_is_one_line_naming_it(content, expected, tmp_path, capsys):
+    from pathologies.training.learning_curves import main
+
     log = tmp_path / "m" / "seed0" / "train_log.csv"
     log.parent.mkdir(parents=True)
     log.write_bytes(content.encode("latin-1"))
     out = tmp_path / "curves.png"
-    done = subprocess.run([sys.executable, "-m", "pathologies.training.learning_curves", "--logs", str(log),
-                           "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
+    with pytest.raises(SystemExit) as caught:
+        main(["--logs", str(log), "--out", str(out)])
+    assert caught.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {log}") and expected in lines[0], lines
     assert not out.exists() and leftovers(tmp_path) == []
 

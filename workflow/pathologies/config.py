@@ -55,7 +55,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config key {where}: unknown key(s) {', '.join(map(repr, extra))}{hint}"
     if error.validator == "required":
         return f"config key {_key_path(error)}: {error.message}; add it (see config/README.md)"
-    if error.validator == "propertyNames":
+    if error.validator == "propertyNames" or "propertyNames" in error.absolute_schema_path:
         return (f"config key {_key_path(error)}: name {error.instance!r} must start with a letter or digit "
                 "and contain only letters, digits, '_' and '.'")
     if error.validator == "enum":
