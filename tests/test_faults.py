@@ -148,7 +148,7 @@ class _Planted:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-@pytest.mark.parametrize("planted", ["code", "garbage", "other_key", "not_a_dict"])
+@pytest.mark.parametrize("planted", ["code", "garbage", "other_key", "not_a_dict", "right_key_no_content"])
 def test_a_planted_or_foreign_resume_state_is_discarded_never_executed(planted, dataset, reference, tmp_path, capfd):
     state_file = tmp_path / "state" / "state.pt"
     state_file.parent.mkdir(parents=True)
@@ -162,8 +162,12 @@ def test_a_planted_or_foreign_resume_state_is_discarded_never_executed(planted, 
         other = torch.load(tmp_path / "other" / "state" / "state.pt", weights_only=True)
         other["key"]["spec"] = {**other["key"]["spec"], "seed": 99}
         torch.save(other, state_file)
-    else:
+    elif planted == "not_a_dict":
         torch.save([1, 2, 3], state_file)
+    else:  # the right key but not what a training saves
+        train(spec3(), dataset, tmp_path / "other", stop_after=1)
+        key = torch.load(tmp_path / "other" / "state" / "state.pt", weights_only=True)["key"]
+        torch.save({"key": key, "epoch": 1, "preds": {"test": [1]}}, state_file)
     capfd.readouterr()
     paths = train(spec3(), dataset, tmp_path)
     err = capfd.readouterr().err

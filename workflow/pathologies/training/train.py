@@ -249,7 +249,15 @@ class ResumeState:
             print(f"ignoring resume state {self.path}: it was saved for another run spec, dataset content or "
                   "code version; starting from epoch 0", file=sys.stderr)
             return None
-        state["preds"] = {name: [(p.numpy(), c.numpy()) for p, c in rows] for name, rows in state["preds"].items()}
+        try:
+            state["preds"] = {name: [(p.numpy(), c.numpy()) for p, c in rows] for name, rows in state["preds"].items()}
+            missing = {"epoch", "model", "optimizer", "scheduler", "order_gen", "rng", "rows"} - set(state)
+            if missing:
+                raise KeyError(sorted(missing))
+        except (KeyError, AttributeError, TypeError, ValueError) as err:
+            print(f"ignoring incomplete resume state {self.path} ({type(err).__name__}: {err}); starting from "
+                  "epoch 0", file=sys.stderr)
+            return None
         return state
 
     def save(self, **state) -> None:
