@@ -474,3 +474,50 @@ def test_disk_full_in_any_command_is_one_line_and_leaves_nothing(tmp_path, capsy
     assert len(err.splitlines()) == 1 and err.startswith("error: no space left to write")
     assert "No space left on device" in err and "free space" in err
     assert not target.exists() and leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a real kill of a Snakemake run
+
+
+@pytest.mark.slow
+@pytest.mark.workflow
+def test_killed_snakemake_run_resumes_to_identical_outputs(tmp_path):
+    """SIGKILL Snakemake and its training job mid-run; after ``--unlock``, rerunning the same command
+    finishes from the last epoch, leaves no temporary or resume file, and equals an uninterrupted run bit for bit."""
+    import json
+    import signal
+    import time
+
+    from test_workflow import SNAKEMAKE, copy_workflow, snakemake
+
+    config = (ROOT / "tests" / "configs" / "tiny.yaml").read_text().replace("    epochs: 2\n", "    epochs: 8\n")
+    target = "results/models/digits_cnn/seed0/predictions.h5"
+    (tmp_path / "killed").mkdir()
+    work = copy_workflow(tmp_path / "killed")
+    (work / "c.yaml").write_text(config)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([SNAKEMAKE, target, "--cores", "1", "--configfile", "c.yaml"], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = work / "results" / "resume" / "digits_cnn" / "seed0" / "state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not (work / target).exists(), "the kill must land mid-training"
+
+    # a killed Snakemake leaves its lock: README "After failures" says --unlock once, then rerun
+    snakemake(target, "--unlock", "--configfile", "c.yaml", cwd=work)
+    done = snakemake(target, "--cores", "1", "--configfile", "c.yaml", cwd=work)
+    log = (work / "results" / "logs" / "train" / "digits_cnn" / "seed0.log").read_text()
+    assert "resuming digits_cnn seed 0 after epoch" in log, done.stderr[-2000:]
+    assert not [p for p in (work / "results" / "resume").rglob("*") if p.is_file()], "the resume state is removed"
+    assert leftovers(work / "results") == []
+    # the uninterrupted reference: the same run spec the rule passes, on the same prepared dataset
+    from pathologies.config import run_specs
+    from pathologies.experiments import load
+
+    spec = json.loads(json.dumps(run_specs(load(work / "c.yaml"))[("digits_cnn", 0)].as_dict(), sort_keys=True))
+    reference = train(spec, work / "results" / "data" / "digits.h5", tmp_path / "reference")
+    assert_same_outputs(reference, outputs(work / "results/models/digits_cnn/seed0"))
