@@ -521,3 +521,12 @@ def test_killed_snakemake_run_resumes_to_identical_outputs(tmp_path):
     spec = json.loads(json.dumps(run_specs(load(work / "c.yaml"))[("digits_cnn", 0)].as_dict(), sort_keys=True))
     reference = train(spec, work / "results" / "data" / "digits.h5", tmp_path / "reference")
     assert_same_outputs(reference, outputs(work / "results/models/digits_cnn/seed0"))
+
+
+def test_a_full_disk_inside_a_reader_is_not_blamed_on_the_input(dataset, tmp_path):
+    import errno
+
+    with pytest.raises(OSError) as caught:
+        with read_h5(dataset):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.h5"))
+    assert not isinstance(caught.value, UserError) and caught.value.errno == errno.ENOSPC

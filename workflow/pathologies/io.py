@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, is_disk_full
 
 # Cluster file systems (NFS, Lustre) often do not support HDF5's file locking; every file
 # here has exactly one writer (the Snakemake job that owns it), so locking buys nothing.
@@ -94,6 +94,8 @@ def read_h5(path: str | os.PathLike, what: str = "input file") -> Iterator[h5py.
         with handle:
             yield handle
     except OSError as err:
+        if is_disk_full(err):  # an output written inside the block: not this input's fault
+            raise
         raise UserError(unreadable(path, err)) from None
     except KeyError as err:
         # h5py reports a missing object as KeyError("Unable to ... open object ..."); other
