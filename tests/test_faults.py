@@ -350,10 +350,16 @@ SIS_READERS = {"sis_sizes": _read_sis_sizes, "sis_figures": _sis_curves, "overin
                "subsets": _sis_orders}
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupt_chunk", "missing_dataset"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "corrupt_chunk", "missing_dataset"])
 @pytest.mark.parametrize("reader", sorted(SIS_READERS))
 def test_damaged_sis_file_is_one_line_naming_it(reader, damage, sis_file, tmp_path):
     path = _copy(sis_file, tmp_path / "test.h5")
+    if damage == "missing":
+        path.unlink()
+        with pytest.raises(UserError, match=f"{path} does not exist; build it with `snakemake {path}`"):
+            SIS_READERS[reader](path, tmp_path)
+        assert list(tmp_path.iterdir()) == []
+        return
     if damage == "truncated":
         truncate(path)
     elif damage == "corrupt_chunk":
@@ -375,13 +381,19 @@ def dump_file(dataset, tmp_path_factory) -> Path:
     return train(make_spec(epochs=1), dataset, out)["predictions_out"]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupt_chunk", "empty_file", "not_hdf5"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "corrupt_chunk", "empty_file", "not_hdf5"])
 @pytest.mark.parametrize("kind", ["dataset", "dataset_for_training", "prediction_dump"])
 def test_damaged_dataset_or_dump_is_one_line_naming_it(kind, damage, dataset, dump_file, tmp_path):
     source, reader, chunk = {"dataset": (dataset, _dataset_reader, "train/images"),
                              "dataset_for_training": (dataset, _train_on, "train/images"),
                              "prediction_dump": (dump_file, _dump_reader, "test/pred")}[kind]
     path = _copy(source, tmp_path / source.name)
+    if damage == "missing":
+        path.unlink()
+        with pytest.raises(UserError, match=f"{path} does not exist; build it with `snakemake {path}`"):
+            reader(path, tmp_path)
+        assert list(tmp_path.iterdir()) == []
+        return
     if damage == "truncated":
         truncate(path)
     elif damage == "corrupt_chunk":
