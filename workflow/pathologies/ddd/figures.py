@@ -205,13 +205,14 @@ def plot_kl_accuracy(kl: pd.DataFrame, out: str | Path) -> pd.DataFrame:
     data = kl.dropna(subset=["kl_to_next"])
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     axes[0].plot(data["class"], data["kl_to_next"], marker=".")
-    axes[0].set(xlabel="class i", ylabel="KL(class i, class i+1)", yscale="log", title="KL divergence")
+    axes[0].set(xlabel="class i", ylabel="KL(class i, class i+1) per value", yscale="log",
+                title="KL divergence (eq. 1)")
     axes[1].plot(kl["class"], kl["accuracy"], marker=".", label="base")
     axes[1].plot(kl["class"], kl["mean_accuracy"], marker=".", alpha=0.6, label="mean of all models")
     axes[1].set(xlabel="class i", ylabel="accuracy", title="Class accuracy")
     axes[1].legend(fontsize="small")
     axes[2].scatter(data["kl_to_next"], data["accuracy"], c=data["class"], cmap="viridis", s=14)
-    axes[2].set(xlabel="KL(class i, class i+1)", ylabel="accuracy of class i", xscale="log",
+    axes[2].set(xlabel="KL(class i, class i+1) per value", ylabel="accuracy of class i", xscale="log",
                 title="KL vs accuracy")
     _save(fig, out)
     return data
