@@ -180,6 +180,7 @@ rule ddd_fig08_base_epochs:
         ),
     params:
         split=lambda wildcards: DDD.experiment(wildcards.experiment).split,
+        last=lambda wildcards: DDD.experiment(wildcards.experiment).epochs,
     log:
         "results/logs/ddd/{experiment}/fig08_base_epochs.log",
     resources:
@@ -189,7 +190,7 @@ rule ddd_fig08_base_epochs:
         ENV
     shell:
         "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions} "
-        "--epoch-kappa {input.epoch_kappa} --split {params.split} --out {output} > {log} 2>&1"
+        "--epoch-kappa {input.epoch_kappa} --split {params.split} --last-epoch {params.last} --out {output} > {log} 2>&1"
 
 
 # One rule per table-only figure (caption workflow/report/ddd_<figure>.rst). Shell commands are

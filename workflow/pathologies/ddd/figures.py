@@ -10,7 +10,7 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
     fig04_decisions           --difficulty       models x images decisions, sorted by difficulty
     fig05_kappa_heatmaps      --kappa            condition x condition kappa: all vs in-between images
     fig07_rsa                 --rsa --members    RSA of each condition with the base run
-    fig08_base_epochs         --predictions --epoch-kappa --split   the base run across its epochs
+    fig08_base_epochs         --predictions --epoch-kappa --split --last-epoch   the base run, epochs 1..E
     fig09_kl_accuracy         --kl               Gaussian dataset: KL to the next class vs accuracy
     fig10_difficulty_models   --profiles --histograms   A.9 difficulty profiles and their histograms
     fig17_decision_changes    --changes          decisions changed from one epoch to the next
@@ -155,38 +155,50 @@ def plot_kappa_heatmaps(kappa: pd.DataFrame, out: str | Path) -> dict[str, pd.Da
 
 
 def plot_rsa(rsa: pd.DataFrame, members: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 7: RSA of each condition's model with the base run's checkpoint."""
+    """Figure 7: RSA of each condition's model with the base run's checkpoint, one bar colour per layer."""
     _theme()
-    label, epoch, rows = rsa_reference(rsa, members)
+    label, epoch, _ = rsa_reference(rsa, members)
+    rows = rsa[(rsa["model_a"] == label) | (rsa["model_b"] == label)]
     other = np.where(rows["model_a"] == label, rows["condition_b"], rows["condition_a"])
-    data = pd.DataFrame({"condition": other, "rsa": rows["rsa"].to_numpy()})
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(data) + 1.5), 3.2))
-    sns.barplot(data=data, x="condition", y="rsa", color="#3182bd", ax=ax)
+    layer = rows["layer"].to_numpy() if "layer" in rows else "penultimate"
+    data = pd.DataFrame({"condition": other, "layer": layer, "rsa": rows["rsa"].to_numpy()})
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * data["condition"].nunique() + 1.5), 3.2))
+    sns.barplot(data=data, x="condition", y="rsa", hue="layer", palette=["#3182bd", "#fd8d3c"][:data["layer"].nunique()],
+                ax=ax)
     ax.tick_params(axis="x", rotation=45)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")
     ax.set_ylabel("RSA (correlation of RDMs)")
     ax.set_ylim(min(0.0, float(data["rsa"].min())) - 0.05, 1.05)
-    ax.set_title(f"Penultimate-layer RSA with the base run ({label}, epoch {epoch})")
+    ax.set_title(f"RSA with the base run ({label}, epoch {epoch})")
     _save(fig, out)
     return data
 
 
-def plot_base_epochs(correct: np.ndarray, epoch_kappa: pd.DataFrame, out: str | Path) -> dict[str, np.ndarray]:
+def plot_base_epochs(correct: np.ndarray, epoch_kappa: pd.DataFrame, out: str | Path,
+                     last: int | None = None) -> dict[str, np.ndarray]:
     """Figure 8: the base run's decisions per epoch (images sorted by mean accuracy) and kappa between epochs.
 
-    ``correct``: (epochs, N) bool, row e = after epoch e.
+    ``correct``: (epochs, N) bool, row e = after epoch e. As in the paper, only epochs 1..``last``
+    are shown (``last``: the comparison epoch E; None = every epoch after 0): not the untrained
+    weights, not the extra epochs of the "+k epochs" members.
     """
     _theme()
     correct = np.asarray(correct, dtype=bool)
-    order = np.argsort(-correct[1:].mean(axis=0) if len(correct) > 1 else -correct[0], kind="stable")
-    decisions = correct[:, order].T  # images x epochs
-    epochs = sorted(set(epoch_kappa["epoch_a"]) | set(epoch_kappa["epoch_b"]))
+    last = len(correct) - 1 if last is None else min(int(last), len(correct) - 1)
+    if last < 1:
+        raise UserError(f"the base run has {len(correct) - 1} trained epochs; Figure 8 needs at least one")
+    shown = correct[1:last + 1]
+    order = np.argsort(-shown.mean(axis=0), kind="stable")
+    decisions = shown[:, order].T  # images x epochs 1..last
+    epochs = [e for e in sorted(set(epoch_kappa["epoch_a"]) | set(epoch_kappa["epoch_b"])) if 1 <= e <= last]
+    epoch_kappa = epoch_kappa[epoch_kappa["epoch_a"].isin(epochs) & epoch_kappa["epoch_b"].isin(epochs)]
     matrix = pd.DataFrame(np.eye(len(epochs)), index=epochs, columns=epochs)
     for row in epoch_kappa.itertuples(index=False):
         matrix.loc[row.epoch_a, row.epoch_b] = matrix.loc[row.epoch_b, row.epoch_a] = row.kappa
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.imshow(1 - decisions, aspect="auto", interpolation="nearest", cmap=CORRECT_WRONG_BLUE, vmin=0, vmax=1)
+    left.imshow(1 - decisions, aspect="auto", interpolation="nearest", cmap=CORRECT_WRONG_BLUE, vmin=0, vmax=1,
+                extent=(0.5, last + 0.5, len(decisions), 0))
     left.set_xlabel("epoch")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("images, sorted by mean accuracy over epochs")
@@ -284,8 +296,8 @@ FIGURES = {
     "fig04_decisions": (("difficulty",), lambda a: plot_decisions(_read_csv(a.difficulty), a.out)),
     "fig05_kappa_heatmaps": (("kappa",), lambda a: plot_kappa_heatmaps(_read_csv(a.kappa), a.out)),
     "fig07_rsa": (("rsa", "members"), lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out)),
-    "fig08_base_epochs": (("predictions", "epoch_kappa", "split"), lambda a: plot_base_epochs(
-        read_dump(a.predictions, a.split, "all").correct[0], _read_csv(a.epoch_kappa), a.out)),
+    "fig08_base_epochs": (("predictions", "epoch_kappa", "split", "last_epoch"), lambda a: plot_base_epochs(
+        read_dump(a.predictions, a.split, "all").correct[0], _read_csv(a.epoch_kappa), a.out, int(a.last_epoch))),
     "fig09_kl_accuracy": (("kl",), lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out)),
     "fig10_difficulty_models": (("profiles", "histograms"), lambda a: plot_difficulty_models(
         _read_csv(a.profiles), _read_csv(a.histograms), a.out)),

@@ -66,14 +66,21 @@ def summary(spec: dict, members: pd.DataFrame, difficulty: pd.DataFrame, kappa: 
                      + ", ".join(f"{row.model} {row.tv_distance:.3f}" for row in expected.itertuples()))
     if rsa is not None and len(rsa):
         label, run_epoch, versus = rsa_reference(rsa, members)
-        lines.append(f"RSA with the base run ({label}, epoch {run_epoch}) on {int(rsa['n_images'].iloc[0])} "
+        layer = f"{versus['layer'].iloc[0]} layer, " if "layer" in versus else ""
+        lines.append(f"RSA with the base run ({layer}{label}, epoch {run_epoch}) on {int(rsa['n_images'].iloc[0])} "
                      f"images: mean {versus['rsa'].mean():.3f} over {len(versus)} conditions "
                      f"(range {versus['rsa'].min():.3f} to {versus['rsa'].max():.3f})")
     return "\n".join(lines) + "\n"
 
 
 def rsa_reference(rsa: pd.DataFrame, members: pd.DataFrame) -> tuple[str, int, pd.DataFrame]:
-    """(label, epoch, rows) of the base run's checkpoint in an RSA table: its pairs with every other model."""
+    """(label, epoch, rows) of the base run's checkpoint in an RSA table: its pairs with every other model.
+
+    With several layers (column ``layer``) the penultimate layer's rows are used, else the first layer's.
+    """
+    if "layer" in rsa:
+        layers = list(dict.fromkeys(rsa["layer"]))
+        rsa = rsa[rsa["layer"] == ("penultimate" if "penultimate" in layers else layers[0])]
     base_model = members.loc[members["label"] == "base", "model"].iloc[0]
     base_labels = set(members.loc[members["model"] == base_model, "label"])
     for side in ("a", "b"):
