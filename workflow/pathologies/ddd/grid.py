@@ -25,6 +25,10 @@ job:
 - ``<experiment>.<condition>.<i>``: one run per variant at the base seed; a variant holds recipe
   keys (and optionally ``arch``) on top of the condition's overrides.
 
+A run that resolves to the same architecture, recipe and seeds as an earlier one of the experiment
+(e.g. ``half_data: {overrides: {data_fraction: 0.5}}`` and part 0 of ``different_data``) is trained
+once: the later member points at the earlier model and no entry is added for it.
+
 Every member is compared at epoch ``epochs`` of the base recipe (conditions cannot change it). A
 member is labelled ``<condition>`` when its condition has one model, else ``<condition>.s<seed>``
 (seeds) or ``<condition>.<i>`` (variants).
@@ -32,6 +36,7 @@ member is labelled ``<condition>`` when its condition has one model, else ``<con
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
@@ -146,6 +151,21 @@ def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, 
     if snapshots:  # the weights of the base member and its extra epochs, for the RSA
         base_overrides["snapshot_epochs"] = snapshots
     models = {base_model: entry(base["arch"], base_overrides, [base["seed"]])}
+    runs: dict[str, str] = {}  # one resolved single-seed run -> the model that trains it
+
+    def add(model: str, arch: str, overrides: dict, seeds: list[int]) -> str:
+        """Add a models entry and return its name, or the name of an earlier identical run."""
+        if len(seeds) == 1:
+            recipe = {**config["recipes"][base["recipe"]], **overrides}
+            for key in ("init_seed", "order_seed"):
+                recipe[key] = seeds[0] if recipe.get(key) is None else recipe[key]
+            run = json.dumps([arch, recipe], sort_keys=True)
+            if run in runs:
+                return runs[run]
+            runs[run] = model
+        models[model] = entry(arch, overrides, seeds)
+        return model
+
     members = [Member("base", "base", base_model, base["seed"], epochs, "base", base["arch"])]
     members += [Member(f"plus{k}ep", f"plus{k}ep", base_model, base["seed"], epochs + k, "base", base["arch"])
                 for k in extra]
@@ -158,13 +178,12 @@ def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, 
                 model = f"{name}.{condition}.{i}"
                 variant_arch = variant.get("arch", arch)
                 recipe_keys = {k: v for k, v in variant.items() if k != "arch"}
-                models[model] = entry(variant_arch, {**overrides, **recipe_keys}, [base["seed"]])
+                model = add(model, variant_arch, {**overrides, **recipe_keys}, [base["seed"]])
                 label = condition if len(variants) == 1 else f"{condition}.{i}"
                 members.append(Member(label, condition, model, base["seed"], epochs, spec["compare"], variant_arch))
         else:
             seeds = spec.get("seeds", [base["seed"]])
-            model = f"{name}.{condition}"
-            models[model] = entry(arch, overrides, seeds)
+            model = add(f"{name}.{condition}", arch, overrides, seeds)
             for seed in seeds:
                 label = condition if len(seeds) == 1 else f"{condition}.s{seed}"
                 members.append(Member(label, condition, model, seed, epochs, spec["compare"], arch))
