@@ -36,6 +36,7 @@ rule ddd_kappa:
         spec="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: DDD.external(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
     output:
         kappa="results/ddd/{experiment}/kappa.csv",
         conditions="results/ddd/{experiment}/conditions.csv",
@@ -62,6 +63,7 @@ rule ddd_difficulty:
         spec="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: DDD.external(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
         members="results/ddd/{experiment}/members.csv",
@@ -113,6 +115,7 @@ rule ddd_rsa:
     input:
         spec="results/ddd/{experiment}/experiment.json",
         checkpoints=lambda wildcards: DDD.checkpoints(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
         "results/ddd/{experiment}/rsa.csv",
@@ -143,7 +146,9 @@ rule ddd_summary:
         kappa="results/ddd/{experiment}/kappa.csv",
         conditions="results/ddd/{experiment}/conditions.csv",
         histograms="results/ddd/{experiment}/difficulty_histograms.csv",
+        histogram="results/ddd/{experiment}/histogram.csv",
         rsa=lambda wildcards: DDD.rsa_table(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
     output:
         report(
             "results/ddd/{experiment}/summary.txt",
@@ -163,7 +168,7 @@ rule ddd_summary:
     shell:
         "python -m pathologies.ddd.summary --spec {input.spec} --members {input.members} "
         "--difficulty {input.difficulty} --kappa {input.kappa} --conditions {input.conditions} "
-        "--histograms {input.histograms} {params.rsa} --out {output} > {log} 2>&1"
+        "--histograms {input.histograms} --histogram {input.histogram} {params.rsa} --out {output} > {log} 2>&1"
 
 
 rule ddd_fig08_base_epochs:
@@ -171,6 +176,8 @@ rule ddd_fig08_base_epochs:
     input:
         predictions=lambda wildcards: DDD.base_predictions(wildcards.experiment),
         epoch_kappa="results/ddd/{experiment}/epoch_kappa.csv",
+        spec="results/ddd/{experiment}/experiment.json",
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
     output:
         report(
             "results/ddd/{experiment}/figures/fig08_base_epochs.png",
@@ -178,9 +185,6 @@ rule ddd_fig08_base_epochs:
             category=DDD_REPORT,
             subcategory="{experiment}",
         ),
-    params:
-        split=lambda wildcards: DDD.experiment(wildcards.experiment).split,
-        last=lambda wildcards: DDD.experiment(wildcards.experiment).epochs,
     log:
         "results/logs/ddd/{experiment}/fig08_base_epochs.log",
     resources:
@@ -190,7 +194,7 @@ rule ddd_fig08_base_epochs:
         ENV
     shell:
         "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions} "
-        "--epoch-kappa {input.epoch_kappa} --split {params.split} --last-epoch {params.last} --out {output} > {log} 2>&1"
+        "--epoch-kappa {input.epoch_kappa} --spec {input.spec} --out {output} > {log} 2>&1"
 
 
 # One rule per table-only figure (caption workflow/report/ddd_<figure>.rst). Shell commands are

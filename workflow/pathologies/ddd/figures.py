@@ -10,9 +10,10 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
     fig04_decisions           --difficulty       models x images decisions, sorted by difficulty
     fig05_kappa_heatmaps      --kappa            condition x condition kappa: all vs in-between images
     fig07_rsa                 --rsa --members    RSA of each condition with the base run
-    fig08_base_epochs         --predictions --epoch-kappa --split --last-epoch   the base run, epochs 1..E
+    fig08_base_epochs         --predictions --epoch-kappa --spec   the base run, epochs 1..E
     fig09_kl_accuracy         --kl               Gaussian dataset: KL to the next class vs accuracy
     fig10_difficulty_models   --profiles --histograms   A.9 difficulty profiles and their histograms
+    fig13_accuracy            --members          accuracy of every model and condition (Figures 13 / 14)
     fig17_decision_changes    --changes          decisions changed from one epoch to the next
     fig20_class_accuracy      --class-accuracy   per-class accuracy, sorted
 
@@ -37,6 +38,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output  # noqa: E402
 from ..training.predictions import read_dump  # noqa: E402
+from .exclusion import excluded_ids, split_excluded  # noqa: E402
+from .experiment import read_spec  # noqa: E402
 from .summary import rsa_reference  # noqa: E402
 
 CORRECT_WRONG_REDS = ListedColormap(["#fcbba1", "#a50f15"])  # Figure 4: light = right, dark = wrong
@@ -66,6 +69,11 @@ def plot_histogram(histogram: pd.DataFrame, out: str | Path) -> pd.DataFrame:
                 palette={"observed": "#3182bd", "binomial": "#31a354"})
     ax.set_ylabel("fraction of images")
     ax.set_title(f"How many of {n_models} models classify an image correctly")
+    if "excluded_images" in histogram and histogram["excluded_images"].sum() > 0:  # the paper's red overlay
+        n_excluded = int(histogram["excluded_images"].sum())
+        ax.plot(range(n_models + 1), histogram.sort_values("k")["excluded"], color="#de2d26", marker="o",
+                markersize=3, linewidth=1, label=f"excluded images (n = {n_excluded})")
+        ax.legend(fontsize="small")
     _save(fig, out)
     return data
 
@@ -266,21 +274,50 @@ def plot_decision_changes(changes: pd.DataFrame, out: str | Path) -> pd.DataFram
 
 
 def plot_class_accuracy(class_accuracy: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 20: per-class accuracy of the base model, sorted decreasingly; range over all models shaded."""
+    """Figure 20: per-class accuracy of the base model, sorted decreasingly; range over all models shaded.
+
+    Without a base member (external models only) the mean over the models takes its place.
+    """
     _theme()
     wide = class_accuracy.pivot_table(index="class", columns="member", values="accuracy")
-    if "base" not in wide.columns:
-        raise UserError("class accuracy table has no member 'base'; rebuild it with pathologies.ddd.difficulty")
-    wide = wide.sort_values("base", ascending=False, kind="stable")
-    data = pd.DataFrame({"class": wide.index, "rank": np.arange(len(wide)), "base": wide["base"].to_numpy(),
+    reference = wide["base"] if "base" in wide.columns else wide.mean(axis=1)
+    label = "base" if "base" in wide.columns else "mean of the models"
+    order = np.argsort(-reference.to_numpy(), kind="stable")
+    wide, reference = wide.iloc[order], reference.iloc[order]
+    data = pd.DataFrame({"class": wide.index, "rank": np.arange(len(wide)), "base": reference.to_numpy(),
                          "min": wide.min(axis=1).to_numpy(), "max": wide.max(axis=1).to_numpy()})
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.fill_between(data["rank"], data["min"], data["max"], color="0.8", label="range over all models")
-    ax.plot(data["rank"], data["base"], color="#3182bd", marker="." if len(data) <= 100 else None, label="base")
-    ax.set(xlabel="classes, sorted by the base model's accuracy", ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.plot(data["rank"], data["base"], color="#3182bd", marker="." if len(data) <= 100 else None, label=label)
+    ax.set(xlabel=f"classes, sorted by the accuracy of the {label}", ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.legend(fontsize="small")
     _save(fig, out)
     return data
+
+
+def plot_accuracy(members: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figures 13 / 14: accuracy at E of every model (dots) and the mean of each condition (bars)."""
+    _theme()
+    order = list(dict.fromkeys(members["condition"]))
+    means = members.groupby("condition", sort=False)["accuracy"].mean().reindex(order).reset_index()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(order) + 1.5), 3.2))
+    ax.bar(range(len(order)), means["accuracy"], color="#9ecae1", label="condition mean")
+    x = members["condition"].map({condition: i for i, condition in enumerate(order)})
+    ax.scatter(x, members["accuracy"], color="#08519c", s=10, zorder=3, label="model")
+    ax.axhline(members["accuracy"].mean(), color="0.3", linestyle="--", linewidth=0.8,
+               label=f"mean of all models ({members['accuracy'].mean():.3f})")
+    ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
+    ax.set(ylabel="accuracy", ylim=(0, 1.02), title="Accuracy at the comparison epoch")
+    ax.legend(fontsize="small", loc="lower right")
+    _save(fig, out)
+    return means
+
+
+def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
+    spec = read_spec(args.spec)
+    run = split_excluded(read_dump(args.predictions, spec["split"], "all"), excluded_ids(spec))[0]
+    return plot_base_epochs(run.correct[0], _read_csv(args.epoch_kappa), args.out, spec["epochs"])
 
 
 def _read_csv(path: str) -> pd.DataFrame:
@@ -296,8 +333,8 @@ FIGURES = {
     "fig04_decisions": (("difficulty",), lambda a: plot_decisions(_read_csv(a.difficulty), a.out)),
     "fig05_kappa_heatmaps": (("kappa",), lambda a: plot_kappa_heatmaps(_read_csv(a.kappa), a.out)),
     "fig07_rsa": (("rsa", "members"), lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out)),
-    "fig08_base_epochs": (("predictions", "epoch_kappa", "split", "last_epoch"), lambda a: plot_base_epochs(
-        read_dump(a.predictions, a.split, "all").correct[0], _read_csv(a.epoch_kappa), a.out, int(a.last_epoch))),
+    "fig08_base_epochs": (("predictions", "epoch_kappa", "spec"), lambda a: _base_epochs(a)),
+    "fig13_accuracy": (("members",), lambda a: plot_accuracy(_read_csv(a.members), a.out)),
     "fig09_kl_accuracy": (("kl",), lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out)),
     "fig10_difficulty_models": (("profiles", "histograms"), lambda a: plot_difficulty_models(
         _read_csv(a.profiles), _read_csv(a.histograms), a.out)),

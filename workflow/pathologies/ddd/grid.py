@@ -48,7 +48,7 @@ from ..errors import UserError
 RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
 # Keys of a `ddd` experiment that configure the analysis rather than the models.
 ANALYSIS_KEYS = ("n_boot", "ci_level", "analysis_seed", "loose_max_exceptions", "in_between_rule",
-                 "models_per_condition", "rsa_images", "rsa_layers", "predictions_csv")
+                 "models_per_condition", "rsa_images", "rsa_layers", "predictions_csv", "exclude_ids")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         _, members = _expand(name, experiment, config)
         result[name] = Experiment(
             name=name, dataset=experiment["dataset"], split=experiment["split"],
-            epochs=_base_recipe(experiment, config)["epochs"], members=tuple(members),
+            epochs=_base_recipe(experiment, config)["epochs"] if "base" in experiment else 0, members=tuple(members),
             options={key: experiment[key] for key in ANALYSIS_KEYS})
     return result
 
@@ -134,7 +134,9 @@ def _base_recipe(experiment: Mapping, config: Mapping) -> dict:
 
 
 def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, dict], list[Member]]:
-    """(models entries, members) of one checked experiment."""
+    """(models entries, members) of one checked experiment; none for an external-only experiment."""
+    if "base" not in experiment:
+        return {}, []
     base = experiment["base"]
     epochs = _base_recipe(experiment, config)["epochs"]
     extra = sorted(experiment["extra_epochs"])
@@ -197,6 +199,11 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
     if experiment["dataset"] not in config["datasets"]:
         raise UserError(f"config key {key}.dataset: {experiment['dataset']!r} is not a dataset; define it under "
                         f"`datasets` (have: {', '.join(sorted(config['datasets']))})")
+    if "base" not in experiment or "conditions" not in experiment:
+        if "base" in experiment or "conditions" in experiment or not experiment["predictions_csv"]:
+            raise UserError(f"config key {key}: give a base run and conditions, or only predictions_csv "
+                            "(an experiment of models trained elsewhere)")
+        return
     base = experiment["base"]
     if base["recipe"] not in config["recipes"]:
         raise UserError(f"config key {key}.base.recipe: {base['recipe']!r} is not a recipe; define it under "

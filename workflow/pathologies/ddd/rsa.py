@@ -3,7 +3,8 @@
     python -m pathologies.ddd.rsa --spec experiment.json --dataset results/data/X.h5 \\
         --out rsa.csv [--device auto]
 
-For one fixed, seeded sample of ``rsa_images`` images of the split (all of it when smaller), each
+For one fixed, seeded sample of ``rsa_images`` images of the split (all of it when smaller; never an
+image of ``exclude_ids``), each
 model's RDM (1 - Pearson correlation between the images' penultimate activations) is computed and
 every pair of RDMs correlated (Pearson over the upper triangles, as thingsvision does), for each layer
 of ``rsa_layers``: ``penultimate`` (input of the last linear layer) and/or ``logits`` (its output, the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -26,6 +28,7 @@ from ..data.layout import dataset_info
 from ..errors import UserError, cli
 from ..io import atomic_output, h5py
 from ..models.activations import checkpoint_activations, split_images
+from .exclusion import excluded_ids
 from .experiment import read_spec
 from .measures import rsa_image_sample, rsa_table
 
@@ -51,8 +54,9 @@ def build_table(spec: dict, dataset: str, device: str | torch.device = "cpu") ->
     info = dataset_info(dataset)
     if spec["split"] not in info.splits:
         raise UserError(f"{dataset} has no split {spec['split']!r}; it has {list(info.splits)}")
-    n_images = _split_size(dataset, spec["split"])
-    images, _ = split_images(dataset, spec["split"], sample_rows(n_images, spec))
+    ids = _split_ids(dataset, spec["split"])
+    allowed = np.flatnonzero(~np.isin(ids, excluded_ids(spec)))  # exclude_ids never enter the sample
+    images, _ = split_images(dataset, spec["split"], allowed[sample_rows(len(allowed), spec)])
     layers = spec.get("rsa_layers", ["penultimate"])
     activations: dict[str, dict[str, object]] = {layer: {} for layer in layers}
     for member in members:
@@ -72,9 +76,9 @@ def build_table(spec: dict, dataset: str, device: str | torch.device = "cpu") ->
     return table
 
 
-def _split_size(dataset: str, split: str) -> int:
+def _split_ids(dataset: str, split: str) -> np.ndarray:
     with h5py.File(dataset, "r") as handle:
-        return len(handle[split]["labels"])
+        return handle[split]["ids"][()]
 
 
 @cli

@@ -27,9 +27,14 @@ TABLE_FIGURES = {
     "fig07_rsa": {"rsa": "rsa.csv", "members": "members.csv"},
     "fig09_kl_accuracy": {"kl": "kl_accuracy.csv"},
     "fig10_difficulty_models": {"profiles": "difficulty_profiles.csv", "histograms": "difficulty_histograms.csv"},
+    "fig13_accuracy": {"members": "members.csv"},
     "fig17_decision_changes": {"changes": "decision_changes.csv"},
     "fig20_class_accuracy": {"class_accuracy": "class_accuracy.csv"},
 }
+
+
+# Figures that need a trained base run (left out of an experiment of external models only).
+TRAINED_ONLY = ("fig03_conditions", "fig07_rsa", "fig08_base_epochs", "fig09_kl_accuracy", "fig17_decision_changes")
 
 
 class DddRules:
@@ -58,6 +63,15 @@ class DddRules:
     def predictions(self, name: str) -> list[str]:
         return [f"{self.run_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
 
+    def trained(self, name: str) -> bool:
+        """Whether the experiment trains models (False: only external ``predictions_csv`` models)."""
+        return bool(self.experiment(name).members)
+
+    def exclude(self, name: str) -> list[str]:
+        """[the exclude_ids file] when the experiment sets one, else []."""
+        path = self.experiment(name).options["exclude_ids"]
+        return [path] if path else []
+
     def base_predictions(self, name: str) -> str:
         base = self.experiment(name).members[0]
         return f"{self.run_dir(base.model, base.seed)}/predictions.h5"
@@ -75,18 +89,24 @@ class DddRules:
 
     def rsa_table(self, name: str) -> list[str]:
         """[rsa.csv] when the experiment computes RSA, else []."""
-        return [f"{RESULTS}/{name}/rsa.csv"] if self.experiment(name).options["rsa_images"] else []
+        return [f"{RESULTS}/{name}/rsa.csv"] if self._rsa(name) else []
+
+    def _rsa(self, name: str) -> bool:
+        return bool(self.experiment(name).options["rsa_images"]) and self.trained(name)
+
+    def _kl(self, name: str) -> bool:
+        return self.kinds[self.experiment(name).dataset] == "gaussian" and self.trained(name)
 
     def tables(self, name: str) -> list[str]:
-        experiment = self.experiment(name)
-        extra = ["kl_accuracy.csv"] if self.kinds[experiment.dataset] == "gaussian" else []
-        extra += ["rsa.csv"] if experiment.options["rsa_images"] else []
+        extra = ["kl_accuracy.csv"] if self._kl(name) else []
+        extra += ["rsa.csv"] if self._rsa(name) else []
         return [f"{RESULTS}/{name}/{table}" for table in (*TABLES, *extra)]
 
     def figures(self, name: str) -> list[str]:
-        experiment = self.experiment(name)
-        skip = set() if self.kinds[experiment.dataset] == "gaussian" else {"fig09_kl_accuracy"}
-        skip |= set() if experiment.options["rsa_images"] else {"fig07_rsa"}
+        skip = set() if self._kl(name) else {"fig09_kl_accuracy"}
+        skip |= set() if self._rsa(name) else {"fig07_rsa"}
+        if not self.trained(name):  # external models only: no base, no epochs
+            skip |= set(TRAINED_ONLY)
         names = sorted({*TABLE_FIGURES, "fig08_base_epochs"} - skip)
         return [f"{RESULTS}/{name}/figures/{figure}.png" for figure in names]
 
