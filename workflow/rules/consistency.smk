@@ -110,6 +110,69 @@ rule ddd_kl:
         "--out {output} > {log} 2>&1"
 
 
+rule ddd_superclasses:
+    """A.12: trivial / in-between / impossible shares and kappa per superclass (Figures 11-12)."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        superclass_map=lambda wildcards: DDD.superclass_map(wildcards.experiment),
+    output:
+        superclasses="results/ddd/{experiment}/superclasses.csv",
+        kappa="results/ddd/{experiment}/superclass_kappa.csv",
+    log:
+        "results/logs/ddd/{experiment}/superclasses.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.superclasses --spec {input.spec} --difficulty {input.difficulty} "
+        "--out {output.superclasses} --kappa-out {output.kappa} > {log} 2>&1"
+
+
+rule ddd_label_ambiguity:
+    """A.13: images with an ambiguous label per difficulty category."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        ambiguity=lambda wildcards: DDD.ambiguity(wildcards.experiment),
+    output:
+        "results/ddd/{experiment}/label_ambiguity.csv",
+    log:
+        "results/logs/ddd/{experiment}/label_ambiguity.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.ambiguity --spec {input.spec} --difficulty {input.difficulty} "
+        "--out {output} > {log} 2>&1"
+
+
+rule ddd_class_extremes:
+    """Table 1: the ten easiest and hardest classes of the base model."""
+    input:
+        "results/ddd/{experiment}/class_accuracy.csv",
+    output:
+        report(
+            "results/ddd/{experiment}/class_extremes.csv",
+            caption="../report/ddd_table1_class_extremes_csv.rst",
+            category=DDD_REPORT,
+            subcategory="{experiment}",
+        ),
+    log:
+        "results/logs/ddd/{experiment}/class_extremes.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.class_extremes --class-accuracy {input} --out {output} > {log} 2>&1"
+
+
 rule ddd_rsa:
     """Representational similarity of penultimate-layer activations (A.4)."""
     input:

@@ -13,7 +13,11 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
     fig08_base_epochs         --predictions --epoch-kappa --spec   the base run, epochs 1..E
     fig09_kl_accuracy         --kl               Gaussian dataset: KL to the next class vs accuracy
     fig10_difficulty_models   --profiles --histograms   A.9 difficulty profiles and their histograms
+    fig11_superclasses        --superclasses     categories within each superclass, kappa per superclass (A.12)
+    fig12_superclass_categories --superclasses   superclasses within each category (A.12)
     fig13_accuracy            --members          accuracy of every model and condition (Figures 13 / 14)
+    a13_label_ambiguity       --ambiguity        ambiguous labels per category (A.13)
+    table1_class_extremes     --extremes         Table 1: easiest and hardest classes
     fig17_decision_changes    --changes          decisions changed from one epoch to the next
     fig20_class_accuracy      --class-accuracy   per-class accuracy, sorted
 
@@ -313,6 +317,72 @@ def plot_accuracy(members: pd.DataFrame, out: str | Path) -> pd.DataFrame:
     return means
 
 
+CATEGORY_COLOURS = {"trivial": "#74c476", "in_between": "#9ecae1", "impossible": "#de2d26"}
+
+
+def plot_superclasses(superclasses: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 11: share of trivial / in-between / impossible images within each superclass (each sums to 1),
+    superclasses ordered by impossible / trivial; mean kappa of the difficulty set per superclass on the right."""
+    _theme()
+    shares = superclasses.pivot_table(index="superclass", columns="category", values="share_of_superclass")
+    shares = shares.reindex(columns=list(CATEGORY_COLOURS), fill_value=0).fillna(0)
+    ratio = shares["impossible"] / shares["trivial"].replace(0, np.nan)
+    shares = shares.iloc[np.argsort(ratio.fillna(np.inf).to_numpy(), kind="stable")]
+    kappa = superclasses.groupby("superclass")["kappa"].first().reindex(shares.index)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.3 * len(shares) + 1.5), sharey=True,
+                                      gridspec_kw={"width_ratios": [3, 1]})
+    shares.plot.barh(stacked=True, ax=left, color=[CATEGORY_COLOURS[c] for c in shares.columns], width=0.8)
+    left.set(xlabel="share of the superclass's images", ylabel="superclass", xlim=(0, 1))
+    left.legend(fontsize="small", loc="lower right")
+    right.scatter(kappa.to_numpy(), range(len(kappa)), color="0.2", s=12)
+    right.set(xlabel="mean kappa (difficulty set)")
+    _save(fig, out)
+    return shares
+
+
+def plot_superclass_categories(superclasses: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 12: share of each category's images per superclass (each category sums to 1)."""
+    _theme()
+    shares = superclasses.pivot_table(index="superclass", columns="category", values="share_of_category")
+    shares = shares.reindex(columns=list(CATEGORY_COLOURS)).fillna(0)
+    data = shares.reset_index().melt(id_vars="superclass", var_name="category", value_name="share")
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(shares) + 1.5), 3.4))
+    sns.barplot(data=data, x="superclass", y="share", hue="category", palette=CATEGORY_COLOURS, ax=ax)
+    ax.tick_params(axis="x", rotation=60)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    ax.set(ylabel="share of the category's images", title="Superclasses within each image category")
+    _save(fig, out)
+    return data
+
+
+def plot_label_ambiguity(ambiguity: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """A.13: share of images with an ambiguous label per category (of all, and of the rated images)."""
+    _theme()
+    data = ambiguity.melt(id_vars="category", value_vars=["fraction_ambiguous", "fraction_of_rated"],
+                          var_name="of", value_name="fraction")
+    data["of"] = data["of"].map({"fraction_ambiguous": "all images", "fraction_of_rated": "rated images"})
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.barplot(data=data, x="category", y="fraction", hue="of", ax=ax, palette=["#3182bd", "#9ecae1"])
+    ax.set(ylabel="share with an ambiguous label", title="Label ambiguity per image category")
+    _save(fig, out)
+    return data
+
+
+def plot_class_extremes(extremes: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Table 1 as a figure: accuracy of the easiest and hardest classes."""
+    _theme()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.3 * extremes["rank"].max() + 1.5))
+    for ax, (side, colour) in zip(axes, (("easiest", "#74c476"), ("hardest", "#de2d26"))):
+        part = extremes[extremes["side"] == side]
+        ax.barh(range(len(part)), part["accuracy"], color=colour)
+        ax.set_yticks(range(len(part)), part["class_name"].astype(str))
+        ax.invert_yaxis()
+        ax.set(xlim=(0, 1), xlabel="accuracy", title=f"{side} classes")
+    _save(fig, out)
+    return extremes
+
+
 def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
     spec = read_spec(args.spec)
@@ -335,6 +405,11 @@ FIGURES = {
     "fig07_rsa": (("rsa", "members"), lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out)),
     "fig08_base_epochs": (("predictions", "epoch_kappa", "spec"), lambda a: _base_epochs(a)),
     "fig13_accuracy": (("members",), lambda a: plot_accuracy(_read_csv(a.members), a.out)),
+    "fig11_superclasses": (("superclasses",), lambda a: plot_superclasses(_read_csv(a.superclasses), a.out)),
+    "fig12_superclass_categories": (("superclasses",), lambda a: plot_superclass_categories(
+        _read_csv(a.superclasses), a.out)),
+    "a13_label_ambiguity": (("ambiguity",), lambda a: plot_label_ambiguity(_read_csv(a.ambiguity), a.out)),
+    "table1_class_extremes": (("extremes",), lambda a: plot_class_extremes(_read_csv(a.extremes), a.out)),
     "fig09_kl_accuracy": (("kl",), lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out)),
     "fig10_difficulty_models": (("profiles", "histograms"), lambda a: plot_difficulty_models(
         _read_csv(a.profiles), _read_csv(a.histograms), a.out)),

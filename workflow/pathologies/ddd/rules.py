@@ -17,7 +17,7 @@ RESULTS = "results/ddd"
 # (gaussian datasets) and rsa.csv (rsa_images > 0) join them.
 TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
           "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv", "class_accuracy.csv",
-          "decision_changes.csv")
+          "decision_changes.csv", "class_extremes.csv")
 # Figures drawn from tables alone: figure -> {option of pathologies.ddd.figures: table}.
 TABLE_FIGURES = {
     "fig02_histogram": {"histogram": "histogram.csv"},
@@ -28,6 +28,10 @@ TABLE_FIGURES = {
     "fig09_kl_accuracy": {"kl": "kl_accuracy.csv"},
     "fig10_difficulty_models": {"profiles": "difficulty_profiles.csv", "histograms": "difficulty_histograms.csv"},
     "fig13_accuracy": {"members": "members.csv"},
+    "fig11_superclasses": {"superclasses": "superclasses.csv"},
+    "fig12_superclass_categories": {"superclasses": "superclasses.csv"},
+    "a13_label_ambiguity": {"ambiguity": "label_ambiguity.csv"},
+    "table1_class_extremes": {"extremes": "class_extremes.csv"},
     "fig17_decision_changes": {"changes": "decision_changes.csv"},
     "fig20_class_accuracy": {"class_accuracy": "class_accuracy.csv"},
 }
@@ -97,14 +101,29 @@ class DddRules:
     def _kl(self, name: str) -> bool:
         return self.kinds[self.experiment(name).dataset] == "gaussian" and self.trained(name)
 
+    def superclass_map(self, name: str) -> list[str]:
+        """[the superclass CSV] when the experiment names one (not for the built-in ``cifar100``), else []."""
+        source = self.experiment(name).options["superclasses"]
+        return [source] if source and source.endswith(".csv") else []
+
+    def ambiguity(self, name: str) -> list[str]:
+        path = self.experiment(name).options["label_ambiguity"]
+        return [path] if path else []
+
     def tables(self, name: str) -> list[str]:
+        options = self.experiment(name).options
         extra = ["kl_accuracy.csv"] if self._kl(name) else []
         extra += ["rsa.csv"] if self._rsa(name) else []
+        extra += ["superclasses.csv", "superclass_kappa.csv"] if options["superclasses"] else []
+        extra += ["label_ambiguity.csv"] if options["label_ambiguity"] else []
         return [f"{RESULTS}/{name}/{table}" for table in (*TABLES, *extra)]
 
     def figures(self, name: str) -> list[str]:
         skip = set() if self._kl(name) else {"fig09_kl_accuracy"}
         skip |= set() if self._rsa(name) else {"fig07_rsa"}
+        options = self.experiment(name).options
+        skip |= set() if options["superclasses"] else {"fig11_superclasses", "fig12_superclass_categories"}
+        skip |= set() if options["label_ambiguity"] else {"a13_label_ambiguity"}
         if not self.trained(name):  # external models only: no base, no epochs
             skip |= set(TRAINED_ONLY)
         names = sorted({*TABLE_FIGURES, "fig08_base_epochs"} - skip)
