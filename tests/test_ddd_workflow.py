@@ -88,13 +88,20 @@ ddd:
     exclude_ids: resources/label_errors.csv
     superclasses: resources/superclasses.csv
     label_ambiguity: resources/ambiguity.csv
+    human:
+      pairs: 3
+      questions_per_category: 3
+      rule: loose
+      pair_answers: [resources/ann_pairs.csv, resources/bob_pairs.csv]
+      question_answers: [resources/ann.csv, resources/bob.csv]
     n_boot: 10
 """
 
 
 def test_csv_only_experiment_with_planted_label_errors_runs_in_snakemake(tmp_path):
     """An experiment of external predictions only (no training): planted label errors are excluded from
-    every table and counted, superclasses and label ambiguity come from user files, and the report builds."""
+    every table and counted, superclasses, label ambiguity and human answers come from user files, and the
+    report builds."""
     from pathologies.io import h5py
 
     work = copy_workflow(tmp_path)
@@ -118,6 +125,17 @@ def test_csv_only_experiment_with_planted_label_errors_runs_in_snakemake(tmp_pat
         resources / "superclasses.csv", index=False)
     pd.DataFrame({"image_id": ids[:20], "ambiguous": (np.arange(20) % 2)}).to_csv(resources / "ambiguity.csv",
                                                                                  index=False)
+    # The human pages come first; observers answer from them.
+    snakemake("results/ddd/sota/human", "--cores", "1", "--configfile", str(config), cwd=work)
+    human = work / "results" / "ddd" / "sota" / "human"
+    pairs, questions = pd.read_csv(human / "pairs.csv"), pd.read_csv(human / "questions.csv")
+    assert not set(pairs["trivial_id"]) & set(ids[errors]) and (human / "pairs.html").exists()
+    pd.DataFrame({"trial": pairs["trial"], "answer": pairs["easier"]}).to_csv(resources / "ann_pairs.csv", index=False)
+    pd.DataFrame({"trial": pairs["trial"], "answer": "L"}).to_csv(resources / "bob_pairs.csv", index=False)
+    for name in ("ann", "bob"):
+        pd.DataFrame({"trial": questions["trial"], "q1": 1, "q2": "yes",
+                      "q3": np.where(questions["category"] == "impossible", "very", "no")}).to_csv(
+            resources / f"{name}.csv", index=False)
     done = snakemake("--cores", "2", "--configfile", str(config), cwd=work)
     assert "train" not in {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
 
@@ -141,11 +159,17 @@ def test_csv_only_experiment_with_planted_label_errors_runs_in_snakemake(tmp_pat
     assert len(pd.read_csv(folder / "class_extremes.csv")) == 4
     summary = (folder / "summary.txt").read_text()
     assert "excluded before every table and figure: 12 images" in summary
+    scores = pd.read_csv(folder / "human_pairs.csv").set_index("observer")
+    assert scores.loc["ann_pairs", "accuracy"] == 1.0
+    assert scores.loc["bob_pairs", "accuracy"] == pytest.approx((pairs["easier"] == "L").mean())
+    agreement = pd.read_csv(folder / "human_agreement.csv").set_index(["question", "scope"])
+    assert agreement.loc[("q3", "all observers"), "value"] == pytest.approx(1.0)
     figures = sorted(path.name for path in (folder / "figures").glob("*.png"))
     assert figures == ["a13_label_ambiguity.png", "fig02_histogram.png", "fig04_decisions.png",
-                       "fig05_kappa_heatmaps.png", "fig10_difficulty_models.png", "fig11_superclasses.png",
-                       "fig12_superclass_categories.png", "fig13_accuracy.png", "fig20_class_accuracy.png",
-                       "table1_class_extremes.png"]
+                       "fig05_kappa_heatmaps.png", "fig06_human_questions.png", "fig10_difficulty_models.png",
+                       "fig11_superclasses.png", "fig12_superclass_categories.png", "fig13_accuracy.png",
+                       "fig18_pairs.png", "fig20_class_accuracy.png", "fig25_human_answers.png",
+                       "fig27_human_observers.png", "human_pairs.png", "table1_class_extremes.png"]
     names = report_names("--configfile", str(config), cwd=work)
     assert any(name.endswith("fig11_superclasses.png") for name in names)
 

@@ -78,11 +78,14 @@ EXPECTED_JOBS = {
                                          "overinterp_subsets_resnet50": 1, "overinterp_evaluate": 11},
     # every DDD experiment also writes Table 1 (table + figure) and the accuracy figure (13/14); CIFAR-100
     # adds the superclass table and Figures 11-12 (built-in coarse classes)
-    # ImageNet: the ResNet-18 grid and the A.3 base controls (VGG-11, DenseNet-121 grids: Figures 15-16)
+    # ImageNet: the ResNet-18 grid and the A.3 base controls (VGG-11, DenseNet-121 grids: Figures 15-16);
+    # ImageNet and CIFAR-100 also export the human-experiment pages (Figures 18 / 19)
     "ddd_imagenet.yaml": {"train": 3 * DDD_TRAININGS, "ddd_class_extremes": 3, "ddd_table1_class_extremes": 3,
-                          "ddd_fig13_accuracy": 3, "ddd_fig03_conditions": 3, "total": 147},
+                          "ddd_fig13_accuracy": 3, "ddd_fig03_conditions": 3, "ddd_human_pages": 1,
+                          "ddd_fig18_pairs": 1, "total": 149},
     "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "ddd_superclasses": 1, "ddd_fig11_superclasses": 1,
-                          "ddd_fig12_superclass_categories": 1, "total": 54},
+                          "ddd_fig12_superclass_categories": 1, "ddd_human_pages": 1, "ddd_fig18_pairs": 1,
+                          "total": 56},
     "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "ddd_fig13_accuracy": 1, "total": 53},
 }
 DAG_SECONDS = 15.0

@@ -173,6 +173,50 @@ rule ddd_class_extremes:
         "python -m pathologies.ddd.class_extremes --class-accuracy {input} --out {output} > {log} 2>&1"
 
 
+rule ddd_human_pages:
+    """A.10: static pages of trivial / impossible image pairs (experiment 1) and of images with questions (2)."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
+    output:
+        directory("results/ddd/{experiment}/human"),
+    log:
+        "results/logs/ddd/{experiment}/human_pages.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.human_pages --spec {input.spec} --difficulty {input.difficulty} "
+        "--dataset {input.dataset} --out-dir {output} > {log} 2>&1"
+
+
+rule ddd_human_scores:
+    """A.10-A.11: observers' accuracy and consistency, answer shares, Krippendorff's alpha."""
+    input:
+        human="results/ddd/{experiment}/human",
+        pair_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "pairs"),
+        question_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "questions"),
+    output:
+        pairs="results/ddd/{experiment}/human_pairs.csv",
+        questions="results/ddd/{experiment}/human_questions.csv",
+        agreement="results/ddd/{experiment}/human_agreement.csv",
+    log:
+        "results/logs/ddd/{experiment}/human_scores.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.human_scores --pairs {input.human}/pairs.csv "
+        "--questions {input.human}/questions.csv --pair-answers {input.pair_answers} "
+        "--question-answers {input.question_answers} --pairs-out {output.pairs} "
+        "--questions-out {output.questions} --agreement-out {output.agreement} > {log} 2>&1"
+
+
 rule ddd_rsa:
     """Representational similarity of penultimate-layer activations (A.4)."""
     input:

@@ -18,6 +18,11 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
     fig13_accuracy            --members          accuracy of every model and condition (Figures 13 / 14)
     a13_label_ambiguity       --ambiguity        ambiguous labels per category (A.13)
     table1_class_extremes     --extremes         Table 1: easiest and hardest classes
+    fig06_human_questions     --questions        experiment 2: categories per answer, pooled (Figure 6)
+    fig25_human_answers       --questions        experiment 2: answers per question, pooled (Figures 25 / 26)
+    fig27_human_observers     --questions        experiment 2: answers per question per observer (Figures 27 / 28)
+    human_pairs               --scores           experiment 1: observers' accuracy and consistency
+    fig18_pairs               --human            experiment 1: example pairs (Figures 18 / 19) from the pages' folder
     fig17_decision_changes    --changes          decisions changed from one epoch to the next
     fig20_class_accuracy      --class-accuracy   per-class accuracy, sorted
 
@@ -383,6 +388,91 @@ def plot_class_extremes(extremes: pd.DataFrame, out: str | Path) -> pd.DataFrame
     return extremes
 
 
+ANSWER_ORDER = {"q2": ["no", "maybe", "yes"], "q3": ["no", "slightly", "very"]}
+QUESTIONS = {"q1": "object categories in the image", "q2": "is there a main category?",
+             "q3": "is the presentation unusual?"}
+
+
+def _answer_order(question: str, answers: pd.Series) -> list[str]:
+    present = set(answers.astype(str))
+    if question in ANSWER_ORDER:
+        return [a for a in ANSWER_ORDER[question] if a in present]
+    return sorted(present, key=int)
+
+
+def plot_human_questions(table: pd.DataFrame, out: str | Path, share: str = "share_of_answer",
+                         observers: bool = False) -> pd.DataFrame:
+    """Figures 6 / 25-28: answers of experiment 2, pooled (``observers=False``) or one row per observer.
+
+    ``share="share_of_answer"``: the categories of each answer sum to 1 (Figure 6); ``"share_of_question"``:
+    the answers of each question sum to 1 (Figures 25-28), coloured by category.
+    """
+    _theme()
+    data = table if observers else table[table["observer"] == "all"]
+    if observers:
+        data = data[data["observer"] != "all"]
+    rows = sorted(set(data["observer"])) or ["all"]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 2.8 * len(rows) + 0.5), squeeze=False)
+    for r, observer in enumerate(rows):
+        for c, (question, title) in enumerate(QUESTIONS.items()):
+            ax = axes[r, c]
+            part = data[(data["observer"] == observer) & (data["question"] == question)].copy()
+            if part.empty:
+                ax.text(0.5, 0.5, "no answers", ha="center", va="center")
+                ax.set_axis_off()
+                continue
+            part["answer"] = part["answer"].astype(str)
+            sns.barplot(data=part, x="answer", y=share, hue="category", ax=ax, palette=CATEGORY_COLOURS,
+                        order=_answer_order(question, part["answer"]),
+                        hue_order=[c for c in CATEGORY_COLOURS if c in set(part["category"])])
+            ax.set(title=f"{observer}: {title}" if observers else title, ylabel=share.replace("_", " "))
+            if (r, c) != (0, 2):
+                legend = ax.get_legend()
+                if legend is not None:
+                    legend.remove()
+    _save(fig, out)
+    return data
+
+
+def plot_human_pairs(scores: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Experiment 1: share of trials in which each observer picked the trivial image, and mean kappa."""
+    _theme()
+    data = scores[scores["observer"] != "all"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    if data.empty:
+        for ax in (left, right):
+            ax.text(0.5, 0.5, "no answer files yet", ha="center", va="center")
+            ax.set_axis_off()
+    else:
+        left.bar(data["observer"].astype(str), data["accuracy"], color="#3182bd")
+        left.axhline(0.5, color="0.4", linestyle="--", linewidth=0.8, label="chance")
+        left.set(ylim=(0, 1), ylabel="picked the trivial image", title="Which image is easier? (2AFC)")
+        left.legend(fontsize="small")
+        right.bar(data["observer"].astype(str), data["mean_kappa"], color="#9ecae1")
+        right.set(ylabel="mean kappa with the other observers", title="Consistency between observers")
+        for ax in (left, right):
+            ax.tick_params(axis="x", rotation=45)
+    _save(fig, out)
+    return data
+
+
+def plot_pairs(pairs: pd.DataFrame, images: Path, out: str | Path, n: int = 6) -> pd.DataFrame:
+    """Figures 18 / 19: the first ``n`` pairs of experiment 1, impossible images on top, trivial below."""
+    from PIL import Image
+
+    _theme()
+    shown = pairs.head(n)
+    fig, axes = plt.subplots(2, max(1, len(shown)), figsize=(1.8 * max(1, len(shown)), 4), squeeze=False)
+    for i, row in enumerate(shown.itertuples()):
+        for r, image_id in enumerate((row.impossible_id, row.trivial_id)):
+            with Image.open(Path(images) / f"{image_id}.png") as picture:
+                axes[r, i].imshow(np.asarray(picture.convert("RGB")), interpolation="nearest")
+            axes[r, i].set_axis_off()
+    axes[0, 0].set_title("impossible (top) / trivial (bottom)", loc="left", fontsize="small")
+    _save(fig, out)
+    return shown
+
+
 def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
     spec = read_spec(args.spec)
@@ -409,6 +499,14 @@ FIGURES = {
     "fig12_superclass_categories": (("superclasses",), lambda a: plot_superclass_categories(
         _read_csv(a.superclasses), a.out)),
     "a13_label_ambiguity": (("ambiguity",), lambda a: plot_label_ambiguity(_read_csv(a.ambiguity), a.out)),
+    "fig06_human_questions": (("questions",), lambda a: plot_human_questions(_read_csv(a.questions), a.out)),
+    "fig25_human_answers": (("questions",), lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question")),
+    "fig27_human_observers": (("questions",), lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question", observers=True)),
+    "human_pairs": (("scores",), lambda a: plot_human_pairs(_read_csv(a.scores), a.out)),
+    "fig18_pairs": (("human",), lambda a: plot_pairs(_read_csv(f"{a.human}/pairs.csv"), Path(a.human) / "images",
+                                                     a.out)),
     "table1_class_extremes": (("extremes",), lambda a: plot_class_extremes(_read_csv(a.extremes), a.out)),
     "fig09_kl_accuracy": (("kl",), lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out)),
     "fig10_difficulty_models": (("profiles", "histograms"), lambda a: plot_difficulty_models(

@@ -49,7 +49,7 @@ RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
 # Keys of a `ddd` experiment that configure the analysis rather than the models.
 ANALYSIS_KEYS = ("n_boot", "ci_level", "analysis_seed", "loose_max_exceptions", "in_between_rule",
                  "models_per_condition", "rsa_images", "rsa_layers", "predictions_csv", "exclude_ids",
-                 "superclasses", "label_ambiguity")
+                 "superclasses", "label_ambiguity", "human")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ TABLE_FIGURES = {
     "fig12_superclass_categories": {"superclasses": "superclasses.csv"},
     "a13_label_ambiguity": {"ambiguity": "label_ambiguity.csv"},
     "table1_class_extremes": {"extremes": "class_extremes.csv"},
+    "fig06_human_questions": {"questions": "human_questions.csv"},
+    "fig25_human_answers": {"questions": "human_questions.csv"},
+    "fig27_human_observers": {"questions": "human_questions.csv"},
+    "human_pairs": {"scores": "human_pairs.csv"},
+    "fig18_pairs": {"human": "human"},
     "fig17_decision_changes": {"changes": "decision_changes.csv"},
     "fig20_class_accuracy": {"class_accuracy": "class_accuracy.csv"},
 }
@@ -110,12 +115,22 @@ class DddRules:
         path = self.experiment(name).options["label_ambiguity"]
         return [path] if path else []
 
+    def human_answers(self, name: str, experiment: str) -> list[str]:
+        """The observers' answer files of human experiment ``pairs`` or ``questions`` (config order)."""
+        human = self.experiment(name).options["human"] or {}
+        return list(human.get(f"{'pair' if experiment == 'pairs' else 'question'}_answers", []))
+
+    def _human_scored(self, name: str) -> bool:
+        return bool(self.human_answers(name, "pairs") or self.human_answers(name, "questions"))
+
     def tables(self, name: str) -> list[str]:
         options = self.experiment(name).options
         extra = ["kl_accuracy.csv"] if self._kl(name) else []
         extra += ["rsa.csv"] if self._rsa(name) else []
         extra += ["superclasses.csv", "superclass_kappa.csv"] if options["superclasses"] else []
         extra += ["label_ambiguity.csv"] if options["label_ambiguity"] else []
+        extra += ["human"] if options["human"] else []  # the folder of the static pages
+        extra += ["human_pairs.csv", "human_questions.csv", "human_agreement.csv"] if self._human_scored(name) else []
         return [f"{RESULTS}/{name}/{table}" for table in (*TABLES, *extra)]
 
     def figures(self, name: str) -> list[str]:
@@ -124,6 +139,10 @@ class DddRules:
         options = self.experiment(name).options
         skip |= set() if options["superclasses"] else {"fig11_superclasses", "fig12_superclass_categories"}
         skip |= set() if options["label_ambiguity"] else {"a13_label_ambiguity"}
+        skip |= set() if options["human"] else {"fig18_pairs"}
+        skip |= set() if self.human_answers(name, "pairs") else {"human_pairs"}
+        skip |= set() if self.human_answers(name, "questions") else {
+            "fig06_human_questions", "fig25_human_answers", "fig27_human_observers"}
         if not self.trained(name):  # external models only: no base, no epochs
             skip |= set(TRAINED_ONLY)
         names = sorted({*TABLE_FIGURES, "fig08_base_epochs"} - skip)
