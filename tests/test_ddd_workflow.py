@@ -41,7 +41,8 @@ def test_ddd_stage_runs_and_its_tables_are_recomputable_from_the_dumps(tmp_path)
     figures = sorted(path.name for path in (folder / "figures").glob("*.png"))
     assert figures == ["fig02_histogram.png", "fig03_conditions.png", "fig04_decisions.png",
                        "fig05_kappa_heatmaps.png", "fig07_rsa.png", "fig08_base_epochs.png", "fig09_kl_accuracy.png",
-                       "fig10_difficulty_models.png", "fig17_decision_changes.png", "fig20_class_accuracy.png"]
+                       "fig10_difficulty_models.png", "fig13_accuracy.png", "fig17_decision_changes.png",
+                       "fig20_class_accuracy.png", "table1_class_extremes.png"]
 
     base = dump_correct(work, "tiny.base")
     assert base.shape[0] == 4  # epochs 0..2 plus the one extra epoch
