@@ -79,6 +79,15 @@ def test_rsa_table_from_checkpoints(quadrant_dataset, tmp_path):
     # The sample is fixed by the seed and capped at the split size.
     assert sample_rows(64, spec) == rows and len(sample_rows(64, {**spec, "rsa_images": 500})) == 64
 
+    # Images of exclude_ids never enter the sample: it is drawn among the others.
+    split = load_split(quadrant_dataset, "test")
+    np.save(tmp_path / "errors.npy", split.ids[:40])
+    kept = build_table({**spec, "exclude_ids": str(tmp_path / "errors.npy")}, str(quadrant_dataset))
+    allowed = np.arange(40, 64)[sample_rows(24, spec)]
+    subset = rsa_table({m["label"]: checkpoint_activations(m["checkpoint"], split.images[allowed])["penultimate"]
+                        for m in members})
+    assert kept["rsa"].tolist() == pytest.approx(subset["rsa"].tolist())
+
     with pytest.raises(UserError, match="at least two trained conditions"):
         build_table({**spec, "rsa_members": ["twin"]}, str(quadrant_dataset))
 
