@@ -65,6 +65,13 @@ def test_conditions_figure(tmp_path):
     means = figures.plot_conditions(conditions, tmp_path / "fig03.png")
     assert is_png(tmp_path / "fig03.png")
     assert means.set_index("condition")["kappa"].to_dict() == pytest.approx({"plus1ep": 0.9, "init": 0.7})
+    # Figures 15 / 16: ordered by another experiment's mean kappa; conditions it lacks come last.
+    reference = pd.DataFrame({"set": "all", "condition": ["plus1ep", "init", "lr"], "kappa": [0.2, 0.5, 0.9]})
+    means = figures.plot_conditions(conditions.assign(condition=conditions["condition"].replace("plus1ep", "new")),
+                                    tmp_path / "fig15.png", order_by=reference)
+    assert means["condition"].tolist() == ["init", "new"]
+    means = figures.plot_conditions(conditions, tmp_path / "fig16.png", order_by=reference)
+    assert means["condition"].tolist() == ["init", "plus1ep"]
 
 
 def test_decisions_are_sorted_by_mean_accuracy(tmp_path):

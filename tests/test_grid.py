@@ -193,6 +193,19 @@ def test_bad_grid_is_one_line_naming_the_key(change, message):
     assert "\n" not in str(caught.value)
 
 
+def test_condition_order_names_another_experiment():
+    grid = paper_grid(condition_order="paper")
+    with pytest.raises(UserError, match="ddd.paper.condition_order: 'paper' is not another ddd experiment"):
+        validate(grid)
+    grid = paper_grid()
+    grid["ddd"]["control"] = {**grid["ddd"]["paper"], "condition_order": "paper"}
+    config = validate(grid)
+    rules = DddRules(config, lambda m, s: f"{m}/{s}", lambda name: name)
+    assert rules.condition_order("control") == ["results/ddd/paper/conditions.csv"]
+    assert rules.condition_order("paper") == []
+    assert figure_options({"conditions": "c.csv", "order": []}) == "--conditions c.csv"
+
+
 def test_a_config_needs_some_model():
     with pytest.raises(UserError, match="config key models: no models to train"):
         validate({"datasets": {"noise": {"kind": "gaussian"}}})

@@ -313,6 +313,9 @@ for _figure, _tables in TABLE_FIGURES.items():
             f"ddd_{_figure}"
         input:
             **{key: f"results/ddd/{{experiment}}/{table}" for key, table in _tables.items()},
+            # Figure 3 may follow another experiment's order of conditions (Figures 15 / 16)
+            **({"order": lambda wildcards: DDD.condition_order(wildcards.experiment)}
+               if _figure == "fig03_conditions" else {}),
         output:
             report(
                 f"results/ddd/{{experiment}}/figures/{_figure}.png",

@@ -6,7 +6,7 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
 :mod:`pathologies.ddd.kl`, :mod:`pathologies.ddd.rsa`):
 
     fig02_histogram           --histogram        models correct per image vs the binomial
-    fig03_conditions          --conditions       kappa of each condition against the base
+    fig03_conditions          --conditions [--order]   kappa of each condition against the base
     fig04_decisions           --difficulty       models x images decisions, sorted by difficulty
     fig05_kappa_heatmaps      --kappa            condition x condition kappa: all vs in-between images
     fig07_rsa                 --rsa --members    RSA of each condition with the base run
@@ -87,11 +87,19 @@ def plot_histogram(histogram: pd.DataFrame, out: str | Path) -> pd.DataFrame:
     return data
 
 
-def plot_conditions(conditions: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 3: kappa of every member against its reference (all images), mean per condition in black."""
+def plot_conditions(conditions: pd.DataFrame, out: str | Path, order_by: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Figure 3: kappa of every member against its reference (all images), mean per condition in black.
+
+    ``order_by``: the conditions table of another experiment; conditions are then ordered by its mean
+    kappa, highest first (Figures 15 / 16 follow the ResNet-18 order), the others after them in config order.
+    """
     _theme()
     data = conditions[conditions["set"] == "all"]
     order = list(dict.fromkeys(data["condition"]))
+    if order_by is not None:
+        reference = order_by[order_by["set"] == "all"].groupby("condition", sort=False)["kappa"].mean()
+        ranked = [c for c in reference.sort_values(ascending=False, kind="stable").index if c in order]
+        order = ranked + [c for c in order if c not in ranked]
     means = data.groupby("condition", sort=False)["kappa"].mean().reindex(order).reset_index()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(order) + 1.5), 3.2))
     positions = {condition: i for i, condition in enumerate(order)}
@@ -489,7 +497,8 @@ def _read_csv(path: str) -> pd.DataFrame:
 
 FIGURES = {
     "fig02_histogram": (("histogram",), lambda a: plot_histogram(_read_csv(a.histogram), a.out)),
-    "fig03_conditions": (("conditions",), lambda a: plot_conditions(_read_csv(a.conditions), a.out)),
+    "fig03_conditions": (("conditions",), lambda a: plot_conditions(
+        _read_csv(a.conditions), a.out, _read_csv(a.order) if a.order else None)),
     "fig04_decisions": (("difficulty",), lambda a: plot_decisions(_read_csv(a.difficulty), a.out)),
     "fig05_kappa_heatmaps": (("kappa",), lambda a: plot_kappa_heatmaps(_read_csv(a.kappa), a.out)),
     "fig07_rsa": (("rsa", "members"), lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out)),
@@ -517,6 +526,9 @@ FIGURES = {
 }
 
 
+OPTIONAL = {"fig03_conditions": ("order",)}  # --order: conditions.csv of the experiment to order by
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.figures", description=__doc__.splitlines()[0])
@@ -525,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         sub = figures.add_parser(name)
         for option in inputs:
             sub.add_argument(f"--{option.replace('_', '-')}", required=True)
+        for option in OPTIONAL.get(name, ()):
+            sub.add_argument(f"--{option.replace('_', '-')}")
         sub.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     FIGURES[args.figure][1](args)

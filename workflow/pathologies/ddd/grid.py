@@ -49,7 +49,7 @@ RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
 # Keys of a `ddd` experiment that configure the analysis rather than the models.
 ANALYSIS_KEYS = ("n_boot", "ci_level", "analysis_seed", "loose_max_exceptions", "in_between_rule",
                  "models_per_condition", "rsa_images", "rsa_layers", "predictions_csv", "exclude_ids",
-                 "superclasses", "label_ambiguity", "human")
+                 "superclasses", "label_ambiguity", "human", "condition_order")
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,10 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
     if experiment["dataset"] not in config["datasets"]:
         raise UserError(f"config key {key}.dataset: {experiment['dataset']!r} is not a dataset; define it under "
                         f"`datasets` (have: {', '.join(sorted(config['datasets']))})")
+    reference = experiment["condition_order"]
+    if reference is not None and (reference == name or reference not in config.get("ddd", {})):
+        raise UserError(f"config key {key}.condition_order: {reference!r} is not another ddd experiment "
+                        f"(have: {', '.join(sorted(set(config['ddd']) - {name}))})")
     if "base" not in experiment or "conditions" not in experiment:
         if "base" in experiment or "conditions" in experiment or not experiment["predictions_csv"]:
             raise UserError(f"config key {key}: give a base run and conditions, or only predictions_csv "

@@ -72,6 +72,11 @@ class DddRules:
     def predictions(self, name: str) -> list[str]:
         return [f"{self.run_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
 
+    def condition_order(self, name: str) -> list[str]:
+        """[conditions.csv of the experiment named by ``condition_order``] (Figures 15 / 16), else []."""
+        reference = self.experiment(name).options["condition_order"]
+        return [f"{RESULTS}/{reference}/conditions.csv"] if reference else []
+
     def trained(self, name: str) -> bool:
         """Whether the experiment trains models (False: only external ``predictions_csv`` models)."""
         return bool(self.experiment(name).members)
@@ -154,6 +159,6 @@ class DddRules:
                 for path in (*self.tables(name), f"{RESULTS}/{name}/summary.txt", *self.figures(name))]
 
 
-def figure_options(input: Mapping[str, str]) -> str:
-    """Command-line options of :mod:`pathologies.ddd.figures` from a rule's named inputs."""
-    return " ".join(f"--{key.replace('_', '-')} {path}" for key, path in input.items())
+def figure_options(input: Mapping[str, Any]) -> str:
+    """Command-line options of :mod:`pathologies.ddd.figures` from a rule's named inputs (empty ones left out)."""
+    return " ".join(f"--{key.replace('_', '-')} {path}" for key, path in input.items() if path)
