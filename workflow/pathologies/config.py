@@ -83,7 +83,7 @@ def validate_schema(config: Mapping[str, Any], schema: dict | None = None) -> di
 
 def check_models(config: dict, schema: dict) -> None:
     """Check that ``models`` is not empty and that every model's dataset, recipe and overrides are valid."""
-    if not config.setdefault("models", {}):
+    if not config.setdefault("models", {}) and not config.get("ddd"):
         raise UserError("config key models: no models to train; declare `models` or a `ddd` experiment "
                         "(see config/README.md)")
     _check_references(config, schema)

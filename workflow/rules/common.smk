@@ -81,7 +81,7 @@ def all_targets():
     return [
         *[dataset_file(name) for name in sorted({spec.dataset for spec in RUNS.values()})],
         *all_model_outputs("predictions.h5"),
-        "results/figures/learning_curves.png",
+        *(["results/figures/learning_curves.png"] if RUNS else []),  # none when a DDD experiment only reads CSVs
         *SIS.targets(),  # sis.smk
         *DDD.targets(),  # consistency.smk
         *OVERINTERP.targets(),  # overinterpretation.smk

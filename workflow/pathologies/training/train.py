@@ -96,8 +96,9 @@ class InMemorySplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in ``order`` (a permutation of row indices) or in stored order."""
+    def batches(self, batch_size: int, order: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order`` (a permutation of row indices) or in stored order (``generator``: unused)."""
         for start in range(0, len(self), batch_size):
             if order is None:
                 yield self.x[start : start + batch_size], self.y[start : start + batch_size]
@@ -110,22 +111,27 @@ class StreamedSplit:
     """A split of an ImageNet index, decoded from disk by DataLoader workers and normalised on the device."""
 
     def __init__(self, dataset_path: str | Path, split: str, mean, std, device: torch.device,
-                 keep: np.ndarray | None = None, workers: int = 4):
+                 keep: np.ndarray | None = None, workers: int = 4, random_resized_crop: bool = False):
         from ..data.imagenet import ImageIndexDataset
 
-        dataset = ImageIndexDataset(dataset_path, split)
+        dataset = ImageIndexDataset(dataset_path, split, random_resized_crop=random_resized_crop)
         rows = np.arange(len(dataset)) if keep is None else keep
         self.dataset = torch.utils.data.Subset(dataset, rows.tolist())
         self.labels = dataset.labels[rows]
         self.ids = dataset.ids[rows]
         self.mean, self.std, self.device, self.workers = mean, std, device, workers
+        self.random_resized_crop = random_resized_crop
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, order: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order``; with random crops, ``generator`` seeds the workers (one draw per call)."""
+        seed = None if generator is None or not self.random_resized_crop else torch.Generator().manual_seed(
+            int(torch.randint(2**62, (1,), generator=generator)))
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, num_workers=self.workers,
+            self.dataset, batch_size=batch_size, num_workers=self.workers, generator=seed,
             sampler=None if order is None else order.tolist(), pin_memory=self.device.type == "cuda")
         for images, labels in loader:
             yield (to_model_input(images, self.mean, self.std, self.device),
@@ -136,10 +142,16 @@ Split = InMemorySplit | StreamedSplit
 
 
 def open_split(dataset_path: str | Path, split: str, info, device: torch.device,
-               keep: np.ndarray | None = None, workers: int = 4) -> Split:
-    """Hold array-storage splits in memory; stream index-storage (ImageNet) splits from disk."""
+               keep: np.ndarray | None = None, workers: int = 4, random_resized_crop: bool = False) -> Split:
+    """Hold array-storage splits in memory; stream index-storage (ImageNet) splits from disk.
+
+    ``random_resized_crop`` (index storage only) crops every training image afresh from the original.
+    """
     if info.storage == "index":
-        return StreamedSplit(dataset_path, split, info.mean, info.std, device, keep, workers)
+        return StreamedSplit(dataset_path, split, info.mean, info.std, device, keep, workers, random_resized_crop)
+    if random_resized_crop:
+        raise UserError(f"recipe key random_resized_crop: {dataset_path} stores {info.kind} images at their "
+                        "final size; it applies to ImageNet index datasets only (use crop_padding here)")
     return InMemorySplit.load(dataset_path, split, info.mean, info.std, device, keep)
 
 
@@ -169,7 +181,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
     model.train()
     order = torch.randperm(len(data), generator=generator)
     losses, corrects = [], []  # kept on the device: no synchronisation per step
-    batches = data.batches(recipe["batch_size"], order)
+    batches = data.batches(recipe["batch_size"], order, generator)
     for xb, yb in tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress,
                        leave=False, file=sys.stderr, mininterval=5):
         if recipe["crop_padding"] or recipe["hflip"]:
@@ -306,7 +318,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
         raise UserError(f"models.{spec['model']}: data_part {recipe['data_part']} of data_fraction "
                         f"{recipe['data_fraction']} has no images ({dataset_path} has {n_train} training images); "
                         "use a larger data_fraction")
-    train = open_split(dataset_path, "train", info, device, keep, workers)
+    train = open_split(dataset_path, "train", info, device, keep, workers, recipe["random_resized_crop"])
     eval_splits = {name: open_split(dataset_path, name, info, device, workers=workers)
                    for name in spec["dump_splits"]}
 
