@@ -58,11 +58,12 @@ def test_lint_is_clean():
 
 
 # Jobs each config must expand to, derived from the papers' designs as the configs declare them.
-DDD_TRAININGS = 1 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 2  # A.1: base, nesterov, half batch, init, lr,
-# nondeterministic, data order, architecture, half data, combined, two disjoint halves (+1/+10 epochs: no job)
+DDD_TRAININGS = 1 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 1  # A.1: base, nesterov, half batch, init, lr,
+# nondeterministic, data order, architecture, half data, combined, two disjoint halves (+1/+10 epochs: no job;
+# the first half is the half-data run, trained once and used twice)
 EXPECTED_JOBS = {
-    # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 17 + retraining (bs, random) x (aug, not) x 2 replicates
-    "config.yaml": {"train": 2 + 1 + 17 + 2 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
+    # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 16 + retraining (bs, random) x (aug, not) x 2 replicates
+    "config.yaml": {"train": 2 + 1 + 16 + 2 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
     # 6 models (3 archs, with/without input dropout) x 5 seeds; retraining: ResNet20's BS and random subsets,
     # the others' BS subsets, each into 3 archs x 5 replicates x (aug, not); SIS shards: test 3 x 100,
     # train 3 x 500, dropout models' test 3 x 100, CIFAR-10.1 3 x 21, CIFAR-10-C sample 3 x 10; pixel subsets
@@ -76,12 +77,21 @@ EXPECTED_JOBS = {
     "imagenet_overinterpretation.yaml": {"train": 1 + 5 + 5, "sis_extract": 100 + 2000, "sis_merge": 2,
                                          "overinterp_subsets_resnet50": 1, "overinterp_evaluate": 11},
     # DDD (base = the SIS source, nesterov, init x 2, data order x 2, ResNet20, two disjoint halves) + retraining
-    # (small CNN, MLP) x (BS, random) x 2 replicates; SIS: test 1 shard + train 2 shards (+ calibrated source)
+    # (small CNN, MLP) x (BS, random) x 2 replicates; SIS: test 1 shard + train 2 shards (+ calibrated source);
+    # DDD Table 1 and accuracy figure as every DDD experiment
     "fashion_mnist.yaml": {"train": 9 + 2 * 2 * 2, "sis_extract": 1 + 2, "sis_merge": 2,
-                           "overinterp_calibrated_sis": 1, "total": 61},
-    "ddd_imagenet.yaml": {"train": DDD_TRAININGS, "total": 49},
-    "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "total": 49},
-    "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "total": 51},
+                           "overinterp_calibrated_sis": 1, "ddd_table1_class_extremes": 1, "total": 64},
+    # every DDD experiment also writes Table 1 (table + figure) and the accuracy figure (13/14); CIFAR-100
+    # adds the superclass table and Figures 11-12 (built-in coarse classes)
+    # ImageNet: the ResNet-18 grid and the A.3 base controls (VGG-11, DenseNet-121 grids: Figures 15-16);
+    # ImageNet and CIFAR-100 also export the human-experiment pages (Figures 18 / 19)
+    "ddd_imagenet.yaml": {"train": 3 * DDD_TRAININGS, "ddd_class_extremes": 3, "ddd_table1_class_extremes": 3,
+                          "ddd_fig13_accuracy": 3, "ddd_fig03_conditions": 3, "ddd_human_pages": 1,
+                          "ddd_fig18_pairs": 1, "total": 149},
+    "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "ddd_superclasses": 1, "ddd_fig11_superclasses": 1,
+                          "ddd_fig12_superclass_categories": 1, "ddd_human_pages": 1, "ddd_fig18_pairs": 1,
+                          "total": 56},
+    "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "ddd_fig13_accuracy": 1, "total": 53},
 }
 DAG_SECONDS = 15.0
 

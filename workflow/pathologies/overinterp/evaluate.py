@@ -39,7 +39,7 @@ from ..cliargs import add_compute_options, named_files
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write_attrs
 from ..models.checkpoint import load_model
 from .subsets import has_masks, read_masks
 
@@ -91,7 +91,7 @@ def _masked(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
 
 
 def split_labels(dataset_path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    with h5py.File(dataset_path, "r") as handle:
+    with read_h5(dataset_path) as handle:
         return handle[split]["labels"][()], handle[split]["ids"][()]
 
 
@@ -155,7 +155,7 @@ def read_evaluation(path: str | Path, dataset: str, split: str) -> SplitEvaluati
     path = Path(path)
     if not path.exists():
         raise UserError(f"evaluation file {path} does not exist; build it with `snakemake {path}`")
-    with h5py.File(path, "r") as handle:
+    with read_h5(path) as handle:
         if f"{dataset}/{split}" not in handle:
             raise UserError(f"evaluation file {path} has no {dataset}/{split}; it has "
                             f"{', '.join(evaluation_groups(handle))}; rebuild it")
@@ -170,7 +170,7 @@ def evaluation_groups(handle: h5py.File) -> list[str]:
 
 def evaluation_splits(path: str | Path, dataset: str) -> list[str]:
     """The splits of ``dataset`` stored in an evaluation file, in file order."""
-    with h5py.File(path, "r") as handle:
+    with read_h5(path) as handle:
         if dataset not in handle:
             raise UserError(f"evaluation file {path} has no dataset {dataset!r}; rebuild it")
         return list(handle[dataset].keys())

@@ -39,16 +39,13 @@ import seaborn as sns  # noqa: E402
 
 from ..data.layout import dataset_info, mask_colour  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py, read_json_attr  # noqa: E402
+from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows, threshold_name  # noqa: E402
 
 
-def _open(path: str | Path) -> h5py.File:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist; build it with `snakemake {path}`")
-    return h5py.File(path, "r")
+def _open(path: str | Path):
+    return read_h5(path, "input file")
 
 
 def _save(figure, out: str | Path) -> None:
@@ -325,14 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "curves":
         plot_curves(args.sis, args.images, args.seed, args.out)
     elif args.command == "sizes":
-        plot_sizes(pd.read_csv(args.correctness), pd.read_csv(args.increase), pd.read_csv(args.by_class),
+        plot_sizes(read_csv(args.correctness), read_csv(args.increase), read_csv(args.by_class),
                    args.threshold, args.out)
     elif args.command == "accuracy":
-        plot_accuracy(pd.read_csv(args.accuracy), args.dataset, args.out)
+        plot_accuracy(read_csv(args.accuracy), args.dataset, args.out)
     elif args.command == "ensemble":
         plot_ensemble(args.ensemble_sis, args.member_sis, args.threshold, args.images, args.out)
     else:
-        plot_shifted(pd.read_csv(args.by_split), args.out)
+        plot_shifted(read_csv(args.by_split), args.out)
     return 0
 
 

@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 
 from ..data.layout import dataset_info, mask_colour  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py, read_json_attr  # noqa: E402
+from ..io import atomic_output, read_csv, read_h5, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows  # noqa: E402
 from .subset_masks import apply_masks, backward_selection_features, feature_masks, subset_size  # noqa: E402
@@ -44,7 +44,7 @@ SCALE = 8  # each pixel drawn as SCALE x SCALE screen pixels
 
 def benchmark_items(sis_path: str | Path, fractions: Sequence[float], images: int, seed: int) -> pd.DataFrame:
     """The items (one row each, shuffled) with their truth; ``image`` holds the masked uint8 image."""
-    with h5py.File(sis_path, "r") as handle:
+    with read_h5(sis_path) as handle:
         order, rows = handle["order"][()], handle["index"][()]
         labels, classes, patch = handle["label"][()], handle["class"][()], int(handle.attrs["patch"])
         dataset_path, split = str(read_json_attr(handle, "dataset")), str(read_json_attr(handle, "split"))
@@ -116,7 +116,7 @@ function download() {{
 def export(sis_path: str | Path, fractions: Sequence[float], images: int, seed: int, html_out: str | Path,
            key_out: str | Path) -> None:
     """Write the answer page and the answer key, atomically."""
-    with h5py.File(sis_path, "r") as handle:
+    with read_h5(sis_path) as handle:
         class_names = dataset_info(str(read_json_attr(handle, "dataset"))).class_names
     items = benchmark_items(sis_path, fractions, images, seed)
     with atomic_output(html_out) as tmp:
@@ -143,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score", help="score an answers JSON against --key-out instead of exporting")
     args = parser.parse_args(argv)
     if args.score:
-        print(score(json.loads(Path(args.score).read_text()), pd.read_csv(args.key_out)).to_string(index=False))
+        try:
+            answers = json.loads(Path(args.score).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"--score {args.score}: cannot read the answers JSON ({err})") from None
+        print(score(answers, read_csv(args.key_out, "answer key")).to_string(index=False))
         return 0
     if args.images < 1:
         raise UserError(f"--images {args.images} must be at least 1")

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_csv
 from .evaluate import evaluation_splits, read_evaluation
 
 ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "eval_on",
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sis-summary", required=True, help="summary.csv of pathologies.overinterp.sis_sizes")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    build_tables(read_spec(args.spec), pd.read_csv(args.sis_summary), args.out_dir)
+    build_tables(read_spec(args.spec), read_csv(args.sis_summary, "SIS summary table"), args.out_dir)
     return 0
 
 

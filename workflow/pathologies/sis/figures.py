@@ -24,17 +24,15 @@ import seaborn as sns  # noqa: E402
 
 from ..data.layout import dataset_info  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py, read_json_attr  # noqa: E402
+from ..io import atomic_output, read_h5, read_json_attr  # noqa: E402
 from .engine import Masking  # noqa: E402
 from .extract import load_rows, threshold_name  # noqa: E402
 
 MAX_COLUMNS = 4
 
 
-def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
-    return h5py.File(path, "r")
+def _open(path: str | Path):
+    return read_h5(path, "SIS file")
 
 
 def file_label(path: str | Path) -> str:
