@@ -98,8 +98,8 @@ def test_rules_helper_gives_paths_and_arguments():
     cfg = config()
     rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
-    assert rules.subset_sis("exp") == {"train": "results/sis/cnn/seed0/digits/train.h5",
-                                       "test": "results/sis/cnn/seed0/digits/test.h5"}
+    assert rules.subset_sis("exp") == {"train": "results/sis/train/cnn/seed0/digits/train.h5",
+                                       "test": "results/sis/test/cnn/seed0/digits/test.h5"}
     args = rules.subset_args("exp")
     assert "--subset random 0.05 1 exp.random5.d1 results/overinterp/exp/subsets/random5_d1.h5" in args
     assert args.count("--subset") == len(rules.subset_files("exp")) == 3 * 4
@@ -157,6 +157,23 @@ def test_a_generated_name_that_is_taken_is_an_error():
         validate(raw)
 
 
+def test_a_second_sis_run_of_the_source_must_be_chosen_in_sis_runs():
+    raw = copy.deepcopy(BASE)
+    raw["sis"]["runs"]["ties"] = {"models": ["cnn"], "seeds": [0], "split": "test", "sample": 10,
+                                  "tie_break": "random", "repeats": 3}
+    with pytest.raises(UserError, match=r"overinterpretation\.exp\.source\.sis_runs: SIS runs test, ties\.r0, "
+                                        r"ties\.r1, ties\.r2 all extract cnn seed 0 on digits/test"):
+        validate(raw)
+    raw["overinterpretation"]["exp"]["source"]["sis_runs"] = ["test", "train"]
+    cfg = validate(raw)
+    experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
+    assert experiment.source_sis("test") == "results/sis/test/cnn/seed0/digits/test.h5"
+    assert not any("/ties" in s.path for s in experiment.sis_files)
+    raw["overinterpretation"]["exp"]["source"]["sis_runs"] = ["nope"]
+    with pytest.raises(UserError, match=r"source\.sis_runs\.0: 'nope' is not a run"):
+        validate(raw)
+
+
 def test_shifted_test_sets_are_evaluated_and_their_sis_analysed():
     raw = copy.deepcopy(BASE)
     raw["datasets"].update({"c10c": {"kind": "cifar10c", "corruptions": ["fog"], "severities": [1, 5]},
@@ -168,7 +185,7 @@ def test_shifted_test_sets_are_evaluated_and_their_sis_analysed():
     experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
     full = {(e.model, e.seed, e.eval_dataset) for e in experiment.evaluations if e.eval_on == "full"}
     assert {("cnn", 1, "c10c"), ("cnn", 1, "c101"), ("cnn_dropout", 0, "c10c")} <= full
-    assert ("results/sis/cnn/seed0/c10c/fog_s5.h5", "c10c") in {(s.path, s.dataset) for s in experiment.sis_files}
+    assert ("results/sis/shifted/cnn/seed0/c10c/fog_s5.h5", "c10c") in {(s.path, s.dataset) for s in experiment.sis_files}
 
 
 def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
@@ -200,7 +217,7 @@ def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
     rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
     assert rules.subset_origins("exp") == ["digits", "c10c"]
-    assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/cnn/seed0/c10c/fog_s5.h5"}
+    assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/shifted/cnn/seed0/c10c/fog_s5.h5"}
     assert " --stream c10c " in rules.subset_args("exp", "c10c") and "--stream" not in rules.subset_args("exp")
     assert rules.dataset("exp", "c10c") == "results/data/c10c.h5"
     assert all(path.startswith("results/overinterp/exp/subsets/c10c/") for path in rules.subset_files("exp", "c10c"))

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ..config import check_recipe, run_specs
 from ..errors import UserError
-from ..sis.jobs import sis_jobs
+from ..sis.jobs import SisJob, sis_jobs
 
 RESULTS = "results/overinterp"
 SUBSET_KIND = "pixel_subset"
@@ -49,9 +49,45 @@ def percent_name(fraction: float) -> str:
     return f"{fraction * 100:g}".replace(".", "p")
 
 
-def sis_path(model: str, seed: int, dataset: str, split: str) -> str:
-    """The merged SIS file of a trained model on one dataset split (written by the sis stage)."""
-    return f"results/sis/{model}/seed{seed}/{dataset}/{split}.h5"
+class ExperimentSis(Mapping):
+    """The SIS jobs an experiment reads, keyed by (model, seed, dataset, split).
+
+    Only runs named in ``source.sis_runs`` count (all when null). A key that several of those runs
+    extract is ambiguous: reading it raises UserError asking to name the run, so runs the experiment
+    does not need (e.g. a random tie-breaking repeat of the source) never stop it.
+    """
+
+    def __init__(self, name: str, spec: Mapping, jobs: Mapping[tuple, SisJob]):
+        allowed = spec["source"].get("sis_runs")
+        self.where = f"overinterpretation.{name}.source.sis_runs"
+        if allowed is not None:
+            known = {job.group for job in jobs.values()} | {job.run for job in jobs.values()}
+            for i, run in enumerate(allowed):
+                if run not in known:
+                    raise UserError(f"config key {self.where}.{i}: {run!r} is not a run under `sis.runs` "
+                                    f"with any model (have: {', '.join(sorted(known)) or 'none'})")
+        self.found: dict[tuple, list[SisJob]] = {}
+        for job in jobs.values():
+            if allowed is None or job.run in allowed or job.group in allowed:
+                self.found.setdefault((job.model, job.seed, job.dataset, job.split), []).append(job)
+
+    def __getitem__(self, key: tuple) -> SisJob:
+        found = self.found[key]
+        if len(found) > 1:
+            model, seed, dataset, split = key
+            raise UserError(f"config key {self.where}: SIS runs {', '.join(j.run for j in found)} all extract "
+                            f"{model} seed {seed} on {dataset}/{split}; list the one this experiment reads")
+        return found[0]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.found)
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def path(self, model: str, seed: int, dataset: str, split: str) -> str:
+        """The merged SIS file of (model, seed) on dataset/split (written by the sis stage)."""
+        return self[(model, seed, dataset, split)].path
 
 
 def evaluation_path(experiment: str, model: str, seed: int) -> str:
@@ -130,13 +166,14 @@ class OverinterpExperiment:
     ensembles: dict[str, list[tuple[str, int]]]
     ensemble_sis: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
+    sis: ExperimentSis | None = None
 
     @property
     def folder(self) -> str:
         return f"{RESULTS}/{self.name}"
 
     def source_sis(self, split: str) -> str:
-        return sis_path(self.source_model, self.source_seed, self.dataset, split)
+        return self.sis.path(self.source_model, self.source_seed, self.dataset, split)
 
     def as_dict(self) -> dict:
         """JSON-ready description for the table and figure modules."""
@@ -169,9 +206,9 @@ def add_overinterp_models(config: dict, schema: dict) -> None:
         return
     jobs = sis_jobs(config, run_specs(config))
     for name, spec in experiments.items():
-        _check(name, spec, config, jobs)
+        _check(name, spec, config, ExperimentSis(name, spec, jobs))
     for name, spec in experiments.items():
-        datasets, models = _generated(name, spec, config, jobs)
+        datasets, models = _generated(name, spec, config, ExperimentSis(name, spec, jobs))
         for section, entries in (("datasets", datasets), ("models", models)):
             for entry_name, entry in entries.items():
                 existing = config[section].get(entry_name)
@@ -358,6 +395,7 @@ def _generated(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> tupl
 
 def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> OverinterpExperiment:
     """Every job and table row of one checked experiment (``jobs``: :func:`pathologies.sis.jobs.sis_jobs`)."""
+    jobs = ExperimentSis(name, spec, jobs)
     models_cfg = config["models"]
     source = spec["source"]
     dataset = models_cfg[source["model"]]["dataset"]
@@ -400,7 +438,7 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
                     add(run.model, seed, subset.name, "retrained", run.condition, run.arch, run.kind, run.fraction,
                         run.augment, run.kind, run.fraction, run.draw)
 
-    sis_files = [SisFile(sis_path(m, s, d, split), m, s, d, split, "original")
+    sis_files = [SisFile(jobs.path(m, s, d, split), m, s, d, split, "original")
                  for (m, s, d, split) in jobs if (m, s) in pretrained and d in (dataset, *spec["shifted"])]
     calibration = spec["calibration"]
     calibrations = list(pretrained) if calibration["enabled"] else []
@@ -414,7 +452,8 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
         evaluations=evaluations, sis_files=sis_files,
         calibrations=calibrations, calibrated_sis=calibrated, ensembles=ensembles, ensemble_sis={},
         options={"calibration": dict(calibration), "figures": dict(spec["figures"]),
-                 "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"]})
+                 "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"]},
+        sis=jobs)
     for m, s in calibrated:
         sis_files.append(SisFile(experiment.calibrated_sis_path(m, s), m, s, dataset, "test", "calibrated"))
     for ens in ensembles:

@@ -2,7 +2,7 @@
 
 Usage (what the ``overinterp_human_benchmark`` rule runs)::
 
-    python -m pathologies.overinterp.human_benchmark --sis results/sis/<model>/seed<seed>/<dataset>/test.h5 \
+    python -m pathologies.overinterp.human_benchmark --sis results/sis/<run>/<model>/seed<seed>/<dataset>/test.h5 \
         --fractions 0.05 0.3 0.5 --images 100 --seed 0 \
         --html-out .../human_benchmark/index.html --key-out .../human_benchmark/key.csv
 

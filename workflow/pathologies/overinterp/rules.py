@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 from ..config import RunSpec
 from ..errors import UserError
 from ..sis.jobs import sis_jobs
-from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments, sis_path
+from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments
 
 TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
           "tables.md")
@@ -68,7 +68,7 @@ class OverinterpRules:
         """{split: SIS file} the subset datasets are cut from."""
         subset = self._subsets(name, origin)[0]
         experiment = self.experiment(name)
-        return {split: sis_path(experiment.source_model, experiment.source_seed, subset.source, split)
+        return {split: experiment.sis.path(experiment.source_model, experiment.source_seed, subset.source, split)
                 for split in subset.splits}
 
     def subset_args(self, name: str, origin: str | None = None) -> str:
@@ -92,7 +92,7 @@ class OverinterpRules:
     def source_sis_spec(self, name: str, model: str, seed: int | str) -> str:
         """The test-split SIS job of (model, seed) as JSON: the settings calibrated/ensemble SIS reuse."""
         experiment = self.experiment(name)
-        job = self.jobs[(model, int(seed), experiment.dataset, "test")]
+        job = experiment.sis[(model, int(seed), experiment.dataset, "test")]
         return json.dumps(job.as_dict(), sort_keys=True)
 
     def ensemble_members(self, name: str, ensemble: str) -> list[tuple[str, int]]:
@@ -111,9 +111,9 @@ class OverinterpRules:
 
     def member_sis(self, name: str, ensemble: str) -> list[str]:
         """Test SIS files of the ensemble's members that have one (for the ensemble-vs-members figure)."""
-        dataset = self.experiment(name).dataset
-        return [sis_path(m, s, dataset, "test") for m, s in self.ensemble_members(name, ensemble)
-                if (m, s, dataset, "test") in self.jobs]
+        experiment = self.experiment(name)
+        return [experiment.sis.path(m, s, experiment.dataset, "test") for m, s in self.ensemble_members(name, ensemble)
+                if (m, s, experiment.dataset, "test") in experiment.sis]
 
     # -- evaluations and analyses
 

@@ -9,7 +9,7 @@ differs between draws. A feature is a pixel, or a ``patch`` x ``patch`` block as
 Usage (what the ``overinterp_subsets_<experiment>`` rule runs: every subset of an experiment in one job)::
 
     python -m pathologies.overinterp.subsets --dataset results/data/digits.h5 \
-        --sis train=results/sis/digits_cnn/seed0/digits/train.h5 --sis test=.../test.h5 --seed 0 \
+        --sis train=results/sis/digits_train/digits_cnn/seed0/digits/train.h5 --sis test=.../test.h5 --seed 0 \
         --subset bs 0.1 -1 exp.bs10 results/overinterp/exp/subsets/bs10.h5 \
         --subset random 0.1 2 exp.random10.d2 results/overinterp/exp/subsets/random10_d2.h5
 
