@@ -104,3 +104,48 @@ def test_calibration_ensembles_sizes_figures_and_report(finished):
     names = report_names("--configfile", str(CONFIG), cwd=finished)
     assert any(name.endswith("heatmaps.png") for name in names)
     assert any(name.endswith("accuracy.csv") for name in names)
+
+
+def test_mask_only_control_and_agreement_with_the_source(finished):
+    """Beyond the paper: every BS row beside its mask-only leakage floor; agreement recomputed from the files."""
+    accuracy = pd.read_csv(finished / TABLES / "accuracy.csv")
+    leakage = pd.read_csv(finished / TABLES / "leakage.csv").set_index(["arch", "test_set"])
+    assert len(leakage) == 2 * 2  # 2 archs x 2 test sets
+    by_split = pd.read_csv(finished / TABLES / "accuracy_by_split.csv")
+    for test_set in ("digits", "digits_resplit"):
+        with h5py.File(finished / "results/overinterp/digits/eval/digits_cnn/seed0.h5") as handle:
+            source = dict(zip(handle[f"{test_set}/test/ids"][()].tolist(), handle[f"{test_set}/test/pred"][()].tolist()))
+        for arch in ("small_cnn", "mlp"):
+            row = leakage.loc[(arch, test_set)]
+            for kind in ("bs", "mask"):
+                dataset = f"digits.{kind}10" if test_set == "digits" else f"digits.{test_set}.{kind}10"
+                agree, agree_wrong = [], []
+                for seed in (0, 1):
+                    with h5py.File(finished / f"results/overinterp/digits/eval/digits.{arch}.{kind}10/seed{seed}.h5") as h:
+                        group = h[f"{dataset}/test"]
+                        pred, labels, ids = group["pred"][()], group["labels"][()], group["ids"][()]
+                    src = np.array([source[i] for i in ids.tolist()])
+                    agree.append(100 * np.mean(pred == src))
+                    agree_wrong.append(100 * np.mean((pred == src)[src != labels]))
+                assert row[f"{kind}_agree_mean"] == pytest.approx(np.mean(agree))
+                assert row[f"{kind}_agree_wrong_mean"] == pytest.approx(np.mean(agree_wrong))
+                mine = accuracy[(accuracy["condition"] == f"{arch}.{kind}10") & (accuracy["eval_on"] == kind)
+                                & (accuracy["test_set"] == test_set)]
+                assert row[f"{kind}_accuracy_mean"] == pytest.approx(mine["accuracy_mean"].item())
+    assert by_split["agree_source"].notna().all()
+    with h5py.File(finished / "results/overinterp/digits/subsets/mask10.h5") as handle:
+        images, masks = handle["test/images"][()], handle["test/masks"][()]
+        assert handle.attrs["subset_kind"] == "mask" and (images[masks] == 255).all()
+        assert len(np.unique(images[~masks])) == 1  # the mean colour: no pixel value of the image survives
+    assert (finished / "results/overinterp/digits/figures/leakage.png").stat().st_size > 1000
+
+
+def test_noisy_linear_masking_experiment(finished):
+    """ROAD imputation: subsets hold imputed pixels, evaluated as stored (no zeroing), BS and mask rows."""
+    with h5py.File(finished / "results/overinterp/digits_road/subsets/bs10.h5") as handle:
+        assert handle.attrs["masking"] == "noisy_linear"
+    with h5py.File(finished / "results/overinterp/digits_road/eval/digits_cnn/seed0.h5") as handle:
+        assert not handle["digits_road.bs10/test"].attrs["masked"]
+    leakage = pd.read_csv(finished / "results/overinterp/digits_road/tables/leakage.csv")
+    assert list(leakage["arch"]) == ["small_cnn"] and leakage["mask_accuracy_mean"].notna().all()
+    assert (finished / "results/overinterp/digits_road/figures/leakage.png").stat().st_size > 1000

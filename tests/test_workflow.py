@@ -61,19 +61,22 @@ def test_lint_is_clean():
 DDD_TRAININGS = 1 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 2  # A.1: base, nesterov, half batch, init, lr,
 # nondeterministic, data order, architecture, half data, combined, two disjoint halves (+1/+10 epochs: no job)
 EXPECTED_JOBS = {
-    # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 17 + retraining (bs, random) x (aug, not) x 2 replicates
-    "config.yaml": {"train": 2 + 1 + 17 + 2 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
+    # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 17 + retraining (bs, random, mask-only control) x
+    # (aug, not) x 2 replicates
+    "config.yaml": {"train": 2 + 1 + 17 + 3 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
     # 6 models (3 archs, with/without input dropout) x 5 seeds; retraining: ResNet20's BS and random subsets,
-    # the others' BS subsets, each into 3 archs x 5 replicates x (aug, not); SIS shards: test 3 x 100,
+    # the others' BS subsets, and every BS retraining's mask-only control, each into 3 archs x 5 replicates x
+    # (aug, not); SIS shards: test 3 x 100,
     # train 3 x 500, dropout models' test 3 x 100, CIFAR-10.1 3 x 20, CIFAR-10-C sample 3 x 10, S4.8 random
     # ties 3 repeats x 10, S4.10 gradient k = 1 3 x 10, float32 ties (Figure 3a as published) 100; pixel subsets
     # of CIFAR-10.1 and the CIFAR-10-C sample (where the sources have SIS) for each of the 3 experiments;
     # figures (examples, curves, heatmaps) of each of the 8 SIS runs
-    "cifar10_overinterpretation.yaml": {"train": 6 * 5 + (2 + 1 + 1) * 3 * 5 * 2,
+    "cifar10_overinterpretation.yaml": {"train": 6 * 5 + (3 + 2 + 2) * 3 * 5 * 2,
                                         "sis_extract": 300 + 1500 + 300 + 60 + 30 + 30 + 30 + 100,
                                         "sis_merge": 15 + 3 + 3 + 1, "sis_figures": 8, "sis_heatmaps": 8,
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
-                                        "overinterp_subsets_vgg16_bn_cifar10c": 1, "total": 2771},
+                                        "overinterp_subsets_vgg16_bn_cifar10c": 1, "overinterp_fig_leakage": 3,
+                                        "total": 2954},
     # pretrained ResNet50 + 5 replicates on 10% BS subsets + 5 on random subsets (Table S7); SIS shards:
     # validation 100, train 2,000
     "imagenet_overinterpretation.yaml": {"train": 1 + 5 + 5, "sis_extract": 100 + 2000, "sis_merge": 2,

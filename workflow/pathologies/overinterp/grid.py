@@ -25,6 +25,9 @@ Expansion adds, after validation:
 - ``models``: ``<exp>.<arch>.bs<pct>[.aug]`` (seeds 0..replicates-1, all on the BS subsets) and
   ``<exp>.<arch>.random<pct>.d<r>[.aug]`` (seed r on random draw r), ordinary training runs of
   rule ``train``. Without augmentation their recipe has ``crop_padding: 0, hflip: false``.
+  With ``retrain.mask_control`` (default) and BS retraining, also ``<exp>.mask<pct>`` datasets (the BS
+  keep-mask alone, no pixel values) and ``<exp>.<arch>.mask<pct>[.aug]`` models trained on them: the
+  leakage floor reported beside every BS row.
 
 :func:`expand` lists every evaluation (model x seed x dataset), SIS file and table row of an
 experiment for :mod:`pathologies.overinterp.rules`.
@@ -276,6 +279,15 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
     if spec["threshold"] not in test_job.settings["thresholds"]:
         raise UserError(f"config key {key}.threshold: {spec['threshold']} is not among the thresholds "
                         f"{test_job.settings['thresholds']} of SIS run {test_job.run!r}; add it there or change it")
+    human = spec["human_benchmark"]
+    if human is not None:
+        for i, model in enumerate(human["models"]):
+            if (model, source["seed"], dataset, "test") not in jobs:
+                raise UserError(f"config key {key}.human_benchmark.models.{i}: {model!r} seed {source['seed']} has "
+                                f"no SIS on {dataset}/test; add it to a `sis.runs` entry the experiment reads")
+        if human["shares"] and len(human["shares"]) != len(human["models"] or [source["model"]]):
+            raise UserError(f"config key {key}.human_benchmark.shares: {len(human['shares'])} shares for "
+                            f"{len(human['models']) or 1} model(s); give one per model")
     for ensemble, entry in spec["ensembles"].items():
         first = _ensemble_members(entry, models)[0]
         if (first[0], first[1], dataset, "test") not in jobs:
@@ -309,6 +321,15 @@ def _draws(spec: Mapping) -> int:
     return max(spec["random_draws"], replicates)
 
 
+def _mask_control(spec: Mapping, config: Mapping) -> bool:
+    """Whether the experiment trains mask-only controls beside its BS retraining (not on image indexes:
+    ImageNet subsets are masked while streaming, with the mean colour only)."""
+    retrain = spec["retrain"]
+    dataset = config["models"][spec["source"]["model"]]["dataset"]
+    return (retrain is not None and retrain["mask_control"] and "bs" in retrain["subsets"]
+            and config["datasets"][dataset]["kind"] != "imagenet")
+
+
 def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[str, Subset]:
     """The source's subsets, then those of each shifted test set it has SIS of."""
     source = spec["source"]
@@ -330,6 +351,11 @@ def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[s
                 rnd = Subset(f"{prefix}.random{pct}.d{draw}", "random", fraction, draw,
                              f"{folder}/random{pct}_d{draw}.h5", splits, origin)
                 subsets[rnd.name] = rnd
+        if _mask_control(spec, config):
+            pct = percent_name(spec["retrain"]["fraction"])
+            mask = Subset(f"{prefix}.mask{pct}", "mask", spec["retrain"]["fraction"], -1, f"{folder}/mask{pct}.h5",
+                          splits, origin)
+            subsets[mask.name] = mask
     return subsets
 
 
@@ -367,6 +393,11 @@ def _retrained(name: str, spec: Mapping, config: Mapping) -> list[Retrained]:
                     runs += [Retrained(f"{name}.{arch}.random{pct}.d{r}{suffix}", condition, (r,), arch, kind,
                                        retrain["fraction"], augment, f"{name}.random{pct}.d{r}", r)
                              for r in range(retrain["replicates"])]
+            if _mask_control(spec, config):  # the leakage floor beside every BS retraining
+                for augment in retrain["augment"]:
+                    condition = f"{arch}.mask{pct}{'.aug' if augment else ''}"
+                    runs.append(Retrained(f"{name}.{condition}", condition, tuple(range(retrain["replicates"])),
+                                          arch, "mask", retrain["fraction"], augment, f"{name}.mask{pct}", -1))
     return runs
 
 
@@ -452,7 +483,8 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
         evaluations=evaluations, sis_files=sis_files,
         calibrations=calibrations, calibrated_sis=calibrated, ensembles=ensembles, ensemble_sis={},
         options={"calibration": dict(calibration), "figures": dict(spec["figures"]),
-                 "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"]},
+                 "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"],
+                 "masking": spec["masking"]},
         sis=jobs)
     for m, s in calibrated:
         sis_files.append(SisFile(experiment.calibrated_sis_path(m, s), m, s, dataset, "test", "calibrated"))

@@ -15,7 +15,7 @@ from ..sis.jobs import sis_jobs
 from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments
 
 TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
-          "tables.md")
+          "leakage.csv", "tables.md")
 
 
 class OverinterpRules:
@@ -79,7 +79,8 @@ class OverinterpRules:
                            for s in self._subsets(name, origin))
         # a shifted test set's random subsets draw from their own streams, not from the source's test split's
         stream = f" --stream {origin}" if origin not in (None, experiment.dataset) else ""
-        return f"{sis} --seed {experiment.options['random_seed']}{stream} {subsets}"
+        masking = f" --masking {experiment.options['masking']}" if experiment.options["masking"] != "mean" else ""
+        return f"{sis} --seed {experiment.options['random_seed']}{stream}{masking} {subsets}"
 
     # -- calibration, SIS of calibrated models and ensembles
 
@@ -149,13 +150,32 @@ class OverinterpRules:
         if options is None:
             raise UserError(f"experiment {name!r} exports no human benchmark; set its `human_benchmark`")
         fractions = " ".join(repr(float(f)) for f in options["fractions"])
-        return f"--fractions {fractions} --images {options['images']} --seed {options['seed']}"
+        shares = f" --shares {' '.join(repr(float(s)) for s in options['shares'])}" if options["shares"] else ""
+        sis = " ".join(f"--sis {path}" for path in self.human_benchmark_sis(name))
+        return f"{sis}{shares} --fractions {fractions} --images {options['images']} --seed {options['seed']}"
+
+    def human_benchmark_sis(self, name: str) -> list[str]:
+        """Test SIS files of the models the stimuli mix (the source alone by default)."""
+        experiment = self.experiment(name)
+        options = experiment.options["human_benchmark"]
+        if options is None:
+            raise UserError(f"experiment {name!r} exports no human benchmark; set its `human_benchmark`")
+        models = options["models"] or [experiment.source_model]
+        return [experiment.sis.path(m, experiment.source_seed, experiment.dataset, "test") for m in models]
+
+    def human_answers(self, name: str) -> list[str]:
+        """Participants' answer files to score (Table S6, Figure S11); UserError when none are configured."""
+        options = self.experiment(name).options["human_benchmark"]
+        if not options or not options["answers"]:
+            raise UserError(f"experiment {name!r} lists no human_benchmark.answers to score")
+        return list(options["answers"])
 
     def figures(self, name: str) -> list[str]:
         experiment = self.experiment(name)
         folder = f"{experiment.folder}/figures"
         names = ["heatmaps", "sis_examples", "confidence_curves", "sis_size_correctness", "accuracy"]
         names += ["shifted_accuracy"] if experiment.shifted else []
+        names += ["leakage"] if any(e.train_on == "bs" for e in experiment.evaluations) else []
         return [f"{folder}/{figure}.png" for figure in names] + \
             [f"{folder}/ensemble_{ens}.png" for ens in experiment.ensembles]
 
@@ -167,4 +187,7 @@ class OverinterpRules:
             paths += self.figures(name)
             if experiment.options["human_benchmark"] is not None:
                 paths.append(f"{experiment.folder}/human_benchmark/index.html")
+                if experiment.options["human_benchmark"]["answers"]:
+                    paths += [f"{experiment.folder}/tables/human_accuracy.csv",
+                              f"{experiment.folder}/figures/human_accuracy.png"]
         return paths

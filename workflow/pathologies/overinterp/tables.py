@@ -10,10 +10,15 @@ the stored labels) and calibration files. Accuracies are percentages; "mean ± s
 runs of a row (seeds, and random draws), std with ddof=1. A run's accuracy on a dataset with
 several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--out-dir``:
 
-- ``accuracy_by_split.csv``: one row per evaluation file and split (n, correct, accuracy).
+- ``accuracy_by_split.csv``: one row per evaluation file and split (n, correct, accuracy, and agreement
+  with the source run's prediction on the same images, full: agree_source, n_source_wrong,
+  agree_source_wrong = agreement on the images the source got wrong, NaN when there are none).
 - ``accuracy.csv``: role, condition, arch, source_arch, train_on, train_fraction, augment, test_set,
-  eval_on, eval_fraction, n_runs, accuracy_mean, accuracy_std. ``test_set`` is the dataset the
-  images come from (a pixel subset: the dataset it is cut from).
+  eval_on, eval_fraction, n_runs, accuracy_mean, accuracy_std, agree_source_mean, agree_source_wrong_mean.
+  ``test_set`` is the dataset the images come from (a pixel subset: the dataset it is cut from);
+  ``train_on``/``eval_on`` ``mask``: the mask-only control (the BS keep-mask without pixel values).
+- ``leakage.csv``: every BS-subset retraining row beside its mask-only control and random subsets, with
+  agreement with the source (:mod:`pathologies.overinterp.leakage`).
 - ``ensembles.csv``: ensemble, test_set, eval_on, eval_fraction, n_members, n_runs, ensemble accuracy
   (logits averaged over the members, as pathologies.sis.engine.Scorer) and the members' mean ± std.
 - ``calibration.csv``: model, seed, temperature, ECE before/after (%), NLL on the fitting half
@@ -37,6 +42,7 @@ import pandas as pd
 from ..errors import UserError, cli
 from ..io import atomic_output
 from .evaluate import evaluation_splits, read_evaluation
+from .leakage import leakage_table
 
 ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "eval_on",
             "eval_fraction"]
@@ -49,9 +55,45 @@ def read_spec(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _source_predictions(spec: dict):
+    """{(test set, split): {image id: the source run's prediction on the full image}}, read on demand."""
+    paths = {e["eval_dataset"]: e["path"] for e in spec["evaluations"]
+             if (e["model"], e["seed"], e["role"], e["eval_on"]) == (spec["source_model"], spec["source_seed"],
+                                                                     "pretrained", "full")}
+    cache: dict = {}
+
+    def lookup(test_set: str, split: str) -> dict | None:
+        if (test_set, split) not in cache:
+            path = paths.get(test_set)
+            if path is None:
+                cache[(test_set, split)] = None
+            else:
+                source = read_evaluation(path, test_set, split)
+                cache[(test_set, split)] = dict(zip(source.ids.tolist(), source.pred.tolist()))
+        return cache[(test_set, split)]
+    return lookup
+
+
+def agreement(pred: np.ndarray, labels: np.ndarray, ids: np.ndarray, source: dict | None) -> dict:
+    """Agreement (%) of ``pred`` with the source's predictions ``source`` {id: class}, on all images and on
+    those the source got wrong (NaN where undefined)."""
+    if source is None or not len(ids):
+        return {"agree_source": np.nan, "n_source_wrong": 0, "agree_source_wrong": np.nan}
+    try:
+        src = np.array([source[i] for i in ids.tolist()])
+    except KeyError as err:
+        raise UserError(f"image id {err.args[0]} is evaluated but the source run's evaluation on the full test set "
+                        "lacks it; rebuild the evaluations from the same dataset files") from None
+    same, wrong = pred == src, src != labels
+    return {"agree_source": 100.0 * float(same.mean()), "n_source_wrong": int(wrong.sum()),
+            "agree_source_wrong": 100.0 * float(same[wrong].mean()) if wrong.any() else np.nan}
+
+
 def accuracy_by_split(spec: dict) -> pd.DataFrame:
-    """One row per (evaluation, split): the accuracy recomputed from the stored logits."""
+    """One row per (evaluation, split): the accuracy recomputed from the stored logits, and the agreement
+    with the source run's prediction on the same images (full)."""
     rows = []
+    source = _source_predictions(spec)
     for entry in spec["evaluations"]:
         path, dataset = entry["path"], entry["eval_dataset"]
         for split in evaluation_splits(path, dataset):
@@ -59,7 +101,9 @@ def accuracy_by_split(spec: dict) -> pd.DataFrame:
             correct = int(np.sum(result.pred == result.labels))
             rows.append({**{k: v for k, v in entry.items() if k != "path"},
                          "source_arch": spec["source_arch"], "eval_split": split, "n": len(result.labels),
-                         "correct": correct, "accuracy": 100.0 * correct / len(result.labels), "path": path})
+                         "correct": correct, "accuracy": 100.0 * correct / len(result.labels),
+                         **agreement(result.pred, result.labels, result.ids, source(entry["test_set"], split)),
+                         "path": path})
     return pd.DataFrame(rows)
 
 
@@ -71,12 +115,15 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def accuracy_table(by_split: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over runs; a run's accuracy on a multi-split test set is the mean over splits."""
     keys = [*ROW_KEYS, "source_arch"]
+    measures = ["accuracy", "agree_source", "agree_source_wrong"]
     per_run = (by_split.fillna({"train_fraction": -1, "eval_fraction": -1})
-               .groupby([*keys, "model", "seed", "draw"], sort=False, dropna=False)["accuracy"].mean().reset_index())
+               .groupby([*keys, "model", "seed", "draw"], sort=False, dropna=False)[measures].mean().reset_index())
     rows = []
     for values, group in per_run.groupby(keys, sort=False, dropna=False):
         mean, std = _mean_std(group["accuracy"])
-        rows.append({**dict(zip(keys, values)), "n_runs": len(group), "accuracy_mean": mean, "accuracy_std": std})
+        rows.append({**dict(zip(keys, values)), "n_runs": len(group), "accuracy_mean": mean, "accuracy_std": std,
+                     "agree_source_mean": float(group["agree_source"].mean()),
+                     "agree_source_wrong_mean": float(group["agree_source_wrong"].mean())})
     table = pd.DataFrame(rows)
     return table.replace({"train_fraction": {-1: np.nan}, "eval_fraction": {-1: np.nan}})
 
@@ -181,8 +228,11 @@ def mean_std_text(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
+SUBSET_NAMES = {"bs": "BS subsets", "random": "Random", "mask": "BS masks only"}
+
+
 def _subset_label(on: str, fraction: float, augment: bool | None = None) -> str:
-    text = "Full images" if on == "full" else f"{fraction * 100:g}% {'BS subsets' if on == 'bs' else 'Random'}"
+    text = "Full images" if on == "full" else f"{fraction * 100:g}% {SUBSET_NAMES[on]}"
     return text + (" (+)" if augment else "")
 
 
@@ -205,7 +255,7 @@ def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) 
 
 
 def render(spec: dict, accuracy: pd.DataFrame, ensembles: pd.DataFrame, calibration: pd.DataFrame,
-           sis: pd.DataFrame) -> str:
+           sis: pd.DataFrame, leakage: pd.DataFrame | None = None) -> str:
     """All tables of the experiment as one Markdown document."""
     retrained = accuracy[accuracy["role"] == "retrained"]
     cross = retrained[retrained["arch"] != retrained["source_arch"]]
@@ -222,6 +272,9 @@ def render(spec: dict, accuracy: pd.DataFrame, ensembles: pd.DataFrame, calibrat
              "## Cross-architecture: subsets of the source trained into other architectures (Table S2)\n",
              markdown(table1(cross.assign(role="retrained"), "retrained", eval_on_full=False))
              if not cross.empty else "_(no other architecture trained)_\n",
+             "## Pixels or pattern? BS subsets beside their leakage floor (mask only) and agreement with the "
+             "source's prediction (%)\n",
+             markdown(leakage) if leakage is not None else "_(not computed)_\n",
              "## Ensembles (mean of logits)\n", markdown(ensembles),
              "## Calibration by temperature scaling (Table S5)\n", markdown(calibration),
              f"## SIS size at threshold {spec['threshold']} (% of image)\n", markdown(sis)]
@@ -235,11 +288,13 @@ def build_tables(spec: dict, sis_summary: pd.DataFrame, out_dir: str | Path) -> 
     tables = {"accuracy_by_split": by_split, "accuracy": accuracy_table(by_split),
               "ensembles": ensemble_table(spec, by_split), "calibration": calibration_table(spec, at_threshold),
               "sis_summary": at_threshold}
+    tables["leakage"] = leakage_table(tables["accuracy"])
     out_dir = Path(out_dir)
     for name, frame in tables.items():
         with atomic_output(out_dir / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
-    text = render(spec, tables["accuracy"], tables["ensembles"], tables["calibration"], tables["sis_summary"])
+    text = render(spec, tables["accuracy"], tables["ensembles"], tables["calibration"], tables["sis_summary"],
+                  tables["leakage"])
     with atomic_output(out_dir / "tables.md") as tmp:
         tmp.write_text(text)
     return tables
