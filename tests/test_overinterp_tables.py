@@ -136,3 +136,19 @@ def test_agreement_with_the_source_and_the_leakage_table(tmp_path, spec):
     assert row["mask_agree_wrong_mean"] == 50.0 and row["random_accuracy_mean"] == 25.0
     plot_leakage(leakage, tmp_path / "leakage.png")
     assert (tmp_path / "leakage.png").stat().st_size > 1000
+
+
+def test_topk_rows_for_every_k(tmp_path, spec):
+    from pathologies.overinterp.tables import table1
+
+    spec["options"] = {"topk": [1, 2]}
+    # labels [0, 1, 2, 0]; top-1 [0, 0, 0, 2]: right on image 0; top-2 {0,1} {0,1} {0,1} {2,1}: images 0, 1
+    write_eval(tmp_path / "k.h5", {"d/test": [[3, 2, 1], [3, 2, 1], [3, 2, 1], [1, 2, 3]]})
+    spec["evaluations"].append(entry(tmp_path / "k.h5", "k", 0, "d"))
+    by_split = accuracy_by_split(spec)
+    row = by_split[by_split["model"] == "k"].set_index("topk")
+    assert row.loc[1, "accuracy"] == 25.0 and row.loc[2, "accuracy"] == 50.0
+    table = accuracy_table(by_split)
+    assert sorted(set(table["topk"])) == [1, 2]
+    assert "Top-k" in table1(table, "pretrained").columns
+    assert set(ensemble_table(spec, by_split)["eval_on"]) <= {"full", "bs"}  # top-1 rows only, no duplicates

@@ -77,10 +77,14 @@ EXPECTED_JOBS = {
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
                                         "overinterp_subsets_vgg16_bn_cifar10c": 1, "overinterp_fig_leakage": 3,
                                         "total": 2954},
-    # pretrained ResNet50 + 5 replicates on 10% BS subsets + 5 on random subsets (Table S7); SIS shards:
-    # validation 100, train 2,000
-    "imagenet_overinterpretation.yaml": {"train": 1 + 5 + 5, "sis_extract": 100 + 2000, "sis_merge": 2,
-                                         "overinterp_subsets_resnet50": 1, "overinterp_evaluate": 11},
+    # pretrained ResNet50, robust ResNet50, Inception v3, ViT-B/16 (epochs 0) + 5 replicates on 10% BS and on
+    # random subsets: ResNet50's into ResNet50 and DenseNet-121, Inception's into Inception (Table S7); SIS
+    # shards: ResNet50 validation 100 + train 2,000, robust ResNet50 validation 100, Inception v3 validation
+    # 100 + train 2,000, ViT 1,000 validation images in 10; evaluations: 2 + 20 (ResNet50), 1 + 10 (Inception)
+    "imagenet_overinterpretation.yaml": {"train": 4 + 2 * 2 * 5 + 2 * 5,
+                                         "sis_extract": 100 + 2000 + 100 + 100 + 2000 + 10, "sis_merge": 6,
+                                         "overinterp_subsets_resnet50": 1, "overinterp_subsets_inception_v3": 1,
+                                         "overinterp_evaluate": 33, "sis_figures": 6, "total": 4424},
     "ddd_imagenet.yaml": {"train": DDD_TRAININGS, "total": 49},
     "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "total": 49},
     "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "total": 51},

@@ -484,7 +484,7 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
         calibrations=calibrations, calibrated_sis=calibrated, ensembles=ensembles, ensemble_sis={},
         options={"calibration": dict(calibration), "figures": dict(spec["figures"]),
                  "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"],
-                 "masking": spec["masking"]},
+                 "masking": spec["masking"], "topk": list(spec["topk"])},
         sis=jobs)
     for m, s in calibrated:
         sis_files.append(SisFile(experiment.calibrated_sis_path(m, s), m, s, dataset, "test", "calibrated"))

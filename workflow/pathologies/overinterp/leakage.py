@@ -49,6 +49,8 @@ def leakage_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     if accuracy.empty or "train_on" not in accuracy:
         return pd.DataFrame(columns=COLUMNS)
     own = accuracy[(accuracy["role"] == "retrained") & (accuracy["train_on"] == accuracy["eval_on"])]
+    if "topk" in own:
+        own = own[own["topk"] == 1]
     rows = []
     keys = ["arch", "augment", "train_fraction", "test_set"]
     for values, group in own[own["train_on"] == "bs"].groupby(keys, sort=False, dropna=False):

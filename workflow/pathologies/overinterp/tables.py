@@ -14,7 +14,9 @@ several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--ou
   with the source run's prediction on the same images, full: agree_source, n_source_wrong,
   agree_source_wrong = agreement on the images the source got wrong, NaN when there are none).
 - ``accuracy.csv``: role, condition, arch, source_arch, train_on, train_fraction, augment, test_set,
-  eval_on, eval_fraction, n_runs, accuracy_mean, accuracy_std, agree_source_mean, agree_source_wrong_mean.
+  eval_on, eval_fraction, topk, n_runs, accuracy_mean, accuracy_std, agree_source_mean,
+  agree_source_wrong_mean. ``topk``: the label among the k largest logits (the experiment's ``topk``,
+  default [1]; ImageNet: [1, 5]); one row per k.
   ``test_set`` is the dataset the images come from (a pixel subset: the dataset it is cut from);
   ``train_on``/``eval_on`` ``mask``: the mask-only control (the BS keep-mask without pixel values).
 - ``leakage.csv``: every BS-subset retraining row beside its mask-only control and random subsets, with
@@ -45,7 +47,15 @@ from .evaluate import evaluation_splits, read_evaluation
 from .leakage import leakage_table
 
 ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "eval_on",
-            "eval_fraction"]
+            "eval_fraction", "topk"]
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Whether the label is among the ``k`` largest logits (ties: the lower class first, as argmax)."""
+    if k == 1:
+        return logits.argmax(axis=1) == labels
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)
 
 
 def read_spec(path: str | Path) -> dict:
@@ -98,12 +108,13 @@ def accuracy_by_split(spec: dict) -> pd.DataFrame:
         path, dataset = entry["path"], entry["eval_dataset"]
         for split in evaluation_splits(path, dataset):
             result = read_evaluation(path, dataset, split)
-            correct = int(np.sum(result.pred == result.labels))
-            rows.append({**{k: v for k, v in entry.items() if k != "path"},
-                         "source_arch": spec["source_arch"], "eval_split": split, "n": len(result.labels),
-                         "correct": correct, "accuracy": 100.0 * correct / len(result.labels),
-                         **agreement(result.pred, result.labels, result.ids, source(entry["test_set"], split)),
-                         "path": path})
+            agree = agreement(result.pred, result.labels, result.ids, source(entry["test_set"], split))
+            for k in spec.get("options", {}).get("topk", [1]):
+                correct = int(np.sum(topk_correct(result.logits, result.labels, k)))
+                rows.append({**{key: v for key, v in entry.items() if key != "path"},
+                             "source_arch": spec["source_arch"], "eval_split": split, "topk": k,
+                             "n": len(result.labels), "correct": correct,
+                             "accuracy": 100.0 * correct / len(result.labels), **agree, "path": path})
     return pd.DataFrame(rows)
 
 
@@ -131,7 +142,7 @@ def accuracy_table(by_split: pd.DataFrame) -> pd.DataFrame:
 def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
     """Accuracy of each ensemble (mean member logits) and of its members, per test set and subset."""
     rows = []
-    pretrained = by_split[by_split["role"] == "pretrained"]
+    pretrained = by_split[(by_split["role"] == "pretrained") & (by_split["topk"] == 1)]
     for name, entry in spec["ensembles"].items():
         members = [tuple(m) for m in entry["members"]]
         mine = pretrained[[(m, s) in members for m, s in zip(pretrained["model"], pretrained["seed"])]]
@@ -237,8 +248,9 @@ def _subset_label(on: str, fraction: float, augment: bool | None = None) -> str:
 
 
 def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) -> pd.DataFrame:
-    """Table-1 layout: one row per (model, train on, evaluate on), one column per test set."""
+    """Table-1 layout: one row per (model, train on, evaluate on[, top-k]), one column per test set."""
     rows = accuracy[accuracy["role"] == role]
+    several_k = rows["topk"].nunique() > 1 if "topk" in rows else False
     if eval_on_full is not None:
         rows = rows[(rows["eval_on"] == "full") == eval_on_full]
     if rows.empty:
@@ -248,10 +260,11 @@ def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) 
         train=[_subset_label(t, f, g) for t, f, g in zip(rows["train_on"], rows["train_fraction"], rows["augment"])],
         evaluate=[_subset_label(e, f) for e, f in zip(rows["eval_on"], rows["eval_fraction"])],
         value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"])])
-    table = frame.pivot_table(index=["model", "train", "evaluate"], columns="test_set", values="value",
+    index = ["model", "train", "evaluate"] + (["topk"] if several_k else [])
+    table = frame.pivot_table(index=index, columns="test_set", values="value",
                               aggfunc="first", sort=False).reset_index()
     table.columns.name = None
-    return table.rename(columns={"model": "Model", "train": "Train on", "evaluate": "Evaluate on"})
+    return table.rename(columns={"model": "Model", "train": "Train on", "evaluate": "Evaluate on", "topk": "Top-k"})
 
 
 def render(spec: dict, accuracy: pd.DataFrame, ensembles: pd.DataFrame, calibration: pd.DataFrame,
