@@ -96,7 +96,7 @@ def test_calibration_ensembles_sizes_figures_and_report(finished):
     source = summary[(summary["variant"] == "original") & (summary["seed"] == 0) & (summary["split"] == "test")]
     assert calibration.loc[calibration["seed"] == 0, "sis_original_n"].item() == source["n_sis"].item()
     for figure in ("heatmaps", "sis_examples", "confidence_curves", "sis_size_correctness", "accuracy",
-                   "ensemble_pair"):
+                   "ensemble_pair", "calibrated_sis_examples"):  # the last: Figure S6
         assert (finished / f"results/overinterp/digits/figures/{figure}.png").stat().st_size > 1000
     key = pd.read_csv(finished / "results/overinterp/digits/human_benchmark/key.csv")
     assert len(key) == 2 * 5

@@ -446,3 +446,30 @@ rule overinterp_fig_leakage:
         ENV
     shell:
         "python -m pathologies.overinterp.leakage --leakage {input} --out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_calibrated_examples:
+    """Figure S6: SIS examples per class of the temperature-calibrated source model."""
+    input:
+        sis=lambda wildcards: OVERINTERP.calibrated_source_sis(wildcards.experiment),
+        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+    output:
+        report("results/overinterp/{experiment}/figures/calibrated_sis_examples.png",
+               caption="../report/overinterp_calibrated_sis_examples.rst", category=OI_REPORT,
+               subcategory="{experiment}"),
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+        per_class=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["examples_per_class"],
+        seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
+        classes=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["classes"],
+    log:
+        "results/logs/overinterp/{experiment}/figures/calibrated_sis_examples.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.overinterp.figures examples --sis {input.sis} --threshold {params.threshold} "
+        "--per-class {params.per_class} --max-classes {params.classes} --seed {params.seed} --out {output} "
+        "> {log} 2>&1"

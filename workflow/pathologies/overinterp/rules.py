@@ -84,6 +84,13 @@ class OverinterpRules:
 
     # -- calibration, SIS of calibrated models and ensembles
 
+    def calibrated_source_sis(self, name: str) -> str:
+        """The SIS file of the calibrated source run (Figure S6); UserError when it is not extracted."""
+        experiment = self.experiment(name)
+        if not experiment.calibrated_sis:
+            raise UserError(f"experiment {name!r} extracts no SIS of a calibrated model; set calibration.sis: true")
+        return experiment.calibrated_sis_path(*experiment.calibrated_sis[0])
+
     def calibration_input(self, name: str, model: str, seed: int | str) -> str:
         experiment = self.experiment(name)
         if (model, int(seed)) not in experiment.calibrations:
@@ -176,6 +183,7 @@ class OverinterpRules:
         names = ["heatmaps", "sis_examples", "confidence_curves", "sis_size_correctness", "accuracy"]
         names += ["shifted_accuracy"] if experiment.shifted else []
         names += ["leakage"] if any(e.train_on == "bs" for e in experiment.evaluations) else []
+        names += ["calibrated_sis_examples"] if experiment.calibrated_sis else []
         return [f"{folder}/{figure}.png" for figure in names] + \
             [f"{folder}/ensemble_{ens}.png" for ens in experiment.ensembles]
 
