@@ -76,7 +76,7 @@ EXPECTED_JOBS = {
                                         "sis_merge": 15 + 3 + 3 + 1, "sis_figures": 8, "sis_heatmaps": 8,
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
                                         "overinterp_subsets_vgg16_bn_cifar10c": 1, "overinterp_fig_leakage": 3,
-                                        "total": 2954},
+                                        "overinterp_fig_calibrated_examples": 3, "total": 2957},
     # pretrained ResNet50, robust ResNet50, Inception v3, ViT-B/16 (epochs 0) + 5 replicates on 10% BS and on
     # random subsets: ResNet50's into ResNet50 and DenseNet-121, Inception's into Inception (Table S7); SIS
     # shards: ResNet50 validation 100 + train 2,000, robust ResNet50 validation 100, Inception v3 validation
@@ -84,7 +84,7 @@ EXPECTED_JOBS = {
     "imagenet_overinterpretation.yaml": {"train": 4 + 2 * 2 * 5 + 2 * 5,
                                          "sis_extract": 100 + 2000 + 100 + 100 + 2000 + 10, "sis_merge": 6,
                                          "overinterp_subsets_resnet50": 1, "overinterp_subsets_inception_v3": 1,
-                                         "overinterp_evaluate": 33, "sis_figures": 6, "total": 4424},
+                                         "overinterp_evaluate": 33, "sis_figures": 6, "total": 4426},
     "ddd_imagenet.yaml": {"train": DDD_TRAININGS, "total": 49},
     "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "total": 49},
     "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "total": 51},
