@@ -152,3 +152,15 @@ def test_topk_rows_for_every_k(tmp_path, spec):
     assert sorted(set(table["topk"])) == [1, 2]
     assert "Top-k" in table1(table, "pretrained").columns
     assert set(ensemble_table(spec, by_split)["eval_on"]) <= {"full", "bs"}  # top-1 rows only, no duplicates
+
+
+def test_cifar10c_mixed_sample_rows_are_labelled_and_not_averaged_into_the_corruptions(tmp_path, spec):
+    from pathologies.overinterp.tables import table1
+
+    write_eval(tmp_path / "m2.h5", {"c/fog_s1": onehot([0, 1, 2, 0]), "c/fog_s2": onehot([0, 1, 2, 0]),
+                                    "c/mixed": onehot([1, 1, 1, 1])})
+    spec["evaluations"] = [entry(tmp_path / "m2.h5", "m", 0, "c")]
+    table = accuracy_table(accuracy_by_split(spec)).set_index("split_set")
+    assert table.loc["all", "accuracy_mean"] == 100.0  # the corruption splits only
+    assert table.loc["mixed", "accuracy_mean"] == 25.0  # the mixed sample, a row of its own
+    assert set(table1(table.reset_index(), "pretrained").columns) >= {"c", "c (mixed sample)"}

@@ -53,6 +53,8 @@ def leakage_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         own = own[own["topk"] == 1]
     rows = []
     keys = ["arch", "augment", "train_fraction", "test_set"]
+    if "split_set" in own:  # subset rows of CIFAR-10-C are all of its `mixed` sample
+        own = own.assign(test_set=[t if s == "all" else f"{t} ({s})" for t, s in zip(own["test_set"], own["split_set"])])
     for values, group in own[own["train_on"] == "bs"].groupby(keys, sort=False, dropna=False):
         arch, augment, fraction, test_set = values
         pick = {kind: own[(own["train_on"] == kind) & (own["arch"] == arch) & (own["augment"] == augment)

@@ -19,6 +19,9 @@ several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--ou
   default [1]; ImageNet: [1, 5]); one row per k.
   ``test_set`` is the dataset the images come from (a pixel subset: the dataset it is cut from);
   ``train_on``/``eval_on`` ``mask``: the mask-only control (the BS keep-mask without pixel values).
+  ``split_set``: ``all`` (a run's accuracy on a multi-split test set is the mean over its splits) or
+  ``mixed`` (CIFAR-10-C's seeded sample across all corruptions and severities, split ``mixed``: the images
+  its pixel subsets are cut from, so full-image and subset rows of that set are on the same images).
 - ``leakage.csv``: every BS-subset retraining row beside its mask-only control and random subsets, with
   agreement with the source (:mod:`pathologies.overinterp.leakage`).
 - ``ensembles.csv``: ensemble, test_set, eval_on, eval_fraction, n_members, n_runs, ensemble accuracy
@@ -41,13 +44,20 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.prepare import MIXED_SPLIT
 from ..errors import UserError, cli
 from ..io import atomic_output
 from .evaluate import evaluation_splits, read_evaluation
 from .leakage import leakage_table
 
-ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "eval_on",
-            "eval_fraction", "topk"]
+ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "split_set",
+            "eval_on", "eval_fraction", "topk"]
+
+
+def split_set(split: str) -> str:
+    """The image set a split's rows stand for: ``mixed`` (CIFAR-10-C's sample across all corruptions and
+    severities, on which its pixel subsets are cut) or ``all`` (every other split, averaged per run)."""
+    return MIXED_SPLIT if split == MIXED_SPLIT else "all"
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -112,7 +122,8 @@ def accuracy_by_split(spec: dict) -> pd.DataFrame:
             for k in spec.get("options", {}).get("topk", [1]):
                 correct = int(np.sum(topk_correct(result.logits, result.labels, k)))
                 rows.append({**{key: v for key, v in entry.items() if key != "path"},
-                             "source_arch": spec["source_arch"], "eval_split": split, "topk": k,
+                             "source_arch": spec["source_arch"], "eval_split": split,
+                             "split_set": split_set(split), "topk": k,
                              "n": len(result.labels), "correct": correct,
                              "accuracy": 100.0 * correct / len(result.labels), **agree, "path": path})
     return pd.DataFrame(rows)
@@ -146,8 +157,8 @@ def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
     for name, entry in spec["ensembles"].items():
         members = [tuple(m) for m in entry["members"]]
         mine = pretrained[[(m, s) in members for m, s in zip(pretrained["model"], pretrained["seed"])]]
-        for (test_set, eval_on, fraction), group in mine.groupby(["test_set", "eval_on", "eval_fraction"],
-                                                                  sort=False, dropna=False):
+        for (test_set, sset, eval_on, fraction), group in mine.groupby(
+                ["test_set", "split_set", "eval_on", "eval_fraction"], sort=False, dropna=False):
             runs, member_acc = [], []
             for draw, by_draw in group.groupby("draw", sort=False):
                 split_acc = []
@@ -162,7 +173,8 @@ def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
                 continue
             mean, std = _mean_std(runs)
             member_mean, member_std = _mean_std(member_acc)
-            rows.append({"ensemble": name, "test_set": test_set, "eval_on": eval_on, "eval_fraction": fraction,
+            rows.append({"ensemble": name, "test_set": test_set, "split_set": sset, "eval_on": eval_on,
+                         "eval_fraction": fraction,
                          "n_members": len(members), "n_runs": len(runs), "accuracy_mean": mean,
                          "accuracy_std": std, "members_mean": member_mean, "members_std": member_std})
     return pd.DataFrame(rows)
@@ -259,7 +271,9 @@ def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) 
         model=[c if role == "pretrained" else a for c, a in zip(rows["condition"], rows["arch"])],
         train=[_subset_label(t, f, g) for t, f, g in zip(rows["train_on"], rows["train_fraction"], rows["augment"])],
         evaluate=[_subset_label(e, f) for e, f in zip(rows["eval_on"], rows["eval_fraction"])],
-        value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"])])
+        value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"])],
+        test_set=[t if s != MIXED_SPLIT else f"{t} (mixed sample)" for t, s in
+                  zip(rows["test_set"], rows.get("split_set", pd.Series("all", index=rows.index)))])
     index = ["model", "train", "evaluate"] + (["topk"] if several_k else [])
     table = frame.pivot_table(index=index, columns="test_set", values="value",
                               aggfunc="first", sort=False).reset_index()
