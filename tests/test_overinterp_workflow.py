@@ -149,6 +149,16 @@ def test_noisy_linear_masking_experiment(finished):
         assert handle.attrs["masking"] == "noisy_linear"
     with h5py.File(finished / "results/overinterp/digits_road/eval/digits_cnn/seed0.h5") as handle:
         assert not handle["digits_road.bs10/test"].attrs["masked"]
+    accuracy = pd.read_csv(finished / "results/overinterp/digits_road/tables/accuracy.csv")
+    full = accuracy[(accuracy["condition"] == "digits_cnn") & (accuracy["eval_on"] == "full")].set_index("topk")
+    assert sorted(full.index) == [1, 2] and full.loc[2, "accuracy_mean"] >= full.loc[1, "accuracy_mean"]
+    with h5py.File(finished / "results/overinterp/digits_road/eval/digits_cnn/seed0.h5") as handle:
+        logits, labels = handle["digits/test/logits"][()], handle["digits/test/labels"][()]
+    top2 = (np.argsort(-logits, axis=1, kind="stable")[:, :2] == labels[:, None]).any(axis=1)
+    by_split = pd.read_csv(finished / "results/overinterp/digits_road/tables/accuracy_by_split.csv")
+    mine = by_split[(by_split["model"] == "digits_cnn") & (by_split["seed"] == 0) & (by_split["eval_dataset"] == "digits")
+                    & (by_split["topk"] == 2)]
+    assert mine["accuracy"].item() == pytest.approx(100 * top2.mean())
     leakage = pd.read_csv(finished / "results/overinterp/digits_road/tables/leakage.csv")
     assert list(leakage["arch"]) == ["small_cnn"] and leakage["mask_accuracy_mean"].notna().all()
     assert (finished / "results/overinterp/digits_road/figures/leakage.png").stat().st_size > 1000
