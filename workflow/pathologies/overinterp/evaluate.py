@@ -10,7 +10,8 @@ One job per model evaluates every dataset it needs: loading torch and the model 
 more than evaluating a small dataset. Images are normalised with the *model's* training
 statistics (its checkpoint), whatever dataset they come from. On a pixel-subset dataset
 (:mod:`pathologies.overinterp.subsets`) every pixel outside the split's mask is then set to exactly 0, the
-SIS masked value, for any model. Every split except ``train`` is evaluated unless ``--splits``
+SIS masked value, for any model (not on subsets imputed with ``noisy_linear``: their stored pixels are
+the input). Every split except ``train`` is evaluated unless ``--splits``
 names others.
 
 File layout::
@@ -41,7 +42,7 @@ from ..device import resolve_device
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write_attrs
 from ..models.checkpoint import load_model
-from .subsets import has_masks, read_masks
+from .subsets import read_masks, zeroes_masked_pixels
 
 BATCH = 1024
 
@@ -109,7 +110,7 @@ def evaluate_split(model: torch.nn.Module, meta: dict, dataset_path: str | Path,
                         f"images of {meta['num_classes']} classes, but {dataset_path} holds {channels}-channel "
                         f"{height}x{width} images of {info.num_classes} classes; evaluate it on a matching dataset")
     model.eval()
-    masked = has_masks(dataset_path, split)
+    masked = zeroes_masked_pixels(dataset_path, split)
     batches = _batches(dataset_path, info, split, meta["mean"], meta["std"], torch.device(device), batch_size,
                        workers, masked)
     logits = [model(x).float().cpu() for x in batches]

@@ -210,7 +210,7 @@ def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.D
 
 def plot_accuracy(accuracy: pd.DataFrame, dataset: str, out: str | Path) -> None:
     """Accuracy (mean ± std over runs) of every table row on the experiment's own test set."""
-    rows = accuracy[accuracy["test_set"] == dataset].copy()
+    rows = accuracy[(accuracy["test_set"] == dataset) & (accuracy.get("topk", 1) == 1)].copy()
     if rows.empty:
         raise UserError(f"accuracy table has no row on test set {dataset!r}")
 
@@ -265,7 +265,7 @@ def plot_ensemble(ensemble_path: str | Path, member_paths: Sequence[str | Path],
 
 def plot_shifted(by_split: pd.DataFrame, out: str | Path) -> None:
     """Accuracy per split of every shifted test set for the pretrained models (mean ± std over seeds)."""
-    rows = by_split[(by_split["role"] == "pretrained") & (by_split["eval_on"] == "full")]
+    rows = by_split[(by_split["role"] == "pretrained") & (by_split["eval_on"] == "full") & (by_split.get("topk", 1) == 1)]
     if rows.empty:
         raise UserError("no evaluation of a pretrained model on full images to plot")
     rows = rows.assign(split=rows["eval_dataset"] + "/" + rows["eval_split"])

@@ -4,7 +4,7 @@ Usage (what the ``sis_extract`` rule runs)::
 
     python -m pathologies.sis.extract --model results/models/<model>/seed<seed>/model.pt \
         --dataset results/data/<dataset>.h5 --spec '<SisJob JSON>' --shard 0 --num-shards 2 \
-        --out results/sis/<model>/seed<seed>/<dataset>/<split>/shard0of2.h5 --device auto --threads 1
+        --out results/sis/<run>/<model>/seed<seed>/<dataset>/<split>/shard0of2.h5 --device auto --threads 1
 
 ``--spec`` is :meth:`pathologies.sis.jobs.SisJob.as_dict`: split, sample, seed, method, block,
 patch, thresholds, tie_break, tie_break_seed, masked_value, softmax_dtype, batch_size,

@@ -1,6 +1,6 @@
 """Figures of an SIS run: example images with their SIS, and backward-selection confidence curves.
 
-    python -m pathologies.sis.figures --sis results/sis/<model>/seed<seed>/<dataset>/<split>.h5 ... \
+    python -m pathologies.sis.figures --sis results/sis/<run>/<model>/seed<seed>/<dataset>/<split>.h5 ... \
         --examples-out results/figures/sis_examples_<run>.png --curves-out results/figures/sis_curves_<run>.png
 
 Examples: the first ``--images`` images of the first file; per image the image, its SIS at
@@ -36,7 +36,7 @@ def _open(path: str | Path):
 
 
 def file_label(path: str | Path) -> str:
-    """``<model>/seed<seed>`` of ``results/sis/<model>/seed<seed>/<dataset>/<split>.h5``."""
+    """``<model>/seed<seed>`` of ``results/sis/<run>/<model>/seed<seed>/<dataset>/<split>.h5``."""
     parts = Path(path).parts
     return "/".join(parts[-4:-2]) if len(parts) >= 4 else Path(path).stem
 

@@ -324,7 +324,8 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
 
     torch.manual_seed(recipe["init_seed"])
     model = build_model(spec["arch"], info.num_classes, in_channels=channels, image_size=height,
-                        input_dropout_keep=recipe["input_dropout_keep"], weights=spec.get("weights")).to(device)
+                        input_dropout_keep=recipe["input_dropout_keep"], weights=spec.get("weights"),
+                        dropout_at_eval=recipe["dropout_at_eval"]).to(device)
     optimizer, scheduler = make_optimizer(model, recipe)
     torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
     order_gen = torch.Generator().manual_seed(recipe["order_seed"])
@@ -367,7 +368,8 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
 
     save_model(model_out, model, arch=spec["arch"], num_classes=info.num_classes, in_channels=channels,
                image_size=height, mean=info.mean, std=info.std,
-               input_dropout_keep=recipe["input_dropout_keep"], run=spec, epoch=recipe["epochs"],
+               input_dropout_keep=recipe["input_dropout_keep"], dropout_at_eval=recipe["dropout_at_eval"],
+               run=spec, epoch=recipe["epochs"],
                snapshots={e: w for e, w in snapshots.items() if e != recipe["epochs"]})
     with atomic_output(log_out) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
