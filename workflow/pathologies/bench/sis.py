@@ -8,6 +8,9 @@ that load from other processes hits both alike. Their ratio is the engine's effi
 overhead beyond the forward passes). Exact backward selection costs p(p+1)/2 evaluations per
 image (p = H*W pixels), so the wall time per image at 16x16 and 32x32 is extrapolated from the
 measured rate. Last line: ``sis_efficiency=<ratio>``.
+
+``--precision verified`` instead compares the verified engine (fast screen, strict fp32 decisions)
+with the strict engine on a trained model: :mod:`pathologies.bench.sis_verified`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--amp", choices=["none", "bf16"], default="none",
                         help="run the model under bf16 autocast (CUDA); fp32 by default")
+    parser.add_argument("--precision", choices=["fp32", "verified"], default="fp32",
+                        help="verified: strict vs verified engine on a trained model (bench.sis_verified)")
+    parser.add_argument("--screen", default="auto", help="(verified) screen: auto, bf16, channels_last, compile")
+    parser.add_argument("--patch", type=positive_int, default=2,
+                        help="(verified) feature = patch x patch pixels (2 at 32x32: 256 features)")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="(verified) training epochs")
+    parser.add_argument("--threads", type=int, default=0, help="(verified) torch threads (0: torch default)")
     parser.add_argument("--run-to-end", action="store_true",
                         help="also run the full selection on --images images and print the measured "
                              "seconds per image (not extrapolated)")
@@ -149,6 +159,10 @@ def seconds_per_image_to_end(arch: str, image_size: int, args: argparse.Namespac
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.precision == "verified":
+        from .sis_verified import run
+
+        return run(args)
     print(f"SIS exact backward selection: {args.arch}, {args.images} image(s) in lockstep, batch size "
           f"{args.batch_size}, >= {args.batches} batches interleaved with as many raw forward batches, "
           f"device {args.device}, precision {args.amp if args.amp != 'none' else 'fp32'}, "

@@ -17,7 +17,9 @@ One backward selection per image serves every threshold; each stored SIS is veri
 
 File layout (n images in this file, p features, S steps, H x W images)::
 
-    /            attrs: method ("exact"|"gradient"), thresholds, block (k; 1 for exact), patch,
+    /            attrs: method ("exact"|"gradient"), thresholds, block (k; 1 for exact), patch, precision,
+                        (precision verified only) screen (the screen used, "none" when none paid
+                        off), rescored_fraction (candidates scored in strict fp32), fallback_steps,
                         tie_break ("index"|"random"), tie_break_seed, masked_value, softmax_dtype,
                         model (checkpoint path; JSON list for an ensemble), model_run (JSON list of
                         the checkpoints' run specs), dataset, split, shard, num_shards,
@@ -69,12 +71,13 @@ from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
 from .gradient import gradient_backward_selection
+from .verified import VerifiedStats, Verifier, verified_backward_selection
 
 SETTINGS_KEYS = ("split", "sample", "seed", "method", "block", "patch", "thresholds", "tie_break",
                  "tie_break_seed", "masked_value", "softmax_dtype", "batch_size", "lockstep_images",
                  "collection", "precision")
 SOFTMAX_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "verified": None}
 
 
 def threshold_name(threshold: float) -> str:
@@ -146,9 +149,10 @@ def make_scorer(models, info: DatasetInfo, settings: Settings, device: torch.dev
                 temperature: float = 1.0) -> Scorer:
     """The scorer f of ``settings`` for images of dataset ``info``.
 
-    ``precision`` fp32 is strict fp32 (TF32 off on CUDA); bf16 runs the models under autocast.
+    ``precision`` fp32 is strict fp32 (TF32 off on CUDA); bf16 runs the models under autocast;
+    verified scores in strict fp32 too (the screen lives in :class:`pathologies.sis.verified.Verifier`).
     """
-    if settings.precision == "fp32":
+    if settings.precision in ("fp32", "verified"):
         use_strict_fp32(device)
     height, width, channels = info.image_shape
     return Scorer(models, temperature=temperature, input_shape=(channels, height, width),
@@ -250,6 +254,7 @@ class Extraction:
     masks: dict[float, np.ndarray]
     members: dict[float, np.ndarray]
     counts: dict[float, np.ndarray]
+    verified: VerifiedStats | None = None
 
 
 def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, ids: np.ndarray,
@@ -259,12 +264,18 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
 
     ``images``: uint8 (n, H, W, C), normalised group by group (``lockstep_images`` at a time).
     Random tie-breaking seeds each image from (tie_break_seed, row), so results do not depend on
-    how the split is sharded.
+    how the split is sharded. ``precision`` verified (exact method) runs
+    :func:`pathologies.sis.verified.verified_backward_selection` with one screen for the whole shard:
+    the same orders and curves as fp32, bit for bit.
     """
     n, height, width = len(images), images.shape[1], images.shape[2]
     masking = settings.masking
     p = masking.feature_count(height, width)
-    if settings.method == "exact":
+    verifier = None
+    if settings.method == "exact" and settings.precision == "verified":
+        verifier = Verifier(scorer, device, "auto", settings.batch_size)
+        select, total = functools.partial(verified_backward_selection, verifier=verifier), n * p * (p + 1) // 2
+    elif settings.method == "exact":
         select, total = backward_selection, n * p * (p + 1) // 2
     else:
         select = functools.partial(gradient_backward_selection, block=settings.block)
@@ -279,7 +290,8 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
                      f_full=np.zeros(n), order=np.zeros((n, p), np.int32), curve=np.zeros((n, steps)),
                      masks={t: np.zeros((n, height, width), bool) for t in settings.thresholds},
                      members={t: np.zeros((n, height, width), np.int32) for t in collected},
-                     counts={t: np.zeros(n, np.int32) for t in collected})
+                     counts={t: np.zeros(n, np.int32) for t in collected},
+                     verified=None if verifier is None else verifier.stats)
     bar = tqdm(total=total, disable=not progress, file=sys.stderr, mininterval=5,
                unit="eval" if settings.method == "exact" else "pass")
     for begin in range(0, n, settings.lockstep_images):
@@ -320,6 +332,10 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
             "masked_value": np.asarray(settings.masked_value, dtype=np.float64),
             "softmax_dtype": settings.softmax_dtype, "precision": settings.precision, **attrs,
         })
+        if settings.precision == "verified":
+            stats = result.verified or VerifiedStats()
+            write_attrs(handle, {"screen": stats.screen, "rescored_fraction": stats.rescored_fraction,
+                                 "fallback_steps": stats.fallback_steps})
         for name, data in (("index", result.rows), ("ids", result.ids), ("label", result.labels),
                            ("class", result.classes)):
             create_dataset(handle, name, np.asarray(data, dtype=np.int64))
@@ -368,6 +384,8 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
         "split_size": size, "num_images": size if settings.sample is None else settings.sample,
         **provenance(config=dict(spec)),
     }
+    if result.verified is not None:
+        print(f"verified SIS: {result.verified.summary()}", file=sys.stderr)
     write_extraction(out, result, settings, attrs)
 
 
