@@ -241,6 +241,30 @@ def test_extraction_with_verified_precision_equals_fp32_and_records_the_screen(t
         assert verified.attrs["precision"] == "verified"
         assert verified.attrs["screen"] in ("none", *SCREENS)
         assert 0 < verified.attrs["rescored_fraction"] <= 1
+        assert verified.attrs["candidates"] >= 6 * 36 * 37 // 2  # the selections, plus the collection rounds
         assert "screen" not in strict.attrs
         for name in ("order", "curve", "class", "f_full", "sis/0.9/mask", "collection/0.9/member"):
             assert strict[name][()].tobytes() == verified[name][()].tobytes(), name
+
+
+def test_verified_shards_merge_to_the_fp32_file_and_sum_their_screen_counts(trained, tmp_path):
+    from pathologies.sis.merge import merge_shards
+
+    dataset, model_path = trained
+    spec = sis_spec(thresholds=[0.9], sample=6, precision="verified")
+    shards = [tmp_path / f"shard{i}of2.h5" for i in range(2)]
+    for i, out in enumerate(shards):
+        extract([model_path], dataset, spec, shard=i, num_shards=2, out=out, device="cpu")
+    merge_shards(shards, tmp_path / "merged.h5")
+    extract([model_path], dataset, sis_spec(thresholds=[0.9], sample=6), out=tmp_path / "fp32.h5", device="cpu")
+    with h5py.File(tmp_path / "merged.h5") as merged, h5py.File(tmp_path / "fp32.h5") as strict:
+        parts = [h5py.File(path) for path in shards]
+        try:
+            for key in ("candidates", "rescored", "fallback_steps"):
+                assert merged.attrs[key] == sum(int(part.attrs[key]) for part in parts)
+            assert merged.attrs["rescored_fraction"] == merged.attrs["rescored"] / merged.attrs["candidates"]
+        finally:
+            for part in parts:
+                part.close()
+        for name in ("order", "curve", "sis/0.9/mask"):
+            assert strict[name][()].tobytes() == merged[name][()].tobytes(), name

@@ -19,7 +19,9 @@ File layout (n images in this file, p features, S steps, H x W images)::
 
     /            attrs: method ("exact"|"gradient"), thresholds, block (k; 1 for exact), patch, precision,
                         (precision verified only) screen (the screen used, "none" when none paid
-                        off), rescored_fraction (candidates scored in strict fp32), fallback_steps,
+                        off), candidates (evaluated by the screen or strict), rescored (of them,
+                        scored in strict fp32), rescored_fraction, fallback_steps (image-steps redone
+                        in strict fp32); merged files sum them over the shards,
                         tie_break ("index"|"random"), tie_break_seed, masked_value, softmax_dtype,
                         model (checkpoint path; JSON list for an ensemble), model_run (JSON list of
                         the checkpoints' run specs), dataset, split, shard, num_shards,
@@ -334,7 +336,8 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
         })
         if settings.precision == "verified":
             stats = result.verified or VerifiedStats()
-            write_attrs(handle, {"screen": stats.screen, "rescored_fraction": stats.rescored_fraction,
+            write_attrs(handle, {"screen": stats.screen, "candidates": stats.candidates, "rescored": stats.rescored,
+                                 "rescored_fraction": stats.rescored_fraction,
                                  "fallback_steps": stats.fallback_steps})
         for name, data in (("index", result.rows), ("ids", result.ids), ("label", result.labels),
                            ("class", result.classes)):
