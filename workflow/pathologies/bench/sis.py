@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pathologies.bench sis", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet20")
     parser.add_argument("--image-size", type=positive_int, default=32)
-    parser.add_argument("--images", type=positive_int, default=1, help="images run in lockstep")
+    parser.add_argument("--images", type=positive_int, default=None,
+                        help="images run in lockstep (default 1; verified: images compared, default 8)")
     parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--batches", type=positive_int, default=16,
                         help="measure lockstep steps until at least this many batches of candidates")
@@ -53,14 +54,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=["fp32", "verified"], default="fp32",
                         help="verified: strict vs verified engine on a trained model (bench.sis_verified)")
     parser.add_argument("--screen", default="auto", help="(verified) screen: auto, bf16, channels_last, compile")
-    parser.add_argument("--patch", type=positive_int, default=2,
-                        help="(verified) feature = patch x patch pixels (2 at 32x32: 256 features)")
-    parser.add_argument("--epochs", type=positive_int, default=3, help="(verified) training epochs")
+    parser.add_argument("--patch", type=positive_int, default=4,
+                        help="(verified) feature = patch x patch pixels (4 at 32x32: 64 features)")
+    parser.add_argument("--lockstep", type=positive_int, default=4, help="(verified) images in lockstep")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="(verified) training epochs")
+    parser.add_argument("--train-images", type=positive_int, default=600, help="(verified) training images")
     parser.add_argument("--threads", type=int, default=0, help="(verified) torch threads (0: torch default)")
     parser.add_argument("--run-to-end", action="store_true",
                         help="also run the full selection on --images images and print the measured "
                              "seconds per image (not extrapolated)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.images is None:
+        args.images = 8 if args.precision == "verified" else 1
+    return args
 
 
 def amp_dtype(args: argparse.Namespace) -> torch.dtype | None:

@@ -1,11 +1,12 @@
 """Verified exact SIS against strict exact SIS, on a model trained to real decisions, in the same run.
 
-    python -m pathologies.bench sis --precision verified [--images 2] [--patch 2] [--screen auto]
+    python -m pathologies.bench sis --precision verified [--images 8] [--lockstep 4] [--patch 4] [--screen auto]
 
-Trains ``--arch`` (ResNet20) for ``--epochs`` epochs on scikit-learn's bundled digits, upsampled to
-``--image-size`` (32) and copied to 3 channels (seconds on a CPU), then runs, image by image and
-alternating, the strict engine and the verified engine (one :class:`Verifier` for the whole run, as
-an extraction shard uses it) on the same correctly classified test images. Prints the screen chosen,
+Trains ``--arch`` (ResNet20) for ``--epochs`` epochs on ``--train-images`` of scikit-learn's bundled
+digits, upsampled to ``--image-size`` (32) and copied to 3 channels (a minute on a CPU), then runs,
+group by group of ``--lockstep`` images and alternating, the strict engine and the verified engine
+(one :class:`Verifier` for the whole run, as an extraction shard uses it) on the same correctly
+classified test images. Prints the screen chosen,
 the fraction re-scored, ``orders_identical=<k>/<n>`` (orders *and* values equal bit for bit) and as
 last line ``sis_verified_speedup=<wall strict / wall verified>``; the verified wall includes the
 screen choice and the screen's set-up.
@@ -62,24 +63,25 @@ def run(args: argparse.Namespace) -> int:
     x, y = digits_tensors(args.image_size)
     cut = len(x) * 4 // 5
     begin = time.perf_counter()
-    model = train(args.arch, x[:cut], y[:cut], args.epochs, args.seed).to(device)
+    model = train(args.arch, x[:args.train_images], y[:args.train_images], args.epochs, args.seed).to(device)
     scorer = Scorer(model)
     test_x, test_y = x[cut:].to(device), y[cut:].to(device)
     predicted, f = scorer.predict(test_x)
     accuracy = float((predicted == test_y).double().mean())
     print(f"trained {args.arch} on digits upsampled to {args.image_size}x{args.image_size}, {args.epochs} epochs "
-          f"in {time.perf_counter() - begin:.1f} s: test accuracy {accuracy:.3f}")
+          f"in {time.perf_counter() - begin:.1f} s: test accuracy {accuracy:.3f}", flush=True)
     correct = (predicted == test_y).nonzero(as_tuple=True)[0][:args.images]
     masking = Masking(patch=args.patch)
     p = masking.feature_count(args.image_size, args.image_size)
     print(f"{len(correct)} correctly classified test image(s), f = {[round(float(v), 4) for v in f[correct]]}, "
           f"{p} features (patch {args.patch}), batch size {args.batch_size}, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}")
+          f"{args.lockstep} in lockstep, torch threads {torch.get_num_threads()}", flush=True)
     verifier = Verifier(scorer, device, args.screen, args.batch_size)
     walls = {"strict": 0.0, "verified": 0.0}
     identical = 0
-    for i in correct.tolist():  # alternate, so that load from other processes hits both alike
-        image = test_x[i:i + 1]
+    for first in range(0, len(correct), args.lockstep):  # alternate: load from other processes hits both alike
+        group = correct[first:first + args.lockstep]
+        image = test_x[group]
         begin = time.perf_counter()
         strict = backward_selection(scorer, image, masking=masking, batch_size=args.batch_size)
         walls["strict"] += time.perf_counter() - begin
@@ -89,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
         walls["verified"] += time.perf_counter() - begin
         same = all(np.array_equal(a.order, b.order) and np.array_equal(a.values, b.values)
                    for a, b in zip(strict, verified))
-        identical += same
-        print(f"image {i}: strict {walls['strict']:.1f} s, verified {walls['verified']:.1f} s so far; "
-              f"identical={same}", flush=True)
+        identical += sum(np.array_equal(a.order, b.order) and np.array_equal(a.values, b.values)
+                         for a, b in zip(strict, verified))
+        print(f"images {group.tolist()}: strict {walls['strict']:.1f} s, verified {walls['verified']:.1f} s so far; "
+              f"all identical={same}; {verifier.stats.summary()}", flush=True)
     stats = verifier.stats
     timings = ", ".join(f"{name} {seconds * 1e6:.0f} us" for name, seconds in stats.timings.items())
     print(f"screen chosen: {stats.screen} (measured per candidate: {timings or 'not measured'})")

@@ -25,6 +25,7 @@ import torch
 from ..errors import UserError
 
 SCREENS = ("bf16", "channels_last", "compile")
+PAD_STEP = 32
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -63,8 +64,9 @@ def check_screen(name: str, device: torch.device) -> None:
 class Screen:
     """Approximate ensemble-mean, temperature-scaled logits of a Scorer's models (float32, (B, K)).
 
-    ``pad_to``: batch size every call is padded to: one shape, so oneDNN/cuDNN (and torch.compile)
-    build their kernels once instead of once per size of a step's last batch.
+    ``pad_to``: the largest batch; smaller batches are padded to the next multiple of ``PAD_STEP``
+    (at most ``pad_to``): a few shapes, so oneDNN/cuDNN (and torch.compile) build their kernels a
+    few times instead of once per size of a step's last batch, without running many padding rows.
     A ``compile`` screen that fails at its first call falls back to ``channels_last`` and says so
     on stderr (results are unaffected: screens only rule candidates out).
     """
@@ -78,8 +80,9 @@ class Screen:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Screen logits of ``x`` (B, C, H, W) under inference mode."""
         size = len(x)
-        if self.pad_to and size < self.pad_to:
-            x = torch.cat([x, x[-1:].expand(self.pad_to - size, -1, -1, -1)])
+        padded = min(self.pad_to, -(-size // PAD_STEP) * PAD_STEP) if self.pad_to else size
+        if padded > size:
+            x = torch.cat([x, x[-1:].expand(padded - size, -1, -1, -1)])
         x = x.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(x.device.type, dtype=torch.bfloat16) if self.name == "bf16"
                     else contextlib.nullcontext())

@@ -21,7 +21,7 @@ widens the bound with it; when a re-scored candidate lies outside the bound, the
 trusted, so the step is redone with every candidate of that image in strict fp32 (*fallback*) and
 the bound widened. ``screen="auto"`` times every supported screen and the strict path on the first
 step's candidates and keeps the cheapest (screen time + strict time of the fraction it would
-re-score), or no screen at all when none pays off.
+re-score), or no screen at all when none pays off (estimated cost above ``PAYS_OFF`` of strict).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from .screen import Screen, check_screen, supported_screens
 
 SAFETY = 4.0  # bound = SAFETY x the largest screen-error spread seen
 MIN_BOUND = 1e-6  # log-odds; a screen that happened to agree exactly still gets a margin
-MIN_RESCORED = 4  # per image and step: the screen's best few are always re-scored, to measure its error
+PAYS_OFF = 0.8  # auto keeps a screen only if its estimated cost is below this share of strict's
+MIN_RESCORED = 2  # per image and step: the screen's best few are always re-scored, to measure its error
 ROUNDING_ULPS = 16  # f of a ruled-out candidate may round up by this many ulps of the softmax dtype
 
 
@@ -281,7 +282,7 @@ def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, can
     _, t = strict(rows, features)
     strict_seconds = _synced(device, begin)
     stats.timings["strict"] = strict_seconds / limit
-    best_name, best_cost = None, strict_seconds
+    best_name, best_cost = None, PAYS_OFF * strict_seconds  # margin: the estimate omits per-call overheads
     for name in supported_screens(device):
         screen = Screen(name, verifier.scorer, device, verifier.batch_size)
         with torch.inference_mode():
