@@ -21,7 +21,8 @@ widens the bound with it; when a re-scored candidate lies outside the bound, the
 trusted, so the step is redone with every candidate of that image in strict fp32 (*fallback*) and
 the bound widened. ``screen="auto"`` times every supported screen and the strict path on the first
 step's candidates and keeps the cheapest (screen time + strict time of the fraction it would
-re-score), or no screen at all when none pays off (estimated cost above ``PAYS_OFF`` of strict).
+re-score), or no screen at all when none pays off (estimated cost above ``PAYS_OFF`` of strict);
+as the run goes on, :class:`Clock` drops an auto-chosen screen that turns out slower than strict.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .screen import Screen, check_screen, supported_screens
 SAFETY = 4.0  # bound = SAFETY x the largest screen-error spread seen
 MIN_BOUND = 1e-6  # log-odds; a screen that happened to agree exactly still gets a margin
 PAYS_OFF = 0.8  # auto keeps a screen only if its estimated cost is below this share of strict's
+REVIEW_STEPS = 16  # screened steps between reviews of whether the screen still pays off
 MIN_RESCORED = 2  # per image and step: the screen's best few are always re-scored, to measure its error
 ROUNDING_ULPS = 16  # f of a ruled-out candidate may round up by this many ulps of the softmax dtype
 
@@ -60,6 +62,7 @@ class VerifiedStats:
     rescored: int = 0
     fallback_steps: int = 0
     calibration_steps: int = 0
+    dropped: str = ""
     timings: dict = field(default_factory=dict)
 
     @property
@@ -71,7 +74,8 @@ class VerifiedStats:
         """One line for logs and the benchmark."""
         return (f"screen={self.screen} rescored_fraction={self.rescored_fraction:.4f} "
                 f"({self.rescored:,} of {self.candidates:,} candidates) fallback_steps={self.fallback_steps} "
-                f"calibration_steps={self.calibration_steps}")
+                f"calibration_steps={self.calibration_steps}"
+                + (f" (screen {self.dropped} dropped: slower than strict)" if self.dropped else ""))
 
 
 class Verifier:
@@ -88,6 +92,40 @@ class Verifier:
         self.screen: Screen | None = None if screen == "auto" else Screen(screen, scorer, device, batch_size)
         self.decided = screen != "auto"
         self.stats = VerifiedStats(screen=screen)
+        self.clock = Clock()
+
+
+class Clock:
+    """Keeps a screen only while it pays: screened steps' wall time against strict's for as many candidates.
+
+    Strict's time per candidate is measured live on the re-scored candidates (same load, similar
+    batches). After ``REVIEW_STEPS`` screened steps (calibration steps excluded), a screen costing
+    more than strict is dropped for the rest of the run (results are the same either way).
+    """
+
+    def __init__(self):
+        self.strict_seconds = self.strict_candidates = 0.0
+        self.spent = self.candidates = 0.0
+        self.steps = 0
+
+    def strict(self, seconds: float, count: int) -> None:
+        self.strict_seconds += seconds
+        self.strict_candidates += count
+
+    def step(self, seconds: float, count: int, verifier: "Verifier") -> None:
+        self.spent += seconds
+        self.candidates += count
+        self.steps += 1
+        if self.steps < REVIEW_STEPS or not self.strict_candidates:
+            return
+        strict_cost = self.strict_seconds / self.strict_candidates * self.candidates
+        if self.spent > strict_cost:
+            print(f"verified SIS: screen {verifier.stats.screen} costs {self.spent:.1f} s where strict fp32 "
+                  f"would take ~{strict_cost:.1f} s; dropping it", file=sys.stderr)
+            verifier.stats.dropped = verifier.stats.screen
+            verifier.stats.screen, verifier.screen = "none", None
+        self.spent = self.candidates = 0.0
+        self.steps = 0
 
 
 def log_odds(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -150,11 +188,13 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
         """Canonical f (float64, as the Scorer computes it) and log-odds of the candidates."""
         f = torch.empty(len(rows), dtype=torch.float64, device=device)
         t = torch.empty(len(rows), dtype=torch.float64, device=device)
+        start = time.perf_counter()
         with torch.inference_mode():
             for begin, r, batch in candidates(rows, features):
                 logits = scorer.logits(batch)
                 f[begin:begin + len(r)] = scorer.probability_of_logits(logits, classes[r])
                 t[begin:begin + len(r)] = log_odds(logits, classes[r])
+        verifier.clock.strict(_synced(device, start), len(rows))
         return f, t
 
     def screened(rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -176,7 +216,10 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
             scores[image_of, feature_of] = f
             stats.rescored += len(image_of)
         else:
+            start, calibrating = time.perf_counter(), bool(bound.isnan()[image_of].any())
             select_step(verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps)
+            if not calibrating and verifier.requested == "auto":
+                verifier.clock.step(_synced(device, start), len(image_of), verifier)
         decision = scores if jitter is None else scores + jitter
         choice = decision.argmax(dim=1)[active]  # argmax: first (lowest) index on ties
         order[active, step] = choice
