@@ -268,3 +268,17 @@ def test_verified_shards_merge_to_the_fp32_file_and_sum_their_screen_counts(trai
                 part.close()
         for name in ("order", "curve", "sis/0.9/mask"):
             assert strict[name][()].tobytes() == merged[name][()].tobytes(), name
+
+
+def test_an_auto_screen_that_costs_more_than_strict_is_dropped_and_a_cheap_one_kept(capsys):
+    from pathologies.sis.verified import REVIEW_STEPS
+
+    scorer = Scorer(random_model())
+    slow, cheap = (Verifier(scorer, torch.device("cpu"), "channels_last") for _ in range(2))
+    for verifier, step_seconds in ((slow, 1.0), (cheap, 0.01)):
+        verifier.clock.strict(1.0, 100)  # strict: 0.01 s per candidate
+        for _ in range(REVIEW_STEPS):
+            verifier.clock.step(step_seconds, 10, verifier)  # 10 candidates a step: strict would take 0.1 s
+    assert slow.screen is None and slow.stats.screen == "none" and slow.stats.dropped == "channels_last"
+    assert "screen channels_last costs 16.0 s where strict fp32 would take ~1.6 s; dropping it" in capsys.readouterr().err
+    assert cheap.screen is not None and cheap.stats.screen == "channels_last" and not cheap.stats.dropped
