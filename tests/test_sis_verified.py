@@ -282,3 +282,57 @@ def test_an_auto_screen_that_costs_more_than_strict_is_dropped_and_a_cheap_one_k
     assert slow.screen is None and slow.stats.screen == "none" and slow.stats.dropped == "channels_last"
     assert "screen channels_last costs 16.0 s where strict fp32 would take ~1.6 s; dropping it" in capsys.readouterr().err
     assert cheap.screen is not None and cheap.stats.screen == "channels_last" and not cheap.stats.dropped
+
+
+@pytest.mark.parametrize("precision", ["fp32", "verified"])
+def test_a_killed_shard_resumes_from_its_last_group_bit_identical(trained, tmp_path, monkeypatch, precision):
+    from pathologies.sis import extract as extract_module
+
+    dataset, model_path = trained
+    spec = sis_spec(thresholds=[0.6, 0.9], sample=7, precision=precision, lockstep_images=2, collection=True,
+                    tie_break="random")
+    extract([model_path], dataset, spec, out=tmp_path / "whole.h5", device="cpu")
+    state = tmp_path / "resume"
+    real, calls = extract_module.to_model_input, []
+
+    def dies_at_the_third_group(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract_module, "to_model_input", dies_at_the_third_group)
+    with pytest.raises(KeyboardInterrupt):
+        extract([model_path], dataset, spec, out=tmp_path / "resumed.h5", device="cpu", state_dir=state)
+    assert (state / "state.npz").exists() and not (tmp_path / "resumed.h5").exists()
+    calls.clear()
+    monkeypatch.setattr(extract_module, "to_model_input", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    extract([model_path], dataset, spec, out=tmp_path / "resumed.h5", device="cpu", state_dir=state)
+    assert len(calls) == 2  # groups 3 and 4 of 4: the first two came from the state
+    assert not (state / "state.npz").exists()
+    with h5py.File(tmp_path / "whole.h5") as whole, h5py.File(tmp_path / "resumed.h5") as resumed:
+        names = []
+        whole.visit(lambda name: names.append(name) if isinstance(whole[name], h5py.Dataset) else None)
+        assert names
+        for name in names:
+            assert whole[name][()].tobytes() == resumed[name][()].tobytes(), name
+        if precision == "verified":
+            assert resumed.attrs["candidates"] == whole.attrs["candidates"]
+
+
+def test_a_state_of_another_extraction_is_ignored(trained, tmp_path, capsys):
+    dataset, model_path = trained
+    state = tmp_path / "resume"
+    extract([model_path], dataset, sis_spec(thresholds=[0.9], sample=4), out=tmp_path / "a.h5", device="cpu")
+    from pathologies.sis import resume
+    from pathologies.sis.extract import Extraction
+
+    fake = Extraction(rows=np.arange(4), ids=np.arange(4), labels=np.zeros(4, np.int64),
+                      classes=np.ones(4, np.int64), f_full=np.ones(4), order=np.zeros((4, 36), np.int32),
+                      curve=np.zeros((4, 36)), masks={0.9: np.ones((4, 6, 6), bool)}, members={}, counts={})
+    resume.save(state, "some other job", 4, fake)
+    extract([model_path], dataset, sis_spec(thresholds=[0.9], sample=4), out=tmp_path / "b.h5", device="cpu",
+            state_dir=state)
+    assert "belongs to another extraction; starting from the first image" in capsys.readouterr().err
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        assert a["order"][()].tobytes() == b["order"][()].tobytes()

@@ -72,6 +72,7 @@ from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
 from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
+from . import resume
 from .gradient import gradient_backward_selection
 from .verified import VerifiedStats, Verifier, verified_backward_selection
 
@@ -261,14 +262,15 @@ class Extraction:
 
 def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, ids: np.ndarray,
             settings: Settings, mean: Sequence[float], std: Sequence[float], device: torch.device,
-            progress: bool = False) -> Extraction:
+            progress: bool = False, state_dir: str | Path | None = None, identity: str = "") -> Extraction:
     """Backward selection, verified SIS per threshold and optional SIS collections of ``images``.
 
     ``images``: uint8 (n, H, W, C), normalised group by group (``lockstep_images`` at a time).
     Random tie-breaking seeds each image from (tie_break_seed, row), so results do not depend on
     how the split is sharded. ``precision`` verified (exact method) runs
     :func:`pathologies.sis.verified.verified_backward_selection` with one screen for the whole shard:
-    the same orders and curves as fp32, bit for bit.
+    the same orders and curves as fp32, bit for bit. ``state_dir``: save the results after every
+    lockstep group and resume from them (:mod:`pathologies.sis.resume`; ``identity`` names the job).
     """
     n, height, width = len(images), images.shape[1], images.shape[2]
     masking = settings.masking
@@ -294,9 +296,10 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
                      members={t: np.zeros((n, height, width), np.int32) for t in collected},
                      counts={t: np.zeros(n, np.int32) for t in collected},
                      verified=None if verifier is None else verifier.stats)
+    done = resume.load(state_dir, identity, out, out.verified)
     bar = tqdm(total=total, disable=not progress, file=sys.stderr, mininterval=5,
                unit="eval" if settings.method == "exact" else "pass")
-    for begin in range(0, n, settings.lockstep_images):
+    for begin in range(done, n, settings.lockstep_images):
         part = slice(begin, begin + settings.lockstep_images)
         x = to_model_input(images[part], mean, std, device)
         part_seeds = None if seeds is None else seeds[part]
@@ -319,6 +322,8 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
                     out.counts[threshold][i] = len(collection)
                     for k, sis in enumerate(collection, start=1):
                         out.members[threshold][i][masking.pixel_mask(sis, height, width)] = k
+        if state_dir is not None:
+            resume.save(state_dir, identity, min(begin + settings.lockstep_images, n), out, out.verified)
     bar.close()
     return out
 
@@ -361,8 +366,12 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
 
 
 def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mapping[str, Any], *, shard: int = 0,
-        num_shards: int = 1, out: str | Path, device: str = "auto", progress: bool = False) -> None:
-    """Check every input, extract the SIS of shard ``shard`` of ``num_shards`` and write ``out``."""
+        num_shards: int = 1, out: str | Path, device: str = "auto", progress: bool = False,
+        state_dir: str | Path | None = None) -> None:
+    """Check every input, extract the SIS of shard ``shard`` of ``num_shards`` and write ``out``.
+
+    ``state_dir``: where a killed run left its finished lockstep groups (resumed, then removed).
+    """
     settings = Settings.from_spec(spec)
     _check_int("num_shards", num_shards, minimum=1)
     if isinstance(shard, bool) or not isinstance(shard, numbers.Integral) or not 0 <= shard < num_shards:
@@ -375,8 +384,10 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     rows = shard_rows(size, settings.sample, settings.seed, shard, num_shards)
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
     print(f"{settings.method} SIS of {len(rows)} images on {torch_device} ({settings.precision})", file=sys.stderr)
+    identity = resume.identity(spec=dict(spec), models=[str(path) for path in model_paths],
+                               dataset=str(dataset_path), shard=shard, num_shards=num_shards, rows=rows)
     result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
-                     torch_device, progress=progress)
+                     torch_device, progress=progress, state_dir=state_dir, identity=identity)
     paths = [str(path) for path in model_paths]
     attrs = {
         "model": paths[0] if len(paths) == 1 else json.dumps(paths),
@@ -390,6 +401,7 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     if result.verified is not None:
         print(f"verified SIS: {result.verified.summary()}", file=sys.stderr)
     write_extraction(out, result, settings, attrs)
+    resume.clear(state_dir)
 
 
 @cli
@@ -402,12 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=int, default=0)
     parser.add_argument("--num-shards", type=int, default=1)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--state-dir", default=None,
+                        help="save finished lockstep groups here and resume from them after a kill")
     add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = json_object(args.spec)
     run(args.model, args.dataset, spec, shard=args.shard, num_shards=args.num_shards, out=args.out,
-        device=args.device, progress=not args.no_progress)
+        device=args.device, progress=not args.no_progress, state_dir=args.state_dir)
     return 0
 
 
