@@ -77,6 +77,10 @@ def load(state_dir: str | Path | None, ident: str, out, stats=None) -> int:
 
 
 def clear(state_dir: str | Path | None) -> None:
-    """Remove the state once the output is written."""
+    """Remove the state (and its folder, when empty) once the output is written."""
     if state_dir is not None:
         (Path(state_dir) / STATE_NAME).unlink(missing_ok=True)
+        try:
+            Path(state_dir).rmdir()
+        except OSError:
+            pass  # not empty, or already gone

@@ -98,8 +98,9 @@ class Verifier:
 class Clock:
     """Keeps a screen only while it pays: screened steps' wall time against strict's for as many candidates.
 
-    Strict's time per candidate is measured live on the re-scored candidates (same load, similar
-    batches). After ``REVIEW_STEPS`` screened steps (calibration steps excluded), a screen costing
+    Strict's time per candidate is auto's measurement on full batches when there is one (re-scoring
+    runs small batches, whose per-candidate time would flatter the screen), else measured live on
+    the re-scored candidates. After ``REVIEW_STEPS`` screened steps (calibration steps excluded), a screen costing
     more than strict is dropped for the rest of the run (results are the same either way).
     """
 
@@ -118,7 +119,8 @@ class Clock:
         self.steps += 1
         if self.steps < REVIEW_STEPS or not self.strict_candidates:
             return
-        strict_cost = self.strict_seconds / self.strict_candidates * self.candidates
+        per_candidate = verifier.stats.timings.get("strict") or self.strict_seconds / self.strict_candidates
+        strict_cost = per_candidate * self.candidates
         if self.spent > strict_cost:
             print(f"verified SIS: screen {verifier.stats.screen} costs {self.spent:.1f} s where strict fp32 "
                   f"would take ~{strict_cost:.1f} s; dropping it", file=sys.stderr)
