@@ -322,7 +322,7 @@ def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, can
         return
     limit = max(1, min(len(image_of), 4 * verifier.batch_size))  # a sample of whole batches is enough
     rows, features = image_of[:limit], feature_of[:limit]
-    strict(rows[:2], features[:2])  # warm-up
+    strict(rows, features)  # warm-up on the timed shapes: oneDNN builds its kernels per shape
     begin = time.perf_counter()
     _, t = strict(rows, features)
     strict_seconds = _synced(device, begin)
@@ -331,8 +331,8 @@ def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, can
     for name in supported_screens(device):
         screen = Screen(name, verifier.scorer, device, verifier.batch_size)
         with torch.inference_mode():
-            for _, r, batch in candidates(rows[:2], features[:2]):
-                screen.logits(batch)  # warm-up
+            for _, r, batch in candidates(rows, features):
+                screen.logits(batch)  # warm-up on the timed shapes
             begin = time.perf_counter()
             s = torch.cat([log_odds(screen.logits(batch), classes[r]) for _, r, batch in candidates(rows, features)])
             seconds = _synced(device, begin)
