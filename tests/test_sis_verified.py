@@ -336,3 +336,17 @@ def test_a_state_of_another_extraction_is_ignored(trained, tmp_path, capsys):
     assert "belongs to another extraction; starting from the first image" in capsys.readouterr().err
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
         assert a["order"][()].tobytes() == b["order"][()].tobytes()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_verified_equals_strict():
+    """cuDNN may pick another algorithm per batch size; bit-identity needs per-candidate results that do not."""
+    from pathologies.sis.engine import use_strict_fp32
+
+    device = torch.device("cuda")
+    use_strict_fp32(device)
+    model = random_model("resnet20", 16, 3).to(device)
+    images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(10)).to(device)
+    for screen in ["auto", *(s for s in ("bf16", "channels_last") if bf16_supported(device) or s != "bf16")]:
+        strict, verified, _ = both(Scorer(model), images, screen, batch_size=128)
+        assert_same(strict, verified)
