@@ -353,6 +353,33 @@ def test_cifar10c_sample_is_shared_and_seeded(fake_cifar10c, tmp_path):
     assert any(not np.array_equal(sampled(seed)["fog_s1"].ids, ids) for seed in range(1, 6))
 
 
+def test_cifar10c_mixed_sample_spans_corruptions_and_severities(fake_cifar10c, tmp_path):
+    def mixed(seed, n=12):
+        out = tmp_path / f"m{seed}_{n}.h5"
+        prepare_dataset("c", {"kind": "cifar10c", "corruptions": ["fog", "snow"], "severities": [2, 5],
+                              "mixed_sample": n, "seed": seed}, fake_cifar10c, out)
+        return read_splits(out)
+
+    splits = mixed(0)
+    sample = splits[datasets.MIXED_SPLIT]
+    assert len(sample.ids) == 12 and len(set(sample.ids.tolist())) == 12
+    known = datasets.CIFAR10C_CORRUPTIONS + datasets.CIFAR10C_EXTRA_CORRUPTIONS
+    for image, label, image_id in zip(sample.images, sample.labels, sample.ids):
+        code, index = divmod(int(image_id), 4)
+        corruption, severity = known[code // 5], code % 5 + 1
+        assert corruption in ("fog", "snow") and severity in (2, 5)
+        # the very image of that corruption, severity and index
+        np.testing.assert_array_equal(image, splits[f"{corruption}_s{severity}"].images[index])
+        assert label == [3, 1, 4, 1][index]
+    drawn = {divmod(int(i), 4)[0] for i in sample.ids}
+    assert len(drawn) == 4  # 12 of 16 images: every (corruption, severity) pair is drawn
+    np.testing.assert_array_equal(mixed(0)[datasets.MIXED_SPLIT].ids, sample.ids)  # seeded
+    assert any(not np.array_equal(mixed(seed, 5)[datasets.MIXED_SPLIT].ids, mixed(0, 5)[datasets.MIXED_SPLIT].ids)
+               for seed in range(1, 6))
+    with pytest.raises(UserError, match="mixed_sample' must lie in 1..16"):
+        mixed(0, 17)
+
+
 def test_cifar10c_stats_from_a_prepared_cifar10(fake_cifar10c, tmp_path):
     stats = tmp_path / "cifar10.h5"
     train = Split(images=np.full((2, 32, 32, 3), 51, np.uint8), labels=np.zeros(2), ids=np.arange(2))

@@ -65,6 +65,13 @@ def test_conditions_figure(tmp_path):
     means = figures.plot_conditions(conditions, tmp_path / "fig03.png")
     assert is_png(tmp_path / "fig03.png")
     assert means.set_index("condition")["kappa"].to_dict() == pytest.approx({"plus1ep": 0.9, "init": 0.7})
+    # Figures 15 / 16: ordered by another experiment's mean kappa; conditions it lacks come last.
+    reference = pd.DataFrame({"set": "all", "condition": ["plus1ep", "init", "lr"], "kappa": [0.2, 0.5, 0.9]})
+    means = figures.plot_conditions(conditions.assign(condition=conditions["condition"].replace("plus1ep", "new")),
+                                    tmp_path / "fig15.png", order_by=reference)
+    assert means["condition"].tolist() == ["init", "new"]
+    means = figures.plot_conditions(conditions, tmp_path / "fig16.png", order_by=reference)
+    assert means["condition"].tolist() == ["init", "plus1ep"]
 
 
 def test_decisions_are_sorted_by_mean_accuracy(tmp_path):
@@ -84,7 +91,11 @@ def test_rsa_against_the_base_run(tmp_path):
                             "model": ["e.base", "e.base", "e.init", "e.lr"]})
     data = figures.plot_rsa(rsa, members, tmp_path / "fig07.png")
     assert is_png(tmp_path / "fig07.png")
-    assert data.values.tolist() == [["init", 0.8], ["lr", 0.6]]
+    assert data.values.tolist() == [["init", "penultimate", 0.8], ["lr", "penultimate", 0.6]]
+    both = pd.concat([rsa.assign(layer="penultimate"), rsa.assign(layer="logits", rsa=rsa["rsa"] / 2)])
+    data = figures.plot_rsa(both, members, tmp_path / "fig07b.png")
+    assert data.values.tolist() == [["init", "penultimate", 0.8], ["lr", "penultimate", 0.6],
+                                    ["init", "logits", 0.4], ["lr", "logits", 0.3]]
 
 
 def test_base_epochs(tmp_path):
@@ -92,8 +103,10 @@ def test_base_epochs(tmp_path):
     epoch_kappa = pd.DataFrame({"epoch_a": [0, 0, 1], "epoch_b": [1, 2, 2], "kappa": [0.5, -0.5, 0.25]})
     data = figures.plot_base_epochs(correct, epoch_kappa, tmp_path / "fig08.png")
     assert is_png(tmp_path / "fig08.png")
-    assert data["decisions"].tolist() == [[0, 1, 1], [1, 1, 0], [0, 0, 0]]  # images by accuracy over epochs 1..2
-    assert data["kappa"].tolist() == [[1.0, 0.5, -0.5], [0.5, 1.0, 0.25], [-0.5, 0.25, 1.0]]
+    assert data["decisions"].tolist() == [[1, 1], [1, 0], [0, 0]]  # epochs 1..2, images by accuracy over them
+    assert data["kappa"].tolist() == [[1, 0.25], [0.25, 1]]  # epoch 0 left out, as in the paper
+    data = figures.plot_base_epochs(correct, epoch_kappa, tmp_path / "fig08b.png", last=1)  # E = 1: no extra epoch
+    assert data["decisions"].tolist() == [[1], [1], [0]] and data["kappa"].tolist() == [[1]]
 
 
 def test_kl_accuracy(tmp_path):

@@ -68,10 +68,25 @@ def test_rsa_table_from_checkpoints(quadrant_dataset, tmp_path):
 
     rows = sample_rows(64, spec)
     images = load_split(quadrant_dataset, "test").images[rows]
-    expected = rsa_table({m["label"]: checkpoint_activations(m["checkpoint"], images) for m in members})
+    expected = rsa_table({m["label"]: checkpoint_activations(m["checkpoint"], images)["penultimate"] for m in members})
     assert table["rsa"].tolist() == pytest.approx(expected["rsa"].tolist())
+    assert set(table["layer"]) == {"penultimate"}
+    two = build_table({**spec, "rsa_layers": ["penultimate", "logits"]}, str(quadrant_dataset))
+    logits = rsa_table({m["label"]: checkpoint_activations(m["checkpoint"], images, layers=["logits"])["logits"]
+                        for m in members})
+    assert two.loc[two["layer"] == "logits", "rsa"].tolist() == pytest.approx(logits["rsa"].tolist())
+    assert two.loc[two["layer"] == "penultimate", "rsa"].tolist() == pytest.approx(expected["rsa"].tolist())
     # The sample is fixed by the seed and capped at the split size.
     assert sample_rows(64, spec) == rows and len(sample_rows(64, {**spec, "rsa_images": 500})) == 64
+
+    # Images of exclude_ids never enter the sample: it is drawn among the others.
+    split = load_split(quadrant_dataset, "test")
+    np.save(tmp_path / "errors.npy", split.ids[:40])
+    kept = build_table({**spec, "exclude_ids": str(tmp_path / "errors.npy")}, str(quadrant_dataset))
+    allowed = np.arange(40, 64)[sample_rows(24, spec)]
+    subset = rsa_table({m["label"]: checkpoint_activations(m["checkpoint"], split.images[allowed])["penultimate"]
+                        for m in members})
+    assert kept["rsa"].tolist() == pytest.approx(subset["rsa"].tolist())
 
     with pytest.raises(UserError, match="at least two trained conditions"):
         build_table({**spec, "rsa_members": ["twin"]}, str(quadrant_dataset))
@@ -88,4 +103,8 @@ def test_checkpoint_activations_normalise_like_training(quadrant_dataset, tmp_pa
     model, meta = load_model(tmp_path / "m.pt")
     with torch.no_grad():
         expected = model[:-1](to_model_input(images, meta["mean"], meta["std"]))
-    assert np.allclose(checkpoint_activations(tmp_path / "m.pt", images), expected.numpy(), atol=1e-6)
+    assert np.allclose(checkpoint_activations(tmp_path / "m.pt", images)["penultimate"], expected.numpy(), atol=1e-6)
+    with torch.no_grad():
+        logits = model(to_model_input(images, meta["mean"], meta["std"]))
+    both = checkpoint_activations(tmp_path / "m.pt", images, layers=("penultimate", "logits"))
+    assert np.allclose(both["logits"], logits.numpy(), atol=1e-6)  # the last fully connected layer's output

@@ -218,7 +218,8 @@ def test_kl_table_uses_the_base_accuracy_per_class():
     accuracy = pd.DataFrame({"member": ["base"] * 4 + ["other"] * 4, "class": [0, 1, 2, 3] * 2,
                              "accuracy": [1.0, 0.8, 0.5, 0.4, 0.9, 0.6, 0.5, 0.2]})
     table = kl_table(accuracy, np.array([1.0, 2.0, 3.0, 4.0]), n_values=12)
-    assert table["kl_to_next"].iloc[:3].tolist() == pytest.approx(gaussian_class_kl([1, 2, 3, 4], 12).tolist())
+    assert table["kl_to_next"].iloc[:3].tolist() == pytest.approx(gaussian_class_kl([1, 2, 3, 4]).tolist())
+    assert table["kl_to_next_image"].iloc[:3].tolist() == pytest.approx(gaussian_class_kl([1, 2, 3, 4], 12).tolist())
     assert np.isnan(table["kl_to_next"].iloc[3])
     assert table["accuracy"].tolist() == [1.0, 0.8, 0.5, 0.4]
     assert table["mean_accuracy"].tolist() == pytest.approx([0.95, 0.7, 0.5, 0.3])
@@ -281,7 +282,9 @@ def test_kl_cli_reads_the_stds_from_the_prepared_dataset(tmp_path, quadrant_data
                         "--out", str(tmp_path / "kl.csv")]) == 0
     table = pd.read_csv(tmp_path / "kl.csv")
     assert table["std"].tolist() == [4.0, 8.0, 12.0]
-    assert table["kl_to_next"].iloc[:2].tolist() == pytest.approx(gaussian_class_kl([4, 8, 12], 2 * 2 * 3).tolist())
+    assert table["kl_to_next_image"].iloc[:2].tolist() == pytest.approx(
+        gaussian_class_kl([4, 8, 12], 2 * 2 * 3).tolist())
+    assert table["kl_to_next"].iloc[:2].tolist() == pytest.approx(gaussian_class_kl([4, 8, 12]).tolist())
     with pytest.raises(SystemExit):
         ddd_kl.main(["--class-accuracy", str(accuracy), "--dataset", str(quadrant_dataset),
                      "--out", str(tmp_path / "x.csv")])

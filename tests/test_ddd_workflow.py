@@ -41,7 +41,8 @@ def test_ddd_stage_runs_and_its_tables_are_recomputable_from_the_dumps(tmp_path)
     figures = sorted(path.name for path in (folder / "figures").glob("*.png"))
     assert figures == ["fig02_histogram.png", "fig03_conditions.png", "fig04_decisions.png",
                        "fig05_kappa_heatmaps.png", "fig07_rsa.png", "fig08_base_epochs.png", "fig09_kl_accuracy.png",
-                       "fig10_difficulty_models.png", "fig17_decision_changes.png", "fig20_class_accuracy.png"]
+                       "fig10_difficulty_models.png", "fig13_accuracy.png", "fig17_decision_changes.png",
+                       "fig20_class_accuracy.png", "table1_class_extremes.png"]
 
     base = dump_correct(work, "tiny.base")
     assert base.shape[0] == 4  # epochs 0..2 plus the one extra epoch
@@ -75,3 +76,103 @@ def test_ddd_stage_runs_and_its_tables_are_recomputable_from_the_dumps(tmp_path)
     names = report_names("--configfile", str(DDD_TINY), cwd=work)
     assert any(name.endswith("fig05_kappa_heatmaps.png") for name in names)
     assert any(name.endswith("summary.txt") for name in names)
+
+
+SOTA_CONFIG = """
+device: cpu
+datasets:
+  noise: {kind: gaussian, num_classes: 4, image_size: 6, train_per_class: 5, test_per_class: 15, std_step: 8.0}
+ddd:
+  sota:
+    dataset: noise
+    predictions_csv: [resources/sota.csv]
+    exclude_ids: resources/label_errors.csv
+    superclasses: resources/superclasses.csv
+    label_ambiguity: resources/ambiguity.csv
+    human:
+      pairs: 3
+      questions_per_category: 3
+      rule: loose
+      pair_answers: [resources/ann_pairs.csv, resources/bob_pairs.csv]
+      question_answers: [resources/ann.csv, resources/bob.csv]
+    n_boot: 10
+"""
+
+
+def test_csv_only_experiment_with_planted_label_errors_runs_in_snakemake(tmp_path):
+    """An experiment of external predictions only (no training): planted label errors are excluded from
+    every table and counted, superclasses, label ambiguity and human answers come from user files, and the
+    report builds."""
+    from pathologies.io import h5py
+
+    work = copy_workflow(tmp_path)
+    config = work / "sota.yaml"
+    config.write_text(SOTA_CONFIG)
+    snakemake("results/data/noise.h5", "--cores", "1", "--configfile", str(config), cwd=work)
+    with h5py.File(work / "results/data/noise.h5") as handle:
+        ids, targets = handle["test/ids"][()], handle["test/labels"][()]
+    rng = np.random.default_rng(0)
+    errors = rng.choice(len(ids), 12, replace=False)  # planted label errors: every model "wrong" there
+    p = np.where(rng.random(len(ids)) < 0.5, 1.0, 0.5)
+    right = rng.random((5, len(ids))) < p
+    right[:, errors] = False
+    resources = work / "resources"
+    resources.mkdir()
+    pd.concat([pd.DataFrame({"image_id": ids, "model": f"m{m}", "target": targets,
+                             "prediction": np.where(right[m], targets, (targets + 1) % 4)}) for m in range(5)]
+              ).to_csv(resources / "sota.csv", index=False)
+    pd.DataFrame({"image_id": ids[errors]}).to_csv(resources / "label_errors.csv", index=False)
+    pd.DataFrame({"class": [0, 1, 2, 3], "superclass": ["low", "low", "high", "high"]}).to_csv(
+        resources / "superclasses.csv", index=False)
+    pd.DataFrame({"image_id": ids[:20], "ambiguous": (np.arange(20) % 2)}).to_csv(resources / "ambiguity.csv",
+                                                                                 index=False)
+    # The human pages come first; observers answer from them.
+    snakemake("results/ddd/sota/human", "--cores", "1", "--configfile", str(config), cwd=work)
+    human = work / "results" / "ddd" / "sota" / "human"
+    pairs, questions = pd.read_csv(human / "pairs.csv"), pd.read_csv(human / "questions.csv")
+    assert not set(pairs["trivial_id"]) & set(ids[errors]) and (human / "pairs.html").exists()
+    pd.DataFrame({"trial": pairs["trial"], "answer": pairs["easier"]}).to_csv(resources / "ann_pairs.csv", index=False)
+    pd.DataFrame({"trial": pairs["trial"], "answer": "L"}).to_csv(resources / "bob_pairs.csv", index=False)
+    for name in ("ann", "bob"):
+        pd.DataFrame({"trial": questions["trial"], "q1": 1, "q2": "yes",
+                      "q3": np.where(questions["category"] == "impossible", "very", "no")}).to_csv(
+            resources / f"{name}.csv", index=False)
+    done = snakemake("--cores", "2", "--configfile", str(config), cwd=work)
+    assert "train" not in {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+    folder = work / "results" / "ddd" / "sota"
+    keep = np.ones(len(ids), bool)
+    keep[errors] = False
+    histogram = pd.read_csv(folder / "histogram.csv")
+    assert histogram["excluded_images"].tolist() == [12, 0, 0, 0, 0, 0]
+    expected = np.bincount(right[:, keep].sum(axis=0), minlength=6) / keep.sum()
+    assert histogram["observed"].tolist() == pytest.approx(expected.tolist())
+    kappa = pd.read_csv(folder / "kappa.csv")
+    assert set(kappa.loc[kappa["set"] == "all", "n_images"]) == {keep.sum()}
+    row = kappa[(kappa["set"] == "all") & (kappa["model_a"] == "m0") & (kappa["model_b"] == "m1")].iloc[0]
+    assert row["kappa"] == pytest.approx(kappa_of := kappa_fn(right[0][keep], right[1][keep]))
+    assert kappa_of == kappa_of  # defined
+    superclass = pd.read_csv(folder / "superclasses.csv")
+    assert superclass.groupby("superclass")["n_images"].sum().to_dict() == {
+        "high": int(np.count_nonzero(keep & (targets >= 2))), "low": int(np.count_nonzero(keep & (targets < 2)))}
+    ambiguity = pd.read_csv(folder / "label_ambiguity.csv").set_index("category")
+    assert ambiguity.loc["all", "n_rated"] == np.count_nonzero(keep[:20])
+    assert len(pd.read_csv(folder / "class_extremes.csv")) == 4
+    summary = (folder / "summary.txt").read_text()
+    assert "excluded before every table and figure: 12 images" in summary
+    scores = pd.read_csv(folder / "human_pairs.csv").set_index("observer")
+    assert scores.loc["ann_pairs", "accuracy"] == 1.0
+    assert scores.loc["bob_pairs", "accuracy"] == pytest.approx((pairs["easier"] == "L").mean())
+    agreement = pd.read_csv(folder / "human_agreement.csv").set_index(["question", "scope"])
+    assert agreement.loc[("q3", "all observers"), "value"] == pytest.approx(1.0)
+    figures = sorted(path.name for path in (folder / "figures").glob("*.png"))
+    assert figures == ["a13_label_ambiguity.png", "fig02_histogram.png", "fig04_decisions.png",
+                       "fig05_kappa_heatmaps.png", "fig06_human_questions.png", "fig10_difficulty_models.png",
+                       "fig11_superclasses.png", "fig12_superclass_categories.png", "fig13_accuracy.png",
+                       "fig18_pairs.png", "fig20_class_accuracy.png", "fig25_human_answers.png",
+                       "fig27_human_observers.png", "human_pairs.png", "table1_class_extremes.png"]
+    names = report_names("--configfile", str(config), cwd=work)
+    assert any(name.endswith("fig11_superclasses.png") for name in names)
+
+
+kappa_fn = kappa

@@ -157,7 +157,8 @@ def test_gaussian_kl_matches_numerical_integration():
     assert np.all(np.diff(kl) < 0)  # neighbouring classes get harder to tell apart
     table = kl_accuracy_table([1, 2, 3], [1.0, 0.8, 0.7], n_values=2)
     assert np.isnan(table["kl_to_next"].iloc[-1])
-    assert table["kl_to_next"].iloc[0] == pytest.approx(kl[0] * 2 / 3072)
+    assert table["kl_to_next"].iloc[0] == pytest.approx(kl[0] / 3072)  # eq. 1: per value
+    assert table["kl_to_next_image"].iloc[0] == pytest.approx(kl[0] * 2 / 3072)
     with pytest.raises(ValueError, match="positive"):
         gaussian_class_kl([0, 1, 2])
 

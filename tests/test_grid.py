@@ -48,20 +48,32 @@ def test_grid_expands_into_models_with_the_paper_counts():
     runs = run_specs(config)
     experiment = experiments(config)["paper"]
     assert len(experiment.members) == 34  # 13 conditions: 1 + 2 (+k) + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 2
-    assert len(experiment.runs()) == len(runs) == 32  # "+k" members are epochs of the base run
+    # "+k" members are epochs of the base run; half_data is part 0 of different_data: trained once
+    assert len(experiment.runs()) == len(runs) == 31
     assert len({m.condition for m in experiment.members}) == 13
     assert sorted(config["models"]) == sorted(
         ["paper.base", "paper.optimizer", "paper.half_batch", "paper.init", "paper.nondeterministic",
          "paper.data_order", "paper.architecture", "paper.half_data"]
         + [f"paper.lr.{i}" for i in range(5)] + [f"paper.combined.{i}" for i in range(5)]
-        + ["paper.different_data.0", "paper.different_data.1"])
+        + ["paper.different_data.1"])
     # The base trains epochs + max(extra); everything else trains the base recipe's epochs.
     assert runs[("paper.base", 0)].recipe["epochs"] == 14
     assert {spec.recipe["epochs"] for key, spec in runs.items() if key[0] != "paper.base"} == {4}
     by_label = {m.label: m for m in experiment.members}
     assert (by_label["base"].epoch, by_label["plus1ep"].epoch, by_label["plus10ep"].epoch) == (4, 5, 14)
     assert by_label["plus10ep"].model == "paper.base"
+    assert by_label["different_data.0"].model == "paper.half_data"
+    assert (by_label["different_data.0"].condition, by_label["different_data.0"].compare) == ("different_data", "within")
 
+
+def test_only_identical_runs_are_shared():
+    """A different data seed, or a seed that is not the base's, makes another run."""
+    grid = paper_grid()
+    grid["ddd"]["paper"]["conditions"]["different_data"]["variants"][0]["data_seed"] = 1
+    assert "paper.different_data.0" in validate(grid)["models"]
+    grid = paper_grid()
+    grid["ddd"]["paper"]["conditions"]["half_data"]["seeds"] = [3]
+    assert "paper.different_data.0" in validate(grid)["models"]
 
 def test_conditions_change_exactly_what_they_declare():
     runs = run_specs(validate(paper_grid()))
@@ -84,7 +96,7 @@ def test_conditions_change_exactly_what_they_declare():
     combined = [runs[(f"paper.combined.{i}", 0)] for i in range(5)]
     assert {c.arch for c in combined} == {"resnet20"} and all(c.recipe["nesterov"] for c in combined)
     assert [c.recipe["init_seed"] for c in combined] == [c.recipe["order_seed"] for c in combined] == [1, 2, 3, 4, 5]
-    halves = [runs[(f"paper.different_data.{i}", 0)].recipe for i in range(2)]
+    halves = [runs[(model, 0)].recipe for model in ("paper.half_data", "paper.different_data.1")]
     assert [(h["data_fraction"], h["data_part"]) for h in halves] == [(0.5, 0), (0.5, 1)]
     # Apart from what a condition declares (and the base's extra epochs and snapshots), every recipe is the base's.
     for (model, seed), spec in runs.items():
@@ -181,6 +193,19 @@ def test_bad_grid_is_one_line_naming_the_key(change, message):
     assert "\n" not in str(caught.value)
 
 
+def test_condition_order_names_another_experiment():
+    grid = paper_grid(condition_order="paper")
+    with pytest.raises(UserError, match="ddd.paper.condition_order: 'paper' is not another ddd experiment"):
+        validate(grid)
+    grid = paper_grid()
+    grid["ddd"]["control"] = {**grid["ddd"]["paper"], "condition_order": "paper"}
+    config = validate(grid)
+    rules = DddRules(config, lambda m, s: f"{m}/{s}", lambda name: name)
+    assert rules.condition_order("control") == ["results/ddd/paper/conditions.csv"]
+    assert rules.condition_order("paper") == []
+    assert figure_options({"conditions": "c.csv", "order": []}) == "--conditions c.csv"
+
+
 def test_a_config_needs_some_model():
     with pytest.raises(UserError, match="config key models: no models to train"):
         validate({"datasets": {"noise": {"kind": "gaussian"}}})
@@ -193,7 +218,7 @@ def test_rules_list_targets_by_dataset_kind_and_options():
     assert "results/ddd/paper/figures/fig09_kl_accuracy.png" in targets  # a gaussian dataset
     assert "results/ddd/paper/kl_accuracy.csv" in targets and "results/ddd/paper/rsa.csv" in targets
     assert "results/ddd/paper/summary.txt" in targets
-    assert len(rules.predictions("paper")) == 32 and len(rules.checkpoints("paper")) == 11
+    assert len(rules.predictions("paper")) == 31 and len(rules.checkpoints("paper")) == 10  # different_data's first is half_data
     assert rules.base_predictions("paper") == "results/models/paper.base/seed0/predictions.h5"
     assert rules.dataset("paper") == "results/data/noise.h5"
 

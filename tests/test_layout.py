@@ -28,7 +28,7 @@ ALLOWED = {
     "bench": {"data", "models", "training", "sis", "ddd", "overinterp"},
 }
 # Experiment expansion composes the stages' grids in one place, above every stage.
-COMPOSITION = {"pathologies.experiments": {"ddd", "overinterp", "sis"}}
+COMPOSITION = {"pathologies.experiments": {"data", "ddd", "overinterp", "sis"}}
 
 
 def module_name(path: Path) -> str:

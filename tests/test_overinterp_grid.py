@@ -48,8 +48,9 @@ def test_generated_datasets_and_models_are_ordinary_config_entries():
     cfg = config()
     subsets = {name: d for name, d in cfg["datasets"].items() if d["kind"] == "pixel_subset"}
     # fractions 5, 12.5 and the retrain fraction 10; random draws: max(2 draws, 3 replicates)
+    # and the mask-only control of the retrain fraction
     assert set(subsets) == {f"exp.{kind}" for pct in ("5", "12p5", "10")
-                            for kind in (f"bs{pct}", *(f"random{pct}.d{d}" for d in range(3)))}
+                            for kind in (f"bs{pct}", *(f"random{pct}.d{d}" for d in range(3)))} | {"exp.mask10"}
     assert subsets["exp.random10.d2"]["path"] == "results/overinterp/exp/subsets/random10_d2.h5"
     bs = cfg["models"]["exp.mlp.bs10"]
     assert bs == {"dataset": "exp.bs10", "arch": "mlp", "recipe": "quick", "seeds": [0, 1, 2],
@@ -59,7 +60,8 @@ def test_generated_datasets_and_models_are_ordinary_config_entries():
     assert augmented["overrides"] == {"crop_padding": 4, "hflip": True}
     runs = run_specs(cfg)
     assert runs[("exp.small_cnn.bs10", 2)].recipe["crop_padding"] == 0
-    assert len([key for key in runs if key[0].startswith("exp.")]) == 2 * 2 * 2 * 3
+    # (bs, random, mask-only control) x 2 archs x (aug, not) x 3 replicates
+    assert len([key for key in runs if key[0].startswith("exp.")]) == 3 * 2 * 2 * 3
 
 
 def test_retraining_with_its_own_recipe_drops_the_source_overrides():
@@ -98,11 +100,13 @@ def test_rules_helper_gives_paths_and_arguments():
     cfg = config()
     rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
-    assert rules.subset_sis("exp") == {"train": "results/sis/cnn/seed0/digits/train.h5",
-                                       "test": "results/sis/cnn/seed0/digits/test.h5"}
+    assert rules.subset_sis("exp") == {"train": "results/sis/train/cnn/seed0/digits/train.h5",
+                                       "test": "results/sis/test/cnn/seed0/digits/test.h5"}
     args = rules.subset_args("exp")
     assert "--subset random 0.05 1 exp.random5.d1 results/overinterp/exp/subsets/random5_d1.h5" in args
-    assert args.count("--subset") == len(rules.subset_files("exp")) == 3 * 4
+    assert args.count("--subset") == len(rules.subset_files("exp")) == 3 * 4 + 1
+    assert "--subset mask 0.1 -1 exp.mask10 results/overinterp/exp/subsets/mask10.h5" in args
+    assert "--masking" not in args
     assert list(rules.eval_datasets("exp", "cnn", "0"))[:2] == ["digits", "exp.bs5"]
     assert rules.eval_datasets("exp", "exp.small_cnn.bs10", 1) == {
         "digits": "results/data/digits.h5", "exp.bs10": "results/overinterp/exp/subsets/bs10.h5"}
@@ -157,6 +161,47 @@ def test_a_generated_name_that_is_taken_is_an_error():
         validate(raw)
 
 
+def test_mask_only_controls_beside_every_bs_retraining_and_noisy_linear_masking():
+    cfg = config()
+    assert cfg["datasets"]["exp.mask10"]["subset"] == "mask"
+    for arch in ("small_cnn", "mlp"):
+        for suffix in ("", ".aug"):
+            model = cfg["models"][f"exp.{arch}.mask10{suffix}"]
+            assert model["dataset"] == "exp.mask10" and model["seeds"] == [0, 1, 2]
+    experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
+    mask = [e for e in experiment.evaluations if e.model == "exp.mlp.mask10"]
+    assert {(e.seed, e.eval_dataset, e.train_on, e.eval_on) for e in mask} == {
+        (seed, dataset, "mask", on) for seed in range(3) for dataset, on in (("digits", "full"), ("exp.mask10", "mask"))}
+    assert not any(e.eval_on == "mask" for e in experiment.evaluations if e.role == "pretrained")
+    off = config(retrain={"fraction": 0.1, "mask_control": False})
+    assert not any(".mask" in name for name in off["models"])
+    random_only = config(retrain={"fraction": 0.1, "subsets": ["random"]})
+    assert not any(".mask" in name for name in random_only["datasets"])
+    imputed = config(masking="noisy_linear")
+    rules = OverinterpRules(imputed, run_specs(imputed), lambda m, s: f"results/models/{m}/seed{s}",
+                            lambda name: imputed["datasets"][name].get("path", f"results/data/{name}.h5"))
+    assert " --masking noisy_linear " in rules.subset_args("exp")
+    with pytest.raises(UserError, match="masking"):
+        config(masking="blur")
+
+
+def test_a_second_sis_run_of_the_source_must_be_chosen_in_sis_runs():
+    raw = copy.deepcopy(BASE)
+    raw["sis"]["runs"]["ties"] = {"models": ["cnn"], "seeds": [0], "split": "test", "sample": 10,
+                                  "tie_break": "random", "repeats": 3}
+    with pytest.raises(UserError, match=r"overinterpretation\.exp\.source\.sis_runs: SIS runs test, ties\.r0, "
+                                        r"ties\.r1, ties\.r2 all extract cnn seed 0 on digits/test"):
+        validate(raw)
+    raw["overinterpretation"]["exp"]["source"]["sis_runs"] = ["test", "train"]
+    cfg = validate(raw)
+    experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
+    assert experiment.source_sis("test") == "results/sis/test/cnn/seed0/digits/test.h5"
+    assert not any("/ties" in s.path for s in experiment.sis_files)
+    raw["overinterpretation"]["exp"]["source"]["sis_runs"] = ["nope"]
+    with pytest.raises(UserError, match=r"source\.sis_runs\.0: 'nope' is not a run"):
+        validate(raw)
+
+
 def test_shifted_test_sets_are_evaluated_and_their_sis_analysed():
     raw = copy.deepcopy(BASE)
     raw["datasets"].update({"c10c": {"kind": "cifar10c", "corruptions": ["fog"], "severities": [1, 5]},
@@ -168,7 +213,7 @@ def test_shifted_test_sets_are_evaluated_and_their_sis_analysed():
     experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
     full = {(e.model, e.seed, e.eval_dataset) for e in experiment.evaluations if e.eval_on == "full"}
     assert {("cnn", 1, "c10c"), ("cnn", 1, "c101"), ("cnn_dropout", 0, "c10c")} <= full
-    assert ("results/sis/cnn/seed0/c10c/fog_s5.h5", "c10c") in {(s.path, s.dataset) for s in experiment.sis_files}
+    assert ("results/sis/shifted/cnn/seed0/c10c/fog_s5.h5", "c10c") in {(s.path, s.dataset) for s in experiment.sis_files}
 
 
 def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
@@ -183,7 +228,7 @@ def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
     shifted = {name: s for name, s in experiment.subsets.items() if s.source == "c10c"}
     percents = ("5", "12p5", "10")  # fractions and the retraining fraction; 3 draws (= replicates)
     assert set(shifted) == {f"exp.c10c.bs{pct}" for pct in percents} | {
-        f"exp.c10c.random{pct}.d{draw}" for pct in percents for draw in range(3)}
+        f"exp.c10c.random{pct}.d{draw}" for pct in percents for draw in range(3)} | {"exp.c10c.mask10"}
     assert shifted["exp.c10c.bs5"].splits == ("fog_s5",)
     assert shifted["exp.c10c.bs5"].path == "results/overinterp/exp/subsets/c10c/bs5.h5"
     assert not any(s.source == "c101" for s in experiment.subsets.values())  # no SIS of the source on it
@@ -200,8 +245,31 @@ def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
     rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
     assert rules.subset_origins("exp") == ["digits", "c10c"]
-    assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/cnn/seed0/c10c/fog_s5.h5"}
+    assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/shifted/cnn/seed0/c10c/fog_s5.h5"}
     assert " --stream c10c " in rules.subset_args("exp", "c10c") and "--stream" not in rules.subset_args("exp")
     assert rules.dataset("exp", "c10c") == "results/data/c10c.h5"
     assert all(path.startswith("results/overinterp/exp/subsets/c10c/") for path in rules.subset_files("exp", "c10c"))
     assert not any("/c10c/" in path for path in rules.subset_files("exp"))
+
+
+def test_human_benchmark_mixes_source_models_and_scores_answer_files():
+    raw = copy.deepcopy(BASE)
+    raw["sis"]["runs"]["test"]["models"] = ["cnn", "cnn_dropout"]
+    raw["overinterpretation"]["exp"]["human_benchmark"] = {"models": ["cnn", "cnn_dropout"], "shares": [35, 65],
+                                                           "answers": ["answers/a.json", "answers/b.json"]}
+    cfg = validate(raw)
+    rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
+                            lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
+    assert rules.human_benchmark_sis("exp") == ["results/sis/test/cnn/seed0/digits/test.h5",
+                                                "results/sis/test/cnn_dropout/seed0/digits/test.h5"]
+    assert rules.human_benchmark_args("exp").startswith(
+        "--sis results/sis/test/cnn/seed0/digits/test.h5 --sis results/sis/test/cnn_dropout/seed0/digits/test.h5 "
+        "--shares 35.0 65.0 --fractions")
+    assert rules.human_answers("exp") == ["answers/a.json", "answers/b.json"]
+    assert "results/overinterp/exp/tables/human_accuracy.csv" in rules.targets()
+    raw["overinterpretation"]["exp"]["human_benchmark"]["shares"] = [1]
+    with pytest.raises(UserError, match="human_benchmark.shares: 1 shares for 2 model"):
+        validate(raw)
+    raw["sis"]["runs"]["test"]["models"] = ["cnn"]
+    with pytest.raises(UserError, match=r"human_benchmark\.models\.1: 'cnn_dropout' seed 0 has no SIS"):
+        validate(raw)

@@ -100,3 +100,67 @@ def test_build_tables_writes_csv_and_markdown(tmp_path, spec):
 def test_markdown_renders_nan_as_empty():
     assert markdown(pd.DataFrame({"a": [1.5, float("nan")], "b": ["x", "y"]})) == \
         "| a | b |\n|---|---|\n| 1.5 | x |\n|  | y |\n"
+
+
+def test_agreement_with_the_source_and_the_leakage_table(tmp_path, spec):
+    from pathologies.overinterp.leakage import leakage_table, plot_leakage
+
+    # source m seed 0 on d predicts [0, 1, 2, 1] (image 3 wrong: label 0)
+    def retrained(name, kind, seed, preds):
+        write_eval(tmp_path / f"{name}{seed}.h5", {f"d.{kind}/test": onehot(preds), "d/test": onehot([0, 0, 0, 0])})
+        row = entry(tmp_path / f"{name}{seed}.h5", name, seed, f"d.{kind}", kind, role="retrained", fraction=0.1)
+        full = entry(tmp_path / f"{name}{seed}.h5", name, seed, "d", "full", role="retrained")
+        for item in (row, full):
+            item.update(condition=f"cnn.{kind}10", train_on=kind, train_fraction=0.1)
+        return [row, full]
+
+    # BS models copy the source's decisions, the source's mistake included; mask-only models half of them
+    spec["evaluations"] += [*retrained("bs", "bs", 0, [0, 1, 2, 1]), *retrained("bs", "bs", 1, [0, 1, 2, 1]),
+                            *retrained("mk", "mask", 0, [0, 1, 0, 0]), *retrained("mk", "mask", 1, [0, 0, 2, 1]),
+                            *retrained("rn", "random", 0, [1, 1, 1, 1])]
+    by_split = accuracy_by_split(spec)
+    source_row = by_split[(by_split["model"] == "m") & (by_split["seed"] == 0) & (by_split["eval_dataset"] == "d")]
+    assert source_row["agree_source"].item() == 100.0 and source_row["n_source_wrong"].item() == 1
+    other = by_split[(by_split["model"] == "m") & (by_split["seed"] == 1) & (by_split["eval_dataset"] == "d")]
+    assert other["agree_source"].item() == 25.0 and other["agree_source_wrong"].item() == 0.0  # [0, 2, 0, 0]
+    on_c = by_split[(by_split["test_set"] == "c") & (by_split["seed"] == 1)].set_index("eval_split")
+    assert on_c.loc["fog_s1", "agree_source"] == 25.0 and on_c.loc["fog_s2", "agree_source"] == 25.0
+    table = accuracy_table(by_split)
+    leakage = leakage_table(table)
+    assert len(leakage) == 1
+    row = leakage.iloc[0]
+    assert (row["arch"], row["fraction"], row["test_set"], row["n_runs_bs"], row["n_runs_mask"]) == ("cnn", 0.1, "d", 2, 2)
+    assert row["bs_accuracy_mean"] == 75.0 and row["bs_agree_mean"] == 100.0 and row["bs_agree_wrong_mean"] == 100.0
+    # mask seed 0: right on 0, 1, 3 (75%), agrees on 0, 1 (50%); seed 1: right on 0, 2 (50%), agrees 0, 2, 3 (75%)
+    assert row["mask_accuracy_mean"] == 62.5 and row["mask_agree_mean"] == 62.5
+    assert row["mask_agree_wrong_mean"] == 50.0 and row["random_accuracy_mean"] == 25.0
+    plot_leakage(leakage, tmp_path / "leakage.png")
+    assert (tmp_path / "leakage.png").stat().st_size > 1000
+
+
+def test_topk_rows_for_every_k(tmp_path, spec):
+    from pathologies.overinterp.tables import table1
+
+    spec["options"] = {"topk": [1, 2]}
+    # labels [0, 1, 2, 0]; top-1 [0, 0, 0, 2]: right on image 0; top-2 {0,1} {0,1} {0,1} {2,1}: images 0, 1
+    write_eval(tmp_path / "k.h5", {"d/test": [[3, 2, 1], [3, 2, 1], [3, 2, 1], [1, 2, 3]]})
+    spec["evaluations"].append(entry(tmp_path / "k.h5", "k", 0, "d"))
+    by_split = accuracy_by_split(spec)
+    row = by_split[by_split["model"] == "k"].set_index("topk")
+    assert row.loc[1, "accuracy"] == 25.0 and row.loc[2, "accuracy"] == 50.0
+    table = accuracy_table(by_split)
+    assert sorted(set(table["topk"])) == [1, 2]
+    assert "Top-k" in table1(table, "pretrained").columns
+    assert set(ensemble_table(spec, by_split)["eval_on"]) <= {"full", "bs"}  # top-1 rows only, no duplicates
+
+
+def test_cifar10c_mixed_sample_rows_are_labelled_and_not_averaged_into_the_corruptions(tmp_path, spec):
+    from pathologies.overinterp.tables import table1
+
+    write_eval(tmp_path / "m2.h5", {"c/fog_s1": onehot([0, 1, 2, 0]), "c/fog_s2": onehot([0, 1, 2, 0]),
+                                    "c/mixed": onehot([1, 1, 1, 1])})
+    spec["evaluations"] = [entry(tmp_path / "m2.h5", "m", 0, "c")]
+    table = accuracy_table(accuracy_by_split(spec)).set_index("split_set")
+    assert table.loc["all", "accuracy_mean"] == 100.0  # the corruption splits only
+    assert table.loc["mixed", "accuracy_mean"] == 25.0  # the mixed sample, a row of its own
+    assert set(table1(table.reset_index(), "pretrained").columns) >= {"c", "c (mixed sample)"}

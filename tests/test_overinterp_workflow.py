@@ -96,7 +96,7 @@ def test_calibration_ensembles_sizes_figures_and_report(finished):
     source = summary[(summary["variant"] == "original") & (summary["seed"] == 0) & (summary["split"] == "test")]
     assert calibration.loc[calibration["seed"] == 0, "sis_original_n"].item() == source["n_sis"].item()
     for figure in ("heatmaps", "sis_examples", "confidence_curves", "sis_size_correctness", "accuracy",
-                   "ensemble_pair"):
+                   "ensemble_pair", "calibrated_sis_examples"):  # the last: Figure S6
         assert (finished / f"results/overinterp/digits/figures/{figure}.png").stat().st_size > 1000
     key = pd.read_csv(finished / "results/overinterp/digits/human_benchmark/key.csv")
     assert len(key) == 2 * 5
@@ -104,3 +104,61 @@ def test_calibration_ensembles_sizes_figures_and_report(finished):
     names = report_names("--configfile", str(CONFIG), cwd=finished)
     assert any(name.endswith("heatmaps.png") for name in names)
     assert any(name.endswith("accuracy.csv") for name in names)
+
+
+def test_mask_only_control_and_agreement_with_the_source(finished):
+    """Beyond the paper: every BS row beside its mask-only leakage floor; agreement recomputed from the files."""
+    accuracy = pd.read_csv(finished / TABLES / "accuracy.csv")
+    leakage = pd.read_csv(finished / TABLES / "leakage.csv").set_index(["arch", "test_set"])
+    assert len(leakage) == 2 * 2  # 2 archs x 2 test sets
+    by_split = pd.read_csv(finished / TABLES / "accuracy_by_split.csv")
+    for test_set in ("digits", "digits_resplit"):
+        with h5py.File(finished / "results/overinterp/digits/eval/digits_cnn/seed0.h5") as handle:
+            source = dict(zip(handle[f"{test_set}/test/ids"][()].tolist(), handle[f"{test_set}/test/pred"][()].tolist()))
+        for arch in ("small_cnn", "mlp"):
+            row = leakage.loc[(arch, test_set)]
+            for kind in ("bs", "mask"):
+                dataset = f"digits.{kind}10" if test_set == "digits" else f"digits.{test_set}.{kind}10"
+                agree, agree_wrong = [], []
+                for seed in (0, 1):
+                    with h5py.File(finished / f"results/overinterp/digits/eval/digits.{arch}.{kind}10/seed{seed}.h5") as h:
+                        group = h[f"{dataset}/test"]
+                        pred, labels, ids = group["pred"][()], group["labels"][()], group["ids"][()]
+                    src = np.array([source[i] for i in ids.tolist()])
+                    agree.append(100 * np.mean(pred == src))
+                    wrong = src != labels  # the tiny source may be right on every image: then NaN
+                    agree_wrong.append(100 * np.mean((pred == src)[wrong]) if wrong.any() else np.nan)
+                assert row[f"{kind}_agree_mean"] == pytest.approx(np.mean(agree))
+                assert row[f"{kind}_agree_wrong_mean"] == pytest.approx(np.nanmean(agree_wrong)
+                                                                        if not np.isnan(agree_wrong).all() else np.nan,
+                                                                        nan_ok=True)
+                mine = accuracy[(accuracy["condition"] == f"{arch}.{kind}10") & (accuracy["eval_on"] == kind)
+                                & (accuracy["test_set"] == test_set)]
+                assert row[f"{kind}_accuracy_mean"] == pytest.approx(mine["accuracy_mean"].item())
+    assert by_split["agree_source"].notna().all()
+    with h5py.File(finished / "results/overinterp/digits/subsets/mask10.h5") as handle:
+        images, masks = handle["test/images"][()], handle["test/masks"][()]
+        assert handle.attrs["subset_kind"] == "mask" and (images[masks] == 255).all()
+        assert len(np.unique(images[~masks])) == 1  # the mean colour: no pixel value of the image survives
+    assert (finished / "results/overinterp/digits/figures/leakage.png").stat().st_size > 1000
+
+
+def test_noisy_linear_masking_experiment(finished):
+    """ROAD imputation: subsets hold imputed pixels, evaluated as stored (no zeroing), BS and mask rows."""
+    with h5py.File(finished / "results/overinterp/digits_road/subsets/bs10.h5") as handle:
+        assert handle.attrs["masking"] == "noisy_linear"
+    with h5py.File(finished / "results/overinterp/digits_road/eval/digits_cnn/seed0.h5") as handle:
+        assert not handle["digits_road.bs10/test"].attrs["masked"]
+    accuracy = pd.read_csv(finished / "results/overinterp/digits_road/tables/accuracy.csv")
+    full = accuracy[(accuracy["condition"] == "digits_cnn") & (accuracy["eval_on"] == "full")].set_index("topk")
+    assert sorted(full.index) == [1, 2] and full.loc[2, "accuracy_mean"] >= full.loc[1, "accuracy_mean"]
+    with h5py.File(finished / "results/overinterp/digits_road/eval/digits_cnn/seed0.h5") as handle:
+        logits, labels = handle["digits/test/logits"][()], handle["digits/test/labels"][()]
+    top2 = (np.argsort(-logits, axis=1, kind="stable")[:, :2] == labels[:, None]).any(axis=1)
+    by_split = pd.read_csv(finished / "results/overinterp/digits_road/tables/accuracy_by_split.csv")
+    mine = by_split[(by_split["model"] == "digits_cnn") & (by_split["seed"] == 0) & (by_split["eval_dataset"] == "digits")
+                    & (by_split["topk"] == 2)]
+    assert mine["accuracy"].item() == pytest.approx(100 * top2.mean())
+    leakage = pd.read_csv(finished / "results/overinterp/digits_road/tables/leakage.csv")
+    assert list(leakage["arch"]) == ["small_cnn"] and leakage["mask_accuracy_mean"].notna().all()
+    assert (finished / "results/overinterp/digits_road/figures/leakage.png").stat().st_size > 1000

@@ -361,23 +361,26 @@ def test_bad_input_gives_one_line_and_no_file(case, expected, trained, rgb_datas
 # Config expansion and rule parameters
 
 
-def test_config_expands_runs_into_one_job_per_model_seed_dataset_split():
+def test_config_expands_runs_into_one_job_per_run_model_seed_dataset_split():
     config = sis_config(thresholds=[0.9], shards=3, dataset="other", split="train", sample=10)
     jobs = sis_jobs(config, run_specs(config))
-    assert sorted(jobs) == [("m", 0, "other", "train"), ("m", 1, "other", "train")]
-    job = jobs[("m", 1, "other", "train")]
-    assert (job.run, job.shards, job.runtime) == ("r", 3, 60)
+    assert sorted(jobs) == [("r", "m", 0, "other", "train"), ("r", "m", 1, "other", "train")]
+    job = jobs[("r", "m", 1, "other", "train")]
+    assert (job.run, job.group, job.shards, job.runtime) == ("r", "r", 3, 60)
     assert job.as_dict()["thresholds"] == [0.9] and job.as_dict()["method"] == "exact"
     rules = SisRules(config, run_specs(config), lambda m, s: f"results/models/{m}/seed{s}")
-    assert rules.shards("m", "1", "other", "train") == [
-        f"results/sis/m/seed1/other/train/shard{i}of3.h5" for i in range(3)]
-    assert rules.checkpoints("m", "0", "other", "train") == ["results/models/m/seed0/model.pt"]
-    assert rules.targets() == ["results/sis/m/seed0/other/train.h5", "results/sis/m/seed1/other/train.h5",
-                               "results/figures/sis_examples_r.png", "results/figures/sis_curves_r.png"]
+    assert rules.shards("r", "m", "1", "other", "train") == [
+        f"results/sis/r/m/seed1/other/train/shard{i}of3.h5" for i in range(3)]
+    assert rules.checkpoints("r", "m", "0", "other", "train") == ["results/models/m/seed0/model.pt"]
+    assert rules.targets() == ["results/sis/r/m/seed0/other/train.h5", "results/sis/r/m/seed1/other/train.h5",
+                               "results/figures/sis_examples_r.png", "results/figures/sis_curves_r.png",
+                               "results/figures/sis_heatmaps_r.png"]
+    assert rules.heatmap_args("r") == ("--sis m=results/sis/r/m/seed0/other/train.h5 "
+                                       "--sis m=results/sis/r/m/seed1/other/train.h5 --fraction 0.05")
     with pytest.raises(UserError, match="into 3 shards, not 2"):
-        rules.spec("m", "0", "other", "train", "2")
+        rules.spec("r", "m", "0", "other", "train", "2")
     with pytest.raises(UserError, match="not extracted by any run"):
-        rules.job("m", "0", "quadrants", "test")
+        rules.job("r", "m", "0", "quadrants", "test")
 
 
 @pytest.mark.parametrize("run, expected", [
@@ -395,10 +398,23 @@ def test_bad_sis_config_names_the_key(run, expected):
         sis_jobs(config, run_specs(config))
 
 
-def test_two_runs_may_not_write_the_same_file():
-    config = sis_config()
-    config["sis"]["runs"]["again"] = dict(config["sis"]["runs"]["r"], thresholds=[0.5])
-    with pytest.raises(UserError, match="sis.runs.again: m seed 0 on quadrants/test is already extracted by run 'r'"):
+def test_two_runs_of_one_model_and_split_write_two_files():
+    config = sis_config(seeds=[0])
+    config["sis"]["runs"]["again"] = dict(config["sis"]["runs"]["r"], method="gradient", block=1)
+    rules = SisRules(config, run_specs(config), lambda m, s: f"results/models/{m}/seed{s}")
+    files = [path for path in rules.targets() if path.endswith(".h5")]
+    assert files == ["results/sis/r/m/seed0/quadrants/test.h5", "results/sis/again/m/seed0/quadrants/test.h5"]
+    assert json.loads(rules.spec("again", "m", 0, "quadrants", "test", 1))["method"] == "gradient"
+
+
+def test_random_tie_break_repeats_expand_into_runs_with_their_own_seeds():
+    config = sis_config(seeds=[0], tie_break="random", tie_break_seed=5, repeats=3)
+    jobs = sis_jobs(config, run_specs(config))
+    assert [(job.run, job.group, job.settings["tie_break_seed"]) for job in jobs.values()] == [
+        ("r.r0", "r", 5), ("r.r1", "r", 6), ("r.r2", "r", 7)]
+    assert all("repeats" not in job.as_dict() for job in jobs.values())
+    with pytest.raises(UserError, match=r"sis\.runs\.r\.repeats: 2 repeats of index tie-breaking"):
+        config = sis_config(repeats=2)
         sis_jobs(config, run_specs(config))
 
 

@@ -17,15 +17,17 @@ from test_workflow import copy_workflow, report_names, snakemake
 
 pytestmark = pytest.mark.workflow
 SIS_TINY = ROOT / "tests" / "configs" / "sis_tiny.yaml"
-DIGITS = "results/sis/digits_cnn/seed0/digits/test.h5"
-GRADIENT = "results/sis/digits_cnn/seed0/digits/train.h5"
-TARGETS = [DIGITS, GRADIENT, *[f"results/figures/sis_{kind}_{run}.png" for run in ("digits_exact", "digits_gradient")
-                                for kind in ("examples", "curves")]]
+DIGITS = "results/sis/digits_exact/digits_cnn/seed0/digits/test.h5"
+GRADIENT = "results/sis/digits_gradient/digits_cnn/seed0/digits/train.h5"
+TIES = [f"results/sis/digits_ties.r{i}/digits_cnn/seed0/digits/test.h5" for i in range(2)]
+TARGETS = [DIGITS, GRADIENT, *TIES, *[f"results/figures/sis_{kind}_{run}.png"
+                                      for run in ("digits_exact", "digits_gradient", "digits_ties")
+                                      for kind in ("examples", "curves", "heatmaps")]]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A copy of the workflow after running the SIS stage of sis_tiny.yaml (8 jobs, under a minute)."""
+    """A copy of the workflow after running the SIS stage of sis_tiny.yaml (17 jobs, about a minute)."""
     work = copy_workflow(tmp_path_factory.mktemp("sis_workflow"))
     snakemake(*TARGETS, "--cores", "2", "--configfile", str(SIS_TINY), cwd=work)
     return work
@@ -53,7 +55,7 @@ def assert_every_sis_is_sufficient(work: Path, sis_file: str) -> int:
 @pytest.mark.slow
 def test_tiny_sis_run_writes_merged_files_and_figures(tiny_run):
     work = tiny_run
-    shards = [work / f"results/sis/digits_cnn/seed0/digits/test/shard{i}of2.h5" for i in range(2)]
+    shards = [work / f"results/sis/digits_exact/digits_cnn/seed0/digits/test/shard{i}of2.h5" for i in range(2)]
     with h5py.File(work / DIGITS) as merged:
         index = merged["index"][()]
         assert len(index) == 6 and merged.attrs["merged_shards"] == 2 and merged.attrs["method"] == "exact"
@@ -69,10 +71,37 @@ def test_tiny_sis_run_writes_merged_files_and_figures(tiny_run):
         np.testing.assert_array_equal(handle["steps"][0], [7, 14, 21, 28, 35, 42, 49, 56, 63, 64])
         assert handle["collection/0.5/count"][()].max() >= 1
     assert assert_every_sis_is_sufficient(work, GRADIENT) >= 1
-    for target in TARGETS[2:]:
+    for target in TARGETS[4:]:
         assert (work / target).stat().st_size > 1000
-    assert (work / "results/benchmarks/sis_extract/digits_cnn/seed0/digits/test/shard1of2.tsv").exists()
+    assert (work / "results/benchmarks/sis_extract/digits_exact/digits_cnn/seed0/digits/test/shard1of2.tsv").exists()
     assert "Nothing to be done" in snakemake(*TARGETS, "-n", "--configfile", str(SIS_TINY), cwd=work).stdout
+
+
+@pytest.mark.slow
+def test_runs_on_one_model_and_split_coexist_and_the_heatmap_pools_the_repeats(tiny_run):
+    from pathologies.sis.heatmaps import read_heatmaps
+
+    work = tiny_run
+    orders, seeds, rows = [], [], []
+    for path in (DIGITS, *TIES):
+        with h5py.File(work / path) as handle:
+            orders.append(handle["order"][()])
+            seeds.append((str(handle.attrs["tie_break"]), int(handle.attrs["tie_break_seed"])))
+            rows.append(handle["index"][()])
+    assert all(np.array_equal(r, rows[0]) for r in rows)  # the same 6 images in all three runs
+    assert seeds == [("index", 0), ("random", 0), ("random", 1)]
+    assert assert_every_sis_is_sufficient(work, TIES[1]) >= 1
+    # the figure's numbers, recomputed from the two repeat files: the last round(0.1 * 64) = 6 pixels removed
+    maps = read_heatmaps([work / path for path in TIES], 0.1)
+    expected = np.zeros(64)
+    for order in orders[1:]:
+        for row in order:
+            expected[row[-6:]] += 1
+    np.testing.assert_allclose(maps["bs"].ravel(), expected / 12)
+    assert maps["images"] == 12 and abs(maps["bs"].sum() - 6) < 1e-9
+    with h5py.File(work / TIES[0]) as a, h5py.File(work / TIES[1]) as b:
+        sis = np.concatenate([a["sis/0.5/mask"][()][~a["sis/0.5/none"][()]], b["sis/0.5/mask"][()][~b["sis/0.5/none"][()]]])
+    np.testing.assert_allclose(maps["sis"]["0.5"], sis.mean(axis=0))
 
 
 @pytest.mark.slow
@@ -80,6 +109,7 @@ def test_report_holds_the_sis_figures(tiny_run):
     names = report_names(*TARGETS, "--configfile", str(SIS_TINY), cwd=tiny_run)
     assert any(name.endswith("sis_examples_digits_exact.png") for name in names)
     assert any(name.endswith("sis_curves_digits_gradient.png") for name in names)
+    assert any(name.endswith("sis_heatmaps_digits_ties.png") for name in names)
 
 
 @pytest.mark.parametrize("edit, key", [

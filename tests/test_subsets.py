@@ -13,9 +13,9 @@ from pathologies.errors import UserError
 from pathologies.io import h5py
 from pathologies.sis.engine import Masking
 from pathologies.data.layout import mask_colour
-from pathologies.overinterp.subset_masks import (apply_masks, backward_selection_features, feature_masks, random_features,
-                                                 subset_size)
-from pathologies.overinterp.subsets import build_subset_dataset, main, read_masks
+from pathologies.overinterp.subset_masks import (apply_masks, backward_selection_features, feature_masks,
+                                                 noisy_linear_impute, random_features, subset_size)
+from pathologies.overinterp.subsets import build_subset_dataset, main, read_masks, zeroes_masked_pixels
 from pathologies.training.train import InMemorySplit, augment_batch
 
 
@@ -176,3 +176,56 @@ def test_cli_reports_bad_arguments_in_one_line(tmp_path, quadrant_dataset, capsy
             main(["--dataset", str(quadrant_dataset), *args])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_cut_through_a_gradient_block_keeps_the_blocks_last_features():
+    # Batched Gradient, k = 3: blocks [5, 0, 7] [2, 6, 1] [4, 3]; each block sorted by decreasing gradient
+    order = np.array([[5, 0, 7, 2, 6, 1, 4, 3]])
+    # 4 features: the last block (4, 3) and the last 2 of the block before: its lowest-gradient ones (6, 1)
+    assert backward_selection_features(order, 4).tolist() == [[6, 1, 4, 3]]
+
+
+def test_mask_only_subset_holds_the_bs_mask_and_no_pixel_values(tmp_path, quadrant_dataset):
+    bs, sis = _subset(tmp_path / "bs", quadrant_dataset, "bs")
+    out = tmp_path / "mask.h5"
+    build_subset_dataset(out, quadrant_dataset, sis, kind="mask", fraction=0.1)
+    colour = mask_colour(dataset_info(quadrant_dataset).mean)
+    for split in ("train", "test"):
+        masks = read_masks(out, split)
+        assert np.array_equal(masks, read_masks(bs, split))
+        images = load_split(out, split).images
+        assert np.array_equal(images, np.where(masks[..., None], np.uint8(255), colour))
+        assert np.array_equal(load_split(out, split).labels, load_split(bs, split).labels)
+    with h5py.File(out) as handle:
+        assert handle.attrs["subset_kind"] == "mask" and handle.attrs["masking"] == "mean"
+    assert zeroes_masked_pixels(out, "test")
+
+
+def test_noisy_linear_imputation_fills_masked_pixels_from_their_neighbours():
+    ramp = (np.add.outer(np.arange(8), 2 * np.arange(8)) * 10).astype(np.uint8)[None, :, :, None]  # linear image
+    keep = np.ones((1, 8, 8), bool)
+    keep[0, 2:6, 2:6] = False  # a 4x4 hole, every neighbour inside the image
+    exact = noisy_linear_impute(ramp, keep, np.random.default_rng(0), np.array([0], np.uint8), noise=0.0)
+    assert np.array_equal(exact, ramp)  # the weighted neighbour mean reproduces a linear image exactly
+    noisy = noisy_linear_impute(ramp, keep, np.random.default_rng(0), np.array([0], np.uint8))
+    assert np.array_equal(noisy[0][keep[0]], ramp[0][keep[0]])  # kept pixels are untouched
+    assert 0 < np.abs(noisy.astype(int) - ramp).max() <= 12  # noise of std 0.01 (2.55 grey levels)
+    again = noisy_linear_impute(ramp, keep, np.random.default_rng(0), np.array([0], np.uint8))
+    assert np.array_equal(noisy, again)
+    nothing = noisy_linear_impute(ramp, np.zeros((1, 8, 8), bool), np.random.default_rng(0),
+                                  np.array([100], np.uint8), noise=0.0)
+    assert (nothing == 100).all()
+
+
+def test_noisy_linear_subsets_are_evaluated_as_stored(tmp_path, quadrant_dataset):
+    out, sis = _subset(tmp_path, quadrant_dataset, "bs", masking="noisy_linear", draw=-1)  # as the workflow
+    with h5py.File(out) as handle:
+        assert handle.attrs["masking"] == "noisy_linear"
+    masks, images = read_masks(out, "train"), load_split(out, "train").images
+    original = load_split(quadrant_dataset, "train").images[np.arange(0, 200, 2)]
+    assert np.array_equal(images[masks], original[masks])
+    colour = mask_colour(dataset_info(quadrant_dataset).mean)
+    assert not (images[~masks] == colour).all()  # the hole is filled from the image, not the mean colour
+    assert not zeroes_masked_pixels(out, "train")
+    again, _ = _subset(tmp_path / "again", quadrant_dataset, "bs", masking="noisy_linear", draw=-1)
+    assert np.array_equal(load_split(again, "train").images, images)

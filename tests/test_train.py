@@ -124,7 +124,7 @@ def test_killed_training_resumes_to_identical_outputs(tmp_path):
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    state_epoch = torch.load(out / "state" / "state.pt", weights_only=False)["epoch"]
+    state_epoch = torch.load(out / "state" / "state.pt", weights_only=True)["epoch"]
     assert 1 <= state_epoch < 6, f"kill should land mid-run (state after epoch {state_epoch})"
     assert not (out / "model.pt").exists() and not (out / "predictions.h5").exists()
 
@@ -174,3 +174,36 @@ def test_imagenet_index_datasets_stream_from_disk(tmp_path):
     assert dump["pred"].shape == (3, 8)
     np.testing.assert_array_equal(dump["targets"], [0, 0, 0, 0, 1, 1, 1, 1])
     assert (dump["pred"][-1] == dump["targets"]).mean() == 1.0, "bright vs dark images are trivially separable"
+
+
+def test_random_resized_crop_trains_on_fresh_crops_of_index_images_only(tmp_path, quadrant_dataset):
+    """RandomResizedCrop (the pytorch/examples ImageNet recipe) crops the original 10x10 images to 8x8,
+    seeded by the training generator; datasets stored at their final size refuse it with one line."""
+    import torch
+
+    from pathologies.data.imagenet import ImageIndexDataset
+
+    index = make_imagenet_index(tmp_path, {"train": 12, "val": 4}, 10, noise=80, step=150)
+    crops = ImageIndexDataset(index, "train", random_resized_crop=True)
+    centre = ImageIndexDataset(index, "train")
+    torch.manual_seed(0)
+    first = [crops[i][0].numpy() for i in range(4)]
+    torch.manual_seed(0)
+    again = [crops[i][0].numpy() for i in range(4)]
+    assert first[0].shape == (8, 8, 3)
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))
+    assert any(not np.array_equal(a, centre[i][0].numpy()) for i, a in enumerate(first))
+
+    spec = make_spec(epochs=1, batch_size=8, hflip=True, random_resized_crop=True)
+    outputs = []
+    for run in ("a", "b"):
+        paths = {"model_out": tmp_path / f"{run}.pt", "log_out": tmp_path / f"{run}.csv",
+                 "predictions_out": tmp_path / f"{run}.h5"}
+        train_run(spec, index, **paths, state_dir=tmp_path / f"s{run}", device="cpu", progress=False, workers=1)
+        outputs.append(read_dump(paths["predictions_out"])["conf"])
+    np.testing.assert_array_equal(outputs[0], outputs[1])  # the same seed gives the same crops
+
+    paths = {"model_out": tmp_path / "q.pt", "log_out": tmp_path / "q.csv", "predictions_out": tmp_path / "q.h5"}
+    with pytest.raises(UserError, match="random_resized_crop: .* applies to ImageNet index datasets only"):
+        train_run(spec, quadrant_dataset, **paths, state_dir=tmp_path / "sq", device="cpu", progress=False)
+    assert not paths["predictions_out"].exists()

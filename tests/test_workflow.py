@@ -58,26 +58,45 @@ def test_lint_is_clean():
 
 
 # Jobs each config must expand to, derived from the papers' designs as the configs declare them.
-DDD_TRAININGS = 1 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 2  # A.1: base, nesterov, half batch, init, lr,
-# nondeterministic, data order, architecture, half data, combined, two disjoint halves (+1/+10 epochs: no job)
+DDD_TRAININGS = 1 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 1  # A.1: base, nesterov, half batch, init, lr,
+# nondeterministic, data order, architecture, half data, combined, two disjoint halves (+1/+10 epochs: no job;
+# the first half is the half-data run, trained once and used twice)
 EXPECTED_JOBS = {
-    # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 17 + retraining (bs, random) x (aug, not) x 2 replicates
-    "config.yaml": {"train": 2 + 1 + 17 + 2 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
+    # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 16 + retraining (bs, random, mask-only control) x
+    # (aug, not) x 2 replicates
+    "config.yaml": {"train": 2 + 1 + 16 + 3 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
     # 6 models (3 archs, with/without input dropout) x 5 seeds; retraining: ResNet20's BS and random subsets,
-    # the others' BS subsets, each into 3 archs x 5 replicates x (aug, not); SIS shards: test 3 x 100,
-    # train 3 x 500, dropout models' test 3 x 100, CIFAR-10.1 3 x 21, CIFAR-10-C sample 3 x 10; pixel subsets
-    # of CIFAR-10.1 and the CIFAR-10-C sample (where the sources have SIS) for each of the 3 experiments
-    "cifar10_overinterpretation.yaml": {"train": 6 * 5 + (2 + 1 + 1) * 3 * 5 * 2,
-                                        "sis_extract": 300 + 1500 + 300 + 63 + 30, "sis_merge": 15,
+    # the others' BS subsets, and every BS retraining's mask-only control, each into 3 archs x 5 replicates x
+    # (aug, not); SIS shards: test 3 x 100,
+    # train 3 x 500, dropout models' test 3 x 100, CIFAR-10.1 3 x 20, CIFAR-10-C sample 3 x 10, S4.8 random
+    # ties 3 repeats x 10, S4.10 gradient k = 1 3 x 10, float32 ties (Figure 3a as published) 100; pixel subsets
+    # of CIFAR-10.1 and the CIFAR-10-C sample (where the sources have SIS) for each of the 3 experiments;
+    # figures (examples, curves, heatmaps) of each of the 8 SIS runs
+    "cifar10_overinterpretation.yaml": {"train": 6 * 5 + (3 + 2 + 2) * 3 * 5 * 2,
+                                        "sis_extract": 300 + 1500 + 300 + 60 + 30 + 30 + 30 + 100,
+                                        "sis_merge": 15 + 3 + 3 + 1, "sis_figures": 8, "sis_heatmaps": 8,
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
-                                        "overinterp_subsets_vgg16_bn_cifar10c": 1, "total": 2596},
-    # pretrained ResNet50 + 5 replicates on 10% BS subsets + 5 on random subsets (Table S7); SIS shards:
-    # validation 100, train 2,000
-    "imagenet_overinterpretation.yaml": {"train": 1 + 5 + 5, "sis_extract": 100 + 2000, "sis_merge": 2,
-                                         "overinterp_subsets_resnet50": 1, "overinterp_evaluate": 11},
-    "ddd_imagenet.yaml": {"train": DDD_TRAININGS, "total": 49},
-    "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "total": 49},
-    "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "total": 51},
+                                        "overinterp_subsets_vgg16_bn_cifar10c": 1, "overinterp_fig_leakage": 3,
+                                        "overinterp_fig_calibrated_examples": 3, "total": 2957},
+    # pretrained ResNet50, robust ResNet50, Inception v3, ViT-B/16 (epochs 0) + 5 replicates on 10% BS and on
+    # random subsets: ResNet50's into ResNet50 and DenseNet-121, Inception's into Inception (Table S7); SIS
+    # shards: ResNet50 validation 100 + train 2,000, robust ResNet50 validation 100, Inception v3 validation
+    # 100 + train 2,000, ViT 1,000 validation images in 10; evaluations: 2 + 20 (ResNet50), 1 + 10 (Inception)
+    "imagenet_overinterpretation.yaml": {"train": 4 + 2 * 2 * 5 + 2 * 5,
+                                         "sis_extract": 100 + 2000 + 100 + 100 + 2000 + 10, "sis_merge": 6,
+                                         "overinterp_subsets_resnet50": 1, "overinterp_subsets_inception_v3": 1,
+                                         "overinterp_evaluate": 33, "sis_figures": 6, "total": 4426},
+    # every DDD experiment also writes Table 1 (table + figure) and the accuracy figure (13/14); CIFAR-100
+    # adds the superclass table and Figures 11-12 (built-in coarse classes)
+    # ImageNet: the ResNet-18 grid and the A.3 base controls (VGG-11, DenseNet-121 grids: Figures 15-16);
+    # ImageNet and CIFAR-100 also export the human-experiment pages (Figures 18 / 19)
+    "ddd_imagenet.yaml": {"train": 3 * DDD_TRAININGS, "ddd_class_extremes": 3, "ddd_table1_class_extremes": 3,
+                          "ddd_fig13_accuracy": 3, "ddd_fig03_conditions": 3, "ddd_human_pages": 1,
+                          "ddd_fig18_pairs": 1, "total": 149},
+    "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "ddd_superclasses": 1, "ddd_fig11_superclasses": 1,
+                          "ddd_fig12_superclass_categories": 1, "ddd_human_pages": 1, "ddd_fig18_pairs": 1,
+                          "total": 56},
+    "ddd_gaussian.yaml": {"train": DDD_TRAININGS, "ddd_kl": 1, "ddd_fig13_accuracy": 1, "total": 53},
 }
 DAG_SECONDS = 15.0
 

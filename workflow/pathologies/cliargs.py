@@ -11,9 +11,20 @@ from .errors import UserError
 def add_compute_options(parser: argparse.ArgumentParser, *, device: str = "auto", progress: bool = True) -> None:
     """Add ``--device``, ``--threads`` and (with ``progress``) ``--no-progress`` to ``parser``."""
     parser.add_argument("--device", default=device, choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     if progress:
         parser.add_argument("--no-progress", action="store_true")
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of an option that needs an integer >= 1 (threads, shards)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def json_object(text: str, option: str = "--spec") -> dict:

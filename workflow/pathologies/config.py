@@ -55,9 +55,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config key {where}: unknown key(s) {', '.join(map(repr, extra))}{hint}"
     if error.validator == "required":
         return f"config key {_key_path(error)}: {error.message}; add it (see config/README.md)"
-    if error.validator == "propertyNames":
+    if error.validator == "propertyNames" or "propertyNames" in error.absolute_schema_path:
         return (f"config key {_key_path(error)}: name {error.instance!r} must start with a letter or digit "
                 "and contain only letters, digits, '_' and '.'")
+    if error.validator == "enum":
+        return f"config key {_key_path(error)}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
     message = error.message.replace("\n", " ")
     if len(message) > 200:
         message = message[:200] + "..."
@@ -81,7 +83,7 @@ def validate_schema(config: Mapping[str, Any], schema: dict | None = None) -> di
 
 def check_models(config: dict, schema: dict) -> None:
     """Check that ``models`` is not empty and that every model's dataset, recipe and overrides are valid."""
-    if not config.setdefault("models", {}):
+    if not config.setdefault("models", {}) and not config.get("ddd"):
         raise UserError("config key models: no models to train; declare `models` or a `ddd` experiment "
                         "(see config/README.md)")
     _check_references(config, schema)

@@ -12,5 +12,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("config key device: 'cuda' requested but no CUDA device is available; use auto or cpu")
+        raise UserError("--device cuda: no CUDA device is available on this machine; use --device auto or cpu "
+                        "(in the workflow: config key device)")
     return torch.device(name)

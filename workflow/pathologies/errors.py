@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable
@@ -14,8 +15,14 @@ class UserError(Exception):
     """
 
 
+def is_disk_full(err: OSError) -> bool:
+    """Whether ``err`` says the disk or quota is full (h5py reports it in the message, not in errno)."""
+    text = str(err)
+    return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text or "Disk quota" in text
+
+
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Decorate a command-line ``main`` so a :class:`UserError` prints one line and exits 2."""
+    """Decorate a command-line ``main`` so a :class:`UserError` (or a full disk) prints one line and exits 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -23,6 +30,13 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
             return main(*args, **kwargs) or 0
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            # outputs are written atomically, so nothing half-written is left behind
+            print(f"error: no space left to write {err.filename or 'an output'} ({err.strerror}); free space or "
+                  "raise the quota and rerun", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
+from .errors import UserError, is_disk_full
 
 # Cluster file systems (NFS, Lustre) often do not support HDF5's file locking; every file
 # here has exactly one writer (the Snakemake job that owns it), so locking buys nothing.
@@ -26,17 +28,125 @@ COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
 
-    An interrupted or failing writer therefore never leaves a file that looks finished.
+    An interrupted or failing writer therefore never leaves a file that looks finished. The data
+    reach the disk (fsync) before the rename, so a crash cannot leave a renamed but empty file.
+    Temporary files of an earlier writer of ``path`` that was killed (``.<name>.tmp<pid>``) are
+    removed first: every output has exactly one writer.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete ``.<name>.tmp<pid>`` files that a killed writer of ``path`` left behind."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        if stale.name != f".{path.name}.tmp{os.getpid()}" and stale.name[len(path.name) + 5:].isdigit():
+            stale.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk; a no-op where the platform refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def unreadable(path: Path, err: BaseException, kind: str = "HDF5") -> str:
+    """The one-line message for an input file that cannot be read: names it, says delete and rebuild."""
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"{path} is not a readable {kind} file ({detail}): it is damaged or incomplete; "
+            f"delete it and rebuild it (snakemake {path})")
+
+
+@contextlib.contextmanager
+def read_h5(path: str | os.PathLike, what: str = "input file") -> Iterator[h5py.File]:
+    """Open an HDF5 input for reading; a missing, truncated or corrupt file (also a corrupt chunk
+    or missing dataset met while reading inside the ``with`` block) becomes one UserError line
+    that names the file and says to delete and rebuild it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist; build it with `snakemake {path}`")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise UserError(unreadable(path, err)) from None
+    try:
+        with handle:
+            yield handle
+    except OSError as err:
+        if is_disk_full(err):  # an output written inside the block: not this input's fault
+            raise
+        raise UserError(unreadable(path, err)) from None
+    except KeyError as err:
+        # h5py reports a missing object as KeyError("Unable to ... open object ..."); other
+        # KeyErrors are programming errors and keep their traceback.
+        if "object" not in str(err):
+            raise
+        raise UserError(unreadable(path, err)) from None
+
+
+def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, ...] = ()):
+    """Read a CSV input with pandas; a missing, empty or garbled file, or one lacking ``columns``,
+    is one UserError line naming the file."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist; build it with `snakemake {path}`")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        raise UserError(unreadable(path, err, "CSV")) from None
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise UserError(f"{path} lacks columns {missing} (has {list(table.columns)}): it is damaged or "
+                        f"from another version; delete it and rebuild it (snakemake {path})")
+    return table
+
+
+def h5_fingerprint(path: str | os.PathLike, chunk_bytes: int = 1 << 26) -> str:
+    """sha256 of an HDF5 file's content: every dataset's name, dtype, shape and values and every
+    attribute, in sorted order. Independent of how the file was laid out on disk; reads each
+    dataset in row blocks of about ``chunk_bytes`` so memory stays bounded."""
+    digest = hashlib.sha256()
+    with read_h5(path) as handle:
+        items: list[tuple[str, h5py.HLObject]] = [("/", handle)]
+        handle.visititems(lambda name, obj: items.append((name, obj)) and None)
+        for name, obj in sorted(items, key=lambda item: item[0]):
+            digest.update(f"{name}\0".encode())
+            for key in sorted(obj.attrs):
+                digest.update(f"@{key}={obj.attrs[key]!r}\0".encode())
+            if isinstance(obj, h5py.Dataset):
+                digest.update(f"{obj.dtype.str}{obj.shape}\0".encode())
+                if not obj.shape:
+                    digest.update(np.asarray(obj[()]).tobytes())
+                    continue
+                row_bytes = max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:], dtype=np.int64)))
+                step = max(1, chunk_bytes // row_bytes)
+                for start in range(0, obj.shape[0], step):
+                    block = obj[start : start + step]
+                    digest.update(block.tobytes() if block.dtype.kind != "O" else repr(block.tolist()).encode())
+    return digest.hexdigest()
 
 
 def code_version() -> str:

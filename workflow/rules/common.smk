@@ -10,17 +10,17 @@ shell.prefix(f'export PYTHONPATH="{PACKAGE_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}
 sys.path.insert(0, PACKAGE_DIR)
 
 from pathologies.config import run_specs  # noqa: E402
-from pathologies.experiments import validate  # noqa: E402
+from pathologies.experiments import check_configfiles, validate  # noqa: E402
 from pathologies.errors import UserError  # noqa: E402
 
 try:
+    check_configfiles(workflow.overwrite_configfiles or ["config/config.yaml"])
     config = validate(config)
+    RUNS = run_specs(config)
 except UserError as err:
     # One line naming the key, no traceback: the message says everything the user needs.
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
-
-RUNS = run_specs(config)
 ENV = "../../envs/pathologies.yaml"
 
 
@@ -39,6 +39,25 @@ def run_spec(wildcards):
             f"(models: {', '.join(sorted(config['models']))})"
         )
     return RUNS[key]
+
+
+_WARNED_WEIGHTS = set()
+
+
+def weights_input(wildcards):
+    """The run's `weights` file as an input of its training, so replacing the file retrains. A missing
+    file stops a real run before any job starts (Snakemake names it); a dry run only warns, so a config
+    whose weights are not placed yet still shows its jobs."""
+    weights = run_spec(wildcards).weights
+    if weights is None:
+        return []
+    if not workflow.dryrun or os.path.exists(weights):
+        return [weights]
+    if weights not in _WARNED_WEIGHTS:
+        _WARNED_WEIGHTS.add(weights)
+        print(f"warning: weights file {weights} (models.{wildcards.model}.weights) does not exist yet; "
+              "a real run stops until it is placed", file=sys.stderr)
+    return []
 
 
 def dataset_file(name):
@@ -62,7 +81,7 @@ def all_targets():
     return [
         *[dataset_file(name) for name in sorted({spec.dataset for spec in RUNS.values()})],
         *all_model_outputs("predictions.h5"),
-        "results/figures/learning_curves.png",
+        *(["results/figures/learning_curves.png"] if RUNS else []),  # none when a DDD experiment only reads CSVs
         *SIS.targets(),  # sis.smk
         *DDD.targets(),  # consistency.smk
         *OVERINTERP.targets(),  # overinterpretation.smk

@@ -36,6 +36,7 @@ rule ddd_kappa:
         spec="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: DDD.external(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
     output:
         kappa="results/ddd/{experiment}/kappa.csv",
         conditions="results/ddd/{experiment}/conditions.csv",
@@ -62,6 +63,7 @@ rule ddd_difficulty:
         spec="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: DDD.external(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
         members="results/ddd/{experiment}/members.csv",
@@ -108,11 +110,119 @@ rule ddd_kl:
         "--out {output} > {log} 2>&1"
 
 
+rule ddd_superclasses:
+    """A.12: trivial / in-between / impossible shares and kappa per superclass (Figures 11-12)."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        superclass_map=lambda wildcards: DDD.superclass_map(wildcards.experiment),
+    output:
+        superclasses="results/ddd/{experiment}/superclasses.csv",
+        kappa="results/ddd/{experiment}/superclass_kappa.csv",
+    log:
+        "results/logs/ddd/{experiment}/superclasses.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.superclasses --spec {input.spec} --difficulty {input.difficulty} "
+        "--out {output.superclasses} --kappa-out {output.kappa} > {log} 2>&1"
+
+
+rule ddd_label_ambiguity:
+    """A.13: images with an ambiguous label per difficulty category."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        ambiguity=lambda wildcards: DDD.ambiguity(wildcards.experiment),
+    output:
+        "results/ddd/{experiment}/label_ambiguity.csv",
+    log:
+        "results/logs/ddd/{experiment}/label_ambiguity.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.ambiguity --spec {input.spec} --difficulty {input.difficulty} "
+        "--out {output} > {log} 2>&1"
+
+
+rule ddd_class_extremes:
+    """Table 1: the ten easiest and hardest classes of the base model."""
+    input:
+        "results/ddd/{experiment}/class_accuracy.csv",
+    output:
+        report(
+            "results/ddd/{experiment}/class_extremes.csv",
+            caption="../report/ddd_table1_class_extremes_csv.rst",
+            category=DDD_REPORT,
+            subcategory="{experiment}",
+        ),
+    log:
+        "results/logs/ddd/{experiment}/class_extremes.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.class_extremes --class-accuracy {input} --out {output} > {log} 2>&1"
+
+
+rule ddd_human_pages:
+    """A.10: static pages of trivial / impossible image pairs (experiment 1) and of images with questions (2)."""
+    input:
+        spec="results/ddd/{experiment}/experiment.json",
+        difficulty="results/ddd/{experiment}/difficulty.csv",
+        dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
+    output:
+        directory("results/ddd/{experiment}/human"),
+    log:
+        "results/logs/ddd/{experiment}/human_pages.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.human_pages --spec {input.spec} --difficulty {input.difficulty} "
+        "--dataset {input.dataset} --out-dir {output} > {log} 2>&1"
+
+
+rule ddd_human_scores:
+    """A.10-A.11: observers' accuracy and consistency, answer shares, Krippendorff's alpha."""
+    input:
+        human="results/ddd/{experiment}/human",
+        pair_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "pairs"),
+        question_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "questions"),
+    output:
+        pairs="results/ddd/{experiment}/human_pairs.csv",
+        questions="results/ddd/{experiment}/human_questions.csv",
+        agreement="results/ddd/{experiment}/human_agreement.csv",
+    log:
+        "results/logs/ddd/{experiment}/human_scores.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.ddd.human_scores --pairs {input.human}/pairs.csv "
+        "--questions {input.human}/questions.csv --pair-answers {input.pair_answers} "
+        "--question-answers {input.question_answers} --pairs-out {output.pairs} "
+        "--questions-out {output.questions} --agreement-out {output.agreement} > {log} 2>&1"
+
+
 rule ddd_rsa:
     """Representational similarity of penultimate-layer activations (A.4)."""
     input:
         spec="results/ddd/{experiment}/experiment.json",
         checkpoints=lambda wildcards: DDD.checkpoints(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
         "results/ddd/{experiment}/rsa.csv",
@@ -143,7 +253,9 @@ rule ddd_summary:
         kappa="results/ddd/{experiment}/kappa.csv",
         conditions="results/ddd/{experiment}/conditions.csv",
         histograms="results/ddd/{experiment}/difficulty_histograms.csv",
+        histogram="results/ddd/{experiment}/histogram.csv",
         rsa=lambda wildcards: DDD.rsa_table(wildcards.experiment),
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
     output:
         report(
             "results/ddd/{experiment}/summary.txt",
@@ -163,7 +275,7 @@ rule ddd_summary:
     shell:
         "python -m pathologies.ddd.summary --spec {input.spec} --members {input.members} "
         "--difficulty {input.difficulty} --kappa {input.kappa} --conditions {input.conditions} "
-        "--histograms {input.histograms} {params.rsa} --out {output} > {log} 2>&1"
+        "--histograms {input.histograms} --histogram {input.histogram} {params.rsa} --out {output} > {log} 2>&1"
 
 
 rule ddd_fig08_base_epochs:
@@ -171,6 +283,8 @@ rule ddd_fig08_base_epochs:
     input:
         predictions=lambda wildcards: DDD.base_predictions(wildcards.experiment),
         epoch_kappa="results/ddd/{experiment}/epoch_kappa.csv",
+        spec="results/ddd/{experiment}/experiment.json",
+        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
     output:
         report(
             "results/ddd/{experiment}/figures/fig08_base_epochs.png",
@@ -178,8 +292,6 @@ rule ddd_fig08_base_epochs:
             category=DDD_REPORT,
             subcategory="{experiment}",
         ),
-    params:
-        split=lambda wildcards: DDD.experiment(wildcards.experiment).split,
     log:
         "results/logs/ddd/{experiment}/fig08_base_epochs.log",
     resources:
@@ -189,7 +301,7 @@ rule ddd_fig08_base_epochs:
         ENV
     shell:
         "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions} "
-        "--epoch-kappa {input.epoch_kappa} --split {params.split} --out {output} > {log} 2>&1"
+        "--epoch-kappa {input.epoch_kappa} --spec {input.spec} --out {output} > {log} 2>&1"
 
 
 # One rule per table-only figure (caption workflow/report/ddd_<figure>.rst). Shell commands are
@@ -201,6 +313,9 @@ for _figure, _tables in TABLE_FIGURES.items():
             f"ddd_{_figure}"
         input:
             **{key: f"results/ddd/{{experiment}}/{table}" for key, table in _tables.items()},
+            # Figure 3 may follow another experiment's order of conditions (Figures 15 / 16)
+            **({"order": lambda wildcards: DDD.condition_order(wildcards.experiment)}
+               if _figure == "fig03_conditions" else {}),
         output:
             report(
                 f"results/ddd/{{experiment}}/figures/{_figure}.png",

@@ -207,6 +207,8 @@ rule overinterp_tables:
         sis_summary=report("results/overinterp/{experiment}/tables/sis_summary.csv",
                            caption="../report/overinterp_sis_summary.rst", category=OI_REPORT,
                            subcategory="{experiment}"),
+        leakage=report("results/overinterp/{experiment}/tables/leakage.csv",
+                       caption="../report/overinterp_leakage.rst", category=OI_REPORT, subcategory="{experiment}"),
         markdown="results/overinterp/{experiment}/tables/tables.md",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.accuracy),
@@ -362,9 +364,9 @@ rule overinterp_fig_ensemble:
 
 
 rule overinterp_human_benchmark:
-    """Supplement S5: BS pixel-subset images with a static answer page and the answer key."""
+    """Supplement S5: BS pixel-subset images (mixing source models) with a static answer page and the answer key."""
     input:
-        sis=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
+        sis=lambda wildcards: OVERINTERP.human_benchmark_sis(wildcards.experiment),
         dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
     output:
         html=report("results/overinterp/{experiment}/human_benchmark/index.html",
@@ -381,8 +383,33 @@ rule overinterp_human_benchmark:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.human_benchmark --sis {input.sis} {params.args} --html-out {output.html} "
+        "python -m pathologies.overinterp.human_benchmark {params.args} --html-out {output.html} "
         "--key-out {output.key} > {log} 2>&1"
+
+
+rule overinterp_human_scores:
+    """Table S6 and Figure S11: the participants' answer files scored against the key (mean ± std)."""
+    input:
+        key="results/overinterp/{experiment}/human_benchmark/key.csv",
+        answers=lambda wildcards: OVERINTERP.human_answers(wildcards.experiment),
+    output:
+        table=report("results/overinterp/{experiment}/tables/human_accuracy.csv",
+                     caption="../report/overinterp_human_accuracy.rst", category=OI_REPORT,
+                     subcategory="{experiment}"),
+        figure=report("results/overinterp/{experiment}/figures/human_accuracy.png",
+                      caption="../report/overinterp_human_accuracy.rst", category=OI_REPORT,
+                      subcategory="{experiment}"),
+        scores="results/overinterp/{experiment}/tables/human_scores.csv",
+    log:
+        "results/logs/overinterp/{experiment}/human_scores.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.overinterp.human_benchmark --score {input.answers} --key-out {input.key} "
+        "--scores-out {output.scores} --table-out {output.table} --figure-out {output.figure} > {log} 2>&1"
 
 
 rule overinterp_fig_shifted:
@@ -401,3 +428,48 @@ rule overinterp_fig_shifted:
         ENV
     shell:
         "python -m pathologies.overinterp.figures shifted --by-split {input} --out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_leakage:
+    """Pixels or pattern: BS-subset retraining beside its mask-only leakage floor and agreement with the source."""
+    input:
+        "results/overinterp/{experiment}/tables/leakage.csv",
+    output:
+        report("results/overinterp/{experiment}/figures/leakage.png", caption="../report/overinterp_leakage.rst",
+               category=OI_REPORT, subcategory="{experiment}"),
+    log:
+        "results/logs/overinterp/{experiment}/figures/leakage.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.overinterp.leakage --leakage {input} --out {output} > {log} 2>&1"
+
+
+rule overinterp_fig_calibrated_examples:
+    """Figure S6: SIS examples per class of the temperature-calibrated source model."""
+    input:
+        sis=lambda wildcards: OVERINTERP.calibrated_source_sis(wildcards.experiment),
+        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+    output:
+        report("results/overinterp/{experiment}/figures/calibrated_sis_examples.png",
+               caption="../report/overinterp_calibrated_sis_examples.rst", category=OI_REPORT,
+               subcategory="{experiment}"),
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+        per_class=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["examples_per_class"],
+        seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
+        classes=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["classes"],
+    log:
+        "results/logs/overinterp/{experiment}/figures/calibrated_sis_examples.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.overinterp.figures examples --sis {input.sis} --threshold {params.threshold} "
+        "--per-class {params.per_class} --max-classes {params.classes} --seed {params.seed} --out {output} "
+        "> {log} 2>&1"

@@ -1,5 +1,5 @@
 # Sufficient input subsets: for every run under `sis.runs`, one extraction job per model x seed x dataset
-# split x shard (GPU work), a merge per split, and two figures per run. Layout: pathologies/sis/extract.py.
+# split x shard (GPU work), a merge per split, and three figures per run. Layout: pathologies/sis/extract.py.
 from pathologies.sis.rules import SisRules  # noqa: E402
 
 try:
@@ -9,32 +9,35 @@ except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
 SIS_REPORT = "Sufficient input subsets"
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.]*"  # run, model and split names (config schema): no '/'
 
 
 rule sis_extract:
     """SIS of one trained model on one shard of a dataset split (exact or Batched Gradient backward selection)."""
     input:
-        models=lambda w: SIS.checkpoints(w.model, w.seed, w.dataset, w.split),
+        models=lambda w: SIS.checkpoints(w.run, w.model, w.seed, w.dataset, w.split),
         dataset=lambda w: dataset_file(w.dataset),
     output:
-        "results/sis/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.h5",
+        "results/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.h5",
     wildcard_constraints:
-        split=r"[A-Za-z0-9][A-Za-z0-9_.]*",
+        run=NAME,
+        model=NAME,
+        split=NAME,
         shard=r"\d+",
         shards=r"\d+",
     params:
         models=lambda w, input: " ".join(f"--model {path}" for path in input.models),
-        spec=lambda w: SIS.spec(w.model, w.seed, w.dataset, w.split, w.shards),
-        state_dir="results/resume/sis/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}",
+        spec=lambda w: SIS.spec(w.run, w.model, w.seed, w.dataset, w.split, w.shards),
+        state_dir="results/resume/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}",
         device=config["device"],
     log:
-        "results/logs/sis_extract/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.log",
+        "results/logs/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.log",
     benchmark:
-        "results/benchmarks/sis_extract/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.tsv"
+        "results/benchmarks/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.tsv"
     threads: config["sis"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda w, attempt: SIS.runtime(w.model, w.seed, w.dataset, w.split) * attempt,
+        runtime=lambda w, attempt: SIS.runtime(w.run, w.model, w.seed, w.dataset, w.split) * attempt,
         gpu=uses_gpu(),
     conda:
         ENV
@@ -47,13 +50,15 @@ rule sis_extract:
 rule sis_merge:
     """Join the shards of one extraction into one file (equal to an unsharded run)."""
     input:
-        lambda w: SIS.shards(w.model, w.seed, w.dataset, w.split),
+        lambda w: SIS.shards(w.run, w.model, w.seed, w.dataset, w.split),
     output:
-        "results/sis/{model}/seed{seed}/{dataset}/{split}.h5",
+        "results/sis/{run}/{model}/seed{seed}/{dataset}/{split}.h5",
     wildcard_constraints:
-        split=r"[A-Za-z0-9][A-Za-z0-9_.]*",
+        run=NAME,
+        model=NAME,
+        split=NAME,
     log:
-        "results/logs/sis_merge/{model}/seed{seed}/{dataset}/{split}.log",
+        "results/logs/sis_merge/{run}/{model}/seed{seed}/{dataset}/{split}.log",
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
@@ -81,7 +86,7 @@ rule sis_figures:
             subcategory="{run}",
         ),
     wildcard_constraints:
-        run=r"[A-Za-z0-9][A-Za-z0-9_.]*",
+        run=NAME,
     log:
         "results/logs/sis_figures/{run}.log",
     resources:
@@ -92,3 +97,30 @@ rule sis_figures:
     shell:
         "python -m pathologies.sis.figures --sis {input} --examples-out {output.examples} "
         "--curves-out {output.curves} > {log} 2>&1"
+
+
+rule sis_heatmaps:
+    """Where the k% BS subsets and the SIS of one run lie: one panel per model, repeats and seeds pooled
+    (Figures 3, S7, S9a)."""
+    input:
+        lambda w: SIS.run_files(w.run),
+    output:
+        report(
+            "results/figures/sis_heatmaps_{run}.png",
+            caption="../report/sis_heatmaps.rst",
+            category=SIS_REPORT,
+            subcategory="{run}",
+        ),
+    wildcard_constraints:
+        run=NAME,
+    params:
+        args=lambda w: SIS.heatmap_args(w.run),
+    log:
+        "results/logs/sis_heatmaps/{run}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.sis.heatmaps {params.args} --out {output} > {log} 2>&1"

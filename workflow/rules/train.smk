@@ -2,6 +2,7 @@ rule train:
     """Train one model (one seed) with per-epoch prediction dumps; resumable per epoch."""
     input:
         dataset=lambda wildcards: dataset_file(run_spec(wildcards).dataset),
+        weights=weights_input,
     output:
         model="results/models/{model}/seed{seed}/model.pt",
         log_csv="results/models/{model}/seed{seed}/train_log.csv",

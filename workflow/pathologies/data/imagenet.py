@@ -33,7 +33,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.transforms import functional as TF
 
 from ..errors import UserError
-from ..io import atomic_output, create_dataset, h5py, provenance, read_json_attr, write_attrs
+from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, read_json_attr, write_attrs
 from .layout import block_channel_stats, mask_colour
 
 # Standard ImageNet train statistics (0-1 scale) used by torchvision's pretrained models.
@@ -104,6 +104,25 @@ def load_image(path: str | Path, resize: int, image_size: int) -> np.ndarray:
         ) from None
     image = TF.center_crop(TF.resize(image, resize), image_size)
     return np.array(image, dtype=np.uint8)
+
+
+def load_image_random_resized_crop(path: str | Path, image_size: int) -> np.ndarray:
+    """Read an image as RGB and take torchvision's RandomResizedCrop(image_size) of it (training only).
+
+    The crop (scale 0.08-1, aspect 3/4-4/3, as pytorch/examples/imagenet) is drawn from torch's
+    global generator: in DataLoader workers that is seeded from the loader's ``generator``.
+    Returns uint8 (image_size, image_size, 3).
+    """
+    from torchvision import transforms
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(
+            f"image {path} listed in the ImageNet index is missing; restore it or rebuild the index"
+        ) from None
+    return np.array(transforms.RandomResizedCrop(image_size, antialias=True)(image), dtype=np.uint8)
 
 
 def sample_channel_stats(
@@ -203,11 +222,11 @@ class ImageIndexDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, index_path: str | Path, split: str, image_root: str | Path | None = None,
-                 with_masks: bool = False) -> None:
+                 with_masks: bool = False, random_resized_crop: bool = False) -> None:
         index_path = Path(index_path)
         if not index_path.exists():
             raise UserError(f"ImageNet index {index_path} does not exist; build it with `snakemake {index_path}`")
-        with h5py.File(index_path, "r") as handle:
+        with read_h5(index_path) as handle:
             if read_json_attr(handle, "storage") != "index":
                 raise UserError(f"{index_path} stores images, not an index; load it with pathologies.data.layout.load_split")
             if split not in handle:
@@ -222,7 +241,11 @@ class ImageIndexDataset(torch.utils.data.Dataset):
             self.colour = mask_colour(handle.attrs["mean"])
         if with_masks and not self.masked:
             raise UserError(f"{index_path} split {split!r} has no masks; it is not a pixel-subset index")
+        if random_resized_crop and self.masked:
+            raise UserError(f"{index_path}: random_resized_crop would move the pixel-subset masks; "
+                            "turn it off for pixel-subset datasets")
         self.index_path, self.split, self.with_masks = index_path, split, with_masks
+        self.random_resized_crop = random_resized_crop
         self._masks = None  # h5py dataset, opened in the process that reads
 
     def __getstate__(self) -> dict:
@@ -238,6 +261,10 @@ class ImageIndexDataset(torch.utils.data.Dataset):
         return self._masks[index]
 
     def __getitem__(self, index: int):
+        if self.random_resized_crop:
+            return (torch.from_numpy(load_image_random_resized_crop(self.image_root / self.paths[index],
+                                                                    self.image_size)),
+                    int(self.labels[index]))
         image = load_image(self.image_root / self.paths[index], self.resize, self.image_size)
         if not self.masked:
             return torch.from_numpy(image), int(self.labels[index])

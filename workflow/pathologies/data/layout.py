@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_output, create_dataset, h5py, provenance, read_json_attr, write_attrs
+from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, read_json_attr, write_attrs
 
 
 @dataclass(frozen=True)
@@ -122,14 +122,8 @@ def write_dataset(
             create_dataset(group, "ids", split.ids.astype(np.int64))
 
 
-def _open(path: str | Path) -> h5py.File:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"prepared dataset {path} does not exist; build it with `snakemake {path}`")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise UserError(f"{path} is not a readable HDF5 file ({err}); delete it and rebuild it") from None
+def _open(path: str | Path):
+    return read_h5(path, "prepared dataset")
 
 
 def dataset_info(path: str | Path) -> DatasetInfo:

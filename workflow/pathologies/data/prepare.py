@@ -19,6 +19,10 @@ ones are an error. Kinds:
                first) and ``labels.npy``; one split ``<corruption>_s<severity>`` each. ids: index
                of the image within its severity block, which is its CIFAR-10 test index.
                ``sample`` keeps a seeded random subset of the n images, the same for every split.
+               ``mixed_sample`` adds split ``mixed``: that many images drawn (seeded, without
+               replacement) across every listed corruption, severity and image, so one sample
+               stands for the whole set; its ids are (corruption, severity, index) encoded as
+               ``(c * 5 + severity - 1) * n + index`` (c: position in the 19 known corruptions).
 ``cifar10.1``  ``resources/CIFAR-10.1/cifar10.1_<version>_{data,labels}.npy``; split ``test``.
 ``imagenet``   an index of ``resources/imagenet/{train,val}`` class folders; see
                :mod:`pathologies.data.imagenet`.
@@ -75,7 +79,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar100": {"download": False},
     "cifar10c": {
         "corruptions": list(CIFAR10C_CORRUPTIONS), "severities": list(CIFAR10C_SEVERITIES),
-        "sample": None, "seed": 0, "stats_from": None,
+        "sample": None, "seed": 0, "stats_from": None, "mixed_sample": None,
     },
     "cifar10.1": {"version": "v6", "stats_from": None},
     "imagenet": {
@@ -84,7 +88,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 # Types of the options whose default is None (the others take the type of their default).
-_OPTIONAL_TYPES = {"sample": int, "stats_sample": int, "stats_from": str}
+_OPTIONAL_TYPES = {"sample": int, "stats_sample": int, "stats_from": str, "mixed_sample": int}
+MIXED_SPLIT = "mixed"  # CIFAR-10-C: a seeded sample across all corruptions and severities
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 Prepared = tuple[dict[str, Split], list[str], Any, Any]  # splits, class names, mean, std (None: from train)
@@ -342,8 +347,18 @@ def _cifar10c(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
         if not 1 <= spec["sample"] <= per_severity:
             raise UserError(f"dataset {name!r}: option 'sample' must lie in 1..{per_severity}, got {spec['sample']}")
         ids = np.sort(np.random.default_rng(spec["seed"]).choice(per_severity, size=spec["sample"], replace=False))
+    mixed = None
+    if spec["mixed_sample"] is not None:
+        total = len(corruptions) * len(severities) * per_severity
+        if not 1 <= spec["mixed_sample"] <= total:
+            raise UserError(f"dataset {name!r}: option 'mixed_sample' must lie in 1..{total}, got {spec['mixed_sample']}")
+        # a separate stream from `sample`'s: (seed, 1)
+        flat = np.sort(np.random.default_rng([spec["seed"], 1]).choice(total, size=spec["mixed_sample"], replace=False))
+        mixed = {"corruption": flat // (len(severities) * per_severity),
+                 "severity": np.asarray(severities)[(flat // per_severity) % len(severities)],
+                 "index": flat % per_severity, "images": []}
     splits = {}
-    for corruption in corruptions:
+    for c, corruption in enumerate(corruptions):
         path = folder / f"{corruption}.npy"
         images = _load_npy(path, how)
         _check_images(path, images, len(labels))
@@ -352,6 +367,16 @@ def _cifar10c(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
             splits[f"{corruption}_s{severity}"] = Split(
                 images=block if spec["sample"] is None else block[ids], labels=blocks[0][ids], ids=ids
             )
+        if mixed is not None:
+            mine = mixed["corruption"] == c
+            rows = (mixed["severity"][mine] - 1) * per_severity + mixed["index"][mine]
+            mixed["images"].append(np.asarray(images[rows]) if mine.any() else None)
+    if mixed is not None:
+        # rows come out grouped by corruption, then by (severity, index): the ascending flat order
+        images = np.concatenate([part for part in mixed["images"] if part is not None])
+        code = np.array([known.index(corruptions[c]) for c in mixed["corruption"]], dtype=np.int64)
+        mixed_ids = (code * len(CIFAR10C_SEVERITIES) + mixed["severity"] - 1) * per_severity + mixed["index"]
+        splits[MIXED_SPLIT] = Split(images=images, labels=blocks[0][mixed["index"]], ids=mixed_ids.astype(np.int64))
     mean, std = _cifar10_stats(name, spec)
     return splits, list(CIFAR10_CLASSES), mean, std
 

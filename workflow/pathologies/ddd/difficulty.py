@@ -7,6 +7,8 @@
         --changes-out decision_changes.csv
 
 Everything is at the comparison epoch E except ``decision_changes.csv`` (every epoch of every run).
+Images of ``exclude_ids`` are left out of every table; ``histogram.csv`` counts them separately
+(``excluded_images``, ``excluded``: their share per k) for the overlay of Figure 2.
 "Models correct" counts the difficulty set: the last member of each condition (or every member
 with ``models_per_condition: all``); ``members.csv`` flags it.
 """
@@ -22,7 +24,8 @@ from scipy import special, stats
 from ..data.layout import dataset_info
 from ..errors import cli
 from ..io import atomic_output
-from ..training.predictions import Correctness, read_dump
+from ..training.predictions import Correctness, check_targets, read_dump
+from .exclusion import excluded_ids, split_excluded
 from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
 from .measures import (class_accuracy, classify_images, correct_histogram, decision_changes,
                          difficulty_fractions, difficulty_grid, difficulty_models)
@@ -102,30 +105,38 @@ def changes_table(spec: dict) -> pd.DataFrame:
     The base run is listed once (as ``base``, over all of its epochs); ``plus<k>ep`` members are
     later epochs of it and add nothing.
     """
-    frames = []
+    frames = [pd.DataFrame(columns=["model", "condition", "epoch", "next_epoch", "changed", "fraction"])]
     seen = set()
+    excluded = excluded_ids(spec)
     for member in spec["members"]:
         run = (member["model"], member["seed"])
         if run in seen:
             continue
         seen.add(run)
-        dump = read_dump(member["predictions"], spec["split"], "all", with_predictions=True)
+        dump = split_excluded(read_dump(member["predictions"], spec["split"], "all", with_predictions=True),
+                              excluded)[0]
         table = decision_changes(dump.predictions, [member["label"]], dump.epochs)
         table.insert(1, "condition", member["condition"])
         frames.append(table)
-    return pd.concat(frames, ignore_index=True).rename(columns={"model": "member"})
+    return pd.concat(frames[1:] or frames, ignore_index=True).rename(columns={"model": "member"})
 
 
 def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
     """Every table of this module by output name (members, difficulty, fractions, ...)."""
-    final, members = load_final(spec)
+    everything, members = load_final(spec, keep_excluded=True)
+    final, excluded = split_excluded(everything, excluded_ids(spec))
     rows = difficulty_rows(members, spec["models_per_condition"])
     check_exceptions(spec, len(rows))
     class_names = dataset_info(dataset).class_names
+    check_targets(final, len(class_names), dataset)
     n_correct = final.correct[rows, 0].sum(axis=0)
     n_models = len(rows)
     fractions = difficulty_fractions(n_correct, n_models, {"strict": 0, "loose": spec["loose_max_exceptions"]})
     histogram = correct_histogram(n_correct, n_models).assign(n_images=len(n_correct), n_models=n_models)
+    # The excluded images (e.g. label errors) as the paper's red overlay of Figures 2 / 22.
+    excluded_counts = np.bincount(excluded.correct[rows, 0].sum(axis=0), minlength=n_models + 1)
+    histogram["excluded_images"] = excluded_counts
+    histogram["excluded"] = excluded_counts / max(1, excluded_counts.sum())
     profiles, histograms = difficulty_model_tables(n_correct, n_models, spec["analysis_seed"])
     classes = class_accuracy(final.correct[:, 0], final.targets, final.models)
     classes.insert(1, "condition", classes["model"].map({m["label"]: m["condition"] for m in members}))

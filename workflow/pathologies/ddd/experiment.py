@@ -6,12 +6,14 @@ Analysis modules read an experiment from ``experiment.json`` (written by the com
 :meth:`pathologies.ddd.grid.Experiment.as_dict`): ``name``, ``dataset``, ``split``, ``epochs`` (the
 comparison epoch E), ``members`` (label, condition, model, seed, epoch, compare, arch, predictions,
 checkpoint), ``rsa_members`` and the analysis options (``n_boot``, ``ci_level``, ``analysis_seed``,
-``loose_max_exceptions``, ``in_between_rule``, ``models_per_condition``, ``rsa_images``,
-``predictions_csv``).
+``loose_max_exceptions``, ``in_between_rule``, ``models_per_condition``, ``rsa_images``, ``rsa_layers``,
+``predictions_csv``, ``exclude_ids``).
 
 Epochs are counted on the base run's clock: "epoch e" means epoch e of every trained member, and
 epoch e + k of the member ``plus<k>ep`` (each member's ``epoch`` is its state at e = E). Models
 from ``predictions_csv`` have final decisions only; each joins at e = E as a condition of its own.
+An experiment of external models only (no ``members``) has E = 0. Images listed in ``exclude_ids``
+are dropped from every table (:mod:`pathologies.ddd.exclusion`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, load_predictions_csv, merge, read_dump
 from .consistency import image_subset
+from .exclusion import excluded_ids, split_excluded
 
 
 def check_spec(spec: object, source: str) -> dict:
@@ -53,29 +56,44 @@ def read_spec(path: str | Path) -> dict:
         raise UserError(f"{path} is not valid JSON ({err}); delete it and rebuild it") from None
 
 
-def load_epochs(spec: dict, epochs: Sequence[int] | None = None, with_predictions: bool = False) -> Correctness:
-    """Trained members at base-clock ``epochs`` (default 0..E): correct (M, len(epochs), N)."""
+def load_epochs(spec: dict, epochs: Sequence[int] | None = None, with_predictions: bool = False,
+                keep_excluded: bool = False) -> Correctness:
+    """Trained members at base-clock ``epochs`` (default 0..E): correct (M, len(epochs), N).
+
+    Images of ``exclude_ids`` are left out unless ``keep_excluded``.
+    """
+    if not spec["members"]:
+        raise UserError(f"experiment {spec['name']!r} has no trained models (only predictions_csv); "
+                        "per-epoch analyses need a base run")
     clock = list(range(spec["epochs"] + 1)) if epochs is None else [int(e) for e in epochs]
     parts = []
     for member in spec["members"]:
         offset = member["epoch"] - spec["epochs"]
         part = read_dump(member["predictions"], spec["split"], [e + offset for e in clock], with_predictions)
         parts.append(replace(part, models=[member["label"]], epochs=clock))
-    return merge(parts)
+    merged = merge(parts)
+    return merged if keep_excluded else split_excluded(merged, excluded_ids(spec))[0]
 
 
-def load_final(spec: dict) -> tuple[Correctness, list[dict]]:
+def load_final(spec: dict, keep_excluded: bool = False) -> tuple[Correctness, list[dict]]:
     """Every member, external CSV models included, at the comparison epoch E: (correctness, members).
 
     The returned member list is aligned with ``correctness.models``; an external model becomes
-    ``{label: name, condition: name, compare: "base", source: csv}``.
+    ``{label: name, condition: name, compare: "base", source: csv}``. Without trained members the
+    first CSV fixes the images and their order. Images of ``exclude_ids`` are left out unless
+    ``keep_excluded``.
     """
-    trained = load_epochs(spec, [spec["epochs"]])
     members = [dict(member, source=member["predictions"]) for member in spec["members"]]
-    parts = [trained]
-    labels = set(trained.models)
+    parts, labels = [], set()
+    ids = targets = None
+    if members:
+        trained = load_epochs(spec, [spec["epochs"]], keep_excluded=True)
+        parts, labels, ids, targets = [trained], set(trained.models), trained.ids, trained.targets
+    if not members and not spec.get("predictions_csv"):
+        raise UserError(f"experiment {spec['name']!r} has neither trained models nor predictions_csv")
     for path in spec.get("predictions_csv", []):
-        external = load_predictions_csv(path, trained.ids, trained.targets)
+        external = load_predictions_csv(path, ids, targets)
+        ids, targets = external.ids, external.targets
         clash = sorted(labels.intersection(external.models))
         if clash:
             raise UserError(f"{path}: model names {clash} are already used by members of experiment "
@@ -84,7 +102,8 @@ def load_final(spec: dict) -> tuple[Correctness, list[dict]]:
         parts.append(replace(external, epochs=[spec["epochs"]]))
         members += [{"label": name, "condition": name, "model": name, "seed": None, "epoch": None,
                      "compare": "base", "arch": None, "source": str(path)} for name in external.models]
-    return merge(parts), members
+    merged = merge(parts)
+    return (merged if keep_excluded else split_excluded(merged, excluded_ids(spec))[0]), members
 
 
 def difficulty_rows(members: Sequence[dict], per_condition: str = "last") -> list[int]:

@@ -6,13 +6,23 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
 :mod:`pathologies.ddd.kl`, :mod:`pathologies.ddd.rsa`):
 
     fig02_histogram           --histogram        models correct per image vs the binomial
-    fig03_conditions          --conditions       kappa of each condition against the base
+    fig03_conditions          --conditions [--order]   kappa of each condition against the base
     fig04_decisions           --difficulty       models x images decisions, sorted by difficulty
     fig05_kappa_heatmaps      --kappa            condition x condition kappa: all vs in-between images
     fig07_rsa                 --rsa --members    RSA of each condition with the base run
-    fig08_base_epochs         --predictions --epoch-kappa --split   the base run across its epochs
+    fig08_base_epochs         --predictions --epoch-kappa --spec   the base run, epochs 1..E
     fig09_kl_accuracy         --kl               Gaussian dataset: KL to the next class vs accuracy
     fig10_difficulty_models   --profiles --histograms   A.9 difficulty profiles and their histograms
+    fig11_superclasses        --superclasses     categories within each superclass, kappa per superclass (A.12)
+    fig12_superclass_categories --superclasses   superclasses within each category (A.12)
+    fig13_accuracy            --members          accuracy of every model and condition (Figures 13 / 14)
+    a13_label_ambiguity       --ambiguity        ambiguous labels per category (A.13)
+    table1_class_extremes     --extremes         Table 1: easiest and hardest classes
+    fig06_human_questions     --questions        experiment 2: categories per answer, pooled (Figure 6)
+    fig25_human_answers       --questions        experiment 2: answers per question, pooled (Figures 25 / 26)
+    fig27_human_observers     --questions        experiment 2: answers per question per observer (Figures 27 / 28)
+    human_pairs               --scores           experiment 1: observers' accuracy and consistency
+    fig18_pairs               --human            experiment 1: example pairs (Figures 18 / 19) from the pages' folder
     fig17_decision_changes    --changes          decisions changed from one epoch to the next
     fig20_class_accuracy      --class-accuracy   per-class accuracy, sorted
 
@@ -37,6 +47,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output  # noqa: E402
 from ..training.predictions import read_dump  # noqa: E402
+from .exclusion import excluded_ids, split_excluded  # noqa: E402
+from .experiment import read_spec  # noqa: E402
 from .summary import rsa_reference  # noqa: E402
 
 CORRECT_WRONG_REDS = ListedColormap(["#fcbba1", "#a50f15"])  # Figure 4: light = right, dark = wrong
@@ -66,15 +78,28 @@ def plot_histogram(histogram: pd.DataFrame, out: str | Path) -> pd.DataFrame:
                 palette={"observed": "#3182bd", "binomial": "#31a354"})
     ax.set_ylabel("fraction of images")
     ax.set_title(f"How many of {n_models} models classify an image correctly")
+    if "excluded_images" in histogram and histogram["excluded_images"].sum() > 0:  # the paper's red overlay
+        n_excluded = int(histogram["excluded_images"].sum())
+        ax.plot(range(n_models + 1), histogram.sort_values("k")["excluded"], color="#de2d26", marker="o",
+                markersize=3, linewidth=1, label=f"excluded images (n = {n_excluded})")
+        ax.legend(fontsize="small")
     _save(fig, out)
     return data
 
 
-def plot_conditions(conditions: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 3: kappa of every member against its reference (all images), mean per condition in black."""
+def plot_conditions(conditions: pd.DataFrame, out: str | Path, order_by: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Figure 3: kappa of every member against its reference (all images), mean per condition in black.
+
+    ``order_by``: the conditions table of another experiment; conditions are then ordered by its mean
+    kappa, highest first (Figures 15 / 16 follow the ResNet-18 order), the others after them in config order.
+    """
     _theme()
     data = conditions[conditions["set"] == "all"]
     order = list(dict.fromkeys(data["condition"]))
+    if order_by is not None:
+        reference = order_by[order_by["set"] == "all"].groupby("condition", sort=False)["kappa"].mean()
+        ranked = [c for c in reference.sort_values(ascending=False, kind="stable").index if c in order]
+        order = ranked + [c for c in order if c not in ranked]
     means = data.groupby("condition", sort=False)["kappa"].mean().reindex(order).reset_index()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(order) + 1.5), 3.2))
     positions = {condition: i for i, condition in enumerate(order)}
@@ -155,38 +180,50 @@ def plot_kappa_heatmaps(kappa: pd.DataFrame, out: str | Path) -> dict[str, pd.Da
 
 
 def plot_rsa(rsa: pd.DataFrame, members: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 7: RSA of each condition's model with the base run's checkpoint."""
+    """Figure 7: RSA of each condition's model with the base run's checkpoint, one bar colour per layer."""
     _theme()
-    label, epoch, rows = rsa_reference(rsa, members)
+    label, epoch, _ = rsa_reference(rsa, members)
+    rows = rsa[(rsa["model_a"] == label) | (rsa["model_b"] == label)]
     other = np.where(rows["model_a"] == label, rows["condition_b"], rows["condition_a"])
-    data = pd.DataFrame({"condition": other, "rsa": rows["rsa"].to_numpy()})
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(data) + 1.5), 3.2))
-    sns.barplot(data=data, x="condition", y="rsa", color="#3182bd", ax=ax)
+    layer = rows["layer"].to_numpy() if "layer" in rows else "penultimate"
+    data = pd.DataFrame({"condition": other, "layer": layer, "rsa": rows["rsa"].to_numpy()})
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * data["condition"].nunique() + 1.5), 3.2))
+    sns.barplot(data=data, x="condition", y="rsa", hue="layer", palette=["#3182bd", "#fd8d3c"][:data["layer"].nunique()],
+                ax=ax)
     ax.tick_params(axis="x", rotation=45)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")
     ax.set_ylabel("RSA (correlation of RDMs)")
     ax.set_ylim(min(0.0, float(data["rsa"].min())) - 0.05, 1.05)
-    ax.set_title(f"Penultimate-layer RSA with the base run ({label}, epoch {epoch})")
+    ax.set_title(f"RSA with the base run ({label}, epoch {epoch})")
     _save(fig, out)
     return data
 
 
-def plot_base_epochs(correct: np.ndarray, epoch_kappa: pd.DataFrame, out: str | Path) -> dict[str, np.ndarray]:
+def plot_base_epochs(correct: np.ndarray, epoch_kappa: pd.DataFrame, out: str | Path,
+                     last: int | None = None) -> dict[str, np.ndarray]:
     """Figure 8: the base run's decisions per epoch (images sorted by mean accuracy) and kappa between epochs.
 
-    ``correct``: (epochs, N) bool, row e = after epoch e.
+    ``correct``: (epochs, N) bool, row e = after epoch e. As in the paper, only epochs 1..``last``
+    are shown (``last``: the comparison epoch E; None = every epoch after 0): not the untrained
+    weights, not the extra epochs of the "+k epochs" members.
     """
     _theme()
     correct = np.asarray(correct, dtype=bool)
-    order = np.argsort(-correct[1:].mean(axis=0) if len(correct) > 1 else -correct[0], kind="stable")
-    decisions = correct[:, order].T  # images x epochs
-    epochs = sorted(set(epoch_kappa["epoch_a"]) | set(epoch_kappa["epoch_b"]))
+    last = len(correct) - 1 if last is None else min(int(last), len(correct) - 1)
+    if last < 1:
+        raise UserError(f"the base run has {len(correct) - 1} trained epochs; Figure 8 needs at least one")
+    shown = correct[1:last + 1]
+    order = np.argsort(-shown.mean(axis=0), kind="stable")
+    decisions = shown[:, order].T  # images x epochs 1..last
+    epochs = [e for e in sorted(set(epoch_kappa["epoch_a"]) | set(epoch_kappa["epoch_b"])) if 1 <= e <= last]
+    epoch_kappa = epoch_kappa[epoch_kappa["epoch_a"].isin(epochs) & epoch_kappa["epoch_b"].isin(epochs)]
     matrix = pd.DataFrame(np.eye(len(epochs)), index=epochs, columns=epochs)
     for row in epoch_kappa.itertuples(index=False):
         matrix.loc[row.epoch_a, row.epoch_b] = matrix.loc[row.epoch_b, row.epoch_a] = row.kappa
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.imshow(1 - decisions, aspect="auto", interpolation="nearest", cmap=CORRECT_WRONG_BLUE, vmin=0, vmax=1)
+    left.imshow(1 - decisions, aspect="auto", interpolation="nearest", cmap=CORRECT_WRONG_BLUE, vmin=0, vmax=1,
+                extent=(0.5, last + 0.5, len(decisions), 0))
     left.set_xlabel("epoch")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("images, sorted by mean accuracy over epochs")
@@ -205,13 +242,14 @@ def plot_kl_accuracy(kl: pd.DataFrame, out: str | Path) -> pd.DataFrame:
     data = kl.dropna(subset=["kl_to_next"])
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     axes[0].plot(data["class"], data["kl_to_next"], marker=".")
-    axes[0].set(xlabel="class i", ylabel="KL(class i, class i+1)", yscale="log", title="KL divergence")
+    axes[0].set(xlabel="class i", ylabel="KL(class i, class i+1) per value", yscale="log",
+                title="KL divergence (eq. 1)")
     axes[1].plot(kl["class"], kl["accuracy"], marker=".", label="base")
     axes[1].plot(kl["class"], kl["mean_accuracy"], marker=".", alpha=0.6, label="mean of all models")
     axes[1].set(xlabel="class i", ylabel="accuracy", title="Class accuracy")
     axes[1].legend(fontsize="small")
     axes[2].scatter(data["kl_to_next"], data["accuracy"], c=data["class"], cmap="viridis", s=14)
-    axes[2].set(xlabel="KL(class i, class i+1)", ylabel="accuracy of class i", xscale="log",
+    axes[2].set(xlabel="KL(class i, class i+1) per value", ylabel="accuracy of class i", xscale="log",
                 title="KL vs accuracy")
     _save(fig, out)
     return data
@@ -253,38 +291,232 @@ def plot_decision_changes(changes: pd.DataFrame, out: str | Path) -> pd.DataFram
 
 
 def plot_class_accuracy(class_accuracy: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 20: per-class accuracy of the base model, sorted decreasingly; range over all models shaded."""
+    """Figure 20: per-class accuracy of the base model, sorted decreasingly; range over all models shaded.
+
+    Without a base member (external models only) the mean over the models takes its place.
+    """
     _theme()
     wide = class_accuracy.pivot_table(index="class", columns="member", values="accuracy")
-    if "base" not in wide.columns:
-        raise UserError("class accuracy table has no member 'base'; rebuild it with pathologies.ddd.difficulty")
-    wide = wide.sort_values("base", ascending=False, kind="stable")
-    data = pd.DataFrame({"class": wide.index, "rank": np.arange(len(wide)), "base": wide["base"].to_numpy(),
+    reference = wide["base"] if "base" in wide.columns else wide.mean(axis=1)
+    label = "base" if "base" in wide.columns else "mean of the models"
+    order = np.argsort(-reference.to_numpy(), kind="stable")
+    wide, reference = wide.iloc[order], reference.iloc[order]
+    data = pd.DataFrame({"class": wide.index, "rank": np.arange(len(wide)), "base": reference.to_numpy(),
                          "min": wide.min(axis=1).to_numpy(), "max": wide.max(axis=1).to_numpy()})
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.fill_between(data["rank"], data["min"], data["max"], color="0.8", label="range over all models")
-    ax.plot(data["rank"], data["base"], color="#3182bd", marker="." if len(data) <= 100 else None, label="base")
-    ax.set(xlabel="classes, sorted by the base model's accuracy", ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.plot(data["rank"], data["base"], color="#3182bd", marker="." if len(data) <= 100 else None, label=label)
+    ax.set(xlabel=f"classes, sorted by the accuracy of the {label}", ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.legend(fontsize="small")
     _save(fig, out)
     return data
 
 
+def plot_accuracy(members: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figures 13 / 14: accuracy at E of every model (dots) and the mean of each condition (bars)."""
+    _theme()
+    order = list(dict.fromkeys(members["condition"]))
+    means = members.groupby("condition", sort=False)["accuracy"].mean().reindex(order).reset_index()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(order) + 1.5), 3.2))
+    ax.bar(range(len(order)), means["accuracy"], color="#9ecae1", label="condition mean")
+    x = members["condition"].map({condition: i for i, condition in enumerate(order)})
+    ax.scatter(x, members["accuracy"], color="#08519c", s=10, zorder=3, label="model")
+    ax.axhline(members["accuracy"].mean(), color="0.3", linestyle="--", linewidth=0.8,
+               label=f"mean of all models ({members['accuracy'].mean():.3f})")
+    ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
+    ax.set(ylabel="accuracy", ylim=(0, 1.02), title="Accuracy at the comparison epoch")
+    ax.legend(fontsize="small", loc="lower right")
+    _save(fig, out)
+    return means
+
+
+CATEGORY_COLOURS = {"trivial": "#74c476", "in_between": "#9ecae1", "impossible": "#de2d26"}
+
+
+def plot_superclasses(superclasses: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 11: share of trivial / in-between / impossible images within each superclass (each sums to 1),
+    superclasses ordered by impossible / trivial; mean kappa of the difficulty set per superclass on the right."""
+    _theme()
+    shares = superclasses.pivot_table(index="superclass", columns="category", values="share_of_superclass")
+    shares = shares.reindex(columns=list(CATEGORY_COLOURS), fill_value=0).fillna(0)
+    ratio = shares["impossible"] / shares["trivial"].replace(0, np.nan)
+    shares = shares.iloc[np.argsort(ratio.fillna(np.inf).to_numpy(), kind="stable")]
+    kappa = superclasses.groupby("superclass")["kappa"].first().reindex(shares.index)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.3 * len(shares) + 1.5), sharey=True,
+                                      gridspec_kw={"width_ratios": [3, 1]})
+    shares.plot.barh(stacked=True, ax=left, color=[CATEGORY_COLOURS[c] for c in shares.columns], width=0.8)
+    left.set(xlabel="share of the superclass's images", ylabel="superclass", xlim=(0, 1))
+    left.legend(fontsize="small", loc="lower right")
+    right.scatter(kappa.to_numpy(), range(len(kappa)), color="0.2", s=12)
+    right.set(xlabel="mean kappa (difficulty set)")
+    _save(fig, out)
+    return shares
+
+
+def plot_superclass_categories(superclasses: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Figure 12: share of each category's images per superclass (each category sums to 1)."""
+    _theme()
+    shares = superclasses.pivot_table(index="superclass", columns="category", values="share_of_category")
+    shares = shares.reindex(columns=list(CATEGORY_COLOURS)).fillna(0)
+    data = shares.reset_index().melt(id_vars="superclass", var_name="category", value_name="share")
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(shares) + 1.5), 3.4))
+    sns.barplot(data=data, x="superclass", y="share", hue="category", palette=CATEGORY_COLOURS, ax=ax)
+    ax.tick_params(axis="x", rotation=60)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    ax.set(ylabel="share of the category's images", title="Superclasses within each image category")
+    _save(fig, out)
+    return data
+
+
+def plot_label_ambiguity(ambiguity: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """A.13: share of images with an ambiguous label per category (of all, and of the rated images)."""
+    _theme()
+    data = ambiguity.melt(id_vars="category", value_vars=["fraction_ambiguous", "fraction_of_rated"],
+                          var_name="of", value_name="fraction")
+    data["of"] = data["of"].map({"fraction_ambiguous": "all images", "fraction_of_rated": "rated images"})
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.barplot(data=data, x="category", y="fraction", hue="of", ax=ax, palette=["#3182bd", "#9ecae1"])
+    ax.set(ylabel="share with an ambiguous label", title="Label ambiguity per image category")
+    _save(fig, out)
+    return data
+
+
+def plot_class_extremes(extremes: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Table 1 as a figure: accuracy of the easiest and hardest classes."""
+    _theme()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.3 * extremes["rank"].max() + 1.5))
+    for ax, (side, colour) in zip(axes, (("easiest", "#74c476"), ("hardest", "#de2d26"))):
+        part = extremes[extremes["side"] == side]
+        ax.barh(range(len(part)), part["accuracy"], color=colour)
+        ax.set_yticks(range(len(part)), part["class_name"].astype(str))
+        ax.invert_yaxis()
+        ax.set(xlim=(0, 1), xlabel="accuracy", title=f"{side} classes")
+    _save(fig, out)
+    return extremes
+
+
+ANSWER_ORDER = {"q2": ["no", "maybe", "yes"], "q3": ["no", "slightly", "very"]}
+QUESTIONS = {"q1": "object categories in the image", "q2": "is there a main category?",
+             "q3": "is the presentation unusual?"}
+
+
+def _answer_order(question: str, answers: pd.Series) -> list[str]:
+    present = set(answers.astype(str))
+    if question in ANSWER_ORDER:
+        return [a for a in ANSWER_ORDER[question] if a in present]
+    return sorted(present, key=int)
+
+
+def plot_human_questions(table: pd.DataFrame, out: str | Path, share: str = "share_of_answer",
+                         observers: bool = False) -> pd.DataFrame:
+    """Figures 6 / 25-28: answers of experiment 2, pooled (``observers=False``) or one row per observer.
+
+    ``share="share_of_answer"``: the categories of each answer sum to 1 (Figure 6); ``"share_of_question"``:
+    the answers of each question sum to 1 (Figures 25-28), coloured by category.
+    """
+    _theme()
+    data = table if observers else table[table["observer"] == "all"]
+    if observers:
+        data = data[data["observer"] != "all"]
+    rows = sorted(set(data["observer"])) or ["all"]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 2.8 * len(rows) + 0.5), squeeze=False)
+    for r, observer in enumerate(rows):
+        for c, (question, title) in enumerate(QUESTIONS.items()):
+            ax = axes[r, c]
+            part = data[(data["observer"] == observer) & (data["question"] == question)].copy()
+            if part.empty:
+                ax.text(0.5, 0.5, "no answers", ha="center", va="center")
+                ax.set_axis_off()
+                continue
+            part["answer"] = part["answer"].astype(str)
+            sns.barplot(data=part, x="answer", y=share, hue="category", ax=ax, palette=CATEGORY_COLOURS,
+                        order=_answer_order(question, part["answer"]),
+                        hue_order=[c for c in CATEGORY_COLOURS if c in set(part["category"])])
+            ax.set(title=f"{observer}: {title}" if observers else title, ylabel=share.replace("_", " "))
+            if (r, c) != (0, 2):
+                legend = ax.get_legend()
+                if legend is not None:
+                    legend.remove()
+    _save(fig, out)
+    return data
+
+
+def plot_human_pairs(scores: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Experiment 1: share of trials in which each observer picked the trivial image, and mean kappa."""
+    _theme()
+    data = scores[scores["observer"] != "all"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    if data.empty:
+        for ax in (left, right):
+            ax.text(0.5, 0.5, "no answer files yet", ha="center", va="center")
+            ax.set_axis_off()
+    else:
+        left.bar(data["observer"].astype(str), data["accuracy"], color="#3182bd")
+        left.axhline(0.5, color="0.4", linestyle="--", linewidth=0.8, label="chance")
+        left.set(ylim=(0, 1), ylabel="picked the trivial image", title="Which image is easier? (2AFC)")
+        left.legend(fontsize="small")
+        right.bar(data["observer"].astype(str), data["mean_kappa"], color="#9ecae1")
+        right.set(ylabel="mean kappa with the other observers", title="Consistency between observers")
+        for ax in (left, right):
+            ax.tick_params(axis="x", rotation=45)
+    _save(fig, out)
+    return data
+
+
+def plot_pairs(pairs: pd.DataFrame, images: Path, out: str | Path, n: int = 6) -> pd.DataFrame:
+    """Figures 18 / 19: the first ``n`` pairs of experiment 1, impossible images on top, trivial below."""
+    from PIL import Image
+
+    _theme()
+    shown = pairs.head(n)
+    fig, axes = plt.subplots(2, max(1, len(shown)), figsize=(1.8 * max(1, len(shown)), 4), squeeze=False)
+    for i, row in enumerate(shown.itertuples()):
+        for r, image_id in enumerate((row.impossible_id, row.trivial_id)):
+            with Image.open(Path(images) / f"{image_id}.png") as picture:
+                axes[r, i].imshow(np.asarray(picture.convert("RGB")), interpolation="nearest")
+            axes[r, i].set_axis_off()
+    axes[0, 0].set_title("impossible (top) / trivial (bottom)", loc="left", fontsize="small")
+    _save(fig, out)
+    return shown
+
+
+def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
+    spec = read_spec(args.spec)
+    run = split_excluded(read_dump(args.predictions, spec["split"], "all"), excluded_ids(spec))[0]
+    return plot_base_epochs(run.correct[0], _read_csv(args.epoch_kappa), args.out, spec["epochs"])
+
+
 def _read_csv(path: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError) as err:
+    except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read table {path} ({err}); rebuild it with snakemake") from None
 
 
 FIGURES = {
     "fig02_histogram": (("histogram",), lambda a: plot_histogram(_read_csv(a.histogram), a.out)),
-    "fig03_conditions": (("conditions",), lambda a: plot_conditions(_read_csv(a.conditions), a.out)),
+    "fig03_conditions": (("conditions",), lambda a: plot_conditions(
+        _read_csv(a.conditions), a.out, _read_csv(a.order) if a.order else None)),
     "fig04_decisions": (("difficulty",), lambda a: plot_decisions(_read_csv(a.difficulty), a.out)),
     "fig05_kappa_heatmaps": (("kappa",), lambda a: plot_kappa_heatmaps(_read_csv(a.kappa), a.out)),
     "fig07_rsa": (("rsa", "members"), lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out)),
-    "fig08_base_epochs": (("predictions", "epoch_kappa", "split"), lambda a: plot_base_epochs(
-        read_dump(a.predictions, a.split, "all").correct[0], _read_csv(a.epoch_kappa), a.out)),
+    "fig08_base_epochs": (("predictions", "epoch_kappa", "spec"), lambda a: _base_epochs(a)),
+    "fig13_accuracy": (("members",), lambda a: plot_accuracy(_read_csv(a.members), a.out)),
+    "fig11_superclasses": (("superclasses",), lambda a: plot_superclasses(_read_csv(a.superclasses), a.out)),
+    "fig12_superclass_categories": (("superclasses",), lambda a: plot_superclass_categories(
+        _read_csv(a.superclasses), a.out)),
+    "a13_label_ambiguity": (("ambiguity",), lambda a: plot_label_ambiguity(_read_csv(a.ambiguity), a.out)),
+    "fig06_human_questions": (("questions",), lambda a: plot_human_questions(_read_csv(a.questions), a.out)),
+    "fig25_human_answers": (("questions",), lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question")),
+    "fig27_human_observers": (("questions",), lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question", observers=True)),
+    "human_pairs": (("scores",), lambda a: plot_human_pairs(_read_csv(a.scores), a.out)),
+    "fig18_pairs": (("human",), lambda a: plot_pairs(_read_csv(f"{a.human}/pairs.csv"), Path(a.human) / "images",
+                                                     a.out)),
+    "table1_class_extremes": (("extremes",), lambda a: plot_class_extremes(_read_csv(a.extremes), a.out)),
     "fig09_kl_accuracy": (("kl",), lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out)),
     "fig10_difficulty_models": (("profiles", "histograms"), lambda a: plot_difficulty_models(
         _read_csv(a.profiles), _read_csv(a.histograms), a.out)),
@@ -292,6 +524,9 @@ FIGURES = {
     "fig20_class_accuracy": (("class_accuracy",), lambda a: plot_class_accuracy(_read_csv(a.class_accuracy),
                                                                                 a.out)),
 }
+
+
+OPTIONAL = {"fig03_conditions": ("order",)}  # --order: conditions.csv of the experiment to order by
 
 
 @cli
@@ -302,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         sub = figures.add_parser(name)
         for option in inputs:
             sub.add_argument(f"--{option.replace('_', '-')}", required=True)
+        for option in OPTIONAL.get(name, ()):
+            sub.add_argument(f"--{option.replace('_', '-')}")
         sub.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     FIGURES[args.figure][1](args)

@@ -25,6 +25,10 @@ job:
 - ``<experiment>.<condition>.<i>``: one run per variant at the base seed; a variant holds recipe
   keys (and optionally ``arch``) on top of the condition's overrides.
 
+A run that resolves to the same architecture, recipe and seeds as an earlier one of the experiment
+(e.g. ``half_data: {overrides: {data_fraction: 0.5}}`` and part 0 of ``different_data``) is trained
+once: the later member points at the earlier model and no entry is added for it.
+
 Every member is compared at epoch ``epochs`` of the base recipe (conditions cannot change it). A
 member is labelled ``<condition>`` when its condition has one model, else ``<condition>.s<seed>``
 (seeds) or ``<condition>.<i>`` (variants).
@@ -32,6 +36,7 @@ member is labelled ``<condition>`` when its condition has one model, else ``<con
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
@@ -43,7 +48,8 @@ from ..errors import UserError
 RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
 # Keys of a `ddd` experiment that configure the analysis rather than the models.
 ANALYSIS_KEYS = ("n_boot", "ci_level", "analysis_seed", "loose_max_exceptions", "in_between_rule",
-                 "models_per_condition", "rsa_images", "predictions_csv")
+                 "models_per_condition", "rsa_images", "rsa_layers", "predictions_csv", "exclude_ids",
+                 "superclasses", "label_ambiguity", "human", "condition_order")
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         _, members = _expand(name, experiment, config)
         result[name] = Experiment(
             name=name, dataset=experiment["dataset"], split=experiment["split"],
-            epochs=_base_recipe(experiment, config)["epochs"], members=tuple(members),
+            epochs=_base_recipe(experiment, config)["epochs"] if "base" in experiment else 0, members=tuple(members),
             options={key: experiment[key] for key in ANALYSIS_KEYS})
     return result
 
@@ -129,7 +135,9 @@ def _base_recipe(experiment: Mapping, config: Mapping) -> dict:
 
 
 def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, dict], list[Member]]:
-    """(models entries, members) of one checked experiment."""
+    """(models entries, members) of one checked experiment; none for an external-only experiment."""
+    if "base" not in experiment:
+        return {}, []
     base = experiment["base"]
     epochs = _base_recipe(experiment, config)["epochs"]
     extra = sorted(experiment["extra_epochs"])
@@ -146,6 +154,21 @@ def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, 
     if snapshots:  # the weights of the base member and its extra epochs, for the RSA
         base_overrides["snapshot_epochs"] = snapshots
     models = {base_model: entry(base["arch"], base_overrides, [base["seed"]])}
+    runs: dict[str, str] = {}  # one resolved single-seed run -> the model that trains it
+
+    def add(model: str, arch: str, overrides: dict, seeds: list[int]) -> str:
+        """Add a models entry and return its name, or the name of an earlier identical run."""
+        if len(seeds) == 1:
+            recipe = {**config["recipes"][base["recipe"]], **overrides}
+            for key in ("init_seed", "order_seed"):
+                recipe[key] = seeds[0] if recipe.get(key) is None else recipe[key]
+            run = json.dumps([arch, recipe], sort_keys=True)
+            if run in runs:
+                return runs[run]
+            runs[run] = model
+        models[model] = entry(arch, overrides, seeds)
+        return model
+
     members = [Member("base", "base", base_model, base["seed"], epochs, "base", base["arch"])]
     members += [Member(f"plus{k}ep", f"plus{k}ep", base_model, base["seed"], epochs + k, "base", base["arch"])
                 for k in extra]
@@ -158,13 +181,12 @@ def _expand(name: str, experiment: Mapping, config: Mapping) -> tuple[dict[str, 
                 model = f"{name}.{condition}.{i}"
                 variant_arch = variant.get("arch", arch)
                 recipe_keys = {k: v for k, v in variant.items() if k != "arch"}
-                models[model] = entry(variant_arch, {**overrides, **recipe_keys}, [base["seed"]])
+                model = add(model, variant_arch, {**overrides, **recipe_keys}, [base["seed"]])
                 label = condition if len(variants) == 1 else f"{condition}.{i}"
                 members.append(Member(label, condition, model, base["seed"], epochs, spec["compare"], variant_arch))
         else:
             seeds = spec.get("seeds", [base["seed"]])
-            model = f"{name}.{condition}"
-            models[model] = entry(arch, overrides, seeds)
+            model = add(f"{name}.{condition}", arch, overrides, seeds)
             for seed in seeds:
                 label = condition if len(seeds) == 1 else f"{condition}.s{seed}"
                 members.append(Member(label, condition, model, seed, epochs, spec["compare"], arch))
@@ -178,6 +200,15 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
     if experiment["dataset"] not in config["datasets"]:
         raise UserError(f"config key {key}.dataset: {experiment['dataset']!r} is not a dataset; define it under "
                         f"`datasets` (have: {', '.join(sorted(config['datasets']))})")
+    reference = experiment["condition_order"]
+    if reference is not None and (reference == name or reference not in config.get("ddd", {})):
+        raise UserError(f"config key {key}.condition_order: {reference!r} is not another ddd experiment "
+                        f"(have: {', '.join(sorted(set(config['ddd']) - {name}))})")
+    if "base" not in experiment or "conditions" not in experiment:
+        if "base" in experiment or "conditions" in experiment or not experiment["predictions_csv"]:
+            raise UserError(f"config key {key}: give a base run and conditions, or only predictions_csv "
+                            "(an experiment of models trained elsewhere)")
+        return
     base = experiment["base"]
     if base["recipe"] not in config["recipes"]:
         raise UserError(f"config key {key}.base.recipe: {base['recipe']!r} is not a recipe; define it under "

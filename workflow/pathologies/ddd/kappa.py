@@ -9,7 +9,9 @@ images at every epoch). Epochs 0..E on the base run's clock (see :mod:`pathologi
 external CSV models appear at epoch E only. Bootstrap intervals (ci_low, ci_high) are computed at
 epoch E only (NaN before). ``conditions.csv``: at epoch E, each member against the base member
 (``compare: base``) or against the other members of its condition (``compare: within``).
-``epoch_kappa.csv``: every pair of epochs of the base run (0..E + max extra), all images.
+``epoch_kappa.csv``: every pair of epochs of the base run (0..E + max extra), all images. Images of
+``exclude_ids`` are left out of all three. An experiment of external models only has epoch E = 0 alone,
+an empty ``conditions.csv`` (there is no base) and an empty ``epoch_kappa.csv``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..errors import cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, read_dump
 from .consistency import COLUMNS, consistency_table, pair_stats
+from .exclusion import excluded_ids, split_excluded
 from .experiment import difficulty_rows, in_between_mask, load_epochs, load_final, read_spec
 
 STATISTICS = COLUMNS[3:]  # c_obs ... acc_b
@@ -30,11 +33,11 @@ CONDITION_COLUMNS = ["set", "condition", "member", "reference", "kappa", "ci_low
                      "kappa_max", "p_value", "c_obs", "c_exp", "acc_member", "acc_reference", "n_images"]
 
 
-def kappa_table(per_epoch: Correctness, final: Correctness, conditions: dict[str, str],
+def kappa_table(per_epoch: Correctness | None, final: Correctness, conditions: dict[str, str],
                 in_between: np.ndarray, *, n_boot: int = 0, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Every pair of members at every epoch, for all images and for the ``in_between`` images.
 
-    ``per_epoch``: trained members at epochs 0..E (only 0..E-1 are used); ``final``: all members
+    ``per_epoch``: trained members at epochs 0..E (only 0..E-1 are used; None: no trained members); ``final``: all members
     at E (bootstrapped with ``n_boot`` resamples); ``conditions``: member label -> condition. The
     ``in_between`` set is left out when it holds no image.
     """
@@ -42,11 +45,13 @@ def kappa_table(per_epoch: Correctness, final: Correctness, conditions: dict[str
     for name, mask in (("all", None), ("in_between", in_between)):
         if mask is not None and not mask.any():
             continue
-        earlier = consistency_table(per_epoch.correct[:, :-1], per_epoch.models, per_epoch.epochs[:-1],
-                                    image_mask=mask)
         last = consistency_table(final.correct, final.models, final.epochs, image_mask=mask,
                                  n_boot=n_boot, level=level, seed=seed)
-        frame = pd.concat([earlier, last], ignore_index=True)
+        if per_epoch is not None and len(per_epoch.epochs) > 1:
+            earlier = consistency_table(per_epoch.correct[:, :-1], per_epoch.models, per_epoch.epochs[:-1],
+                                        image_mask=mask)
+            last = pd.concat([earlier, last], ignore_index=True)
+        frame = last
         frame.insert(0, "set", name)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
@@ -59,6 +64,8 @@ def conditions_table(kappa: pd.DataFrame, members: list[dict], epoch: int) -> pd
     """Rows of ``kappa`` at ``epoch`` that the paper plots: each member vs base, or within its condition."""
     final = kappa[kappa["epoch"] == epoch]
     rows = []
+    if not any(member["condition"] == "base" for member in members):  # external models only: no reference
+        return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
     for set_name, group in final.groupby("set", sort=False):
         pairs = {(row.model_a, row.model_b): row for row in group.itertuples(index=False)}
         for i, member in enumerate(members):
@@ -94,15 +101,18 @@ def epoch_table(correct: np.ndarray, epochs: list[int]) -> pd.DataFrame:
 def build_tables(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(kappa, conditions, epoch_kappa) tables of the experiment described by ``spec``."""
     final, members = load_final(spec)
-    per_epoch = load_epochs(spec)
+    per_epoch = load_epochs(spec) if spec["members"] else None
     rows = difficulty_rows(members, spec["models_per_condition"])
     mask = in_between_mask(final.correct[rows, 0], spec)
     conditions = {member["label"]: member["condition"] for member in members}
     kappa = kappa_table(per_epoch, final, conditions, mask, n_boot=spec["n_boot"], level=spec["ci_level"],
                         seed=spec["analysis_seed"])
+    conditions_rows = conditions_table(kappa, members, spec["epochs"])
+    if not spec["members"]:
+        return kappa, conditions_rows, pd.DataFrame(columns=["epoch_a", "epoch_b", *STATISTICS])
     base = next(member for member in spec["members"] if member["label"] == "base")
-    run = read_dump(base["predictions"], spec["split"], "all")
-    return kappa, conditions_table(kappa, members, spec["epochs"]), epoch_table(run.correct[0], run.epochs)
+    run = split_excluded(read_dump(base["predictions"], spec["split"], "all"), excluded_ids(spec))[0]
+    return kappa, conditions_rows, epoch_table(run.correct[0], run.epochs)
 
 
 @cli

@@ -3,8 +3,8 @@
     python -m pathologies.ddd.kl --class-accuracy class_accuracy.csv --dataset results/data/gaussian.h5 \\
         --out kl_accuracy.csv
 
-Rows per class: std (nominal, 0-255 scale), kl_to_next (closed form over all H x W x C values;
-NaN for the last class), accuracy (the base member at epoch E) and mean_accuracy (all members).
+Rows per class: std (nominal, 0-255 scale), kl_to_next (closed form per pixel value, the paper's
+eq. 1; NaN for the last class), kl_to_next_image (the same over all H x W x C values of an image), accuracy (the base member at epoch E) and mean_accuracy (all members).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 from ..data.layout import dataset_info
 from ..data.prepare import gaussian_class_std
 from ..errors import UserError, cli
-from ..io import atomic_output, h5py, read_json_attr
+from ..io import atomic_output, read_csv, read_h5, read_json_attr
 from .measures import kl_accuracy_table
 
 
@@ -37,7 +37,7 @@ def gaussian_stds(dataset: str) -> tuple[np.ndarray, int]:
     info = dataset_info(dataset)
     if info.kind != "gaussian":
         raise UserError(f"{dataset} is a {info.kind!r} dataset; the KL analysis needs kind 'gaussian'")
-    with h5py.File(dataset, "r") as handle:
+    with read_h5(dataset) as handle:
         spec = read_json_attr(handle, "spec")
     return gaussian_class_std(spec), int(np.prod(info.image_shape))
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     stds, n_values = gaussian_stds(args.dataset)
-    table = kl_table(pd.read_csv(args.class_accuracy), stds, n_values)
+    table = kl_table(read_csv(args.class_accuracy, "class accuracy table"), stds, n_values)
     with atomic_output(args.out) as tmp:
         table.to_csv(tmp, index=False)
     return 0

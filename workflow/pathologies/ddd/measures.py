@@ -300,13 +300,18 @@ def gaussian_class_kl(stds: Sequence[float], n_values: int = 1) -> np.ndarray:
 
 
 def kl_accuracy_table(stds: Sequence[float], accuracy: Sequence[float], n_values: int) -> pd.DataFrame:
-    """Per class: std, KL divergence to the next class (NaN for the last) and accuracy (Figure 9)."""
+    """Per class: std, KL divergence to the next class (NaN for the last) and accuracy (Figure 9).
+
+    ``kl_to_next`` is per pixel value, the paper's eq. 1; ``kl_to_next_image`` is the divergence of
+    whole images (``n_values`` independent values, so ``n_values`` times larger).
+    """
     stds = np.asarray(stds, dtype=np.float64)
     accuracy = np.asarray(accuracy, dtype=np.float64)
     if accuracy.shape != stds.shape:
         raise ValueError(f"got {len(accuracy)} class accuracies for {len(stds)} classes")
-    kl = np.append(gaussian_class_kl(stds, n_values), np.nan)
-    return pd.DataFrame({"class": np.arange(len(stds)), "std": stds, "kl_to_next": kl, "accuracy": accuracy})
+    kl = np.append(gaussian_class_kl(stds), np.nan)
+    return pd.DataFrame({"class": np.arange(len(stds)), "std": stds, "kl_to_next": kl,
+                         "kl_to_next_image": n_values * kl, "accuracy": accuracy})
 
 
 # --- Appendix A.4: representational similarity analysis ---------------------------------------

@@ -3,12 +3,15 @@
     python -m pathologies.ddd.rsa --spec experiment.json --dataset results/data/X.h5 \\
         --out rsa.csv [--device auto]
 
-For one fixed, seeded sample of ``rsa_images`` images of the split (all of it when smaller), each
+For one fixed, seeded sample of ``rsa_images`` images of the split (all of it when smaller; never an
+image of ``exclude_ids``), each
 model's RDM (1 - Pearson correlation between the images' penultimate activations) is computed and
-every pair of RDMs correlated (Pearson over the upper triangles, as thingsvision does). Models: the
+every pair of RDMs correlated (Pearson over the upper triangles, as thingsvision does), for each layer
+of ``rsa_layers``: ``penultimate`` (input of the last linear layer) and/or ``logits`` (its output, the
+"last fully connected layer" of the paper's Figure 7 caption). Models: the
 first member of each condition, each at its epoch (the base run's checkpoint keeps snapshots of the
-base and extra epochs); external CSV models have no weights and are left out. Rows: model_a, model_b, condition_a, condition_b,
-epoch_a, epoch_b, rsa, n_images.
+base and extra epochs); external CSV models have no weights and are left out. Rows: layer, model_a,
+model_b, condition_a, condition_b, epoch_a, epoch_b, rsa, n_images.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 
 from ..cliargs import add_compute_options
 from ..data.layout import dataset_info
 from ..errors import UserError, cli
-from ..io import atomic_output, h5py
+from ..io import atomic_output, read_h5
 from ..models.activations import checkpoint_activations, split_images
+from .exclusion import excluded_ids
 from .experiment import read_spec
 from .measures import rsa_image_sample, rsa_table
 
@@ -49,27 +54,31 @@ def build_table(spec: dict, dataset: str, device: str | torch.device = "cpu") ->
     info = dataset_info(dataset)
     if spec["split"] not in info.splits:
         raise UserError(f"{dataset} has no split {spec['split']!r}; it has {list(info.splits)}")
-    n_images = _split_size(dataset, spec["split"])
-    images, _ = split_images(dataset, spec["split"], sample_rows(n_images, spec))
-    activations = {}
+    ids = _split_ids(dataset, spec["split"])
+    allowed = np.flatnonzero(~np.isin(ids, excluded_ids(spec)))  # exclude_ids never enter the sample
+    images, _ = split_images(dataset, spec["split"], allowed[sample_rows(len(allowed), spec)])
+    layers = spec.get("rsa_layers", ["penultimate"])
+    activations: dict[str, dict[str, object]] = {layer: {} for layer in layers}
     for member in members:
         print(f"activations of {member['label']} ({member['checkpoint']})", file=sys.stderr)
-        activations[member["label"]] = checkpoint_activations(member["checkpoint"], images, device,
-                                                              epoch=member["epoch"])
-    table = rsa_table(activations)
+        by_layer = checkpoint_activations(member["checkpoint"], images, device, epoch=member["epoch"], layers=layers)
+        for layer in layers:
+            activations[layer][member["label"]] = by_layer[layer]
+    table = pd.concat([rsa_table(activations[layer]).assign(layer=layer) for layer in layers], ignore_index=True)
+    table.insert(0, "layer", table.pop("layer"))
     conditions = {m["label"]: m["condition"] for m in members}
     epochs = {m["label"]: m["epoch"] for m in members}
-    table.insert(2, "condition_a", table["model_a"].map(conditions))
-    table.insert(3, "condition_b", table["model_b"].map(conditions))
-    table.insert(4, "epoch_a", table["model_a"].map(epochs))
-    table.insert(5, "epoch_b", table["model_b"].map(epochs))
+    table.insert(3, "condition_a", table["model_a"].map(conditions))
+    table.insert(4, "condition_b", table["model_b"].map(conditions))
+    table.insert(5, "epoch_a", table["model_a"].map(epochs))
+    table.insert(6, "epoch_b", table["model_b"].map(epochs))
     table["n_images"] = len(images)
     return table
 
 
-def _split_size(dataset: str, split: str) -> int:
-    with h5py.File(dataset, "r") as handle:
-        return len(handle[split]["labels"])
+def _split_ids(dataset: str, split: str) -> np.ndarray:
+    with read_h5(dataset) as handle:
+        return handle[split]["ids"][()]
 
 
 @cli

@@ -17,7 +17,7 @@ RESULTS = "results/ddd"
 # (gaussian datasets) and rsa.csv (rsa_images > 0) join them.
 TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
           "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv", "class_accuracy.csv",
-          "decision_changes.csv")
+          "decision_changes.csv", "class_extremes.csv")
 # Figures drawn from tables alone: figure -> {option of pathologies.ddd.figures: table}.
 TABLE_FIGURES = {
     "fig02_histogram": {"histogram": "histogram.csv"},
@@ -27,9 +27,23 @@ TABLE_FIGURES = {
     "fig07_rsa": {"rsa": "rsa.csv", "members": "members.csv"},
     "fig09_kl_accuracy": {"kl": "kl_accuracy.csv"},
     "fig10_difficulty_models": {"profiles": "difficulty_profiles.csv", "histograms": "difficulty_histograms.csv"},
+    "fig13_accuracy": {"members": "members.csv"},
+    "fig11_superclasses": {"superclasses": "superclasses.csv"},
+    "fig12_superclass_categories": {"superclasses": "superclasses.csv"},
+    "a13_label_ambiguity": {"ambiguity": "label_ambiguity.csv"},
+    "table1_class_extremes": {"extremes": "class_extremes.csv"},
+    "fig06_human_questions": {"questions": "human_questions.csv"},
+    "fig25_human_answers": {"questions": "human_questions.csv"},
+    "fig27_human_observers": {"questions": "human_questions.csv"},
+    "human_pairs": {"scores": "human_pairs.csv"},
+    "fig18_pairs": {"human": "human"},
     "fig17_decision_changes": {"changes": "decision_changes.csv"},
     "fig20_class_accuracy": {"class_accuracy": "class_accuracy.csv"},
 }
+
+
+# Figures that need a trained base run (left out of an experiment of external models only).
+TRAINED_ONLY = ("fig03_conditions", "fig07_rsa", "fig08_base_epochs", "fig09_kl_accuracy", "fig17_decision_changes")
 
 
 class DddRules:
@@ -58,6 +72,20 @@ class DddRules:
     def predictions(self, name: str) -> list[str]:
         return [f"{self.run_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
 
+    def condition_order(self, name: str) -> list[str]:
+        """[conditions.csv of the experiment named by ``condition_order``] (Figures 15 / 16), else []."""
+        reference = self.experiment(name).options["condition_order"]
+        return [f"{RESULTS}/{reference}/conditions.csv"] if reference else []
+
+    def trained(self, name: str) -> bool:
+        """Whether the experiment trains models (False: only external ``predictions_csv`` models)."""
+        return bool(self.experiment(name).members)
+
+    def exclude(self, name: str) -> list[str]:
+        """[the exclude_ids file] when the experiment sets one, else []."""
+        path = self.experiment(name).options["exclude_ids"]
+        return [path] if path else []
+
     def base_predictions(self, name: str) -> str:
         base = self.experiment(name).members[0]
         return f"{self.run_dir(base.model, base.seed)}/predictions.h5"
@@ -75,18 +103,53 @@ class DddRules:
 
     def rsa_table(self, name: str) -> list[str]:
         """[rsa.csv] when the experiment computes RSA, else []."""
-        return [f"{RESULTS}/{name}/rsa.csv"] if self.experiment(name).options["rsa_images"] else []
+        return [f"{RESULTS}/{name}/rsa.csv"] if self._rsa(name) else []
+
+    def _rsa(self, name: str) -> bool:
+        return bool(self.experiment(name).options["rsa_images"]) and self.trained(name)
+
+    def _kl(self, name: str) -> bool:
+        return self.kinds[self.experiment(name).dataset] == "gaussian" and self.trained(name)
+
+    def superclass_map(self, name: str) -> list[str]:
+        """[the superclass CSV] when the experiment names one (not for the built-in ``cifar100``), else []."""
+        source = self.experiment(name).options["superclasses"]
+        return [source] if source and source.endswith(".csv") else []
+
+    def ambiguity(self, name: str) -> list[str]:
+        path = self.experiment(name).options["label_ambiguity"]
+        return [path] if path else []
+
+    def human_answers(self, name: str, experiment: str) -> list[str]:
+        """The observers' answer files of human experiment ``pairs`` or ``questions`` (config order)."""
+        human = self.experiment(name).options["human"] or {}
+        return list(human.get(f"{'pair' if experiment == 'pairs' else 'question'}_answers", []))
+
+    def _human_scored(self, name: str) -> bool:
+        return bool(self.human_answers(name, "pairs") or self.human_answers(name, "questions"))
 
     def tables(self, name: str) -> list[str]:
-        experiment = self.experiment(name)
-        extra = ["kl_accuracy.csv"] if self.kinds[experiment.dataset] == "gaussian" else []
-        extra += ["rsa.csv"] if experiment.options["rsa_images"] else []
+        options = self.experiment(name).options
+        extra = ["kl_accuracy.csv"] if self._kl(name) else []
+        extra += ["rsa.csv"] if self._rsa(name) else []
+        extra += ["superclasses.csv", "superclass_kappa.csv"] if options["superclasses"] else []
+        extra += ["label_ambiguity.csv"] if options["label_ambiguity"] else []
+        extra += ["human"] if options["human"] else []  # the folder of the static pages
+        extra += ["human_pairs.csv", "human_questions.csv", "human_agreement.csv"] if self._human_scored(name) else []
         return [f"{RESULTS}/{name}/{table}" for table in (*TABLES, *extra)]
 
     def figures(self, name: str) -> list[str]:
-        experiment = self.experiment(name)
-        skip = set() if self.kinds[experiment.dataset] == "gaussian" else {"fig09_kl_accuracy"}
-        skip |= set() if experiment.options["rsa_images"] else {"fig07_rsa"}
+        skip = set() if self._kl(name) else {"fig09_kl_accuracy"}
+        skip |= set() if self._rsa(name) else {"fig07_rsa"}
+        options = self.experiment(name).options
+        skip |= set() if options["superclasses"] else {"fig11_superclasses", "fig12_superclass_categories"}
+        skip |= set() if options["label_ambiguity"] else {"a13_label_ambiguity"}
+        skip |= set() if options["human"] else {"fig18_pairs"}
+        skip |= set() if self.human_answers(name, "pairs") else {"human_pairs"}
+        skip |= set() if self.human_answers(name, "questions") else {
+            "fig06_human_questions", "fig25_human_answers", "fig27_human_observers"}
+        if not self.trained(name):  # external models only: no base, no epochs
+            skip |= set(TRAINED_ONLY)
         names = sorted({*TABLE_FIGURES, "fig08_base_epochs"} - skip)
         return [f"{RESULTS}/{name}/figures/{figure}.png" for figure in names]
 
@@ -96,6 +159,6 @@ class DddRules:
                 for path in (*self.tables(name), f"{RESULTS}/{name}/summary.txt", *self.figures(name))]
 
 
-def figure_options(input: Mapping[str, str]) -> str:
-    """Command-line options of :mod:`pathologies.ddd.figures` from a rule's named inputs."""
-    return " ".join(f"--{key.replace('_', '-')} {path}" for key, path in input.items())
+def figure_options(input: Mapping[str, Any]) -> str:
+    """Command-line options of :mod:`pathologies.ddd.figures` from a rule's named inputs (empty ones left out)."""
+    return " ".join(f"--{key.replace('_', '-')} {path}" for key, path in input.items() if path)

@@ -26,11 +26,20 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+LAYERS = ("penultimate", "logits")
+
+
 @torch.inference_mode()
-def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Inputs of the last linear layer for normalised images ``x`` (N, C, H, W): (N, features) float32."""
+def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 256, layer: str = "penultimate") -> np.ndarray:
+    """Inputs of the last linear layer for normalised images ``x`` (N, C, H, W): (N, features) float32.
+
+    ``layer="logits"`` takes that layer's output instead (the last fully connected layer's activations).
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
     captured: list[torch.Tensor] = []
-    hook = last_linear(model).register_forward_hook(lambda module, args, output: captured.append(args[0]))
+    hook = last_linear(model).register_forward_hook(
+        lambda module, args, output: captured.append(args[0] if layer == "penultimate" else output))
     was_training = model.training
     model.eval()
     try:
@@ -55,8 +64,10 @@ def split_images(dataset: str | Path, split: str, rows: Sequence[int]) -> tuple[
 
 
 def checkpoint_activations(checkpoint: str | Path, images: np.ndarray, device: str | torch.device = "cpu",
-                           batch_size: int = 256, epoch: int | None = None) -> np.ndarray:
-    """Penultimate activations of the model in ``checkpoint`` (after ``epoch``; None = the final
-    weights) for uint8 images (N, H, W, C), normalised with the checkpoint's own mean and std."""
+                           batch_size: int = 256, epoch: int | None = None,
+                           layers: Sequence[str] = ("penultimate",)) -> dict[str, np.ndarray]:
+    """Activations of the model in ``checkpoint`` (after ``epoch``; None = the final weights) per layer of
+    ``layers`` (:data:`LAYERS`) for uint8 images (N, H, W, C), normalised with the checkpoint's mean and std."""
     model, meta = load_model(checkpoint, device, epoch=epoch)
-    return penultimate(model, to_model_input(images, meta["mean"], meta["std"], device), batch_size)
+    x = to_model_input(images, meta["mean"], meta["std"], device)
+    return {layer: penultimate(model, x, batch_size, layer) for layer in layers}

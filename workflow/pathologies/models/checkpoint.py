@@ -2,7 +2,7 @@
 
 A checkpoint is a dict saved with ``torch.save``::
 
-    arch, num_classes, in_channels, image_size, input_dropout_keep   -> build_model(...) arguments
+    arch, num_classes, in_channels, image_size, input_dropout_keep, dropout_at_eval -> build_model(...)
     mean, std        per-channel normalisation of the training data (0-1 scale); inputs are
                      normalised with these before the model sees them
     state_dict       the weights after the last epoch (``epoch``)
@@ -23,7 +23,7 @@ from ..io import atomic_output, code_version
 
 
 def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_classes: int, in_channels: int,
-               image_size: int, mean, std, input_dropout_keep: float = 1.0,
+               image_size: int, mean, std, input_dropout_keep: float = 1.0, dropout_at_eval: bool = False,
                run: dict | None = None, epoch: int | None = None,
                snapshots: dict[int, dict] | None = None) -> None:
     """Save a trained model (its weights after ``epoch``, plus ``snapshots`` of earlier ones) atomically."""
@@ -33,6 +33,7 @@ def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_class
         "in_channels": int(in_channels),
         "image_size": int(image_size),
         "input_dropout_keep": float(input_dropout_keep),
+        "dropout_at_eval": bool(dropout_at_eval),
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -72,7 +73,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     payload = read_checkpoint(path)
     model = build_model(payload["arch"], payload["num_classes"], in_channels=payload["in_channels"],
                         image_size=payload["image_size"],
-                        input_dropout_keep=payload.get("input_dropout_keep", 1.0))
+                        input_dropout_keep=payload.get("input_dropout_keep", 1.0),
+                        dropout_at_eval=payload.get("dropout_at_eval", False))
     state, snapshots = payload.pop("state_dict"), payload.pop("snapshots", {}) or {}
     if epoch is not None and epoch != payload.get("epoch"):
         if epoch not in snapshots:

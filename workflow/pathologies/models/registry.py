@@ -48,24 +48,35 @@ class PixelDropout(nn.Module):
     uses to mask pixels, so training with it teaches the model what a masked pixel looks like.
     Unlike ``nn.Dropout`` the kept pixels are NOT rescaled by 1/keep: scaling would shift the
     kept pixels away from their real colours instead of imitating SIS masking. Identity in eval
-    mode. The mask draws from torch's global generator.
+    mode unless ``at_eval`` (the public code of Carter et al. keeps it active at evaluation); in
+    training the mask draws from torch's global generator, at evaluation from a generator of its own
+    seeded with 0 when the module is built, so an evaluation or SIS job is reproducible and leaves the
+    global stream alone.
     """
 
-    def __init__(self, keep: float):
+    def __init__(self, keep: float, at_eval: bool = False):
         super().__init__()
         self.keep = check_keep_probability(keep)
+        self.at_eval = bool(at_eval)
+        self._eval_generators: dict = {}
+
+    def _eval_generator(self, device: torch.device) -> torch.Generator:
+        if str(device) not in self._eval_generators:
+            self._eval_generators[str(device)] = torch.Generator(device=device).manual_seed(0)
+        return self._eval_generators[str(device)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.keep == 1.0:
+        if (not self.training and not self.at_eval) or self.keep == 1.0:
             return x
         if x.dim() < 3:
             raise ValueError(f"PixelDropout expects (B, C, ...) input, got shape {tuple(x.shape)}")
         pixel_shape = (x.shape[0], 1, *x.shape[2:])
-        dropped = torch.rand(pixel_shape, device=x.device) >= self.keep
+        generator = None if self.training else self._eval_generator(x.device)
+        dropped = torch.rand(pixel_shape, device=x.device, generator=generator) >= self.keep
         return x.masked_fill(dropped, 0.0)
 
     def extra_repr(self) -> str:
-        return f"keep={self.keep}"
+        return f"keep={self.keep}, at_eval={self.at_eval}"
 
 
 def check_keep_probability(keep: float) -> float:
@@ -381,12 +392,14 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                input_dropout_keep: float = 1.0, weights: str | Path | None = None) -> nn.Module:
+                input_dropout_keep: float = 1.0, weights: str | Path | None = None,
+                dropout_at_eval: bool = False) -> nn.Module:
     """Build a classifier by registry name for square ``image_size`` inputs with ``in_channels``.
 
     ``weights``: optional local file with a state dict (raw, or under key 'state_dict'/'model');
     nothing is ever downloaded. ``input_dropout_keep < 1`` puts a :class:`PixelDropout` in front
-    (``model.input_dropout``; the classifier is then ``model.net``). Raises UserError for an
+    (``model.input_dropout``; the classifier is then ``model.net``), active at evaluation too with
+    ``dropout_at_eval``. Raises UserError for an
     unknown ``arch``, impossible sizes, a bad keep probability or unusable weights.
     """
     if arch not in ARCHITECTURES:
@@ -411,7 +424,7 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: i
     if weights is not None:
         load_weights(net, weights, arch=arch)
     if keep < 1.0:
-        return nn.Sequential(OrderedDict(input_dropout=PixelDropout(keep), net=net))
+        return nn.Sequential(OrderedDict(input_dropout=PixelDropout(keep, at_eval=dropout_at_eval), net=net))
     return net
 
 

@@ -10,7 +10,8 @@ One job per model evaluates every dataset it needs: loading torch and the model 
 more than evaluating a small dataset. Images are normalised with the *model's* training
 statistics (its checkpoint), whatever dataset they come from. On a pixel-subset dataset
 (:mod:`pathologies.overinterp.subsets`) every pixel outside the split's mask is then set to exactly 0, the
-SIS masked value, for any model. Every split except ``train`` is evaluated unless ``--splits``
+SIS masked value, for any model (not on subsets imputed with ``noisy_linear``: their stored pixels are
+the input). Every split except ``train`` is evaluated unless ``--splits``
 names others.
 
 File layout::
@@ -39,9 +40,9 @@ from ..cliargs import add_compute_options, named_files
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write_attrs
 from ..models.checkpoint import load_model
-from .subsets import has_masks, read_masks
+from .subsets import read_masks, zeroes_masked_pixels
 
 BATCH = 1024
 
@@ -91,7 +92,7 @@ def _masked(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
 
 
 def split_labels(dataset_path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    with h5py.File(dataset_path, "r") as handle:
+    with read_h5(dataset_path) as handle:
         return handle[split]["labels"][()], handle[split]["ids"][()]
 
 
@@ -109,7 +110,7 @@ def evaluate_split(model: torch.nn.Module, meta: dict, dataset_path: str | Path,
                         f"images of {meta['num_classes']} classes, but {dataset_path} holds {channels}-channel "
                         f"{height}x{width} images of {info.num_classes} classes; evaluate it on a matching dataset")
     model.eval()
-    masked = has_masks(dataset_path, split)
+    masked = zeroes_masked_pixels(dataset_path, split)
     batches = _batches(dataset_path, info, split, meta["mean"], meta["std"], torch.device(device), batch_size,
                        workers, masked)
     logits = [model(x).float().cpu() for x in batches]
@@ -155,7 +156,7 @@ def read_evaluation(path: str | Path, dataset: str, split: str) -> SplitEvaluati
     path = Path(path)
     if not path.exists():
         raise UserError(f"evaluation file {path} does not exist; build it with `snakemake {path}`")
-    with h5py.File(path, "r") as handle:
+    with read_h5(path) as handle:
         if f"{dataset}/{split}" not in handle:
             raise UserError(f"evaluation file {path} has no {dataset}/{split}; it has "
                             f"{', '.join(evaluation_groups(handle))}; rebuild it")
@@ -170,7 +171,7 @@ def evaluation_groups(handle: h5py.File) -> list[str]:
 
 def evaluation_splits(path: str | Path, dataset: str) -> list[str]:
     """The splits of ``dataset`` stored in an evaluation file, in file order."""
-    with h5py.File(path, "r") as handle:
+    with read_h5(path) as handle:
         if dataset not in handle:
             raise UserError(f"evaluation file {path} has no dataset {dataset!r}; rebuild it")
         return list(handle[dataset].keys())

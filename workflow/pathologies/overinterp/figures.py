@@ -39,16 +39,13 @@ import seaborn as sns  # noqa: E402
 
 from ..data.layout import dataset_info, mask_colour  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py, read_json_attr  # noqa: E402
+from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows, threshold_name  # noqa: E402
 
 
-def _open(path: str | Path) -> h5py.File:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist; build it with `snakemake {path}`")
-    return h5py.File(path, "r")
+def _open(path: str | Path):
+    return read_h5(path, "input file")
 
 
 def _save(figure, out: str | Path) -> None:
@@ -213,7 +210,7 @@ def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.D
 
 def plot_accuracy(accuracy: pd.DataFrame, dataset: str, out: str | Path) -> None:
     """Accuracy (mean ± std over runs) of every table row on the experiment's own test set."""
-    rows = accuracy[accuracy["test_set"] == dataset].copy()
+    rows = accuracy[(accuracy["test_set"] == dataset) & (accuracy.get("topk", 1) == 1)].copy()
     if rows.empty:
         raise UserError(f"accuracy table has no row on test set {dataset!r}")
 
@@ -268,7 +265,7 @@ def plot_ensemble(ensemble_path: str | Path, member_paths: Sequence[str | Path],
 
 def plot_shifted(by_split: pd.DataFrame, out: str | Path) -> None:
     """Accuracy per split of every shifted test set for the pretrained models (mean ± std over seeds)."""
-    rows = by_split[(by_split["role"] == "pretrained") & (by_split["eval_on"] == "full")]
+    rows = by_split[(by_split["role"] == "pretrained") & (by_split["eval_on"] == "full") & (by_split.get("topk", 1) == 1)]
     if rows.empty:
         raise UserError("no evaluation of a pretrained model on full images to plot")
     rows = rows.assign(split=rows["eval_dataset"] + "/" + rows["eval_split"])
@@ -325,14 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "curves":
         plot_curves(args.sis, args.images, args.seed, args.out)
     elif args.command == "sizes":
-        plot_sizes(pd.read_csv(args.correctness), pd.read_csv(args.increase), pd.read_csv(args.by_class),
+        plot_sizes(read_csv(args.correctness), read_csv(args.increase), read_csv(args.by_class),
                    args.threshold, args.out)
     elif args.command == "accuracy":
-        plot_accuracy(pd.read_csv(args.accuracy), args.dataset, args.out)
+        plot_accuracy(read_csv(args.accuracy), args.dataset, args.out)
     elif args.command == "ensemble":
         plot_ensemble(args.ensemble_sis, args.member_sis, args.threshold, args.images, args.out)
     else:
-        plot_shifted(pd.read_csv(args.by_split), args.out)
+        plot_shifted(read_csv(args.by_split), args.out)
     return 0
 
 

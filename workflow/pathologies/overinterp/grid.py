@@ -25,6 +25,9 @@ Expansion adds, after validation:
 - ``models``: ``<exp>.<arch>.bs<pct>[.aug]`` (seeds 0..replicates-1, all on the BS subsets) and
   ``<exp>.<arch>.random<pct>.d<r>[.aug]`` (seed r on random draw r), ordinary training runs of
   rule ``train``. Without augmentation their recipe has ``crop_padding: 0, hflip: false``.
+  With ``retrain.mask_control`` (default) and BS retraining, also ``<exp>.mask<pct>`` datasets (the BS
+  keep-mask alone, no pixel values) and ``<exp>.<arch>.mask<pct>[.aug]`` models trained on them: the
+  leakage floor reported beside every BS row.
 
 :func:`expand` lists every evaluation (model x seed x dataset), SIS file and table row of an
 experiment for :mod:`pathologies.overinterp.rules`.
@@ -34,11 +37,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ..config import check_recipe, run_specs
 from ..errors import UserError
-from ..sis.jobs import sis_jobs
+from ..sis.jobs import SisJob, sis_jobs
 
 RESULTS = "results/overinterp"
 SUBSET_KIND = "pixel_subset"
@@ -49,9 +52,45 @@ def percent_name(fraction: float) -> str:
     return f"{fraction * 100:g}".replace(".", "p")
 
 
-def sis_path(model: str, seed: int, dataset: str, split: str) -> str:
-    """The merged SIS file of a trained model on one dataset split (written by the sis stage)."""
-    return f"results/sis/{model}/seed{seed}/{dataset}/{split}.h5"
+class ExperimentSis(Mapping):
+    """The SIS jobs an experiment reads, keyed by (model, seed, dataset, split).
+
+    Only runs named in ``source.sis_runs`` count (all when null). A key that several of those runs
+    extract is ambiguous: reading it raises UserError asking to name the run, so runs the experiment
+    does not need (e.g. a random tie-breaking repeat of the source) never stop it.
+    """
+
+    def __init__(self, name: str, spec: Mapping, jobs: Mapping[tuple, SisJob]):
+        allowed = spec["source"].get("sis_runs")
+        self.where = f"overinterpretation.{name}.source.sis_runs"
+        if allowed is not None:
+            known = {job.group for job in jobs.values()} | {job.run for job in jobs.values()}
+            for i, run in enumerate(allowed):
+                if run not in known:
+                    raise UserError(f"config key {self.where}.{i}: {run!r} is not a run under `sis.runs` "
+                                    f"with any model (have: {', '.join(sorted(known)) or 'none'})")
+        self.found: dict[tuple, list[SisJob]] = {}
+        for job in jobs.values():
+            if allowed is None or job.run in allowed or job.group in allowed:
+                self.found.setdefault((job.model, job.seed, job.dataset, job.split), []).append(job)
+
+    def __getitem__(self, key: tuple) -> SisJob:
+        found = self.found[key]
+        if len(found) > 1:
+            model, seed, dataset, split = key
+            raise UserError(f"config key {self.where}: SIS runs {', '.join(j.run for j in found)} all extract "
+                            f"{model} seed {seed} on {dataset}/{split}; list the one this experiment reads")
+        return found[0]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.found)
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def path(self, model: str, seed: int, dataset: str, split: str) -> str:
+        """The merged SIS file of (model, seed) on dataset/split (written by the sis stage)."""
+        return self[(model, seed, dataset, split)].path
 
 
 def evaluation_path(experiment: str, model: str, seed: int) -> str:
@@ -130,13 +169,14 @@ class OverinterpExperiment:
     ensembles: dict[str, list[tuple[str, int]]]
     ensemble_sis: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
+    sis: ExperimentSis | None = None
 
     @property
     def folder(self) -> str:
         return f"{RESULTS}/{self.name}"
 
     def source_sis(self, split: str) -> str:
-        return sis_path(self.source_model, self.source_seed, self.dataset, split)
+        return self.sis.path(self.source_model, self.source_seed, self.dataset, split)
 
     def as_dict(self) -> dict:
         """JSON-ready description for the table and figure modules."""
@@ -169,9 +209,9 @@ def add_overinterp_models(config: dict, schema: dict) -> None:
         return
     jobs = sis_jobs(config, run_specs(config))
     for name, spec in experiments.items():
-        _check(name, spec, config, jobs)
+        _check(name, spec, config, ExperimentSis(name, spec, jobs))
     for name, spec in experiments.items():
-        datasets, models = _generated(name, spec, config, jobs)
+        datasets, models = _generated(name, spec, config, ExperimentSis(name, spec, jobs))
         for section, entries in (("datasets", datasets), ("models", models)):
             for entry_name, entry in entries.items():
                 existing = config[section].get(entry_name)
@@ -239,6 +279,15 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
     if spec["threshold"] not in test_job.settings["thresholds"]:
         raise UserError(f"config key {key}.threshold: {spec['threshold']} is not among the thresholds "
                         f"{test_job.settings['thresholds']} of SIS run {test_job.run!r}; add it there or change it")
+    human = spec["human_benchmark"]
+    if human is not None:
+        for i, model in enumerate(human["models"]):
+            if (model, source["seed"], dataset, "test") not in jobs:
+                raise UserError(f"config key {key}.human_benchmark.models.{i}: {model!r} seed {source['seed']} has "
+                                f"no SIS on {dataset}/test; add it to a `sis.runs` entry the experiment reads")
+        if human["shares"] and len(human["shares"]) != len(human["models"] or [source["model"]]):
+            raise UserError(f"config key {key}.human_benchmark.shares: {len(human['shares'])} shares for "
+                            f"{len(human['models']) or 1} model(s); give one per model")
     for ensemble, entry in spec["ensembles"].items():
         first = _ensemble_members(entry, models)[0]
         if (first[0], first[1], dataset, "test") not in jobs:
@@ -272,6 +321,15 @@ def _draws(spec: Mapping) -> int:
     return max(spec["random_draws"], replicates)
 
 
+def _mask_control(spec: Mapping, config: Mapping) -> bool:
+    """Whether the experiment trains mask-only controls beside its BS retraining (not on image indexes:
+    ImageNet subsets are masked while streaming, with the mean colour only)."""
+    retrain = spec["retrain"]
+    dataset = config["models"][spec["source"]["model"]]["dataset"]
+    return (retrain is not None and retrain["mask_control"] and "bs" in retrain["subsets"]
+            and config["datasets"][dataset]["kind"] != "imagenet")
+
+
 def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[str, Subset]:
     """The source's subsets, then those of each shifted test set it has SIS of."""
     source = spec["source"]
@@ -293,6 +351,11 @@ def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[s
                 rnd = Subset(f"{prefix}.random{pct}.d{draw}", "random", fraction, draw,
                              f"{folder}/random{pct}_d{draw}.h5", splits, origin)
                 subsets[rnd.name] = rnd
+        if _mask_control(spec, config):
+            pct = percent_name(spec["retrain"]["fraction"])
+            mask = Subset(f"{prefix}.mask{pct}", "mask", spec["retrain"]["fraction"], -1, f"{folder}/mask{pct}.h5",
+                          splits, origin)
+            subsets[mask.name] = mask
     return subsets
 
 
@@ -330,6 +393,11 @@ def _retrained(name: str, spec: Mapping, config: Mapping) -> list[Retrained]:
                     runs += [Retrained(f"{name}.{arch}.random{pct}.d{r}{suffix}", condition, (r,), arch, kind,
                                        retrain["fraction"], augment, f"{name}.random{pct}.d{r}", r)
                              for r in range(retrain["replicates"])]
+            if _mask_control(spec, config):  # the leakage floor beside every BS retraining
+                for augment in retrain["augment"]:
+                    condition = f"{arch}.mask{pct}{'.aug' if augment else ''}"
+                    runs.append(Retrained(f"{name}.{condition}", condition, tuple(range(retrain["replicates"])),
+                                          arch, "mask", retrain["fraction"], augment, f"{name}.mask{pct}", -1))
     return runs
 
 
@@ -358,6 +426,7 @@ def _generated(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> tupl
 
 def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> OverinterpExperiment:
     """Every job and table row of one checked experiment (``jobs``: :func:`pathologies.sis.jobs.sis_jobs`)."""
+    jobs = ExperimentSis(name, spec, jobs)
     models_cfg = config["models"]
     source = spec["source"]
     dataset = models_cfg[source["model"]]["dataset"]
@@ -400,7 +469,7 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
                     add(run.model, seed, subset.name, "retrained", run.condition, run.arch, run.kind, run.fraction,
                         run.augment, run.kind, run.fraction, run.draw)
 
-    sis_files = [SisFile(sis_path(m, s, d, split), m, s, d, split, "original")
+    sis_files = [SisFile(jobs.path(m, s, d, split), m, s, d, split, "original")
                  for (m, s, d, split) in jobs if (m, s) in pretrained and d in (dataset, *spec["shifted"])]
     calibration = spec["calibration"]
     calibrations = list(pretrained) if calibration["enabled"] else []
@@ -414,7 +483,9 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
         evaluations=evaluations, sis_files=sis_files,
         calibrations=calibrations, calibrated_sis=calibrated, ensembles=ensembles, ensemble_sis={},
         options={"calibration": dict(calibration), "figures": dict(spec["figures"]),
-                 "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"]})
+                 "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"],
+                 "masking": spec["masking"], "topk": list(spec["topk"])},
+        sis=jobs)
     for m, s in calibrated:
         sis_files.append(SisFile(experiment.calibrated_sis_path(m, s), m, s, dataset, "test", "calibrated"))
     for ens in ensembles:

@@ -27,7 +27,7 @@ import numpy as np
 from ..data.imagenet import IndexSplit, write_index
 from ..data.layout import DatasetInfo, mask_colour
 from ..errors import UserError
-from ..io import COMPRESSION, atomic_output, h5py, read_json_attr, write_attrs
+from ..io import COMPRESSION, atomic_output, h5py, read_h5, read_json_attr, write_attrs
 from ..sis.engine import Masking
 from .subset_masks import (SubsetRequest, backward_selection_features, feature_masks, random_stream, stream_key,
                            subset_size, uniform_features)
@@ -39,7 +39,7 @@ def _sis_layout(path: Path, info: DatasetInfo, split_size: int) -> tuple[int, np
     """(patch, rows, model_run) of an SIS file, checked against the source index split."""
     if not path.exists():
         raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
-    with h5py.File(path, "r") as handle:
+    with read_h5(path) as handle:
         if "index" not in handle or "order" not in handle:
             raise UserError(f"SIS file {path} lacks index or order; rebuild it with the sis rules")
         shape = tuple(int(v) for v in handle.attrs["image_shape"])
@@ -60,7 +60,7 @@ def _sis_layout(path: Path, info: DatasetInfo, split_size: int) -> tuple[int, np
 def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: Mapping[str, str | Path],
                         requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "") -> None:
     """Write every requested subset of an ImageNet index, each file atomically (see the module docstring)."""
-    with h5py.File(dataset_path, "r") as handle:
+    with read_h5(dataset_path) as handle:
         image_root, resize = str(read_json_attr(handle, "image_root")), int(handle.attrs["resize"])
         sources = {split: IndexSplit(list(handle[split]["paths"].asstr()[()]), handle[split]["labels"][()],
                                      handle[split]["ids"][()]) for split in sis_files}
@@ -90,7 +90,7 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
             masks = [out.require_group(split).create_dataset(
                 "masks", shape=(len(rows), height, width), dtype=bool, chunks=(1, height, width), **COMPRESSION)
                 for out in handles]
-            with h5py.File(path, "r") as sis:
+            with read_h5(path) as sis:
                 for start in range(0, len(rows), CHUNK):
                     order = sis["order"][start:start + CHUNK].astype(np.int64)
                     for size, rng, dataset in zip(sizes, rngs, masks):

@@ -12,10 +12,10 @@ from typing import Any, Callable, Mapping
 from ..config import RunSpec
 from ..errors import UserError
 from ..sis.jobs import sis_jobs
-from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments, sis_path
+from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments
 
 TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
-          "tables.md")
+          "leakage.csv", "tables.md")
 
 
 class OverinterpRules:
@@ -68,7 +68,7 @@ class OverinterpRules:
         """{split: SIS file} the subset datasets are cut from."""
         subset = self._subsets(name, origin)[0]
         experiment = self.experiment(name)
-        return {split: sis_path(experiment.source_model, experiment.source_seed, subset.source, split)
+        return {split: experiment.sis.path(experiment.source_model, experiment.source_seed, subset.source, split)
                 for split in subset.splits}
 
     def subset_args(self, name: str, origin: str | None = None) -> str:
@@ -79,9 +79,17 @@ class OverinterpRules:
                            for s in self._subsets(name, origin))
         # a shifted test set's random subsets draw from their own streams, not from the source's test split's
         stream = f" --stream {origin}" if origin not in (None, experiment.dataset) else ""
-        return f"{sis} --seed {experiment.options['random_seed']}{stream} {subsets}"
+        masking = f" --masking {experiment.options['masking']}" if experiment.options["masking"] != "mean" else ""
+        return f"{sis} --seed {experiment.options['random_seed']}{stream}{masking} {subsets}"
 
     # -- calibration, SIS of calibrated models and ensembles
+
+    def calibrated_source_sis(self, name: str) -> str:
+        """The SIS file of the calibrated source run (Figure S6); UserError when it is not extracted."""
+        experiment = self.experiment(name)
+        if not experiment.calibrated_sis:
+            raise UserError(f"experiment {name!r} extracts no SIS of a calibrated model; set calibration.sis: true")
+        return experiment.calibrated_sis_path(*experiment.calibrated_sis[0])
 
     def calibration_input(self, name: str, model: str, seed: int | str) -> str:
         experiment = self.experiment(name)
@@ -92,7 +100,7 @@ class OverinterpRules:
     def source_sis_spec(self, name: str, model: str, seed: int | str) -> str:
         """The test-split SIS job of (model, seed) as JSON: the settings calibrated/ensemble SIS reuse."""
         experiment = self.experiment(name)
-        job = self.jobs[(model, int(seed), experiment.dataset, "test")]
+        job = experiment.sis[(model, int(seed), experiment.dataset, "test")]
         return json.dumps(job.as_dict(), sort_keys=True)
 
     def ensemble_members(self, name: str, ensemble: str) -> list[tuple[str, int]]:
@@ -111,9 +119,9 @@ class OverinterpRules:
 
     def member_sis(self, name: str, ensemble: str) -> list[str]:
         """Test SIS files of the ensemble's members that have one (for the ensemble-vs-members figure)."""
-        dataset = self.experiment(name).dataset
-        return [sis_path(m, s, dataset, "test") for m, s in self.ensemble_members(name, ensemble)
-                if (m, s, dataset, "test") in self.jobs]
+        experiment = self.experiment(name)
+        return [experiment.sis.path(m, s, experiment.dataset, "test") for m, s in self.ensemble_members(name, ensemble)
+                if (m, s, experiment.dataset, "test") in experiment.sis]
 
     # -- evaluations and analyses
 
@@ -149,13 +157,33 @@ class OverinterpRules:
         if options is None:
             raise UserError(f"experiment {name!r} exports no human benchmark; set its `human_benchmark`")
         fractions = " ".join(repr(float(f)) for f in options["fractions"])
-        return f"--fractions {fractions} --images {options['images']} --seed {options['seed']}"
+        shares = f" --shares {' '.join(repr(float(s)) for s in options['shares'])}" if options["shares"] else ""
+        sis = " ".join(f"--sis {path}" for path in self.human_benchmark_sis(name))
+        return f"{sis}{shares} --fractions {fractions} --images {options['images']} --seed {options['seed']}"
+
+    def human_benchmark_sis(self, name: str) -> list[str]:
+        """Test SIS files of the models the stimuli mix (the source alone by default)."""
+        experiment = self.experiment(name)
+        options = experiment.options["human_benchmark"]
+        if options is None:
+            raise UserError(f"experiment {name!r} exports no human benchmark; set its `human_benchmark`")
+        models = options["models"] or [experiment.source_model]
+        return [experiment.sis.path(m, experiment.source_seed, experiment.dataset, "test") for m in models]
+
+    def human_answers(self, name: str) -> list[str]:
+        """Participants' answer files to score (Table S6, Figure S11); UserError when none are configured."""
+        options = self.experiment(name).options["human_benchmark"]
+        if not options or not options["answers"]:
+            raise UserError(f"experiment {name!r} lists no human_benchmark.answers to score")
+        return list(options["answers"])
 
     def figures(self, name: str) -> list[str]:
         experiment = self.experiment(name)
         folder = f"{experiment.folder}/figures"
         names = ["heatmaps", "sis_examples", "confidence_curves", "sis_size_correctness", "accuracy"]
         names += ["shifted_accuracy"] if experiment.shifted else []
+        names += ["leakage"] if any(e.train_on == "bs" for e in experiment.evaluations) else []
+        names += ["calibrated_sis_examples"] if experiment.calibrated_sis else []
         return [f"{folder}/{figure}.png" for figure in names] + \
             [f"{folder}/ensemble_{ens}.png" for ens in experiment.ensembles]
 
@@ -167,4 +195,7 @@ class OverinterpRules:
             paths += self.figures(name)
             if experiment.options["human_benchmark"] is not None:
                 paths.append(f"{experiment.folder}/human_benchmark/index.html")
+                if experiment.options["human_benchmark"]["answers"]:
+                    paths += [f"{experiment.folder}/tables/human_accuracy.csv",
+                              f"{experiment.folder}/figures/human_accuracy.png"]
         return paths

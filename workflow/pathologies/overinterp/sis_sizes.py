@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import UserError, cli
-from ..io import atomic_output, h5py
+from ..io import atomic_output, read_h5
 
 LEVEL = 0.95
 
@@ -60,9 +60,9 @@ def read_sis_sizes(path: str | Path) -> SisSizes:
     path = Path(path)
     if not path.exists():
         raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
-    with h5py.File(path, "r") as handle:
+    with read_h5(path) as handle:
         if "sis" not in handle:
-            raise UserError(f"{path} holds no /sis group; it is not an SIS file")
+            raise UserError(f"{path} holds no /sis group; it is not an SIS file: delete it and rebuild it")
         height, width = (int(v) for v in handle.attrs["image_shape"][:2])
         names = sorted(handle["sis"].keys(), key=float)
         thresholds = tuple(float(name) for name in names)

@@ -5,11 +5,16 @@ features in the stored backward-selection removal order (the features that kept 
 confident longest) and masks the rest. A *k% random subset* keeps as many features drawn
 uniformly at random, one independent draw per image; draw ``d`` of seed ``s`` is reproducible and
 differs between draws. A feature is a pixel, or a ``patch`` x ``patch`` block as in the SIS file.
+A *k% mask-only* subset (``mask``) keeps the BS subset's mask and nothing of the image: kept pixels
+white, the others the mean colour (the leakage floor of retraining on BS subsets).
+With ``--masking noisy_linear`` the masked pixels of BS and random subsets hold ROAD's noisy linear
+imputation instead of the mean colour (:func:`pathologies.overinterp.subset_masks.noisy_linear_impute`,
+seeded by (seed, draw, stream)); evaluation then leaves them as stored (attribute ``masking``).
 
 Usage (what the ``overinterp_subsets_<experiment>`` rule runs: every subset of an experiment in one job)::
 
     python -m pathologies.overinterp.subsets --dataset results/data/digits.h5 \
-        --sis train=results/sis/digits_cnn/seed0/digits/train.h5 --sis test=.../test.h5 --seed 0 \
+        --sis train=results/sis/digits_train/digits_cnn/seed0/digits/train.h5 --sis test=.../test.h5 --seed 0 \
         --subset bs 0.1 -1 exp.bs10 results/overinterp/exp/subsets/bs10.h5 \
         --subset random 0.1 2 exp.random10.d2 results/overinterp/exp/subsets/random10_d2.h5
 
@@ -20,7 +25,8 @@ together. To make a masked pixel *exactly* 0 after normalisation (the SIS masked
 file's ``mean`` is the source mean rounded to the uint8 grid, ``round(255 mean) / 255``, and masked
 pixels hold that uint8 colour; ``std`` is the source's. Extra content beyond the standard layout::
 
-    /                attrs: subset_kind ("bs"|"random"), fraction, features_kept, feature_count, patch,
+    /                attrs: subset_kind ("bs"|"random"|"mask"), masking ("mean"|"noisy_linear"), fraction,
+                            features_kept, feature_count, patch,
                             random_seed, random_stream, draw (random only; -1 for bs), source_dataset, source_mean,
                             source_sis (JSON {split: path}), source_model_run (JSON)
     /<split>/masks   bool (n, H, W)  True = pixel kept
@@ -46,8 +52,9 @@ from ..data.layout import Split, dataset_info, load_split, mask_colour, write_da
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
 from ..sis.engine import Masking
-from .subset_masks import (KINDS, SubsetRequest, apply_masks, backward_selection_features, feature_masks,
-                           random_features, stream_key, subset_size)
+from .subset_masks import (KINDS, MASKINGS, SubsetRequest, apply_masks, backward_selection_features, feature_masks,
+                           noisy_linear_impute, random_features, random_stream, render_masks, stream_key,
+                           subset_size)
 
 
 @dataclass(frozen=True)
@@ -81,11 +88,10 @@ def read_sis_orders(path: str | Path) -> SisOrders:
 
 
 def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int,
-                 split: str, colour: np.ndarray, stream: str = "") -> tuple[Split, np.ndarray, int]:
+                 split: str, colour: np.ndarray, stream: str = "", masking: str = "mean") -> tuple[Split, np.ndarray, int]:
     """The masked split of the images ``sis`` covers: (split, masks (n, H, W), features kept)."""
     height, width = source.images.shape[1:3]
-    masking = Masking(patch=sis.patch)
-    count = masking.feature_count(height, width)
+    count = Masking(patch=sis.patch).feature_count(height, width)
     if sis.order.shape[1] != count:
         raise UserError(f"SIS file {sis.path} orders {sis.order.shape[1]} features, but {height}x{width} images "
                         f"with patch {sis.patch} have {count}; it belongs to a different dataset")
@@ -93,22 +99,32 @@ def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed
         raise UserError(f"SIS file {sis.path} indexes rows beyond the {len(source)} images of split {split!r}; "
                         "it belongs to a different dataset")
     size = subset_size(fraction, count)
-    if kind == "bs":
+    if kind in ("bs", "mask"):
         features = backward_selection_features(sis.order, size)
     else:
         features = random_features(len(sis.rows), count, size, seed, draw, stream_key(stream, split))
-    masks = feature_masks(features, masking, height, width)
-    images = apply_masks(source.images[sis.rows], masks, colour)
+    masks = feature_masks(features, Masking(patch=sis.patch), height, width)
+    if kind == "mask":
+        images = render_masks(masks, colour, source.images.shape[-1])
+    elif masking == "noisy_linear":
+        rng = random_stream(seed, draw + 1, f"impute/{kind}/{stream_key(stream, split)}")  # BS: draw -1
+        images = noisy_linear_impute(source.images[sis.rows], masks, rng, colour)
+    else:
+        images = apply_masks(source.images[sis.rows], masks, colour)
     return Split(images, source.labels[sis.rows], source.ids[sis.rows]), masks, size
 
 
 def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str | Path],
-                          requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "") -> None:
+                          requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "",
+                          masking: str = "mean") -> None:
     """Write every requested subset dataset, with the splits of ``sis_files``, each file atomically.
 
     The SIS files and the source splits are read once for all requests (one job per experiment).
-    ``stream`` prefixes the random streams (:func:`stream_key`).
+    ``stream`` prefixes the random streams (:func:`stream_key`); ``masking``: what masked pixels of BS
+    and random subsets hold (``mean`` colour or ``noisy_linear`` imputation).
     """
+    if masking not in MASKINGS:
+        raise UserError(f"--masking {masking!r} is not one of {', '.join(MASKINGS)}")
     if not sis_files:
         raise UserError("no SIS file given; pass --sis <split>=<file> for every split of the subset dataset")
     for request in requests:
@@ -119,6 +135,10 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
     if info.storage == "index":
         from .index_subsets import build_index_subsets
 
+        if masking != "mean" or any(r.kind == "mask" for r in requests):
+            raise UserError(f"{dataset_path} is an image index (ImageNet): its subsets are masked as images stream "
+                            "from disk, with the mean colour only; mask-only subsets and noisy_linear masking "
+                            "need a dataset with stored pixels")
         build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream)
         return
     orders = {split: read_sis_orders(path) for split, path in sis_files.items()}
@@ -138,7 +158,8 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
         splits, masks, size = {}, {}, 0
         for split, sis in orders.items():
             splits[split], masks[split], size = subset_split(sources[split], sis, request.kind, request.fraction,
-                                                             seed, request.draw, split, colour, stream)
+                                                             seed, request.draw, split, colour, stream,
+                                                             masking)
         with atomic_output(request.out) as tmp:
             write_dataset(tmp, name=request.name, kind="pixel_subset", splits=splits, class_names=info.class_names,
                           mean=colour / 255.0, std=info.std,
@@ -147,6 +168,7 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
             with h5py.File(tmp, "a") as handle:
                 write_attrs(handle, {
                     "subset_kind": request.kind, "fraction": float(request.fraction), "features_kept": size,
+                    "masking": "mean" if request.kind == "mask" else masking,
                     "feature_count": Masking(patch=patch).feature_count(height, width), "patch": patch,
                     "random_seed": seed, "random_stream": stream,
                     "draw": request.draw if request.kind == "random" else -1,
@@ -161,17 +183,26 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
 
 def build_subset_dataset(out: str | Path, dataset_path: str | Path, sis_files: Mapping[str, str | Path], *,
                          kind: str, fraction: float, seed: int = 0, draw: int = 0, name: str | None = None,
-                         stream: str = "") -> None:
+                         stream: str = "", masking: str = "mean") -> None:
     """Write one ``kind`` pixel-subset dataset of ``fraction`` (see :func:`build_subset_datasets`)."""
     build_subset_datasets(dataset_path, sis_files,
                           [SubsetRequest(kind, fraction, draw, name or Path(out).stem, str(out))], seed=seed,
-                          stream=stream)
+                          stream=stream, masking=masking)
 
 
 def has_masks(path: str | Path, split: str) -> bool:
     """Whether ``split`` of a prepared dataset is a pixel subset (holds /<split>/masks)."""
     with h5py.File(path, "r") as handle:
         return split in handle and "masks" in handle[split]
+
+
+def zeroes_masked_pixels(path: str | Path, split: str) -> bool:
+    """Whether evaluation sets the pixels outside ``split``'s masks to exactly 0 (the mean colour): yes for
+    subsets masked with the mean colour, no for imputed ones (their stored values are the input)."""
+    with h5py.File(path, "r") as handle:
+        if split not in handle or "masks" not in handle[split]:
+            return False
+        return str(handle.attrs.get("masking", "mean")) == "mean"
 
 
 def read_masks(path: str | Path, split: str) -> np.ndarray | None:
@@ -197,13 +228,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="merged SIS file of one split (repeat per split)")
     parser.add_argument("--subset", action="append", required=True, nargs=5,
                         metavar=("KIND", "FRACTION", "DRAW", "NAME", "OUT"),
-                        help="one subset dataset to write: bs|random, fraction kept, random draw, name, file")
+                        help="one subset dataset to write: bs|random|mask, fraction kept, random draw, name, file")
     parser.add_argument("--seed", type=int, default=0, help="seed of random subsets")
     parser.add_argument("--stream", default="", help="prefix of the random streams (a shifted test set's name)")
+    parser.add_argument("--masking", default="mean", choices=MASKINGS,
+                        help="masked pixels of BS and random subsets: mean colour or ROAD noisy linear imputation")
     args = parser.parse_args(argv)
     requests = [_request(values) for values in args.subset]
     sis_files = named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5")
-    build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed, stream=args.stream)
+    build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed, stream=args.stream,
+                          masking=args.masking)
     for request in requests:
         print(f"wrote {request.out}", file=sys.stderr)
     return 0

@@ -10,10 +10,20 @@ the stored labels) and calibration files. Accuracies are percentages; "mean ± s
 runs of a row (seeds, and random draws), std with ddof=1. A run's accuracy on a dataset with
 several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--out-dir``:
 
-- ``accuracy_by_split.csv``: one row per evaluation file and split (n, correct, accuracy).
+- ``accuracy_by_split.csv``: one row per evaluation file and split (n, correct, accuracy, and agreement
+  with the source run's prediction on the same images, full: agree_source, n_source_wrong,
+  agree_source_wrong = agreement on the images the source got wrong, NaN when there are none).
 - ``accuracy.csv``: role, condition, arch, source_arch, train_on, train_fraction, augment, test_set,
-  eval_on, eval_fraction, n_runs, accuracy_mean, accuracy_std. ``test_set`` is the dataset the
-  images come from (a pixel subset: the dataset it is cut from).
+  eval_on, eval_fraction, topk, n_runs, accuracy_mean, accuracy_std, agree_source_mean,
+  agree_source_wrong_mean. ``topk``: the label among the k largest logits (the experiment's ``topk``,
+  default [1]; ImageNet: [1, 5]); one row per k.
+  ``test_set`` is the dataset the images come from (a pixel subset: the dataset it is cut from);
+  ``train_on``/``eval_on`` ``mask``: the mask-only control (the BS keep-mask without pixel values).
+  ``split_set``: ``all`` (a run's accuracy on a multi-split test set is the mean over its splits) or
+  ``mixed`` (CIFAR-10-C's seeded sample across all corruptions and severities, split ``mixed``: the images
+  its pixel subsets are cut from, so full-image and subset rows of that set are on the same images).
+- ``leakage.csv``: every BS-subset retraining row beside its mask-only control and random subsets, with
+  agreement with the source (:mod:`pathologies.overinterp.leakage`).
 - ``ensembles.csv``: ensemble, test_set, eval_on, eval_fraction, n_members, n_runs, ensemble accuracy
   (logits averaged over the members, as pathologies.sis.engine.Scorer) and the members' mean ± std.
 - ``calibration.csv``: model, seed, temperature, ECE before/after (%), NLL on the fitting half
@@ -34,12 +44,28 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.prepare import MIXED_SPLIT
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_csv
 from .evaluate import evaluation_splits, read_evaluation
+from .leakage import leakage_table
 
-ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "eval_on",
-            "eval_fraction"]
+ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "split_set",
+            "eval_on", "eval_fraction", "topk"]
+
+
+def split_set(split: str) -> str:
+    """The image set a split's rows stand for: ``mixed`` (CIFAR-10-C's sample across all corruptions and
+    severities, on which its pixel subsets are cut) or ``all`` (every other split, averaged per run)."""
+    return MIXED_SPLIT if split == MIXED_SPLIT else "all"
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Whether the label is among the ``k`` largest logits (ties: the lower class first, as argmax)."""
+    if k == 1:
+        return logits.argmax(axis=1) == labels
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)
 
 
 def read_spec(path: str | Path) -> dict:
@@ -49,17 +75,57 @@ def read_spec(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _source_predictions(spec: dict):
+    """{(test set, split): {image id: the source run's prediction on the full image}}, read on demand."""
+    paths = {e["eval_dataset"]: e["path"] for e in spec["evaluations"]
+             if (e["model"], e["seed"], e["role"], e["eval_on"]) == (spec["source_model"], spec["source_seed"],
+                                                                     "pretrained", "full")}
+    cache: dict = {}
+
+    def lookup(test_set: str, split: str) -> dict | None:
+        if (test_set, split) not in cache:
+            path = paths.get(test_set)
+            if path is None:
+                cache[(test_set, split)] = None
+            else:
+                source = read_evaluation(path, test_set, split)
+                cache[(test_set, split)] = dict(zip(source.ids.tolist(), source.pred.tolist()))
+        return cache[(test_set, split)]
+    return lookup
+
+
+def agreement(pred: np.ndarray, labels: np.ndarray, ids: np.ndarray, source: dict | None) -> dict:
+    """Agreement (%) of ``pred`` with the source's predictions ``source`` {id: class}, on all images and on
+    those the source got wrong (NaN where undefined)."""
+    if source is None or not len(ids):
+        return {"agree_source": np.nan, "n_source_wrong": 0, "agree_source_wrong": np.nan}
+    try:
+        src = np.array([source[i] for i in ids.tolist()])
+    except KeyError as err:
+        raise UserError(f"image id {err.args[0]} is evaluated but the source run's evaluation on the full test set "
+                        "lacks it; rebuild the evaluations from the same dataset files") from None
+    same, wrong = pred == src, src != labels
+    return {"agree_source": 100.0 * float(same.mean()), "n_source_wrong": int(wrong.sum()),
+            "agree_source_wrong": 100.0 * float(same[wrong].mean()) if wrong.any() else np.nan}
+
+
 def accuracy_by_split(spec: dict) -> pd.DataFrame:
-    """One row per (evaluation, split): the accuracy recomputed from the stored logits."""
+    """One row per (evaluation, split): the accuracy recomputed from the stored logits, and the agreement
+    with the source run's prediction on the same images (full)."""
     rows = []
+    source = _source_predictions(spec)
     for entry in spec["evaluations"]:
         path, dataset = entry["path"], entry["eval_dataset"]
         for split in evaluation_splits(path, dataset):
             result = read_evaluation(path, dataset, split)
-            correct = int(np.sum(result.pred == result.labels))
-            rows.append({**{k: v for k, v in entry.items() if k != "path"},
-                         "source_arch": spec["source_arch"], "eval_split": split, "n": len(result.labels),
-                         "correct": correct, "accuracy": 100.0 * correct / len(result.labels), "path": path})
+            agree = agreement(result.pred, result.labels, result.ids, source(entry["test_set"], split))
+            for k in spec.get("options", {}).get("topk", [1]):
+                correct = int(np.sum(topk_correct(result.logits, result.labels, k)))
+                rows.append({**{key: v for key, v in entry.items() if key != "path"},
+                             "source_arch": spec["source_arch"], "eval_split": split,
+                             "split_set": split_set(split), "topk": k,
+                             "n": len(result.labels), "correct": correct,
+                             "accuracy": 100.0 * correct / len(result.labels), **agree, "path": path})
     return pd.DataFrame(rows)
 
 
@@ -71,12 +137,15 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def accuracy_table(by_split: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over runs; a run's accuracy on a multi-split test set is the mean over splits."""
     keys = [*ROW_KEYS, "source_arch"]
+    measures = ["accuracy", "agree_source", "agree_source_wrong"]
     per_run = (by_split.fillna({"train_fraction": -1, "eval_fraction": -1})
-               .groupby([*keys, "model", "seed", "draw"], sort=False, dropna=False)["accuracy"].mean().reset_index())
+               .groupby([*keys, "model", "seed", "draw"], sort=False, dropna=False)[measures].mean().reset_index())
     rows = []
     for values, group in per_run.groupby(keys, sort=False, dropna=False):
         mean, std = _mean_std(group["accuracy"])
-        rows.append({**dict(zip(keys, values)), "n_runs": len(group), "accuracy_mean": mean, "accuracy_std": std})
+        rows.append({**dict(zip(keys, values)), "n_runs": len(group), "accuracy_mean": mean, "accuracy_std": std,
+                     "agree_source_mean": float(group["agree_source"].mean()),
+                     "agree_source_wrong_mean": float(group["agree_source_wrong"].mean())})
     table = pd.DataFrame(rows)
     return table.replace({"train_fraction": {-1: np.nan}, "eval_fraction": {-1: np.nan}})
 
@@ -84,12 +153,12 @@ def accuracy_table(by_split: pd.DataFrame) -> pd.DataFrame:
 def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
     """Accuracy of each ensemble (mean member logits) and of its members, per test set and subset."""
     rows = []
-    pretrained = by_split[by_split["role"] == "pretrained"]
+    pretrained = by_split[(by_split["role"] == "pretrained") & (by_split["topk"] == 1)]
     for name, entry in spec["ensembles"].items():
         members = [tuple(m) for m in entry["members"]]
         mine = pretrained[[(m, s) in members for m, s in zip(pretrained["model"], pretrained["seed"])]]
-        for (test_set, eval_on, fraction), group in mine.groupby(["test_set", "eval_on", "eval_fraction"],
-                                                                  sort=False, dropna=False):
+        for (test_set, sset, eval_on, fraction), group in mine.groupby(
+                ["test_set", "split_set", "eval_on", "eval_fraction"], sort=False, dropna=False):
             runs, member_acc = [], []
             for draw, by_draw in group.groupby("draw", sort=False):
                 split_acc = []
@@ -104,7 +173,8 @@ def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
                 continue
             mean, std = _mean_std(runs)
             member_mean, member_std = _mean_std(member_acc)
-            rows.append({"ensemble": name, "test_set": test_set, "eval_on": eval_on, "eval_fraction": fraction,
+            rows.append({"ensemble": name, "test_set": test_set, "split_set": sset, "eval_on": eval_on,
+                         "eval_fraction": fraction,
                          "n_members": len(members), "n_runs": len(runs), "accuracy_mean": mean,
                          "accuracy_std": std, "members_mean": member_mean, "members_std": member_std})
     return pd.DataFrame(rows)
@@ -181,14 +251,18 @@ def mean_std_text(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
+SUBSET_NAMES = {"bs": "BS subsets", "random": "Random", "mask": "BS masks only"}
+
+
 def _subset_label(on: str, fraction: float, augment: bool | None = None) -> str:
-    text = "Full images" if on == "full" else f"{fraction * 100:g}% {'BS subsets' if on == 'bs' else 'Random'}"
+    text = "Full images" if on == "full" else f"{fraction * 100:g}% {SUBSET_NAMES[on]}"
     return text + (" (+)" if augment else "")
 
 
 def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) -> pd.DataFrame:
-    """Table-1 layout: one row per (model, train on, evaluate on), one column per test set."""
+    """Table-1 layout: one row per (model, train on, evaluate on[, top-k]), one column per test set."""
     rows = accuracy[accuracy["role"] == role]
+    several_k = rows["topk"].nunique() > 1 if "topk" in rows else False
     if eval_on_full is not None:
         rows = rows[(rows["eval_on"] == "full") == eval_on_full]
     if rows.empty:
@@ -197,15 +271,18 @@ def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) 
         model=[c if role == "pretrained" else a for c, a in zip(rows["condition"], rows["arch"])],
         train=[_subset_label(t, f, g) for t, f, g in zip(rows["train_on"], rows["train_fraction"], rows["augment"])],
         evaluate=[_subset_label(e, f) for e, f in zip(rows["eval_on"], rows["eval_fraction"])],
-        value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"])])
-    table = frame.pivot_table(index=["model", "train", "evaluate"], columns="test_set", values="value",
+        value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"])],
+        test_set=[t if s != MIXED_SPLIT else f"{t} (mixed sample)" for t, s in
+                  zip(rows["test_set"], rows.get("split_set", pd.Series("all", index=rows.index)))])
+    index = ["model", "train", "evaluate"] + (["topk"] if several_k else [])
+    table = frame.pivot_table(index=index, columns="test_set", values="value",
                               aggfunc="first", sort=False).reset_index()
     table.columns.name = None
-    return table.rename(columns={"model": "Model", "train": "Train on", "evaluate": "Evaluate on"})
+    return table.rename(columns={"model": "Model", "train": "Train on", "evaluate": "Evaluate on", "topk": "Top-k"})
 
 
 def render(spec: dict, accuracy: pd.DataFrame, ensembles: pd.DataFrame, calibration: pd.DataFrame,
-           sis: pd.DataFrame) -> str:
+           sis: pd.DataFrame, leakage: pd.DataFrame | None = None) -> str:
     """All tables of the experiment as one Markdown document."""
     retrained = accuracy[accuracy["role"] == "retrained"]
     cross = retrained[retrained["arch"] != retrained["source_arch"]]
@@ -222,6 +299,9 @@ def render(spec: dict, accuracy: pd.DataFrame, ensembles: pd.DataFrame, calibrat
              "## Cross-architecture: subsets of the source trained into other architectures (Table S2)\n",
              markdown(table1(cross.assign(role="retrained"), "retrained", eval_on_full=False))
              if not cross.empty else "_(no other architecture trained)_\n",
+             "## Pixels or pattern? BS subsets beside their leakage floor (mask only) and agreement with the "
+             "source's prediction (%)\n",
+             markdown(leakage) if leakage is not None else "_(not computed)_\n",
              "## Ensembles (mean of logits)\n", markdown(ensembles),
              "## Calibration by temperature scaling (Table S5)\n", markdown(calibration),
              f"## SIS size at threshold {spec['threshold']} (% of image)\n", markdown(sis)]
@@ -235,11 +315,13 @@ def build_tables(spec: dict, sis_summary: pd.DataFrame, out_dir: str | Path) -> 
     tables = {"accuracy_by_split": by_split, "accuracy": accuracy_table(by_split),
               "ensembles": ensemble_table(spec, by_split), "calibration": calibration_table(spec, at_threshold),
               "sis_summary": at_threshold}
+    tables["leakage"] = leakage_table(tables["accuracy"])
     out_dir = Path(out_dir)
     for name, frame in tables.items():
         with atomic_output(out_dir / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
-    text = render(spec, tables["accuracy"], tables["ensembles"], tables["calibration"], tables["sis_summary"])
+    text = render(spec, tables["accuracy"], tables["ensembles"], tables["calibration"], tables["sis_summary"],
+                  tables["leakage"])
     with atomic_output(out_dir / "tables.md") as tmp:
         tmp.write_text(text)
     return tables
@@ -252,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sis-summary", required=True, help="summary.csv of pathologies.overinterp.sis_sizes")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    build_tables(read_spec(args.spec), pd.read_csv(args.sis_summary), args.out_dir)
+    build_tables(read_spec(args.spec), read_csv(args.sis_summary, "SIS summary table"), args.out_dir)
     return 0
 
 

@@ -4,7 +4,7 @@ Usage (what the ``sis_extract`` rule runs)::
 
     python -m pathologies.sis.extract --model results/models/<model>/seed<seed>/model.pt \
         --dataset results/data/<dataset>.h5 --spec '<SisJob JSON>' --shard 0 --num-shards 2 \
-        --out results/sis/<model>/seed<seed>/<dataset>/<split>/shard0of2.h5 --device auto --threads 1
+        --out results/sis/<run>/<model>/seed<seed>/<dataset>/<split>/shard0of2.h5 --device auto --threads 1
 
 ``--spec`` is :meth:`pathologies.sis.jobs.SisJob.as_dict`: split, sample, seed, method, block,
 patch, thresholds, tie_break, tie_break_seed, masked_value, softmax_dtype, batch_size,
@@ -39,7 +39,8 @@ File layout (n images in this file, p features, S steps, H x W images)::
     /steps       int32 (n, S)   (gradient only) features removed after each step: min((j+1) k, p)
     /sis/<tau>/mask  bool (n, H, W)  the SIS at threshold tau (all False when there is none)
     /sis/<tau>/size  int32 (n,)      pixels in the SIS (0 when none)
-    /sis/<tau>/none  bool (n,)       True when f_full < tau: no SIS
+    /sis/<tau>/none  bool (n,)       True when there is no SIS: f_full < tau, or no suffix of the order
+                                     verifies at tau (not even the full image, f_full being borderline)
     /collection/<tau>/member  int32 (n, H, W)  (collection: true) 0 = in no SIS, k = in the k-th
                                                disjoint SIS of the image's SIS collection
     /collection/<tau>/count   int32 (n,)       SIS in the collection (an empty SIS counts too)
@@ -56,7 +57,7 @@ import json
 import math
 import numbers
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -64,11 +65,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cliargs import add_compute_options, json_object
+from ..cliargs import add_compute_options, json_object, positive_int
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write_attrs
 from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
@@ -190,7 +191,7 @@ def shard_rows(split_size: int, sample: int | None, seed: int, shard: int, num_s
 
 def split_size(dataset_path: str | Path, split: str) -> int:
     """Number of images in ``split``; UserError naming the splits there are when it is missing."""
-    with h5py.File(dataset_path, "r") as handle:
+    with read_h5(dataset_path) as handle:
         if split not in handle:
             raise UserError(f"{dataset_path} has no split {split!r}; it has {sorted(handle.keys())} "
                             "(set `split` of the SIS run)")
@@ -257,6 +258,8 @@ class Extraction:
     masks: dict[float, np.ndarray]
     members: dict[float, np.ndarray]
     counts: dict[float, np.ndarray]
+    # True where no SIS verified (f_full < tau, or not even the full image verified at tau)
+    none: dict[float, np.ndarray] = field(default_factory=dict)
     verified: VerifiedStats | None = None
 
 
@@ -295,6 +298,7 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
                      masks={t: np.zeros((n, height, width), bool) for t in settings.thresholds},
                      members={t: np.zeros((n, height, width), np.int32) for t in collected},
                      counts={t: np.zeros(n, np.int32) for t in collected},
+                     none={t: np.ones(n, bool) for t in settings.thresholds},
                      verified=None if verifier is None else verifier.stats)
     done = resume.load(state_dir, identity, out, out.verified)
     bar = tqdm(total=total, disable=not progress, file=sys.stderr, mininterval=5,
@@ -314,6 +318,7 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
             for i, sis in enumerate(found, start=begin):
                 if sis is not None:
                     out.masks[threshold][i] = masking.pixel_mask(sis, height, width)
+                    out.none[threshold][i] = False
             if settings.collection:
                 collections = sis_collection(scorer, x, threshold, classes=out.classes[part], masking=masking,
                                              batch_size=settings.batch_size, tie_break_seeds=part_seeds,
@@ -358,7 +363,7 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
             mask = result.masks[threshold]
             create_dataset(group, "mask", mask)
             create_dataset(group, "size", mask.sum(axis=(1, 2)).astype(np.int32))
-            create_dataset(group, "none", result.f_full < threshold)
+            create_dataset(group, "none", result.none[threshold])
             if settings.collection:
                 group = handle.create_group(f"collection/{threshold_name(threshold)}")
                 create_dataset(group, "member", result.members[threshold])
@@ -373,7 +378,8 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     ``state_dir``: where a killed run left its finished lockstep groups (resumed, then removed).
     """
     settings = Settings.from_spec(spec)
-    _check_int("num_shards", num_shards, minimum=1)
+    if isinstance(num_shards, bool) or not isinstance(num_shards, numbers.Integral) or num_shards < 1:
+        raise UserError(f"--num-shards {num_shards!r} must be an integer >= 1")
     if isinstance(shard, bool) or not isinstance(shard, numbers.Integral) or not 0 <= shard < num_shards:
         raise UserError(f"shard {shard!r} is out of range for {num_shards} shards (0..{num_shards - 1})")
     torch_device = resolve_device(device)
@@ -412,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help="prepared dataset (.h5)")
     parser.add_argument("--spec", required=True, help="SIS job as JSON (pathologies.sis.jobs.SisJob.as_dict)")
     parser.add_argument("--shard", type=int, default=0)
-    parser.add_argument("--num-shards", type=int, default=1)
+    parser.add_argument("--num-shards", type=positive_int, default=1)
     parser.add_argument("--out", required=True)
     parser.add_argument("--state-dir", default=None,
                         help="save finished lockstep groups here and resume from them after a kill")

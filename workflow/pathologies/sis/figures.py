@@ -1,6 +1,6 @@
 """Figures of an SIS run: example images with their SIS, and backward-selection confidence curves.
 
-    python -m pathologies.sis.figures --sis results/sis/<model>/seed<seed>/<dataset>/<split>.h5 ... \
+    python -m pathologies.sis.figures --sis results/sis/<run>/<model>/seed<seed>/<dataset>/<split>.h5 ... \
         --examples-out results/figures/sis_examples_<run>.png --curves-out results/figures/sis_curves_<run>.png
 
 Examples: the first ``--images`` images of the first file; per image the image, its SIS at
@@ -24,21 +24,19 @@ import seaborn as sns  # noqa: E402
 
 from ..data.layout import dataset_info  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py, read_json_attr  # noqa: E402
+from ..io import atomic_output, read_h5, read_json_attr  # noqa: E402
 from .engine import Masking  # noqa: E402
 from .extract import load_rows, threshold_name  # noqa: E402
 
 MAX_COLUMNS = 4
 
 
-def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
-    return h5py.File(path, "r")
+def _open(path: str | Path):
+    return read_h5(path, "SIS file")
 
 
 def file_label(path: str | Path) -> str:
-    """``<model>/seed<seed>`` of ``results/sis/<model>/seed<seed>/<dataset>/<split>.h5``."""
+    """``<model>/seed<seed>`` of ``results/sis/<run>/<model>/seed<seed>/<dataset>/<split>.h5``."""
     parts = Path(path).parts
     return "/".join(parts[-4:-2]) if len(parts) >= 4 else Path(path).stem
 

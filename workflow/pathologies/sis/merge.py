@@ -15,26 +15,18 @@ in :mod:`pathologies.sis.extract`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import UserError, cli
-from ..io import COMPRESSION, atomic_output, h5py
+from ..io import COMPRESSION, atomic_output, h5py, read_h5, unreadable
 
 VARYING_ATTRS = ("shard", "code_version")
 # verified precision: what each shard's screen did (summed over the shards in the merged file)
 VERIFIED_ATTRS = ("screen", "candidates", "rescored", "rescored_fraction", "fallback_steps")
-
-
-def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise UserError(f"SIS shard {path} does not exist; build it with `snakemake {path}`")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise UserError(f"{path} is not a readable HDF5 file ({err}); delete it and rebuild it") from None
 
 
 def _datasets(handle: h5py.File) -> dict[str, h5py.Dataset]:
@@ -91,11 +83,10 @@ def _merged_verified(handles: Sequence[h5py.File]) -> dict:
 def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
     """Concatenate the shards into ``out`` (atomically), checking they belong together."""
     paths = [Path(path) for path in shard_paths]
-    handles: list[h5py.File] = []
-    try:
-        for path in paths:
-            handles.append(_open(path))
-        order = [handles[i] for i in check_shards(handles, paths)]
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(read_h5(path, "SIS shard")) for path in paths]
+        positions = check_shards(handles, paths)
+        order = [handles[i] for i in positions]
         with atomic_output(out) as tmp, h5py.File(tmp, "w") as merged:
             for key, value in order[0].attrs.items():
                 merged.attrs[key] = value
@@ -112,13 +103,14 @@ def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
                 for key, value in first.attrs.items():
                     target.attrs[key] = value
                 start = 0
-                for part in parts:
+                for position, part in zip(positions, parts):
                     if len(part):
-                        target[start:start + len(part)] = part[()]
+                        try:
+                            values = part[()]
+                        except OSError as err:  # a corrupt chunk: name the shard it is in
+                            raise UserError(unreadable(paths[position], err)) from None
+                        target[start:start + len(part)] = values
                     start += len(part)
-    finally:
-        for handle in handles:
-            handle.close()
 
 
 @cli

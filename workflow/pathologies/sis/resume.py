@@ -38,6 +38,8 @@ def save(state_dir: str | Path, ident: str, done: int, out, stats=None) -> None:
         arrays[f"mask{i}"] = out.masks[threshold]
         if threshold in out.members:
             arrays[f"member{i}"], arrays[f"count{i}"] = out.members[threshold], out.counts[threshold]
+        if threshold in out.none:
+            arrays[f"none{i}"] = out.none[threshold]
     if stats is not None:
         arrays.update({f"stats_{key}": np.asarray(getattr(stats, key)) for key in COUNTS})
     path = Path(state_dir) / STATE_NAME
@@ -66,6 +68,8 @@ def load(state_dir: str | Path | None, ident: str, out, stats=None) -> int:
                 if threshold in out.members:
                     out.members[threshold][:done] = state[f"member{i}"][:done]
                     out.counts[threshold][:done] = state[f"count{i}"][:done]
+                if threshold in out.none:
+                    out.none[threshold][:done] = state[f"none{i}"][:done]
             if stats is not None and "stats_candidates" in state:
                 for key in COUNTS:
                     setattr(stats, key, int(state[f"stats_{key}"]))

@@ -1,7 +1,7 @@
 """Inputs, parameters and targets of the SIS rules (workflow/rules/sis.smk).
 
 Kept out of the rule file so that it holds rules only and this logic is testable without Snakemake.
-Methods take wildcard values (model, seed, dataset, split, shards, run) as strings or numbers.
+Methods take wildcard values (run, model, seed, dataset, split, shards) as strings or numbers.
 """
 
 from __future__ import annotations
@@ -11,19 +11,11 @@ from typing import Any, Callable, Mapping
 
 from ..config import RunSpec
 from ..errors import UserError
-from .jobs import SisJob, sis_jobs
+from .jobs import SisJob, shard_file, sis_file, sis_jobs
 
-FIGURE_KINDS = ("examples", "curves")
+FIGURE_KINDS = ("examples", "curves", "heatmaps")
 
-
-def sis_file(model: str, seed: int, dataset: str, split: str) -> str:
-    """The merged SIS file of a model (or ensemble) on one dataset split."""
-    return f"results/sis/{model}/seed{seed}/{dataset}/{split}.h5"
-
-
-def shard_file(model: str, seed: int, dataset: str, split: str, shard: int, shards: int) -> str:
-    """Shard ``shard`` of ``shards`` of :func:`sis_file` (one extraction job)."""
-    return f"results/sis/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.h5"
+__all__ = ["SisRules", "sis_file", "shard_file", "FIGURE_KINDS"]
 
 
 class SisRules:
@@ -37,11 +29,14 @@ class SisRules:
                  run_dir: Callable[[str, int], str]):
         self.jobs = sis_jobs(config, runs)
         self.run_dir = run_dir
+        self.heatmap_fraction = {name: entry.get("heatmap_fraction", 0.05)
+                                 for name, entry in config["sis"]["runs"].items()}
 
-    def job(self, model: str, seed: int | str, dataset: str, split: str, shards: int | str | None = None) -> SisJob:
-        """The job writing results/sis/<model>/seed<seed>/<dataset>/<split>; UserError for one not configured
-        (or asked for with another shard count)."""
-        key = (model, int(seed), dataset, split)
+    def job(self, run: str, model: str, seed: int | str, dataset: str, split: str,
+            shards: int | str | None = None) -> SisJob:
+        """The job writing results/sis/<run>/<model>/seed<seed>/<dataset>/<split>; UserError for one not
+        configured (or asked for with another shard count)."""
+        key = (run, model, int(seed), dataset, split)
         if key not in self.jobs:
             raise UserError(f"{sis_file(*key)} is not extracted by any run under `sis.runs` of the config")
         job = self.jobs[key]
@@ -50,34 +45,45 @@ class SisRules:
                             f"{job.shards} shards, not {shards}")
         return job
 
-    def checkpoints(self, model: str, seed: int | str, dataset: str, split: str) -> list[str]:
+    def checkpoints(self, run: str, model: str, seed: int | str, dataset: str, split: str) -> list[str]:
         """model.pt file(s) an extraction scores (the place to map an ensemble name to its members)."""
-        job = self.job(model, seed, dataset, split)
+        job = self.job(run, model, seed, dataset, split)
         return [f"{self.run_dir(job.model, job.seed)}/model.pt"]
 
-    def spec(self, model: str, seed: int | str, dataset: str, split: str, shards: int | str) -> str:
+    def spec(self, run: str, model: str, seed: int | str, dataset: str, split: str, shards: int | str) -> str:
         """The job as JSON for ``python -m pathologies.sis.extract --spec``."""
-        return json.dumps(self.job(model, seed, dataset, split, shards).as_dict(), sort_keys=True)
+        return json.dumps(self.job(run, model, seed, dataset, split, shards).as_dict(), sort_keys=True)
 
-    def runtime(self, model: str, seed: int | str, dataset: str, split: str) -> int:
+    def runtime(self, run: str, model: str, seed: int | str, dataset: str, split: str) -> int:
         """Minutes of one shard job on its first attempt."""
-        return self.job(model, seed, dataset, split).runtime
+        return self.job(run, model, seed, dataset, split).runtime
 
-    def shards(self, model: str, seed: int | str, dataset: str, split: str) -> list[str]:
+    def shards(self, run: str, model: str, seed: int | str, dataset: str, split: str) -> list[str]:
         """Every shard file of one extraction, in shard order."""
-        job = self.job(model, seed, dataset, split)
-        return [shard_file(job.model, job.seed, job.dataset, job.split, i, job.shards) for i in range(job.shards)]
+        job = self.job(run, model, seed, dataset, split)
+        return [shard_file(*job.key, i, job.shards) for i in range(job.shards)]
+
+    def groups(self) -> list[str]:
+        """The ``sis.runs`` entries that have jobs, in config order (one set of figures each)."""
+        return list(dict.fromkeys(job.group for job in self.jobs.values()))
 
     def run_files(self, run: str) -> list[str]:
-        """Merged SIS files of one run, in config order."""
-        files = [sis_file(j.model, j.seed, j.dataset, j.split) for j in self.jobs.values() if j.run == run]
+        """Merged SIS files of one ``sis.runs`` entry (every repeat), in config order."""
+        files = [j.path for j in self.jobs.values() if j.group == run]
         if not files:
             raise UserError(f"{run!r} is not a run under `sis.runs` with any model "
-                            f"(have: {', '.join(dict.fromkeys(j.run for j in self.jobs.values())) or 'none'})")
+                            f"(have: {', '.join(self.groups()) or 'none'})")
         return files
+
+    def heatmap_args(self, run: str) -> str:
+        """Command-line arguments of :mod:`pathologies.sis.heatmaps` for one ``sis.runs`` entry: each file
+        labelled with its model (repeats and seeds of one model are pooled)."""
+        files = [f"--sis {j.model}={j.path}" for j in self.jobs.values() if j.group == run]
+        if not files:
+            self.run_files(run)
+        return f"{' '.join(files)} --fraction {self.heatmap_fraction[run]!r}"
 
     def targets(self) -> list[str]:
         """Every merged SIS file and the figures of every run."""
-        runs = dict.fromkeys(job.run for job in self.jobs.values())
-        return [*[sis_file(j.model, j.seed, j.dataset, j.split) for j in self.jobs.values()],
-                *[f"results/figures/sis_{kind}_{run}.png" for run in runs for kind in FIGURE_KINDS]]
+        return [*[job.path for job in self.jobs.values()],
+                *[f"results/figures/sis_{kind}_{run}.png" for run in self.groups() for kind in FIGURE_KINDS]]

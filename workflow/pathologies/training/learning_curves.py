@@ -16,16 +16,16 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output  # noqa: E402
+from ..io import atomic_output, read_csv  # noqa: E402
 
 
 def read_logs(paths: list[str | Path]) -> pd.DataFrame:
     """Concatenate training logs, naming each run ``<model>/seed<seed>`` from its folder."""
     frames = []
     for path in map(Path, paths):
-        if not path.exists():
-            raise UserError(f"training log {path} does not exist")
-        frame = pd.read_csv(path)
+        frame = read_csv(path, "training log", columns=("epoch", "train_loss", "train_acc"))
+        if frame.empty:
+            raise UserError(f"{path}: the training log has no rows; delete it and rebuild it (snakemake {path})")
         frame["model"] = path.parent.parent.name
         frame["run"] = f"{path.parent.parent.name}/{path.parent.name}"
         frames.append(frame)
@@ -47,11 +47,13 @@ def plot_learning_curves(logs: pd.DataFrame, out: str | Path) -> None:
     (experiment prefix), one colour per model, one line per run (seed), a legend per row."""
     sns.set_theme(style="whitegrid", context="paper")
     families = sorted(logs["model"].map(model_family).unique())
-    fig, axes = plt.subplots(len(families), len(METRICS), figsize=(3.2 * len(METRICS) + 3, 2.4 * len(families)),
+    # test_acc exists only where a model dumps the test split
+    metrics = [metric for metric in METRICS if metric in logs.columns]
+    fig, axes = plt.subplots(len(families), len(metrics), figsize=(3.2 * len(metrics) + 3, 2.4 * len(families)),
                              squeeze=False, sharex="row")
     for row, family in zip(axes, families):
         mine = logs[logs["model"].map(model_family) == family]
-        for axis, metric in zip(row, METRICS):
+        for axis, metric in zip(row, metrics):
             sns.lineplot(data=mine.dropna(subset=[metric]), x="epoch", y=metric, hue="model", units="run",
                          estimator=None, ax=axis, legend=axis is row[-1], linewidth=1)
             axis.set_title(f"{family}: {metric}", fontsize=8)

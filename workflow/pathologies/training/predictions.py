@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..io import h5py
+from ..io import h5py, read_h5
 
 CSV_COLUMNS = ("image_id", "model", "prediction", "target")
 
@@ -87,13 +87,7 @@ def read_dump(path: str | Path, split: str = "test", epochs: str | Sequence[int]
               with_predictions: bool = False) -> Correctness:
     """One model's correctness (1, E, N) from a per-epoch prediction dump; the model is named by the path."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"prediction dump {path} does not exist; build it with `snakemake {path}`")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as err:
-        raise UserError(f"{path} is not a readable HDF5 file ({err}); delete it and rebuild it") from None
-    with handle:
+    with read_h5(path, "prediction dump") as handle:
         if split not in handle:
             raise UserError(f"{path} has no split {split!r}; it has {sorted(handle.keys())}")
         group = handle[split]
@@ -104,6 +98,7 @@ def read_dump(path: str | Path, split: str = "test", epochs: str | Sequence[int]
         if pred.ndim != 2 or targets.shape != ids.shape or pred.shape[1:] != targets.shape:
             raise UserError(f"{path}: split {split!r} has inconsistent shapes (pred {pred.shape}, "
                             f"targets {targets.shape}, ids {ids.shape}); delete the file and rebuild it")
+        check_labels(path, split, {"targets": targets, "ids": ids, "pred": pred})
         final = pred.shape[0] - 1
         if "epochs" in handle.attrs and int(handle.attrs["epochs"]) != final:
             raise UserError(f"{path}: attribute epochs={int(handle.attrs['epochs'])} but pred has "
@@ -119,6 +114,35 @@ def read_dump(path: str | Path, split: str = "test", epochs: str | Sequence[int]
         correct=(selected == targets[None, :])[None], model_epochs=np.asarray([rows]), sources=[str(path)],
         predictions=selected.astype(np.int32)[None] if with_predictions else None,
     )
+
+
+def check_labels(path: Path, split: str, arrays: Mapping[str, np.ndarray | h5py.Dataset]) -> None:
+    """Class indices and image ids of a dump must be non-negative integers, ids unique, N > 0:
+    anything else (NaN, floats, strings, an empty split) is a damaged or foreign file."""
+    for key, values in arrays.items():
+        if values.dtype.kind not in "iu":
+            raise UserError(f"{path}: {split}/{key} holds {values.dtype} values, not integer class indices or "
+                            "ids; delete the file and rebuild it")
+    if arrays["ids"].shape[0] == 0:
+        raise UserError(f"{path}: split {split!r} has no images (N = 0); a dump needs at least one image: "
+                        "check the dataset split, delete the file and rebuild it")
+    for key in ("targets", "ids"):
+        if int(np.min(arrays[key])) < 0:
+            raise UserError(f"{path}: {split}/{key} has negative values; delete the file and rebuild it")
+    pred = arrays["pred"]
+    low = min(int(np.min(pred[start : start + 64])) for start in range(0, pred.shape[0], 64))
+    if low < 0:
+        raise UserError(f"{path}: {split}/pred has negative class indices; delete the file and rebuild it")
+    ids = np.asarray(arrays["ids"])
+    if len(np.unique(ids)) != len(ids):
+        raise UserError(f"{path}: {split}/ids has duplicate image ids; delete the file and rebuild it")
+
+
+def check_targets(correctness: Correctness, num_classes: int, dataset: str | Path) -> None:
+    """Every target must be a class of ``dataset`` (0..num_classes-1): dumps of another dataset are refused."""
+    if len(correctness.targets) and int(correctness.targets.max()) >= num_classes:
+        raise UserError(f"{correctness.sources[0]}: target {int(correctness.targets.max())} but {dataset} has "
+                        f"{num_classes} classes; the dumps belong to another dataset: rebuild them")
 
 
 def load_correctness(paths: Mapping[str, str | Path], split: str = "test",
@@ -161,6 +185,9 @@ def load_predictions_csv(path: str | Path, ids: np.ndarray | None = None,
         if not pd.api.types.is_integer_dtype(table[column]):
             raise UserError(f"{path}: column {column!r} must hold integers only (found "
                             f"{table[column].dtype}, maybe empty cells)")
+    negative = [column for column in ("prediction", "target") if (table[column] < 0).any()]
+    if negative:
+        raise UserError(f"{path}: column {negative[0]!r} has negative class indices; classes are 0..K-1")
     table["model"] = table["model"].astype(str)
     duplicated = table.duplicated(["model", "image_id"])
     if duplicated.any():

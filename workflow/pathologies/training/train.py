@@ -33,8 +33,9 @@ from tqdm import tqdm
 from ..cliargs import add_compute_options, json_object
 from ..data.layout import dataset_info, load_split, to_model_input
 from ..device import resolve_device
-from ..errors import cli
-from ..io import atomic_output, create_dataset, h5py, provenance, write_attrs
+from ..errors import UserError, cli
+from ..io import (atomic_output, code_version, create_dataset, h5_fingerprint, h5py, provenance,
+                  read_h5, remove_stale_temporaries, write_attrs)
 from ..models.checkpoint import save_model
 
 EVAL_BATCH = 1024
@@ -95,8 +96,9 @@ class InMemorySplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in ``order`` (a permutation of row indices) or in stored order."""
+    def batches(self, batch_size: int, order: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order`` (a permutation of row indices) or in stored order (``generator``: unused)."""
         for start in range(0, len(self), batch_size):
             if order is None:
                 yield self.x[start : start + batch_size], self.y[start : start + batch_size]
@@ -109,22 +111,27 @@ class StreamedSplit:
     """A split of an ImageNet index, decoded from disk by DataLoader workers and normalised on the device."""
 
     def __init__(self, dataset_path: str | Path, split: str, mean, std, device: torch.device,
-                 keep: np.ndarray | None = None, workers: int = 4):
+                 keep: np.ndarray | None = None, workers: int = 4, random_resized_crop: bool = False):
         from ..data.imagenet import ImageIndexDataset
 
-        dataset = ImageIndexDataset(dataset_path, split)
+        dataset = ImageIndexDataset(dataset_path, split, random_resized_crop=random_resized_crop)
         rows = np.arange(len(dataset)) if keep is None else keep
         self.dataset = torch.utils.data.Subset(dataset, rows.tolist())
         self.labels = dataset.labels[rows]
         self.ids = dataset.ids[rows]
         self.mean, self.std, self.device, self.workers = mean, std, device, workers
+        self.random_resized_crop = random_resized_crop
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, order: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order``; with random crops, ``generator`` seeds the workers (one draw per call)."""
+        seed = None if generator is None or not self.random_resized_crop else torch.Generator().manual_seed(
+            int(torch.randint(2**62, (1,), generator=generator)))
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, num_workers=self.workers,
+            self.dataset, batch_size=batch_size, num_workers=self.workers, generator=seed,
             sampler=None if order is None else order.tolist(), pin_memory=self.device.type == "cuda")
         for images, labels in loader:
             yield (to_model_input(images, self.mean, self.std, self.device),
@@ -135,10 +142,16 @@ Split = InMemorySplit | StreamedSplit
 
 
 def open_split(dataset_path: str | Path, split: str, info, device: torch.device,
-               keep: np.ndarray | None = None, workers: int = 4) -> Split:
-    """Hold array-storage splits in memory; stream index-storage (ImageNet) splits from disk."""
+               keep: np.ndarray | None = None, workers: int = 4, random_resized_crop: bool = False) -> Split:
+    """Hold array-storage splits in memory; stream index-storage (ImageNet) splits from disk.
+
+    ``random_resized_crop`` (index storage only) crops every training image afresh from the original.
+    """
     if info.storage == "index":
-        return StreamedSplit(dataset_path, split, info.mean, info.std, device, keep, workers)
+        return StreamedSplit(dataset_path, split, info.mean, info.std, device, keep, workers, random_resized_crop)
+    if random_resized_crop:
+        raise UserError(f"recipe key random_resized_crop: {dataset_path} stores {info.kind} images at their "
+                        "final size; it applies to ImageNet index datasets only (use crop_padding here)")
     return InMemorySplit.load(dataset_path, split, info.mean, info.std, device, keep)
 
 
@@ -168,7 +181,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
     model.train()
     order = torch.randperm(len(data), generator=generator)
     losses, corrects = [], []  # kept on the device: no synchronisation per step
-    batches = data.batches(recipe["batch_size"], order)
+    batches = data.batches(recipe["batch_size"], order, generator)
     for xb, yb in tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress,
                        leave=False, file=sys.stderr, mininterval=5):
         if recipe["crop_padding"] or recipe["hflip"]:
@@ -222,31 +235,57 @@ def _cpu_copy(state_dict: dict) -> dict:
 
 
 class ResumeState:
-    """Per-epoch training state in a folder that is not a declared Snakemake output."""
+    """Per-epoch training state in a folder that is not a declared Snakemake output.
 
-    def __init__(self, folder: Path, spec: dict):
+    The file holds tensors and plain Python containers only, so it loads with
+    ``torch.load(weights_only=True)``: a planted file cannot run code. It is keyed on the run spec,
+    a fingerprint of the dataset file's content and the code version; a state saved under another
+    key is discarded with one log line (training then starts from epoch 0).
+    """
+
+    def __init__(self, folder: Path, spec: dict, dataset_fingerprint: str = "", version: str = ""):
         self.path = Path(folder) / "state.pt"
-        self.spec = spec
+        self.key = {"spec": spec, "dataset": dataset_fingerprint, "code_version": version}
 
     def load(self) -> dict | None:
+        remove_stale_temporaries(self.path)
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as err:  # a state that cannot be read is discarded, never trusted
-            print(f"ignoring unreadable resume state {self.path} ({type(err).__name__})", file=sys.stderr)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a state that cannot be read (or is not plain data) is discarded
+            print(f"ignoring unreadable resume state {self.path} ({type(err).__name__}); starting from epoch 0",
+                  file=sys.stderr)
             return None
-        if state.get("spec") != self.spec:
-            print(f"ignoring resume state {self.path}: it belongs to a different run spec", file=sys.stderr)
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            print(f"ignoring resume state {self.path}: it was saved for another run spec, dataset content or "
+                  "code version; starting from epoch 0", file=sys.stderr)
+            return None
+        try:
+            state["preds"] = {name: [(p.numpy(), c.numpy()) for p, c in rows] for name, rows in state["preds"].items()}
+            missing = {"epoch", "model", "optimizer", "scheduler", "order_gen", "rng", "rows"} - set(state)
+            if missing:
+                raise KeyError(sorted(missing))
+        except (KeyError, AttributeError, TypeError, ValueError) as err:
+            print(f"ignoring incomplete resume state {self.path} ({type(err).__name__}: {err}); starting from "
+                  "epoch 0", file=sys.stderr)
             return None
         return state
 
     def save(self, **state) -> None:
-        with atomic_output(self.path) as tmp:
-            torch.save({"spec": self.spec, **state}, tmp)
+        state["preds"] = {name: [(torch.from_numpy(p), torch.from_numpy(c)) for p, c in rows]
+                          for name, rows in state["preds"].items()}
+        try:
+            with atomic_output(self.path) as tmp:
+                torch.save({"key": self.key, **state}, tmp)
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as RuntimeError
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot write the resume state {self.path} ({detail[:160]}); is the disk full? "
+                            "free space and rerun: training resumes from the last state saved") from None
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+        remove_stale_temporaries(self.path)
         try:
             self.path.parent.rmdir()
         except OSError:
@@ -255,8 +294,12 @@ class ResumeState:
 
 def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, log_out: str | Path,
               predictions_out: str | Path, state_dir: str | Path, device: str = "auto",
-              progress: bool = True, workers: int = 4) -> None:
-    """Train the run described by ``spec`` (a RunSpec dict) and write its three outputs."""
+              progress: bool = True, workers: int = 4, stop_after: int | None = None) -> None:
+    """Train the run described by ``spec`` (a RunSpec dict) and write its three outputs.
+
+    With ``stop_after`` = k, return after saving the resume state of epoch k without writing any
+    output (as if the job had been killed then): a later call resumes from there.
+    """
     from ..models.registry import build_model
 
     recipe = spec["recipe"]
@@ -265,21 +308,29 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     set_determinism(recipe["deterministic"])
     info = dataset_info(dataset_path)
     height, width, channels = info.image_shape
-    with h5py.File(dataset_path, "r") as handle:
+    with read_h5(dataset_path, "prepared dataset") as handle:
+        if "train" not in handle:
+            raise UserError(f"{dataset_path} has no split 'train' (it has {sorted(handle)}); "
+                            "a model trains on the train split")
         n_train = len(handle["train/labels"])
     keep = subset_indices(n_train, recipe["data_fraction"], recipe["data_part"], recipe["data_seed"])
-    train = open_split(dataset_path, "train", info, device, keep, workers)
+    if len(keep) == 0:
+        raise UserError(f"models.{spec['model']}: data_part {recipe['data_part']} of data_fraction "
+                        f"{recipe['data_fraction']} has no images ({dataset_path} has {n_train} training images); "
+                        "use a larger data_fraction")
+    train = open_split(dataset_path, "train", info, device, keep, workers, recipe["random_resized_crop"])
     eval_splits = {name: open_split(dataset_path, name, info, device, workers=workers)
                    for name in spec["dump_splits"]}
 
     torch.manual_seed(recipe["init_seed"])
     model = build_model(spec["arch"], info.num_classes, in_channels=channels, image_size=height,
-                        input_dropout_keep=recipe["input_dropout_keep"], weights=spec.get("weights")).to(device)
+                        input_dropout_keep=recipe["input_dropout_keep"], weights=spec.get("weights"),
+                        dropout_at_eval=recipe["dropout_at_eval"]).to(device)
     optimizer, scheduler = make_optimizer(model, recipe)
     torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
     order_gen = torch.Generator().manual_seed(recipe["order_seed"])
 
-    resume = ResumeState(Path(state_dir), {**spec, "dataset_path": str(dataset_path)})
+    resume = ResumeState(Path(state_dir), spec, h5_fingerprint(dataset_path), code_version())
     state = resume.load()
     if state is None:
         start_epoch, rows, snapshots = 1, [], {}
@@ -306,16 +357,19 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
             preds[name].append(predict_batches(model, split.batches(EVAL_BATCH)))
         rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
         print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
-              + " ".join(f"{k}_acc {rows[-1][f'{k}_acc']:.4f}" for k in eval_splits), file=sys.stderr)
+              + " ".join(f"{acc_column(k)} {rows[-1][acc_column(k)]:.4f}" for k in eval_splits), file=sys.stderr)
         if epoch in recipe["snapshot_epochs"]:
             snapshots[epoch] = _cpu_copy(model.state_dict())
         resume.save(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), order_gen=order_gen.get_state(), rng=_rng_state(),
                     rows=rows, preds=preds, snapshots=snapshots)
+        if stop_after is not None and epoch >= stop_after:
+            return
 
     save_model(model_out, model, arch=spec["arch"], num_classes=info.num_classes, in_channels=channels,
                image_size=height, mean=info.mean, std=info.std,
-               input_dropout_keep=recipe["input_dropout_keep"], run=spec, epoch=recipe["epochs"],
+               input_dropout_keep=recipe["input_dropout_keep"], dropout_at_eval=recipe["dropout_at_eval"],
+               run=spec, epoch=recipe["epochs"],
                snapshots={e: w for e, w in snapshots.items() if e != recipe["epochs"]})
     with atomic_output(log_out) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
@@ -323,11 +377,17 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     resume.clear()
 
 
+def acc_column(split: str) -> str:
+    """The train_log.csv column of a dumped split's accuracy: ``<split>_acc``, but ``train_eval_acc``
+    for the train split (``train_acc`` is the accuracy measured while training, with augmentation)."""
+    return "train_eval_acc" if split == "train" else f"{split}_acc"
+
+
 def _log_row(epoch: int, loss: float, acc: float, preds: dict, eval_splits: dict, lr: float,
              seconds: float) -> dict:
     row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, "lr": lr, "seconds": round(seconds, 3)}
     for name, split in eval_splits.items():
-        row[f"{name}_acc"] = float(np.mean(preds[name][-1][0] == split.labels))
+        row[acc_column(name)] = float(np.mean(preds[name][-1][0] == split.labels))
     return row
 
 

@@ -1,0 +1,96 @@
+"""Human experiments of the DDD paper (A.10-A.11): static pages, scores of answer files, Krippendorff's alpha."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pathologies.ddd import difficulty as ddd_difficulty, figures, human_pages, human_scores
+from pathologies.ddd.agreement import krippendorff_alpha, pairwise_alpha
+from pathologies.errors import UserError
+from test_ddd_tables import experiment  # noqa: F401 (fixture)
+
+nan = np.nan
+# Krippendorff's own example (Computing Krippendorff's alpha-reliability, 2011): 4 observers, 12 units.
+RELIABILITY = np.array([[1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
+                        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
+                        [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
+                        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan]])
+
+
+@pytest.mark.parametrize("metric, published", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849)])
+def test_krippendorff_alpha_matches_the_published_example(metric, published):
+    assert krippendorff_alpha(RELIABILITY, metric) == pytest.approx(published, abs=5e-4)
+
+
+def test_alpha_is_one_for_perfect_agreement_and_near_zero_for_independent_raters():
+    ratings = np.tile(np.array([0, 1, 2, 2, 1, 0], float), (3, 1))
+    assert krippendorff_alpha(ratings) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    assert abs(krippendorff_alpha(rng.integers(0, 3, (4, 2000)).astype(float))) < 0.05
+    assert np.isnan(krippendorff_alpha(np.ones((2, 5))))  # no variation: undefined
+    assert len(pairwise_alpha(RELIABILITY)) == 6
+
+
+def test_pages_and_scores_from_planted_observers(experiment, tmp_path, capsys):
+    """Pages of pairs and questions; an observer who always picks the trivial image scores 1, a contrarian 0;
+    answer shares and alpha are recomputed from the answer files."""
+    difficulty = ddd_difficulty.build_tables(experiment["spec"], experiment["dataset"])["difficulty"]
+    difficulty_csv = tmp_path / "difficulty.csv"
+    difficulty.to_csv(difficulty_csv, index=False)
+    spec = {**experiment["spec"], "human": {"pairs": 5, "questions_per_category": 4, "rule": "strict", "seed": 0}}
+    spec_file = tmp_path / "experiment.json"
+    spec_file.write_text(__import__("json").dumps(spec))
+    out = tmp_path / "human"
+    assert human_pages.main(["--spec", str(spec_file), "--difficulty", str(difficulty_csv),
+                             "--dataset", experiment["dataset"], "--out-dir", str(out)]) == 0
+    pairs, questions = pd.read_csv(out / "pairs.csv"), pd.read_csv(out / "questions.csv")
+    category = difficulty.set_index("image_id")["strict"]
+    assert len(pairs) == 5 and (category.loc[pairs["trivial_id"]] == "trivial").all()
+    assert (category.loc[pairs["impossible_id"]] == "impossible").all()
+    assert (np.where(pairs["easier"] == "L", pairs["left_id"], pairs["right_id"]) == pairs["trivial_id"]).all()
+    assert questions["category"].value_counts().to_dict() == {"trivial": 4, "in_between": 4, "impossible": 4}
+    page = (out / "pairs.html").read_text()
+    assert all(f"images/{i}.png" in page for i in pairs["left_id"]) and "<script" not in page
+    assert all((out / "images" / f"{i}.png").exists() for i in questions["image_id"])
+
+    answers = {"good": pairs["easier"], "contrary": pairs["easier"].map({"L": "R", "R": "L"})}
+    paths = []
+    for name, given in answers.items():
+        paths.append(tmp_path / f"{name}.csv")
+        pd.DataFrame({"trial": pairs["trial"], "answer": given}).to_csv(paths[-1], index=False)
+    scores = human_scores.pair_scores(pairs, {p.stem: str(p) for p in paths}).set_index("observer")
+    assert scores.loc["good", "accuracy"] == 1.0 and scores.loc["contrary", "accuracy"] == 0.0
+    assert scores.loc["all", "accuracy"] == 0.5
+
+    q2 = {"trivial": "yes", "in_between": "maybe", "impossible": "no"}
+    files = {}
+    for name, shift in (("a", 0), ("b", 1)):
+        files[name] = str(tmp_path / f"q_{name}.csv")
+        pd.DataFrame({"trial": questions["trial"], "q1": questions.index % 3 + shift,
+                      "q2": questions["category"].map(q2), "q3": ""}).to_csv(files[name], index=False)
+    long = human_scores.question_answers(questions, files)
+    table = human_scores.question_table(questions, long)
+    yes = table[(table["observer"] == "all") & (table["question"] == "q2") & (table["answer"] == "yes")]
+    assert yes[["category", "share_of_answer"]].values.tolist() == [["trivial", 1.0]]
+    agreement = human_scores.agreement_table(long).set_index(["question", "scope"])
+    assert agreement.loc[("q2", "all observers"), "value"] == pytest.approx(1.0)  # both raters agree on q2
+    q1 = np.array([questions.index % 3, questions.index % 3 + 1], float)
+    assert agreement.loc[("q1", "all observers"), "value"] == pytest.approx(krippendorff_alpha(q1, "interval"))
+    correlation = agreement[agreement["statistic"] == "pearson_correlation"]
+    assert correlation.loc[("q1", "pairs: mean"), "value"] == pytest.approx(1.0)  # q1 shifted by one: r = 1
+    assert "q3" not in set(agreement.index.get_level_values(0))  # nobody answered q3
+
+    figures.plot_human_questions(table, tmp_path / "fig06.png")
+    figures.plot_human_questions(table, tmp_path / "fig27.png", share="share_of_question", observers=True)
+    figures.plot_human_pairs(scores.reset_index(), tmp_path / "pairs.png")
+    figures.plot_pairs(pairs, out / "images", tmp_path / "fig18.png")
+    assert all((tmp_path / f).stat().st_size for f in ("fig06.png", "fig27.png", "pairs.png", "fig18.png"))
+
+    pd.DataFrame({"trial": [1], "answer": ["X"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(UserError, match="answers must be L or R"):
+        human_scores.pair_scores(pairs, {"bad": str(tmp_path / "bad.csv")})
+    pd.DataFrame({"trial": [99], "answer": ["L"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(UserError, match="do not match the page"):
+        human_scores.pair_scores(pairs, {"bad": str(tmp_path / "bad.csv")})

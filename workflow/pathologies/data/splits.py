@@ -1,0 +1,39 @@
+"""The splits each dataset kind prepares, and their sizes where the config alone fixes them.
+
+Used to check a config before any job runs (:func:`pathologies.experiments.check_inputs`): an SIS
+run on a split the dataset will not have, an SIS sample larger than the split or a training part
+(``data_fraction``/``data_part``) without images is then one line naming the key, not a failed job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+DIGITS_IMAGES = 1797  # scikit-learn's load_digits
+CIFAR_SIZES = {"train": 50_000, "test": 10_000}
+CIFAR10C_IMAGES = 10_000  # per corruption and severity
+
+
+def expected_splits(spec: Mapping[str, Any]) -> dict[str, int | None] | None:
+    """Split name -> number of images (None where only the files tell) of a validated dataset entry;
+    None for a kind whose splits only the prepared file tells (e.g. pixel-subset datasets)."""
+    kind = spec.get("kind")
+    if kind == "digits":
+        # scikit-learn's train_test_split: n_test = ceil(test_fraction * n)
+        n_test = math.ceil(spec["test_fraction"] * DIGITS_IMAGES)
+        return {"train": DIGITS_IMAGES - n_test, "test": n_test}
+    if kind == "gaussian":
+        return {"train": spec["train_per_class"] * spec["num_classes"],
+                "test": spec["test_per_class"] * spec["num_classes"]}
+    if kind in ("cifar10", "cifar100"):
+        return dict(CIFAR_SIZES)
+    if kind == "cifar10c" and spec.get("corruptions"):
+        size = spec.get("sample") or CIFAR10C_IMAGES
+        return {f"{corruption}_s{severity}": size for corruption in spec["corruptions"]
+                for severity in spec["severities"]}
+    if kind == "cifar10.1":
+        return {"test": None}
+    if kind == "imagenet":
+        return {"train": None, "test": None}
+    return None

@@ -1,0 +1,54 @@
+"""Table 1 of Meding et al. (2022): the classes the base model finds easiest and hardest.
+
+    python -m pathologies.ddd.class_extremes --class-accuracy class_accuracy.csv --out class_extremes.csv [--n 10]
+
+Rows: side (easiest / hardest), rank (1 = most extreme), class, class_name, accuracy (the base member at
+E; without a base member, external models only, the mean over the models) and mean_accuracy (all models).
+Easiest come in descending, hardest in ascending accuracy; ties keep the class order.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError, cli
+from ..io import atomic_output
+
+
+def class_extremes(class_accuracy: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The ``n`` easiest and ``n`` hardest classes (fewer when there are fewer than 2 n classes)."""
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    wide = class_accuracy.pivot_table(index=["class", "class_name"], columns="member", values="accuracy")
+    reference = wide["base"] if "base" in wide.columns else wide.mean(axis=1)
+    table = pd.DataFrame({"accuracy": reference, "mean_accuracy": wide.mean(axis=1)}).reset_index()
+    count = min(n, len(table) // 2) or 1
+    easiest = table.iloc[np.argsort(-table["accuracy"].to_numpy(), kind="stable")[:count]]
+    hardest = table.iloc[np.argsort(table["accuracy"].to_numpy(), kind="stable")[:count]]
+    parts = [part.assign(side=side, rank=np.arange(1, len(part) + 1))
+             for side, part in (("easiest", easiest), ("hardest", hardest))]
+    return pd.concat(parts, ignore_index=True)[["side", "rank", "class", "class_name", "accuracy", "mean_accuracy"]]
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.class_extremes",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--class-accuracy", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--n", type=int, default=10)
+    args = parser.parse_args(argv)
+    try:
+        table = pd.read_csv(args.class_accuracy)
+    except (FileNotFoundError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"cannot read table {args.class_accuracy} ({err}); rebuild it with snakemake") from None
+    with atomic_output(args.out) as tmp:
+        class_extremes(table, args.n).to_csv(tmp, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

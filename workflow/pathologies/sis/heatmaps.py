@@ -1,0 +1,116 @@
+"""Where SIS and backward-selection pixel subsets lie (Carter et al. Figures 3, S7, S9a).
+
+    python -m pathologies.sis.heatmaps --sis <label>=<sis file> ... --fraction 0.05 --out sis_heatmaps_<run>.png
+
+One column per label (files with the same label, e.g. the random tie-breaking repeats or seeds of one
+model, are pooled image by image); rows: the share of images whose k% BS subset (the last
+``round(k p)`` features removed) covers each pixel, then the share whose SIS covers it at each threshold
+(images without an SIS left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..errors import UserError, cli  # noqa: E402
+from ..io import atomic_output, h5py  # noqa: E402
+from .engine import Masking  # noqa: E402
+from .extract import threshold_name  # noqa: E402
+
+
+def bs_subset_frequency(order: np.ndarray, fraction: float, patch: int, height: int, width: int) -> np.ndarray:
+    """(H, W) share of images whose ``fraction`` BS subset (last features removed, half rounds up) holds each pixel."""
+    p = order.shape[1]
+    size = max(1, math.floor(fraction * p + 0.5))
+    counts = np.bincount(np.asarray(order[:, p - size:], dtype=np.int64).ravel(), minlength=p)
+    return Masking(patch=patch).feature_map(counts / max(len(order), 1), height, width)
+
+
+def read_heatmaps(paths: Sequence[str | Path], fraction: float) -> dict:
+    """Pooled heatmaps of files of one label: {"bs": (H, W), "sis": {tau: (H, W)}, "images": n, "with_sis": {tau: n}}."""
+    bs_sum, sis_sum, with_sis, images, taus = None, {}, {}, 0, None
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
+        with h5py.File(path, "r") as handle:
+            if "order" not in handle or "sis" not in handle:
+                raise UserError(f"{path} is not an SIS file (no /order or /sis); rebuild it with `snakemake {path}`")
+            order, patch = handle["order"][()], int(handle.attrs["patch"])
+            file_taus = sorted(handle["sis"].keys(), key=float)
+            if taus is None:
+                taus = file_taus
+            elif taus != file_taus:
+                raise UserError(f"{path} has thresholds {file_taus}, the other files of its label {taus}; "
+                                "pool only files of one SIS run")
+            height, width = handle[f"sis/{taus[0]}/mask"].shape[1:]
+            bs = bs_subset_frequency(order, fraction, patch, height, width) * len(order)
+            bs_sum = bs if bs_sum is None else bs_sum + bs
+            for tau in taus:
+                mask, none = handle[f"sis/{tau}/mask"][()], handle[f"sis/{tau}/none"][()]
+                sis_sum[tau] = sis_sum.get(tau, 0) + mask[~none].sum(axis=0)
+                with_sis[tau] = with_sis.get(tau, 0) + int((~none).sum())
+            images += len(order)
+    if not images:
+        raise UserError(f"SIS files {', '.join(map(str, paths))} hold no images; extract a larger sample")
+    return {"bs": bs_sum / images, "images": images, "with_sis": with_sis,
+            "sis": {tau: sis_sum[tau] / max(with_sis[tau], 1) for tau in taus}}
+
+
+def plot(labelled: dict[str, list[str]], fraction: float, out: str | Path) -> dict[str, dict]:
+    """Draw the heatmaps of every label into ``out``; returns what was drawn (per label, as read_heatmaps)."""
+    maps = {label: read_heatmaps(paths, fraction) for label, paths in labelled.items()}
+    taus = sorted({tau for m in maps.values() for tau in m["sis"]}, key=float)
+    rows = 1 + len(taus)
+    figure, axes = plt.subplots(rows, len(maps), figsize=(2.8 * len(maps), 2.6 * rows), squeeze=False)
+    for col, (label, m) in enumerate(maps.items()):
+        panels = [(f"{label}\n{fraction * 100:g}% BS subsets (n={m['images']})", m["bs"])]
+        panels += [(f"SIS, tau={threshold_name(float(tau))} (n={m['with_sis'].get(tau, 0)})",
+                    m["sis"].get(tau, np.zeros_like(m["bs"]))) for tau in taus]
+        for row, (title, values) in enumerate(panels):
+            axis = axes[row][col]
+            shown = axis.imshow(values, cmap="magma", interpolation="nearest", vmin=0)
+            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+            axis.set_title(title, fontsize=8)
+            axis.set_xticks([])
+            axis.set_yticks([])
+    with atomic_output(out) as tmp:
+        figure.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip("."), bbox_inches="tight")
+    plt.close(figure)
+    return maps
+
+
+def _labelled(value: str) -> tuple[str, str]:
+    label, sep, path = value.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError(f"{value!r} is not LABEL=FILE")
+    return label, path
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sis", type=_labelled, action="append", required=True, metavar="LABEL=FILE")
+    parser.add_argument("--fraction", type=float, default=0.05, help="BS-subset size (fraction of features)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if not 0.0 < args.fraction <= 1.0:
+        raise UserError(f"--fraction {args.fraction} is not in (0, 1]; use e.g. 0.05 for 5%")
+    labelled: dict[str, list[str]] = {}
+    for label, path in args.sis:
+        labelled.setdefault(label, []).append(path)
+    plot(labelled, args.fraction, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
