@@ -28,6 +28,7 @@ rule sis_extract:
     params:
         models=lambda w, input: " ".join(f"--model {path}" for path in input.models),
         spec=lambda w: SIS.spec(w.run, w.model, w.seed, w.dataset, w.split, w.shards),
+        state_dir="results/resume/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}",
         device=config["device"],
     log:
         "results/logs/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.log",
@@ -43,7 +44,7 @@ rule sis_extract:
     shell:
         "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
         "--shard {wildcards.shard} --num-shards {wildcards.shards} --out {output} --device {params.device} "
-        "--threads {threads} > {log} 2>&1"
+        "--state-dir {params.state_dir} --threads {threads} > {log} 2>&1"
 
 
 rule sis_merge:

@@ -8,6 +8,9 @@ that load from other processes hits both alike. Their ratio is the engine's effi
 overhead beyond the forward passes). Exact backward selection costs p(p+1)/2 evaluations per
 image (p = H*W pixels), so the wall time per image at 16x16 and 32x32 is extrapolated from the
 measured rate. Last line: ``sis_efficiency=<ratio>``.
+
+``--precision verified`` instead compares the verified engine (fast screen, strict fp32 decisions)
+with the strict engine on a trained model: :mod:`pathologies.bench.sis_verified`.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pathologies.bench sis", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet20")
     parser.add_argument("--image-size", type=positive_int, default=32)
-    parser.add_argument("--images", type=positive_int, default=1, help="images run in lockstep")
+    parser.add_argument("--images", type=positive_int, default=None,
+                        help="images run in lockstep (default 1; verified: images compared, default 8)")
     parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--batches", type=positive_int, default=16,
                         help="measure lockstep steps until at least this many batches of candidates")
@@ -47,10 +51,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--amp", choices=["none", "bf16"], default="none",
                         help="run the model under bf16 autocast (CUDA); fp32 by default")
+    parser.add_argument("--precision", choices=["fp32", "verified"], default="fp32",
+                        help="verified: strict vs verified engine on a trained model (bench.sis_verified)")
+    parser.add_argument("--screen", default="auto", help="(verified) screen: auto, bf16, channels_last, compile")
+    parser.add_argument("--patch", type=positive_int, default=4,
+                        help="(verified) feature = patch x patch pixels (4 at 32x32: 64 features)")
+    parser.add_argument("--lockstep", type=positive_int, default=4, help="(verified) images in lockstep")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="(verified) training epochs")
+    parser.add_argument("--train-images", type=positive_int, default=600, help="(verified) training images")
+    parser.add_argument("--threads", type=int, default=0, help="(verified) torch threads (0: torch default)")
     parser.add_argument("--run-to-end", action="store_true",
                         help="also run the full selection on --images images and print the measured "
                              "seconds per image (not extrapolated)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.images is None:
+        args.images = 8 if args.precision == "verified" else 1
+    return args
 
 
 def amp_dtype(args: argparse.Namespace) -> torch.dtype | None:
@@ -149,6 +165,10 @@ def seconds_per_image_to_end(arch: str, image_size: int, args: argparse.Namespac
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.precision == "verified":
+        from .sis_verified import run
+
+        return run(args)
     print(f"SIS exact backward selection: {args.arch}, {args.images} image(s) in lockstep, batch size "
           f"{args.batch_size}, >= {args.batches} batches interleaved with as many raw forward batches, "
           f"device {args.device}, precision {args.amp if args.amp != 'none' else 'fp32'}, "

@@ -57,6 +57,8 @@ class Scorer:
     ``input_shape`` (C, H, W), when given, is the only image shape accepted.
     ``softmax_dtype``: float64 (default) keeps confident predictions from all rounding to 1.0,
     which would turn real differences into ties; float32 reproduces the reference code's ties.
+    A batch of one image runs padded to two: oneDNN takes another kernel for batch 1 on CPUs, and
+    the same candidate must score the same bits whichever batch it lands in (verified SIS relies on it).
     """
 
     def __init__(self, models: nn.Module | Sequence[nn.Module], *, temperature: float = 1.0,
@@ -71,6 +73,7 @@ class Scorer:
         self.amp_dtype = amp_dtype
         self.softmax_dtype = softmax_dtype
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+        self.dropout = bool(dropout)
         for model in self.models:
             model.eval()
             if dropout:
@@ -89,8 +92,11 @@ class Scorer:
                     else contextlib.nullcontext())
         with autocast:
             total = None
+            lone = len(x) == 1
+            x = torch.cat([x, x]) if lone else x
             for model in self.models:
                 out = model(x).float()
+                out = out[:1] if lone else out
                 total = out if total is None else total + out
         if total.ndim != 2:
             raise UserError(f"the model returned shape {tuple(total.shape)}, not logits (batch, classes)")
@@ -98,7 +104,11 @@ class Scorer:
 
     def probability(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """f as float64 (B,): the probability of ``classes`` (differentiable; no mode switch)."""
-        probs = self.logits(x).to(self.softmax_dtype).softmax(dim=1)
+        return self.probability_of_logits(self.logits(x), classes)
+
+    def probability_of_logits(self, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """f as float64 (B,) from :meth:`logits` (the same bits as :meth:`probability`)."""
+        probs = logits.to(self.softmax_dtype).softmax(dim=1)
         return probs.gather(1, classes.view(-1, 1)).squeeze(1).double()
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -350,12 +360,17 @@ class TieBreakNoise:
 
     def add(self, scores: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """``scores`` (N, p) plus fresh noise on the rows ``active`` (returns ``scores`` without seeds)."""
+        noise = self.draw(len(scores), active)
+        return scores if noise is None else scores + noise
+
+    def draw(self, n: int, active: torch.Tensor) -> torch.Tensor | None:
+        """Fresh scaled noise (n, p), zero outside the rows ``active``; None without seeds."""
         if self.generators is None:
-            return scores
-        noise = torch.zeros(scores.shape, dtype=torch.float64)
+            return None
+        noise = torch.zeros((n, self.count), dtype=torch.float64)
         for row in active.tolist():
             noise[row] = torch.randn(self.count, generator=self.generators[row], dtype=torch.float64)
-        return scores + TIE_BREAK_STD * noise.to(self.device)
+        return TIE_BREAK_STD * noise.to(self.device)
 
 
 # ---------------------------------------------------------------------------------------------

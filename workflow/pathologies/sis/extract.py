@@ -17,7 +17,11 @@ One backward selection per image serves every threshold; each stored SIS is veri
 
 File layout (n images in this file, p features, S steps, H x W images)::
 
-    /            attrs: method ("exact"|"gradient"), thresholds, block (k; 1 for exact), patch,
+    /            attrs: method ("exact"|"gradient"), thresholds, block (k; 1 for exact), patch, precision,
+                        (precision verified only) screen (the screen used, "none" when none paid
+                        off), candidates (evaluated by the screen or strict), rescored (of them,
+                        scored in strict fp32), rescored_fraction, fallback_steps (image-steps redone
+                        in strict fp32); merged files sum them over the shards,
                         tie_break ("index"|"random"), tie_break_seed, masked_value, softmax_dtype,
                         model (checkpoint path; JSON list for an ensemble), model_run (JSON list of
                         the checkpoints' run specs), dataset, split, shard, num_shards,
@@ -69,13 +73,15 @@ from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write
 from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
+from . import resume
 from .gradient import gradient_backward_selection
+from .verified import VerifiedStats, Verifier, verified_backward_selection
 
 SETTINGS_KEYS = ("split", "sample", "seed", "method", "block", "patch", "thresholds", "tie_break",
                  "tie_break_seed", "masked_value", "softmax_dtype", "batch_size", "lockstep_images",
                  "collection", "precision")
 SOFTMAX_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "verified": None}
 
 
 def threshold_name(threshold: float) -> str:
@@ -147,9 +153,10 @@ def make_scorer(models, info: DatasetInfo, settings: Settings, device: torch.dev
                 temperature: float = 1.0) -> Scorer:
     """The scorer f of ``settings`` for images of dataset ``info``.
 
-    ``precision`` fp32 is strict fp32 (TF32 off on CUDA); bf16 runs the models under autocast.
+    ``precision`` fp32 is strict fp32 (TF32 off on CUDA); bf16 runs the models under autocast;
+    verified scores in strict fp32 too (the screen lives in :class:`pathologies.sis.verified.Verifier`).
     """
-    if settings.precision == "fp32":
+    if settings.precision in ("fp32", "verified"):
         use_strict_fp32(device)
     height, width, channels = info.image_shape
     return Scorer(models, temperature=temperature, input_shape=(channels, height, width),
@@ -253,21 +260,29 @@ class Extraction:
     counts: dict[float, np.ndarray]
     # True where no SIS verified (f_full < tau, or not even the full image verified at tau)
     none: dict[float, np.ndarray] = field(default_factory=dict)
+    verified: VerifiedStats | None = None
 
 
 def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, ids: np.ndarray,
             settings: Settings, mean: Sequence[float], std: Sequence[float], device: torch.device,
-            progress: bool = False) -> Extraction:
+            progress: bool = False, state_dir: str | Path | None = None, identity: str = "") -> Extraction:
     """Backward selection, verified SIS per threshold and optional SIS collections of ``images``.
 
     ``images``: uint8 (n, H, W, C), normalised group by group (``lockstep_images`` at a time).
     Random tie-breaking seeds each image from (tie_break_seed, row), so results do not depend on
-    how the split is sharded.
+    how the split is sharded. ``precision`` verified (exact method) runs
+    :func:`pathologies.sis.verified.verified_backward_selection` with one screen for the whole shard:
+    the same orders and curves as fp32, bit for bit. ``state_dir``: save the results after every
+    lockstep group and resume from them (:mod:`pathologies.sis.resume`; ``identity`` names the job).
     """
     n, height, width = len(images), images.shape[1], images.shape[2]
     masking = settings.masking
     p = masking.feature_count(height, width)
-    if settings.method == "exact":
+    verifier = None
+    if settings.method == "exact" and settings.precision == "verified":
+        verifier = Verifier(scorer, device, "auto", settings.batch_size)
+        select, total = functools.partial(verified_backward_selection, verifier=verifier), n * p * (p + 1) // 2
+    elif settings.method == "exact":
         select, total = backward_selection, n * p * (p + 1) // 2
     else:
         select = functools.partial(gradient_backward_selection, block=settings.block)
@@ -283,10 +298,12 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
                      masks={t: np.zeros((n, height, width), bool) for t in settings.thresholds},
                      members={t: np.zeros((n, height, width), np.int32) for t in collected},
                      counts={t: np.zeros(n, np.int32) for t in collected},
-                     none={t: np.ones(n, bool) for t in settings.thresholds})
+                     none={t: np.ones(n, bool) for t in settings.thresholds},
+                     verified=None if verifier is None else verifier.stats)
+    done = resume.load(state_dir, identity, out, out.verified)
     bar = tqdm(total=total, disable=not progress, file=sys.stderr, mininterval=5,
                unit="eval" if settings.method == "exact" else "pass")
-    for begin in range(0, n, settings.lockstep_images):
+    for begin in range(done, n, settings.lockstep_images):
         part = slice(begin, begin + settings.lockstep_images)
         x = to_model_input(images[part], mean, std, device)
         part_seeds = None if seeds is None else seeds[part]
@@ -310,6 +327,8 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
                     out.counts[threshold][i] = len(collection)
                     for k, sis in enumerate(collection, start=1):
                         out.members[threshold][i][masking.pixel_mask(sis, height, width)] = k
+        if state_dir is not None:
+            resume.save(state_dir, identity, min(begin + settings.lockstep_images, n), out, out.verified)
     bar.close()
     return out
 
@@ -325,6 +344,11 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
             "masked_value": np.asarray(settings.masked_value, dtype=np.float64),
             "softmax_dtype": settings.softmax_dtype, "precision": settings.precision, **attrs,
         })
+        if settings.precision == "verified":
+            stats = result.verified or VerifiedStats()
+            write_attrs(handle, {"screen": stats.screen, "candidates": stats.candidates, "rescored": stats.rescored,
+                                 "rescored_fraction": stats.rescored_fraction,
+                                 "fallback_steps": stats.fallback_steps})
         for name, data in (("index", result.rows), ("ids", result.ids), ("label", result.labels),
                            ("class", result.classes)):
             create_dataset(handle, name, np.asarray(data, dtype=np.int64))
@@ -347,8 +371,12 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
 
 
 def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mapping[str, Any], *, shard: int = 0,
-        num_shards: int = 1, out: str | Path, device: str = "auto", progress: bool = False) -> None:
-    """Check every input, extract the SIS of shard ``shard`` of ``num_shards`` and write ``out``."""
+        num_shards: int = 1, out: str | Path, device: str = "auto", progress: bool = False,
+        state_dir: str | Path | None = None) -> None:
+    """Check every input, extract the SIS of shard ``shard`` of ``num_shards`` and write ``out``.
+
+    ``state_dir``: where a killed run left its finished lockstep groups (resumed, then removed).
+    """
     settings = Settings.from_spec(spec)
     if isinstance(num_shards, bool) or not isinstance(num_shards, numbers.Integral) or num_shards < 1:
         raise UserError(f"--num-shards {num_shards!r} must be an integer >= 1")
@@ -362,8 +390,10 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     rows = shard_rows(size, settings.sample, settings.seed, shard, num_shards)
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
     print(f"{settings.method} SIS of {len(rows)} images on {torch_device} ({settings.precision})", file=sys.stderr)
+    identity = resume.identity(spec=dict(spec), models=[str(path) for path in model_paths],
+                               dataset=str(dataset_path), shard=shard, num_shards=num_shards, rows=rows)
     result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
-                     torch_device, progress=progress)
+                     torch_device, progress=progress, state_dir=state_dir, identity=identity)
     paths = [str(path) for path in model_paths]
     attrs = {
         "model": paths[0] if len(paths) == 1 else json.dumps(paths),
@@ -374,7 +404,10 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
         "split_size": size, "num_images": size if settings.sample is None else settings.sample,
         **provenance(config=dict(spec)),
     }
+    if result.verified is not None:
+        print(f"verified SIS: {result.verified.summary()}", file=sys.stderr)
     write_extraction(out, result, settings, attrs)
+    resume.clear(state_dir)
 
 
 @cli
@@ -387,12 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=int, default=0)
     parser.add_argument("--num-shards", type=positive_int, default=1)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--state-dir", default=None,
+                        help="save finished lockstep groups here and resume from them after a kill")
     add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = json_object(args.spec)
     run(args.model, args.dataset, spec, shard=args.shard, num_shards=args.num_shards, out=args.out,
-        device=args.device, progress=not args.no_progress)
+        device=args.device, progress=not args.no_progress, state_dir=args.state_dir)
     return 0
 
 

@@ -25,6 +25,8 @@ from ..errors import UserError, cli
 from ..io import COMPRESSION, atomic_output, h5py, read_h5, unreadable
 
 VARYING_ATTRS = ("shard", "code_version")
+# verified precision: what each shard's screen did (summed over the shards in the merged file)
+VERIFIED_ATTRS = ("screen", "candidates", "rescored", "rescored_fraction", "fallback_steps")
 
 
 def _datasets(handle: h5py.File) -> dict[str, h5py.Dataset]:
@@ -57,7 +59,7 @@ def check_shards(handles: Sequence[h5py.File], paths: Sequence[Path]) -> list[in
     layout = {name: (ds.dtype, ds.shape[1:]) for name, ds in _datasets(first).items()}
     for handle, path in zip(handles[1:], paths[1:]):
         for key in set(first.attrs) | set(handle.attrs):
-            if key in VARYING_ATTRS:
+            if key in VARYING_ATTRS or key in VERIFIED_ATTRS:
                 continue
             if key not in first.attrs or key not in handle.attrs or not _same(first.attrs[key], handle.attrs[key]):
                 raise UserError(f"SIS shards {first_path} and {path} differ in attribute {key!r}; they come from "
@@ -67,6 +69,15 @@ def check_shards(handles: Sequence[h5py.File], paths: Sequence[Path]) -> list[in
             raise UserError(f"SIS shards {first_path} and {path} hold different datasets or shapes; "
                             "rebuild the stale shard")
     return sorted(range(len(handles)), key=shard_numbers.__getitem__)
+
+
+def _merged_verified(handles: Sequence[h5py.File]) -> dict:
+    """Screens used (comma-joined), candidate counts and fallbacks summed over the shards."""
+    sums = {key: sum(int(handle.attrs[key]) for handle in handles)
+            for key in ("candidates", "rescored", "fallback_steps")}
+    fraction = sums["rescored"] / sums["candidates"] if sums["candidates"] else 0.0
+    screens = ", ".join(sorted({str(handle.attrs["screen"]) for handle in handles}))
+    return {**sums, "screen": screens, "rescored_fraction": fraction}
 
 
 def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
@@ -82,6 +93,8 @@ def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
             versions = sorted({str(handle.attrs["code_version"]) for handle in order})
             merged.attrs.update({"shard": 0, "num_shards": 1, "merged_shards": len(order),
                                  "code_version": ", ".join(versions)})
+            if "screen" in order[0].attrs:
+                merged.attrs.update(_merged_verified(order))
             for name, first in _datasets(order[0]).items():
                 parts = [handle[name] for handle in order]
                 total = sum(len(part) for part in parts)
