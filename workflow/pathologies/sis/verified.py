@@ -33,7 +33,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import UserError
