@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import math
 import time
 
@@ -25,6 +26,7 @@ import torch
 from ..errors import cli
 from ..models.registry import build_model
 from ..sis.engine import Scorer, backward_selection, use_strict_fp32
+from ..sis.throughput import record
 
 NUM_CLASSES = 10
 PER_IMAGE_SIZES = (16, 32)
@@ -60,10 +62,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive_int, default=2, help="(verified) training epochs")
     parser.add_argument("--train-images", type=positive_int, default=600, help="(verified) training images")
     parser.add_argument("--threads", type=int, default=0, help="(verified) torch threads (0: torch default)")
+    parser.add_argument("--record", metavar="CSV", help="write the engine's measured rate at --image-size into this "
+                        "throughput table (e.g. config/throughput.csv, read by python -m pathologies.cost)")
+    parser.add_argument("--device-label", help="with --record: the device's name in the table (e.g. h200, cpu2)")
     parser.add_argument("--run-to-end", action="store_true",
                         help="also run the full selection on --images images and print the measured "
                              "seconds per image (not extrapolated)")
     args = parser.parse_args(argv)
+    if args.record and not args.device_label:
+        parser.error("--record needs --device-label (the device's name in the throughput table, e.g. h200)")
     if args.images is None:
         args.images = 8 if args.precision == "verified" else 1
     return args
@@ -190,5 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.image_size}x{args.image_size}: exact backward selection run to the end on {args.images} "
               f"image(s) in lockstep: {seconds:,.2f} s per image (MEASURED)")
     raw, engine = rates[args.image_size]
+    if args.record:
+        record(args.record, {"device": args.device_label, "arch": args.arch, "image_size": args.image_size,
+                             "precision": "bf16" if args.amp == "bf16" else "fp32", "forward_per_s": round(engine),
+                             "measured": datetime.date.today().isoformat(),
+                             "how": f"bench sis engine evaluations/s ({args.images} images in lockstep; "
+                                    f"batch {args.batch_size}; {torch.get_num_threads()} threads)"})
+        print(f"recorded {engine:,.0f} evaluations/s for {args.device_label}/{args.arch}/{args.image_size}px "
+              f"in {args.record}")
     print(f"sis_efficiency={engine / raw:.3f}")
     return 0

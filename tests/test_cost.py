@@ -1,0 +1,109 @@
+"""The bill of a config (pathologies.cost) and the throughput table it reads (pathologies.sis.throughput)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from pathologies import cost
+from pathologies.bench.sis import main as bench_sis
+from pathologies.config import run_specs
+from pathologies.errors import UserError
+from pathologies.experiments import load
+from pathologies.sis.jobs import sis_jobs
+from pathologies.sis.throughput import COLUMNS, read_throughput, record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table(tmp_path: Path, *rows: tuple) -> Path:
+    path = tmp_path / "throughput.csv"
+    for device, arch, size, rate in rows:
+        record(path, {"device": device, "arch": arch, "image_size": size, "precision": "fp32",
+                      "forward_per_s": rate, "measured": "2026-11-29", "how": "test"})
+    return path
+
+
+def test_record_replaces_the_row_of_the_same_key(tmp_path):
+    path = table(tmp_path, ("gpu", "small_cnn", 8, 100.0), ("gpu", "mlp", 8, 50.0), ("gpu", "small_cnn", 8, 200.0))
+    rows = read_throughput(path)
+    assert [(r["arch"], r["forward_per_s"]) for r in rows] == [("mlp", 50.0), ("small_cnn", 200.0)]
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_rates_measured_scaled_by_pixels_or_by_flops(tmp_path):
+    rows = read_throughput(table(tmp_path, ("gpu", "small_cnn", 8, 1000.0)))
+    measured = cost.find_rate(rows, "gpu", "small_cnn", 8, "fp32")
+    assert (measured.forward_per_s, measured.how) == (1000.0, "measured (2026-11-29)")
+    bigger = cost.find_rate(rows, "gpu", "small_cnn", 16, "fp32")
+    assert bigger.forward_per_s == pytest.approx(250.0) and "by pixel count" in bigger.how
+    other = cost.find_rate(rows, "gpu", "mlp", 8, "fp32")
+    ratio = cost.forward_flops("small_cnn", 8) / cost.forward_flops("mlp", 8)
+    assert other.forward_per_s == pytest.approx(1000.0 * ratio) and "by forward FLOPs" in other.how
+    with pytest.raises(UserError, match="no rate for device 'cpu9'"):
+        cost.find_rate(rows, "cpu9", "small_cnn", 8, "fp32")
+
+
+def test_forward_passes_per_image():
+    assert cost.sis_forwards({"method": "exact", "patch": 1, "block": 1}, 32) == 524_800
+    assert cost.sis_forwards({"method": "exact", "patch": 2, "block": 1}, 28) == 196 * 197 // 2
+    assert cost.sis_forwards({"method": "gradient", "patch": 1, "block": 100}, 224) == math.ceil(224**2 / 100) * 3
+
+
+def test_bill_of_the_default_config_is_recomputed_job_by_job(tmp_path):
+    """Every SIS job and training run of config/config.yaml, priced independently of cost.bill."""
+    config = load(ROOT / "config" / "config.yaml")
+    rows = read_throughput(table(tmp_path, ("gpu", "small_cnn", 8, 2000.0), ("gpu", "mlp", 8, 4000.0)))
+    bill = cost.bill(config, rows, "gpu")
+    runs = run_specs(config)
+    expected = 0.0
+    for job in sis_jobs(config, runs).values():
+        sizes, size = cost.dataset_sizes(job.dataset, config["datasets"], config)
+        images = job.settings.get("sample") or sizes[job.split]
+        rate = cost.find_rate(rows, "gpu", runs[(job.model, job.seed)].arch, size, "fp32").forward_per_s
+        expected += images * cost.sis_forwards(job.settings, size) / rate / 3600
+    sis_hours = sum(line["hours"] for line in bill if line["rule"] == "sis_extract")
+    assert sis_hours == pytest.approx(expected) and sis_hours > 0
+    trained = sum(line["jobs"] for line in bill if line["rule"] == "train")
+    assert trained == sum(1 for spec in runs.values() if spec.recipe["epochs"] > 0)
+
+
+def test_command_prints_every_rule_and_the_total(tmp_path, capsys):
+    path = table(tmp_path, ("gpu", "small_cnn", 8, 2000.0))
+    assert cost.main(["--configfile", str(ROOT / "config" / "config.yaml"), "--device", "gpu",
+                      "--throughput", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("total: ") and out[-1].endswith(" gpu-hours")
+    assert any(line.startswith("total sis_extract:") for line in out)
+    assert any("extrapolated from small_cnn" in line for line in out)  # mlp and gaussian sizes are not measured
+
+
+@pytest.mark.parametrize("content, message", [
+    ("device,arch\ngpu,x\n", "line 2: empty or missing column"),
+    (",".join(COLUMNS) + "\ngpu,small_cnn,eight,fp32,1,2026,x\n", "image_size must be an integer"),
+])
+def test_bad_throughput_table_is_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "t.csv"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_throughput(path)
+    with pytest.raises(SystemExit) as exit_:
+        cost.main(["--configfile", str(ROOT / "config" / "config.yaml"), "--throughput", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit):
+        cost.main(["--configfile", str(ROOT / "config" / "config.yaml"), "--throughput", str(tmp_path / "none.csv")])
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_benchmark_records_its_measured_rate(tmp_path, capsys):
+    path = tmp_path / "throughput.csv"
+    assert bench_sis(["--arch", "small_cnn", "--image-size", "8", "--batches", "2", "--batch-size", "64",
+                      "--record", str(path), "--device-label", "cpu-test"]) == 0
+    out = capsys.readouterr().out
+    (row,) = read_throughput(path)
+    assert (row["device"], row["arch"], row["image_size"], row["precision"]) == ("cpu-test", "small_cnn", 8, "fp32")
+    assert f"engine {row['forward_per_s']:,.0f} evaluations/s" in out
