@@ -21,7 +21,6 @@ import argparse
 import functools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 from .config import run_specs
