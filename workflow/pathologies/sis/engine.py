@@ -329,10 +329,17 @@ def backward_selection(scorer, images: torch.Tensor, *, classes=None, masking: M
         if progress is not None:
             progress(len(image_of))
 
+    return collect_selections(counts, order, values, f_start, classes, steps)
+
+
+def collect_selections(counts: torch.Tensor, order: torch.Tensor, values: torch.Tensor, f_start: torch.Tensor,
+                       classes: torch.Tensor, steps: int) -> list[BackSelection]:
+    """One :class:`BackSelection` per image from the lockstep tensors (``counts``: features per image;
+    ``order``/``values``: (n, steps) removal order and f after each removal)."""
     counts, order, values = counts.tolist(), order.cpu().numpy(), values.cpu().numpy()
     f_start, classes = f_start.tolist(), classes.tolist()
     selections = []
-    for i in range(n):
+    for i in range(len(counts)):
         done = min(counts[i], steps)
         selections.append(BackSelection(
             class_index=classes[i], f_start=f_start[i], order=order[i, :done].copy(),

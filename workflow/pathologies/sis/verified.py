@@ -37,7 +37,7 @@ import torch
 
 from ..errors import UserError
 from .engine import BackSelection, FeatureLayout, Masking, Scorer, TieBreakNoise, backward_selection, \
-    check_images, check_positive_int, classes_and_f, remaining_features
+    check_images, check_positive_int, classes_and_f, collect_selections, remaining_features
 from .screen import Screen, check_screen, supported_screens
 
 SAFETY = 4.0  # bound = SAFETY x the largest screen-error spread seen
@@ -230,17 +230,7 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
         if progress is not None:
             progress(len(image_of))
 
-    counts, order, values = counts.tolist(), order.cpu().numpy(), values.cpu().numpy()
-    f_start, classes = f_start.tolist(), classes.tolist()
-    selections = []
-    for i in range(n):
-        done = min(counts[i], steps)
-        selections.append(BackSelection(
-            class_index=classes[i], f_start=f_start[i], order=order[i, :done].copy(),
-            values=values[i, :done].copy(), remaining=counts[i],
-            evaluations=done * counts[i] - done * (done - 1) // 2,
-        ))
-    return selections
+    return collect_selections(counts, order, values, f_start, classes, steps)
 
 
 def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps) -> None:
