@@ -15,14 +15,19 @@ device=${DEVICE:-cuda}  # DEVICE=cpu tries the workflow section on a machine wit
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$out/device.txt"
-want tests && timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sis.py tests/test_train.py \
+want tests && timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sis.py tests/test_sis_verified.py tests/test_train.py \
   2>&1 | tail -15 | tee "$out/pytest.txt"
-bench() { want bench || return 0; timeout 150 $python -m pathologies.bench sis --device cuda "$@" 2>&1 | tee -a "$out/bench_sis.txt"; }
+# every rate measured goes into $out/throughput.csv (copy its rows into config/throughput.csv for the bill)
+bench() { want bench || return 0; timeout 150 $python -m pathologies.bench sis --device cuda \
+  --record "$out/throughput.csv" --device-label "${DEVICE_LABEL:-gpu}" "$@" 2>&1 | tee -a "$out/bench_sis.txt"; }
 bench --arch resnet20 --image-size 32 --images 16 --batch-size 4096 --batches 64
 bench --arch resnet20 --image-size 32 --images 16 --batch-size 4096 --batches 64 --amp bf16
 bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32
 bench --arch resnet18 --image-size 32 --images 16 --batch-size 4096 --batches 32 --amp bf16
 want bench && timeout 240 $python -m pathologies.bench sis --device cuda --arch resnet20 --image-size 32 --images 4 --batch-size 4096 --batches 16 --run-to-end 2>&1 | tee -a "$out/bench_sis.txt"
+bench --arch tv_resnet50 --image-size 224 --images 1 --batch-size 256 --batches 8   # the ImageNet configs' bill
+# verified precision (fast screen, strict fp32 decisions) against strict on a trained ResNet20
+want bench && timeout 300 $python -m pathologies.bench sis --device cuda --precision verified 2>&1 | tee -a "$out/bench_sis.txt"
 
 # The tiny workflow configs with device=cuda through Snakemake (when it is importable): every GPU rule
 # (training, SIS, evaluation, calibration, ensembles, RSA) on the GPU; GPU_JOBS (4) tiny jobs share it.
