@@ -90,19 +90,23 @@ def index_image_folder(root: Path) -> tuple[dict[str, IndexSplit], list[str]]:
     return splits, class_names
 
 
+def open_rgb(path: str | Path) -> Image.Image:
+    """An image file of the index as RGB; a missing file is one line saying what to do."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(
+            f"image {path} listed in the ImageNet index is missing; restore it or rebuild the index"
+        ) from None
+
+
 def load_image(path: str | Path, resize: int, image_size: int) -> np.ndarray:
     """Read an image as RGB, resize its shorter side to ``resize``, centre-crop to ``image_size``.
 
     Returns uint8 (image_size, image_size, 3).
     """
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except FileNotFoundError:
-        raise UserError(
-            f"image {path} listed in the ImageNet index is missing; restore it or rebuild the index"
-        ) from None
-    image = TF.center_crop(TF.resize(image, resize), image_size)
+    image = TF.center_crop(TF.resize(open_rgb(path), resize), image_size)
     return np.array(image, dtype=np.uint8)
 
 
@@ -115,14 +119,7 @@ def load_image_random_resized_crop(path: str | Path, image_size: int) -> np.ndar
     """
     from torchvision import transforms
 
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except FileNotFoundError:
-        raise UserError(
-            f"image {path} listed in the ImageNet index is missing; restore it or rebuild the index"
-        ) from None
-    return np.array(transforms.RandomResizedCrop(image_size, antialias=True)(image), dtype=np.uint8)
+    return np.array(transforms.RandomResizedCrop(image_size, antialias=True)(open_rgb(path)), dtype=np.uint8)
 
 
 def sample_channel_stats(
