@@ -346,8 +346,13 @@ def _train_on(path, tmp):
     train(make_spec(epochs=1), path, tmp)
 
 
+def _sis_heatmaps(path, tmp):
+    from pathologies.sis.heatmaps import read_heatmaps
+    read_heatmaps([path], 0.05)
+
+
 SIS_READERS = {"sis_sizes": _read_sis_sizes, "sis_figures": _sis_curves, "overinterp_figures": _overinterp_curves,
-               "subsets": _sis_orders}
+               "subsets": _sis_orders, "sis_heatmaps": _sis_heatmaps}
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "corrupt_chunk", "missing_dataset"])
@@ -444,6 +449,24 @@ def test_bad_training_log_is_one_line_naming_it(content, expected, tmp_path, cap
     assert caught.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {log}") and expected in lines[0], lines
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("module, option", [("pathologies.ddd.class_extremes", "--class-accuracy"),
+                                            ("pathologies.overinterp.leakage", "--leakage")])
+@pytest.mark.parametrize("content", ["", "\x00\x01garbage\xff\n", None])
+def test_damaged_table_of_an_analysis_is_one_line_naming_it(module, option, content, tmp_path, capsys):
+    """Analyses that read one workflow table: a missing, empty or garbled table is one line, nothing written."""
+    import importlib
+
+    table, out = tmp_path / "table.csv", tmp_path / "out.png"
+    if content is not None:
+        table.write_bytes(content.encode("latin-1"))
+    with pytest.raises(SystemExit) as caught:
+        importlib.import_module(module).main([option, str(table), "--out", str(out)])
+    assert caught.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(table) in lines[0], lines
     assert not out.exists() and leftovers(tmp_path) == []
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_csv
 from .experiment import read_spec
 from .measures import CATEGORIES
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args.spec)
     if not spec.get("label_ambiguity"):
         raise UserError(f"experiment {spec['name']!r} sets no label_ambiguity file")
-    table = ambiguity_table(pd.read_csv(args.difficulty), read_ambiguity(spec["label_ambiguity"]),
+    table = ambiguity_table(read_csv(args.difficulty, "difficulty table"), read_ambiguity(spec["label_ambiguity"]),
                             spec["in_between_rule"])
     with atomic_output(args.out) as tmp:
         table.to_csv(tmp, index=False)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_csv
 
 
 def class_extremes(class_accuracy: pd.DataFrame, n: int = 10) -> pd.DataFrame:
@@ -41,10 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--n", type=int, default=10)
     args = parser.parse_args(argv)
-    try:
-        table = pd.read_csv(args.class_accuracy)
-    except (FileNotFoundError, pd.errors.EmptyDataError) as err:
-        raise UserError(f"cannot read table {args.class_accuracy} ({err}); rebuild it with snakemake") from None
+    table = read_csv(args.class_accuracy, "class accuracy table")
     with atomic_output(args.out) as tmp:
         class_extremes(table, args.n).to_csv(tmp, index=False)
     return 0

@@ -33,7 +33,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import UserError, cli
-from ..io import h5py
+from ..io import read_csv, read_h5
 from ..models.activations import split_images
 from .experiment import read_spec
 
@@ -74,7 +74,7 @@ def sample_questions(difficulty: pd.DataFrame, rule: str, per_category: int, see
 
 def write_images(dataset: str, split: str, image_ids: np.ndarray, folder: Path) -> None:
     """The images with these ids as PNG files ``<id>.png`` (uint8 as stored / decoded, not normalised)."""
-    with h5py.File(dataset, "r") as handle:
+    with read_h5(dataset, "prepared dataset") as handle:
         ids = handle[split]["ids"][()]
     position = {int(image_id): row for row, image_id in enumerate(ids)}
     wanted = sorted({int(i) for i in image_ids})
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     human = spec.get("human")
     if not human:
         raise UserError(f"experiment {spec['name']!r} sets no human experiments (key human)")
-    difficulty = pd.read_csv(args.difficulty)
+    difficulty = read_csv(args.difficulty, "difficulty table")
     pairs = sample_pairs(difficulty, human["rule"], human["pairs"], human["seed"])
     questions = sample_questions(difficulty, human["rule"], human["questions_per_category"], human["seed"])
     with atomic_folder(Path(args.out_dir)) as tmp:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_csv
 from .agreement import krippendorff_alpha, pairwise_alpha
 from .consistency import pair_stats
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("pairs", "questions", "agreement"):
         parser.add_argument(f"--{name}-out", required=True)
     args = parser.parse_args(argv)
-    pairs, questions = pd.read_csv(args.pairs), pd.read_csv(args.questions)
+    pairs, questions = read_csv(args.pairs, "pairs table"), read_csv(args.questions, "questions table")
     pair_table = (pair_scores(pairs, _observers(args.pair_answers)) if args.pair_answers
                   else pd.DataFrame(columns=["observer", "n_trials", "n_answered", "accuracy", "mean_kappa"]))
     long = (question_answers(questions, _observers(args.question_answers)) if args.question_answers

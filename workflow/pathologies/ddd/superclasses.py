@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_csv
 from .consistency import consistency_table
 from .experiment import read_spec
 from .measures import CATEGORIES
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args.spec)
     if not spec.get("superclasses"):
         raise UserError(f"experiment {spec['name']!r} sets no superclasses map")
-    difficulty = pd.read_csv(args.difficulty)
+    difficulty = read_csv(args.difficulty, "difficulty table")
     superclass = image_superclasses(difficulty, spec["superclasses"])
     print(f"{int(superclass.isna().sum())} of {len(difficulty)} images have no superclass and are left out",
           file=sys.stderr)

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output  # noqa: E402
+from ..io import atomic_output, read_csv  # noqa: E402
 
 COLUMNS = ["arch", "augment", "fraction", "test_set", "n_runs_bs", "n_runs_mask", "bs_accuracy_mean",
            "bs_accuracy_std", "mask_accuracy_mean", "mask_accuracy_std", "random_accuracy_mean", "bs_agree_mean",
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leakage", required=True, help="tables/leakage.csv of an experiment")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    path = Path(args.leakage)
-    if not path.exists():
-        raise UserError(f"{path} does not exist; build it with `snakemake {path}`")
-    plot_leakage(pd.read_csv(path), args.out)
+    plot_leakage(read_csv(args.leakage, "leakage table"), args.out)
     return 0
 
 

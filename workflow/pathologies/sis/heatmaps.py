@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py  # noqa: E402
+from ..io import atomic_output, read_h5  # noqa: E402
 from .engine import Masking  # noqa: E402
 from .extract import threshold_name  # noqa: E402
 
@@ -40,9 +40,7 @@ def read_heatmaps(paths: Sequence[str | Path], fraction: float) -> dict:
     bs_sum, sis_sum, with_sis, images, taus = None, {}, {}, 0, None
     for path in paths:
         path = Path(path)
-        if not path.exists():
-            raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
-        with h5py.File(path, "r") as handle:
+        with read_h5(path, "SIS file") as handle:
             if "order" not in handle or "sis" not in handle:
                 raise UserError(f"{path} is not an SIS file (no /order or /sis); rebuild it with `snakemake {path}`")
             order, patch = handle["order"][()], int(handle.attrs["patch"])
