@@ -461,3 +461,17 @@ def test_bf16_autocast_scorer_stays_close_to_fp32(cnn_images):
     bf16 = Scorer(model, amp_dtype=torch.bfloat16)(cnn_images, classes)
     assert bf16.dtype == torch.float64 and not torch.equal(bf16, fp32)
     torch.testing.assert_close(bf16, fp32, atol=0.05, rtol=0)
+
+
+def test_verified_benchmark_compares_three_arms_on_the_same_images(capsys):
+    from pathologies.bench import sis as bench
+
+    assert bench.main(["--precision", "verified", "--arch", "small_cnn", "--image-size", "8", "--images", "2",
+                       "--lockstep", "2", "--patch", "2", "--epochs", "1", "--train-images", "128",
+                       "--batch-size", "32", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    compared = int(next(line for line in lines if line.startswith("orders_identical=")).split("/")[1])
+    assert compared >= 1 and f"orders_identical={compared}/{compared}" in lines
+    assert any(line.startswith("SIS batch size ") and "candidates/s by batch size: 16:" in line for line in lines)
+    assert any(line.startswith("strict_tuned_speedup=") for line in lines)
+    assert lines[-1].startswith("sis_verified_speedup=") and float(lines[-1].split("=")[1]) > 0

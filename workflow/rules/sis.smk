@@ -30,6 +30,9 @@ rule sis_extract:
         spec=lambda w: SIS.spec(w.run, w.model, w.seed, w.dataset, w.split, w.shards),
         state_dir="results/resume/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}",
         device=config["device"],
+        batch_size_cache=(
+            "--batch-size-cache results/cache/sis_batch_size.json" if config["sis"]["tune_batch_size"] else ""
+        ),
     log:
         "results/logs/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.log",
     benchmark:
@@ -44,7 +47,7 @@ rule sis_extract:
     shell:
         "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
         "--shard {wildcards.shard} --num-shards {wildcards.shards} --out {output} --device {params.device} "
-        "--state-dir {params.state_dir} --threads {threads} > {log} 2>&1"
+        "--state-dir {params.state_dir} --threads {threads} {params.batch_size_cache} > {log} 2>&1"
 
 
 rule sis_merge:

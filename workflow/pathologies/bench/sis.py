@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive_int, default=2, help="(verified) training epochs")
     parser.add_argument("--train-images", type=positive_int, default=600, help="(verified) training images")
     parser.add_argument("--threads", type=int, default=0, help="(verified) torch threads (0: torch default)")
+    parser.add_argument("--no-tune-batch-size", dest="tune_batch_size", action="store_false",
+                        help="(verified) run the verified engine at --batch-size instead of the measured best size")
     parser.add_argument("--record", metavar="CSV", help="write the engine's measured rate at --image-size into this "
                         "throughput table (e.g. config/throughput.csv, read by python -m pathologies.cost)")
     parser.add_argument("--device-label", help="with --record: the device's name in the table (e.g. h200, cpu2)")

@@ -1,6 +1,7 @@
 """Verified exact SIS against strict exact SIS, on a model trained to real decisions, in the same run.
 
     python -m pathologies.bench sis --precision verified [--images 8] [--lockstep 4] [--patch 4] [--screen auto]
+        [--no-tune-batch-size]
 
 Trains ``--arch`` (ResNet20) for ``--epochs`` epochs on ``--train-images`` of scikit-learn's bundled
 digits, upsampled to ``--image-size`` (32) and copied to 3 channels (a minute on a CPU), then runs,
@@ -10,6 +11,13 @@ classified test images. Prints the screen chosen,
 the fraction re-scored, ``orders_identical=<k>/<n>`` (orders *and* values equal bit for bit) and as
 last line ``sis_verified_speedup=<wall strict / wall verified>``; the verified wall includes the
 screen choice and the screen's set-up.
+
+The strict engine runs at the declared ``--batch-size``, as extraction did before the batch size was
+measured; the verified engine runs as an extraction job now does: at the batch size
+:mod:`pathologies.sis.batch_size` measures for the model (its measurement is counted in the verified
+wall). A third arm, the strict engine at that measured size, shows how much of the speed-up the batch
+size alone gives (``strict_tuned_speedup``); ``--no-tune-batch-size`` leaves it out and runs the
+verified engine at the declared size.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.registry import build_model
+from ..sis.batch_size import cache_key, candidate_sample, tuned_batch_size
 from ..sis.engine import Masking, Scorer, backward_selection, use_strict_fp32
 from ..sis.verified import Verifier, verified_backward_selection
 
@@ -76,30 +85,46 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(correct)} correctly classified test image(s), f = {[round(float(v), 4) for v in f[correct]]}, "
           f"{p} features (patch {args.patch}), batch size {args.batch_size}, device {args.device}, "
           f"{args.lockstep} in lockstep, torch threads {torch.get_num_threads()}", flush=True)
-    verifier = Verifier(scorer, device, args.screen, args.batch_size)
-    walls = {"strict": 0.0, "verified": 0.0}
+    begin = time.perf_counter()
+    batch_size = args.batch_size
+    if args.tune_batch_size:
+        sample = candidate_sample(test_x[correct[:args.lockstep]], masking, args.batch_size)
+        batch_size = tuned_batch_size(scorer.logits, sample, args.batch_size, None,
+                                      cache_key(scorer.models, sample.shape[1:], "verified", device))
+    tuning = time.perf_counter() - begin
+    verifier = Verifier(scorer, device, args.screen, batch_size)
+    walls = {"strict": 0.0, "verified": tuning, "strict_tuned": 0.0}
     identical = 0
-    for first in range(0, len(correct), args.lockstep):  # alternate: load from other processes hits both alike
+    for first in range(0, len(correct), args.lockstep):  # alternate: load from other processes hits all alike
         group = correct[first:first + args.lockstep]
         image = test_x[group]
         begin = time.perf_counter()
         strict = backward_selection(scorer, image, masking=masking, batch_size=args.batch_size)
         walls["strict"] += time.perf_counter() - begin
         begin = time.perf_counter()
-        verified = verified_backward_selection(scorer, image, masking=masking, batch_size=args.batch_size,
+        verified = verified_backward_selection(scorer, image, masking=masking, batch_size=batch_size,
                                                verifier=verifier)
         walls["verified"] += time.perf_counter() - begin
-        same = all(np.array_equal(a.order, b.order) and np.array_equal(a.values, b.values)
-                   for a, b in zip(strict, verified))
-        identical += sum(np.array_equal(a.order, b.order) and np.array_equal(a.values, b.values)
-                         for a, b in zip(strict, verified))
-        print(f"images {group.tolist()}: strict {walls['strict']:.1f} s, verified {walls['verified']:.1f} s so far; "
-              f"all identical={same}; {verifier.stats.summary()}", flush=True)
+        runs = [strict, verified]
+        if args.tune_batch_size:
+            begin = time.perf_counter()
+            runs.append(backward_selection(scorer, image, masking=masking, batch_size=batch_size))
+            walls["strict_tuned"] += time.perf_counter() - begin
+        same = [all(np.array_equal(a.order, b.order) and np.array_equal(a.values, b.values) for a in others)
+                for others, b in zip(zip(*runs[1:]), strict)]
+        identical += sum(same)
+        print(f"images {group.tolist()}: strict {walls['strict']:.1f} s, verified {walls['verified']:.1f} s"
+              + (f", strict at batch {batch_size} {walls['strict_tuned']:.1f} s" if args.tune_batch_size else "")
+              + f" so far; all identical={all(same)}; {verifier.stats.summary()}", flush=True)
     stats = verifier.stats
     timings = ", ".join(f"{name} {seconds * 1e6:.0f} us" for name, seconds in stats.timings.items())
     print(f"screen chosen: {stats.screen} (measured per candidate: {timings or 'not measured'})")
     print(f"fraction re-scored in strict fp32: {stats.rescored_fraction:.4f}; {stats.summary()}")
-    print(f"wall strict {walls['strict']:.1f} s, verified {walls['verified']:.1f} s")
+    print(f"wall strict {walls['strict']:.1f} s (batch {args.batch_size}), verified {walls['verified']:.1f} s "
+          f"(batch {batch_size}, {tuning:.1f} s of it measuring the batch size)")
+    if args.tune_batch_size:
+        print(f"strict_tuned_speedup={walls['strict'] / walls['strict_tuned']:.3f} "
+              f"(strict engine at batch {batch_size}: {walls['strict_tuned']:.1f} s)")
     print(f"orders_identical={identical}/{len(correct)}")
     print(f"sis_verified_speedup={walls['strict'] / walls['verified']:.3f}")
     return 0

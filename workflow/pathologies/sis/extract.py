@@ -74,6 +74,7 @@ from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
 from . import resume
+from .batch_size import cache_key, candidate_sample, tuned_batch_size
 from .gradient import gradient_backward_selection
 from .verified import VerifiedStats, Verifier, verified_backward_selection
 
@@ -265,7 +266,8 @@ class Extraction:
 
 def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, ids: np.ndarray,
             settings: Settings, mean: Sequence[float], std: Sequence[float], device: torch.device,
-            progress: bool = False, state_dir: str | Path | None = None, identity: str = "") -> Extraction:
+            progress: bool = False, state_dir: str | Path | None = None, identity: str = "",
+            batch_size_cache: str | Path | None = None) -> Extraction:
     """Backward selection, verified SIS per threshold and optional SIS collections of ``images``.
 
     ``images``: uint8 (n, H, W, C), normalised group by group (``lockstep_images`` at a time).
@@ -274,13 +276,23 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
     :func:`pathologies.sis.verified.verified_backward_selection` with one screen for the whole shard:
     the same orders and curves as fp32, bit for bit. ``state_dir``: save the results after every
     lockstep group and resume from them (:mod:`pathologies.sis.resume`; ``identity`` names the job).
+    ``batch_size_cache``: score exact candidates at the fastest batch size up to ``batch_size`` for this
+    model and device, measured once and cached in that JSON file (:mod:`pathologies.sis.batch_size`;
+    results are the same at every size, or the declared size is kept).
     """
     n, height, width = len(images), images.shape[1], images.shape[2]
     masking = settings.masking
     p = masking.feature_count(height, width)
+    batch_size = settings.batch_size
+    if batch_size_cache is not None and settings.method == "exact" and n:
+        first = to_model_input(images[:settings.lockstep_images], mean, std, device)
+        batch_size = tuned_batch_size(scorer.logits, candidate_sample(first, masking, batch_size), batch_size,
+                                      batch_size_cache, cache_key(scorer.models, first.shape[1:], settings.precision,
+                                                                  device),
+                                      log=lambda line: print(line, file=sys.stderr))
     verifier = None
     if settings.method == "exact" and settings.precision == "verified":
-        verifier = Verifier(scorer, device, "auto", settings.batch_size)
+        verifier = Verifier(scorer, device, "auto", batch_size)
         select, total = functools.partial(verified_backward_selection, verifier=verifier), n * p * (p + 1) // 2
     elif settings.method == "exact":
         select, total = backward_selection, n * p * (p + 1) // 2
@@ -307,21 +319,21 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
         part = slice(begin, begin + settings.lockstep_images)
         x = to_model_input(images[part], mean, std, device)
         part_seeds = None if seeds is None else seeds[part]
-        selections = select(scorer, x, masking=masking, batch_size=settings.batch_size,
+        selections = select(scorer, x, masking=masking, batch_size=batch_size,
                             tie_break_seeds=part_seeds, progress=bar.update)
         for i, selection in enumerate(selections, start=begin):
             out.classes[i], out.f_full[i] = selection.class_index, selection.f_start
             out.order[i], out.curve[i] = selection.order, selection.values
         for threshold in settings.thresholds:
             found = sufficient_subsets(scorer, x, selections, threshold, masking=masking,
-                                       batch_size=settings.batch_size)
+                                       batch_size=batch_size)
             for i, sis in enumerate(found, start=begin):
                 if sis is not None:
                     out.masks[threshold][i] = masking.pixel_mask(sis, height, width)
                     out.none[threshold][i] = False
             if settings.collection:
                 collections = sis_collection(scorer, x, threshold, classes=out.classes[part], masking=masking,
-                                             batch_size=settings.batch_size, tie_break_seeds=part_seeds,
+                                             batch_size=batch_size, tie_break_seeds=part_seeds,
                                              select=select)
                 for i, collection in enumerate(collections, start=begin):
                     out.counts[threshold][i] = len(collection)
@@ -372,10 +384,11 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
 
 def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mapping[str, Any], *, shard: int = 0,
         num_shards: int = 1, out: str | Path, device: str = "auto", progress: bool = False,
-        state_dir: str | Path | None = None) -> None:
+        state_dir: str | Path | None = None, batch_size_cache: str | Path | None = None) -> None:
     """Check every input, extract the SIS of shard ``shard`` of ``num_shards`` and write ``out``.
 
     ``state_dir``: where a killed run left its finished lockstep groups (resumed, then removed).
+    ``batch_size_cache``: tune the scoring batch size (see :func:`extract`).
     """
     settings = Settings.from_spec(spec)
     if isinstance(num_shards, bool) or not isinstance(num_shards, numbers.Integral) or num_shards < 1:
@@ -393,7 +406,8 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     identity = resume.identity(spec=dict(spec), models=[str(path) for path in model_paths],
                                dataset=str(dataset_path), shard=shard, num_shards=num_shards, rows=rows)
     result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
-                     torch_device, progress=progress, state_dir=state_dir, identity=identity)
+                     torch_device, progress=progress, state_dir=state_dir, identity=identity,
+                     batch_size_cache=batch_size_cache)
     paths = [str(path) for path in model_paths]
     attrs = {
         "model": paths[0] if len(paths) == 1 else json.dumps(paths),
@@ -422,12 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--state-dir", default=None,
                         help="save finished lockstep groups here and resume from them after a kill")
+    parser.add_argument("--batch-size-cache", default=None,
+                        help="score at the fastest batch size up to the spec's batch_size, measured once per "
+                             "model and device and cached in this JSON file (results unchanged)")
     add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = json_object(args.spec)
     run(args.model, args.dataset, spec, shard=args.shard, num_shards=args.num_shards, out=args.out,
-        device=args.device, progress=not args.no_progress, state_dir=args.state_dir)
+        device=args.device, progress=not args.no_progress, state_dir=args.state_dir,
+        batch_size_cache=args.batch_size_cache)
     return 0
 
 
