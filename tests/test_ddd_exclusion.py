@@ -16,7 +16,7 @@ from pathologies.ddd.rules import DddRules
 from pathologies.ddd.summary import summary
 from pathologies.errors import UserError
 from pathologies.experiments import validate
-from test_ddd_tables import E, N_CLASSES, N_IMAGES, experiment, member_correct  # noqa: F401 (fixture)
+from ddd_fixtures import E, N_CLASSES, N_IMAGES, member_correct
 
 LABELS = ("base", "plus1ep", "init.s2", "halves.1")  # the difficulty set: last member of each condition
 
