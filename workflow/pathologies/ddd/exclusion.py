@@ -43,10 +43,10 @@ def read_entries(path: str | Path) -> np.ndarray:
             table = pd.read_csv(path, dtype={"file_name": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise UserError(f"{where} is not a readable CSV file ({err})") from None
-        columns = [name for name in ("image_id", "file_name") if name in table.columns]
-        if len(columns) != 1 and len(table.columns) != 1:
+        columns = [name for name in ("image_id", "file_name") if name in table.columns]  # ids win
+        if not columns and len(table.columns) != 1:
             raise UserError(f"{where} needs a column 'image_id' or 'file_name' (has {list(table.columns)})")
-        entries = (table[columns[0]] if len(columns) == 1 else table.iloc[:, 0]).to_numpy()
+        entries = (table[columns[0]] if columns else table.iloc[:, 0]).to_numpy()
     elif path.suffix == ".txt":
         try:
             lines = [line.strip() for line in path.read_text().splitlines()]
