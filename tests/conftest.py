@@ -82,3 +82,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def experiment(tmp_path: Path) -> dict:
+    """The planted toy DDD experiment of :func:`ddd_fixtures.make_experiment` (spec, dumps, dataset)."""
+    from ddd_fixtures import make_experiment
+
+    return make_experiment(tmp_path)
+

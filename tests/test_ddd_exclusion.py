@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,15 @@ import pytest
 
 from pathologies.ddd import difficulty as ddd_difficulty, figures, kappa as ddd_kappa
 from pathologies.ddd.consistency import error_consistency
-from pathologies.ddd.exclusion import read_ids
+from pathologies.data.imagenet import IndexSplit, write_index
+from pathologies.ddd.exclusion import excluded_ids, lists_names, read_ids
 from pathologies.ddd.grid import experiments
 from pathologies.ddd.rules import DddRules
 from pathologies.ddd.summary import summary
 from pathologies.errors import UserError
 from pathologies.experiments import validate
-from test_ddd_tables import E, N_CLASSES, N_IMAGES, experiment, member_correct  # noqa: F401 (fixture)
+from conftest import make_quadrant_dataset
+from ddd_fixtures import E, N_CLASSES, N_IMAGES, experiment_config, member_correct
 
 LABELS = ("base", "plus1ep", "init.s2", "halves.1")  # the difficulty set: last member of each condition
 
@@ -26,15 +29,89 @@ def test_read_ids_from_npy_or_csv_with_one_line_errors(tmp_path):
     assert read_ids(tmp_path / "ids.npy").tolist() == [3, 5]
     pd.DataFrame({"image_id": [7, 1], "note": ["a", "b"]}).to_csv(tmp_path / "ids.csv", index=False)
     assert read_ids(tmp_path / "ids.csv").tolist() == [1, 7]
+    (tmp_path / "ids.txt").write_text("# label errors\n9\n\n2\n")
+    assert read_ids(tmp_path / "ids.txt").tolist() == [2, 9]
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
-    (tmp_path / "ids.txt").write_text("1\n")
+    (tmp_path / "ids.json").write_text("[1]\n")
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "two.csv", index=False)
     pd.DataFrame({"image_id": [1.5]}).to_csv(tmp_path / "float.csv", index=False)
-    for name, message in [("objects.npy", "not a plain .npy array"), ("ids.txt", "give a .npy or .csv file"),
-                          ("two.csv", "needs a column 'image_id'"), ("float.csv", "integer image ids"),
+    for name, message in [("objects.npy", "not a plain .npy array"), ("ids.json", "give a .npy, .csv or .txt file"),
+                          ("two.csv", "needs a column 'image_id' or 'file_name'"), ("float.csv", "integer image ids"),
                           ("missing.npy", "does not exist")]:
         with pytest.raises(UserError, match=message):
             read_ids(tmp_path / name)
+
+
+def write_val_index(path: Path, ids: np.ndarray, targets: np.ndarray) -> Path:
+    """An ImageNet-style index whose test split lists ``val/<wnid>/ILSVRC2012_val_<n>.JPEG`` in folder order,
+    image i with validation number 2 * i + 1 (so the prepared id and the number in the name differ)."""
+    paths = [f"val/n{target:08d}/ILSVRC2012_val_{2 * i + 1:08d}.JPEG" for i, target in enumerate(targets)]
+    write_index(path, name="val", kind="imagenet", splits={"test": IndexSplit(paths, targets, ids)},
+                class_names=[f"n{c:08d}" for c in range(N_CLASSES)], image_root="resources/imagenet",
+                image_size=8, resize=8, mean=[0.5] * 3, std=[0.2] * 3)
+    return path
+
+
+def test_file_names_are_converted_to_ids_through_the_index(tmp_path):
+    ids, targets = np.array([30, 10, 20, 40]), np.array([0, 1, 1, 2])
+    index = write_val_index(tmp_path / "val.h5", ids, targets)
+    (tmp_path / "names.txt").write_text("ILSVRC2012_val_00000005.JPEG\nn00000000/ILSVRC2012_val_00000001.JPEG\n")
+    assert read_ids(tmp_path / "names.txt", index).tolist() == [20, 30]
+    pd.DataFrame({"file_name": ["val/n00000002/ILSVRC2012_val_00000007.JPEG"], "note": ["x"]}).to_csv(
+        tmp_path / "names.csv", index=False)
+    assert read_ids(tmp_path / "names.csv", index).tolist() == [40]
+    np.save(tmp_path / "names.npy", np.array(["ILSVRC2012_val_00000003.JPEG", "ILSVRC2012_val_00000003.JPEG"]))
+    assert read_ids(tmp_path / "names.npy", index).tolist() == [10]
+    assert lists_names(tmp_path / "names.npy") and not lists_names(tmp_path / "missing.npy")
+
+    (tmp_path / "wrong.txt").write_text("ILSVRC2012_val_00000001.JPEG\nILSVRC2012_val_00000002.JPEG\n")
+    with pytest.raises(UserError, match=r"1 of 2 file names are not images of split 'test' of .*val\.h5: "
+                                        r"ILSVRC2012_val_00000002\.JPEG; check"):
+        read_ids(tmp_path / "wrong.txt", index)
+    with pytest.raises(UserError, match="no prepared dataset is given"):
+        read_ids(tmp_path / "names.txt")
+    arrays = make_quadrant_dataset(tmp_path / "q.h5", n_train=4, n_test=4)
+    with pytest.raises(UserError, match=r"q\.h5 keeps no file names .* list the split's image ids instead"):
+        read_ids(tmp_path / "names.txt", arrays)
+    twice = tmp_path / "twice.h5"  # one file name in two class folders
+    write_index(twice, name="t", kind="imagenet", splits={"test": IndexSplit(
+        ["val/a/x.JPEG", "val/b/x.JPEG"], np.array([0, 1]), np.array([0, 1]))}, class_names=["a", "b"],
+        image_root="r", image_size=8, resize=8, mean=[0.5] * 3, std=[0.2] * 3)
+    (tmp_path / "x.txt").write_text("x.JPEG\n")
+    with pytest.raises(UserError, match="x.JPEG match several images"):
+        read_ids(tmp_path / "x.txt", twice)
+    (tmp_path / "b.txt").write_text("b/x.JPEG\n")
+    assert read_ids(tmp_path / "b.txt", twice).tolist() == [1]
+
+
+def test_a_list_of_file_names_excludes_what_the_list_of_their_ids_excludes(experiment, tmp_path):
+    """The same label errors as ids and as file names: identical tables, summary line and rule inputs."""
+    ids, targets = experiment["ids"], experiment["targets"]
+    index = write_val_index(tmp_path / "val.h5", ids, targets)
+    planted = np.sort(np.random.default_rng(3).choice(N_IMAGES, 25, replace=False))
+    np.save(tmp_path / "errors.npy", ids[planted])
+    (tmp_path / "errors.txt").write_text("".join(f"ILSVRC2012_val_{2 * i + 1:08d}.JPEG\n" for i in planted))
+    tables = {}
+    for form in ("npy", "txt"):
+        spec = {**experiment["spec"], "exclude_ids": str(tmp_path / f"errors.{form}"), "dataset_file": str(index)}
+        assert excluded_ids(spec).tolist() == sorted(ids[planted].tolist())
+        kappa, conditions, _ = ddd_kappa.build_tables(spec)
+        difficulty = ddd_difficulty.build_tables(spec, experiment["dataset"])
+        tables[form] = (kappa, difficulty)
+        text = summary(spec, difficulty["members"], difficulty["difficulty"], kappa, conditions,
+                       difficulty["histograms"], histogram=difficulty["histogram"])
+        assert f"excluded before every table and figure: 25 images of the split listed in {tmp_path}/errors.{form} " \
+               "(25 ids listed, 0 of them not in the split)" in text
+    pd.testing.assert_frame_equal(tables["npy"][0], tables["txt"][0])
+    for name in ("difficulty", "histogram", "members"):
+        pd.testing.assert_frame_equal(tables["npy"][1][name], tables["txt"][1][name])
+    assert set(tables["txt"][1]["difficulty"]["image_id"]).isdisjoint(ids[planted])
+
+    for form, inputs in (("npy", [f"{tmp_path}/errors.npy"]), ("txt", [f"{tmp_path}/errors.txt", "toy.h5"])):
+        config = experiment_config(exclude_ids=f"{tmp_path}/errors.{form}")
+        rules = DddRules(config, lambda m, s: f"{m}/{s}", lambda name: f"{name}.h5")
+        assert rules.exclude("toy") == inputs  # names need the prepared dataset as an input
+        assert json.loads(rules.spec("toy"))["dataset_file"] == "toy.h5"
 
 
 def test_planted_label_errors_leave_every_table_and_are_counted(experiment, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from pathologies.ddd import ambiguity, class_extremes, difficulty as ddd_difficulty, figures, superclasses
 from pathologies.ddd.consistency import error_consistency
 from pathologies.errors import UserError
-from test_ddd_tables import E, N_IMAGES, experiment, member_correct  # noqa: F401 (fixture)
+from ddd_fixtures import E, N_IMAGES, member_correct
 
 LABELS = ("base", "plus1ep", "init.s2", "halves.1")
 

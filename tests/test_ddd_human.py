@@ -9,7 +9,6 @@ import pytest
 from pathologies.ddd import difficulty as ddd_difficulty, figures, human_pages, human_scores
 from pathologies.ddd.agreement import krippendorff_alpha, pairwise_alpha
 from pathologies.errors import UserError
-from test_ddd_tables import experiment  # noqa: F401 (fixture)
 
 nan = np.nan
 # Krippendorff's own example (Computing Krippendorff's alpha-reliability, 2011): 4 observers, 12 units.

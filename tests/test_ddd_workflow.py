@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, make_imagenet_index
 from test_workflow import copy_workflow, report_names, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -176,3 +176,54 @@ def test_csv_only_experiment_with_planted_label_errors_runs_in_snakemake(tmp_pat
 
 
 kappa_fn = kappa
+
+
+INDEX_CONFIG = """
+device: cpu
+datasets:
+  inet: {kind: imagenet, image_size: 8, resize: 8}
+ddd:
+  sota:
+    dataset: inet
+    predictions_csv: [resources/sota.csv]
+    exclude_ids: resources/label_errors.txt
+    n_boot: 10
+"""
+
+
+def test_label_errors_listed_by_file_name_are_excluded_in_snakemake(tmp_path):
+    """Label errors named by file (as Northcutt et al. list ImageNet's) on a real ImageNet index: converted
+    to the prepared ids through the index, which becomes an input of the rules that exclude them."""
+    from pathologies.io import h5py
+
+    work = copy_workflow(tmp_path)
+    make_imagenet_index(work, {"train": 2, "val": 10}, 8, noise=50, step=100)  # resources/imagenet/*
+    config = work / "inet.yaml"
+    config.write_text(INDEX_CONFIG)
+    snakemake("results/data/inet.h5", "--cores", "1", "--configfile", str(config), cwd=work)
+    with h5py.File(work / "results/data/inet.h5") as handle:
+        ids, targets = handle["test/ids"][()], handle["test/labels"][()]
+        paths = handle["test/paths"].asstr()[()]
+    rng = np.random.default_rng(0)
+    errors = np.sort(rng.choice(len(ids), 5, replace=False))
+    right = rng.random((4, len(ids))) < 0.6
+    pd.concat([pd.DataFrame({"image_id": ids, "model": f"m{m}", "target": targets,
+                             "prediction": np.where(right[m], targets, 1 - targets)}) for m in range(4)]
+              ).to_csv(work / "resources" / "sota.csv", index=False)
+    # n001/3.png: the class folder tells the two folders' files of the same name apart
+    names = ["/".join(paths[i].split("/")[-2:]) for i in errors]
+    (work / "resources" / "label_errors.txt").write_text("\n".join(names) + "\n")
+    snakemake("results/ddd/sota/summary.txt", "--cores", "2", "--configfile", str(config), cwd=work)
+
+    folder = work / "results" / "ddd" / "sota"
+    assert pd.read_csv(folder / "histogram.csv")["excluded_images"].sum() == 5
+    assert sorted(pd.read_csv(folder / "difficulty.csv")["image_id"]) == sorted(np.delete(ids, errors))
+    assert "excluded before every table and figure: 5 images" in (folder / "summary.txt").read_text()
+
+    (work / "resources" / "label_errors.txt").write_text("n001/no_such_image.png\n")
+    done = snakemake("results/ddd/sota/kappa.csv", "--cores", "1", "--configfile", str(config), "--forcerun",
+                     "ddd_kappa", cwd=work, check=False)
+    log = (work / "results/logs/ddd/sota/kappa.log").read_text()
+    assert done.returncode != 0
+    assert "1 of 1 file names are not images of split 'test' of results/data/inet.h5: n001/no_such_image.png" in log
+

@@ -13,6 +13,7 @@ from pathologies.io import h5py
 from pathologies.models.checkpoint import load_model
 from pathologies.overinterp.evaluate import evaluate
 from pathologies.sis.extract import run as extract
+from test_faults import assert_same_outputs, train
 from test_sis_extract import sis_spec
 from pathologies.training.train import train_run
 
@@ -65,3 +66,19 @@ def test_evaluation_and_sis_follow_the_checkpoint(dropout_models, tmp_path):
             orders[at_eval] = handle["order"][()]
             assert handle["order"].shape == (4, 36)
     assert not np.array_equal(orders[False], orders[True])  # the SIS sees the dropout choice of the model
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_resumed_training_dumps_the_same_evaluation_dropout(stop_after, tmp_path):
+    """With dropout_at_eval the per-epoch dumps draw their masks from (order_seed, epoch, split) alone, so a
+    run stopped after epoch k and resumed writes every dump bit-identical to an uninterrupted run."""
+    dataset = make_quadrant_dataset(tmp_path / "q.h5", n_train=96, n_test=24, size=6)
+    spec = make_spec(epochs=3, input_dropout_keep=0.5, dropout_at_eval=True)
+    spec["dump_splits"] = ["test", "train"]
+    reference = train(spec, dataset, tmp_path / "reference")
+    train(spec, dataset, tmp_path / "resumed", stop_after=stop_after)
+    assert (tmp_path / "resumed" / "state" / "state.pt").exists()
+    assert_same_outputs(reference, train(spec, dataset, tmp_path / "resumed"))
+    with h5py.File(reference["predictions_out"]) as handle:  # the masks differ by epoch and split
+        conf = handle["test/conf"][()]
+        assert not np.array_equal(conf[1], conf[2]) and handle["train/conf"].shape == (4, 96)

@@ -33,8 +33,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.transforms import functional as TF
 
 from ..errors import UserError
-from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, read_json_attr, write_attrs
-from .layout import block_channel_stats, mask_colour
+from ..io import atomic_output, create_dataset, h5py, read_h5, read_json_attr
+from .layout import block_channel_stats, mask_colour, write_root_attrs
 
 # Standard ImageNet train statistics (0-1 scale) used by torchvision's pretrained models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -155,22 +155,9 @@ def write_index(
 ) -> None:
     """Write index splits in the ``storage = "index"`` layout, atomically."""
     with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as handle:
-        write_attrs(
-            handle,
-            {
-                "name": name,
-                "kind": kind,
-                "num_classes": len(class_names),
-                "image_shape": [image_size, image_size, 3],
-                "class_names": list(class_names),
-                "mean": np.asarray(mean, dtype=np.float64),
-                "std": np.asarray(std, dtype=np.float64),
-                "storage": "index",
-                "image_root": str(image_root),
-                "resize": resize,
-                **provenance(spec=dict(spec or {})),
-            },
-        )
+        write_root_attrs(handle, name=name, kind=kind, class_names=class_names,
+                         image_shape=[image_size, image_size, 3], mean=mean, std=std, storage="index",
+                         spec=spec, image_root=str(image_root), resize=resize)
         for split_name, split in splits.items():
             group = handle.create_group(split_name)
             encoded = [path.encode() for path in split.paths]

@@ -76,6 +76,25 @@ def block_channel_stats(blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.nd
     return mean, np.maximum(std, 1e-6)
 
 
+def write_root_attrs(handle: h5py.File, *, name: str, kind: str, class_names: Sequence[str],
+                     image_shape: Sequence[int], mean: Sequence[float], std: Sequence[float], storage: str,
+                     spec: Mapping | None = None, **extra) -> None:
+    """The root attributes of every prepared dataset (layout above); ``extra`` items (e.g. those of an
+    index) go between ``storage`` and the provenance."""
+    write_attrs(handle, {
+        "name": name,
+        "kind": kind,
+        "num_classes": len(class_names),
+        "image_shape": list(image_shape),
+        "class_names": list(class_names),
+        "mean": np.asarray(mean, dtype=np.float64),
+        "std": np.asarray(std, dtype=np.float64),
+        "storage": storage,
+        **extra,
+        **provenance(spec=dict(spec or {})),
+    })
+
+
 def write_dataset(
     out_path: str | Path,
     *,
@@ -99,20 +118,8 @@ def write_dataset(
     if mean is None or std is None:
         mean, std = channel_stats(splits["train"].images)
     with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as handle:
-        write_attrs(
-            handle,
-            {
-                "name": name,
-                "kind": kind,
-                "num_classes": len(class_names),
-                "image_shape": list(shapes.pop()),
-                "class_names": list(class_names),
-                "mean": np.asarray(mean, dtype=np.float64),
-                "std": np.asarray(std, dtype=np.float64),
-                "storage": "array",
-                **provenance(spec=dict(spec or {})),
-            },
-        )
+        write_root_attrs(handle, name=name, kind=kind, class_names=class_names, image_shape=shapes.pop(),
+                         mean=mean, std=std, storage="array", spec=spec)
         for split_name, split in splits.items():
             group = handle.create_group(split_name)
             chunk_rows = max(1, min(len(split), 2**20 // max(1, int(np.prod(split.images.shape[1:])))))

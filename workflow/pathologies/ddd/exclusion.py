@@ -1,8 +1,17 @@
 """Images a DDD experiment leaves out, e.g. known label errors (Northcutt et al. 2021; Meding et al. 2022).
 
-The experiment key ``exclude_ids`` names a file of image ids (the ``ids`` of the prepared split, as in the
-prediction dumps): a ``.npy`` array of integers (read without pickle) or a ``.csv`` file with a column
-``image_id`` (or a single column of integers). Ids that are not in the split are ignored and counted.
+The experiment key ``exclude_ids`` names a file listing the images, by id or by file name:
+
+- ids of the prepared split (the ``ids`` of the prediction dumps): a ``.npy`` integer array (read
+  without pickle), a ``.csv`` file with a column ``image_id`` (or a single column of integers) or a
+  ``.txt`` file with one integer a line. Ids that are not in the split are ignored and counted.
+- file names, as Northcutt et al. publish the ImageNet label errors (``ILSVRC2012_val_00000001.JPEG``):
+  a ``.npy`` string array, a ``.csv`` file with a column ``file_name`` (or a single column of names)
+  or a ``.txt`` file with one name a line. They are converted to ids through the prepared dataset,
+  which must keep file names (an ImageNet index): a name matches an image whose path relative to the
+  image root is the name or ends with ``/<name>``. A name that matches no image, or several, is an error.
+
+In ``.txt`` files blank lines and lines starting with ``#`` are skipped.
 """
 
 from __future__ import annotations
@@ -14,39 +23,115 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ..io import read_h5
 from ..training.predictions import Correctness
 
 
-def read_ids(path: str | Path) -> np.ndarray:
-    """The distinct image ids listed in ``path`` (.npy or .csv), sorted int64; one-line errors otherwise."""
+def read_entries(path: str | Path) -> np.ndarray:
+    """The entries listed in ``path``: int64 ids or str file names (as listed); one-line errors otherwise."""
     path = Path(path)
     where = f"exclude_ids file {path}"
     if not path.exists():
         raise UserError(f"{where} does not exist; place it there or fix ddd.<experiment>.exclude_ids")
     if path.suffix == ".npy":
         try:
-            ids = np.load(path, allow_pickle=False)
+            entries = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as err:
             raise UserError(f"{where} is not a plain .npy array ({err}); save it with np.save") from None
     elif path.suffix == ".csv":
         try:
-            table = pd.read_csv(path)
+            table = pd.read_csv(path, dtype={"file_name": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise UserError(f"{where} is not a readable CSV file ({err})") from None
-        if "image_id" not in table.columns and len(table.columns) != 1:
-            raise UserError(f"{where} needs a column 'image_id' (has {list(table.columns)})")
-        ids = (table["image_id"] if "image_id" in table.columns else table.iloc[:, 0]).to_numpy()
+        columns = [name for name in ("image_id", "file_name") if name in table.columns]  # ids win
+        if not columns and len(table.columns) != 1:
+            raise UserError(f"{where} needs a column 'image_id' or 'file_name' (has {list(table.columns)})")
+        entries = (table[columns[0]] if columns else table.iloc[:, 0]).to_numpy()
+    elif path.suffix == ".txt":
+        try:
+            lines = [line.strip() for line in path.read_text().splitlines()]
+        except UnicodeDecodeError as err:
+            raise UserError(f"{where} is not a UTF-8 text file ({err})") from None
+        lines = [line for line in lines if line and not line.startswith("#")]
+        entries = np.array([int(line) for line in lines] if all(_is_int(line) for line in lines) else lines)
     else:
-        raise UserError(f"{where}: give a .npy or .csv file, not {path.suffix or 'a file without suffix'!r}")
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise UserError(f"{where} must hold a flat list of integer image ids (found {ids.dtype}, shape {ids.shape})")
-    return np.unique(ids.astype(np.int64))
+        raise UserError(f"{where}: give a .npy, .csv or .txt file, not {path.suffix or 'a file without suffix'!r}")
+    if entries.dtype == object and all(isinstance(entry, str) for entry in entries):
+        entries = entries.astype(str)
+    if entries.ndim != 1 or not (np.issubdtype(entries.dtype, np.integer) or entries.dtype.kind in "US"
+                                 or len(entries) == 0):
+        raise UserError(f"{where} must hold a flat list of integer image ids or of file names "
+                        f"(found {entries.dtype}, shape {entries.shape})")
+    if entries.dtype.kind in "US":
+        return entries.astype(str)
+    return entries.astype(np.int64)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def lists_names(path: str | Path) -> bool:
+    """Whether ``path`` lists file names (False for ids and for a file that cannot be read)."""
+    try:
+        return read_entries(path).dtype.kind == "U"
+    except UserError:
+        return False
+
+
+def ids_of_names(names: np.ndarray, dataset: str | Path, split: str, where: str) -> np.ndarray:
+    """The ids of split ``split`` of ``dataset`` whose image paths match ``names``: a path matches a name
+    when it equals it or ends with ``/<name>``. One-line error for a name that matches no image, or several."""
+    with read_h5(dataset, "prepared dataset") as handle:
+        if split not in handle:
+            raise UserError(f"{where} lists file names of split {split!r}, but {dataset} has only {sorted(handle)}")
+        if "paths" not in handle[split]:
+            raise UserError(f"{where} lists file names, but {dataset} keeps no file names (its images are stored "
+                            "as arrays); list the split's image ids instead (for CIFAR-10: test-set indices)")
+        paths = handle[split]["paths"].asstr()[()]
+        ids = handle[split]["ids"][()]
+    by_suffix: dict[str, list[int]] = {}
+    for path, image_id in zip(paths, ids):
+        parts = str(path).replace("\\", "/").split("/")
+        for start in range(len(parts)):
+            by_suffix.setdefault("/".join(parts[start:]), []).append(int(image_id))
+    wanted = [str(name).strip().replace("\\", "/").strip("/") for name in names]
+    missing = [name for name in wanted if name not in by_suffix]
+    if missing:
+        raise UserError(f"{where}: {len(missing)} of {len(wanted)} file names are not images of split {split!r} of "
+                        f"{dataset}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
+                        "check that the list belongs to this dataset")
+    ambiguous = [name for name in wanted if len(by_suffix[name]) > 1]
+    if ambiguous:
+        raise UserError(f"{where}: file names {', '.join(ambiguous[:5])}{' ...' if len(ambiguous) > 5 else ''} "
+                        f"match several images of split {split!r} of {dataset}; give their paths from the "
+                        "class folder on (e.g. n01440764/<name>)")
+    return np.array([by_suffix[name][0] for name in wanted], dtype=np.int64)
+
+
+def read_ids(path: str | Path, dataset: str | Path | None = None, split: str = "test") -> np.ndarray:
+    """The distinct image ids listed in ``path``, sorted int64; file names are converted through split
+    ``split`` of the prepared ``dataset``. One-line errors otherwise."""
+    entries = read_entries(path)
+    if entries.dtype.kind == "U":
+        where = f"exclude_ids file {path}"
+        if dataset is None:
+            raise UserError(f"{where} lists file names, and no prepared dataset is given to convert them to image "
+                            "ids; rebuild the experiment description with snakemake")
+        entries = ids_of_names(entries, dataset, split, where)
+    return np.unique(entries)
 
 
 def excluded_ids(spec: dict) -> np.ndarray:
     """The ids an experiment excludes (empty when ``exclude_ids`` is not set)."""
     path = spec.get("exclude_ids")
-    return read_ids(path) if path else np.zeros(0, dtype=np.int64)
+    if not path:
+        return np.zeros(0, dtype=np.int64)
+    return read_ids(path, spec.get("dataset_file"), spec["split"])
 
 
 def split_excluded(data: Correctness, excluded: np.ndarray) -> tuple[Correctness, Correctness]:

@@ -58,6 +58,7 @@ class DddRules:
         self.kinds = {name: spec["kind"] for name, spec in config["datasets"].items()}
         self.run_dir = run_dir
         self.dataset_file = dataset_file
+        self._lists_names: dict[str, bool] = {}  # exclude_ids file -> whether it lists file names
 
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:
@@ -66,8 +67,10 @@ class DddRules:
         return self.experiments[name]
 
     def spec(self, name: str) -> str:
-        """The experiment as JSON for the analysis modules (``--spec``)."""
-        return json.dumps(self.experiment(name).as_dict(self.run_dir), sort_keys=True)
+        """The experiment as JSON for the analysis modules (``--spec``), with its prepared dataset's path
+        (``dataset_file``: it converts the file names of ``exclude_ids`` to image ids)."""
+        return json.dumps({**self.experiment(name).as_dict(self.run_dir), "dataset_file": self.dataset(name)},
+                          sort_keys=True)
 
     def predictions(self, name: str) -> list[str]:
         return [f"{self.run_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
@@ -82,9 +85,16 @@ class DddRules:
         return bool(self.experiment(name).members)
 
     def exclude(self, name: str) -> list[str]:
-        """[the exclude_ids file] when the experiment sets one, else []."""
+        """[the exclude_ids file] when the experiment sets one, else []; when it lists file names, the
+        prepared dataset too (it converts them to image ids)."""
         path = self.experiment(name).options["exclude_ids"]
-        return [path] if path else []
+        if not path:
+            return []
+        if path not in self._lists_names:
+            from .exclusion import lists_names  # reads the file with numpy/pandas: only when it is set
+
+            self._lists_names[path] = lists_names(path)
+        return [path, self.dataset(name)] if self._lists_names[path] else [path]
 
     def base_predictions(self, name: str) -> str:
         base = self.experiment(name).members[0]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import UserError, cli
 from ..io import atomic_output
-from .exclusion import read_ids
+from .exclusion import excluded_ids
 from .experiment import read_spec
 from .measures import histogram_distances, summary_text
 
@@ -47,7 +47,7 @@ def exclusion_line(spec: dict, histogram: pd.DataFrame | None) -> list[str]:
     """How many images ``exclude_ids`` removed (from the excluded counts of ``histogram.csv``)."""
     if not spec.get("exclude_ids"):
         return []
-    listed = len(read_ids(spec["exclude_ids"]))
+    listed = len(excluded_ids(spec))
     removed = int(histogram["excluded_images"].sum()) if histogram is not None else listed
     return [f"excluded before every table and figure: {removed} images of the split listed in "
             f"{spec['exclude_ids']} ({listed} ids listed, {listed - removed} of them not in the split)"]

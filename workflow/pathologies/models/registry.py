@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -50,19 +52,25 @@ class PixelDropout(nn.Module):
     kept pixels away from their real colours instead of imitating SIS masking. Identity in eval
     mode unless ``at_eval`` (the public code of Carter et al. keeps it active at evaluation); in
     training the mask draws from torch's global generator, at evaluation from a generator of its own
-    seeded with 0 when the module is built, so an evaluation or SIS job is reproducible and leaves the
-    global stream alone.
+    seeded with 0 when the module is built (or with :meth:`seed_eval`), so an evaluation or SIS job is
+    reproducible and leaves the global stream alone.
     """
 
     def __init__(self, keep: float, at_eval: bool = False):
         super().__init__()
         self.keep = check_keep_probability(keep)
         self.at_eval = bool(at_eval)
+        self._eval_seed = 0
         self._eval_generators: dict = {}
+
+    def seed_eval(self, seed: int) -> None:
+        """Restart the evaluation masks from ``seed`` (on every device)."""
+        self._eval_seed = int(seed)
+        self._eval_generators.clear()
 
     def _eval_generator(self, device: torch.device) -> torch.Generator:
         if str(device) not in self._eval_generators:
-            self._eval_generators[str(device)] = torch.Generator(device=device).manual_seed(0)
+            self._eval_generators[str(device)] = torch.Generator(device=device).manual_seed(self._eval_seed)
         return self._eval_generators[str(device)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +85,16 @@ class PixelDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"keep={self.keep}, at_eval={self.at_eval}"
+
+
+def seed_eval_dropout(model: nn.Module, *key: int | str) -> None:
+    """Seed the evaluation masks of every :class:`PixelDropout` in ``model`` from ``key`` alone (ints and
+    strings, e.g. run seed, epoch, split), independent of what was drawn before."""
+    words = [zlib.crc32(part.encode()) if isinstance(part, str) else int(part) for part in key]
+    seed = int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0])
+    for module in model.modules():
+        if isinstance(module, PixelDropout):
+            module.seed_eval(seed)
 
 
 def check_keep_probability(keep: float) -> float:

@@ -37,6 +37,7 @@ from ..errors import UserError, cli
 from ..io import (atomic_output, code_version, create_dataset, h5_fingerprint, h5py, provenance,
                   read_h5, remove_stale_temporaries, write_attrs)
 from ..models.checkpoint import save_model
+from ..models.registry import seed_eval_dropout
 
 EVAL_BATCH = 1024
 
@@ -173,6 +174,16 @@ def predict_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_batches` for one normalised tensor."""
     return predict_batches(model, ((x[i : i + batch_size], None) for i in range(0, len(x), batch_size)))
+
+
+def predict_splits(model: torch.nn.Module, splits: dict, seed: int, epoch: int) -> dict:
+    """{split: (pred, conf)} of the dump of ``epoch``. Input dropout kept at evaluation draws its masks from
+    (seed, epoch, split) alone, so a resumed run dumps the same predictions as an uninterrupted one."""
+    dumps = {}
+    for name, split in splits.items():
+        seed_eval_dropout(model, seed, epoch, name)
+        dumps[name] = predict_batches(model, split.batches(EVAL_BATCH))
+    return dumps
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Split,
@@ -336,7 +347,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
         start_epoch, rows, snapshots = 1, [], {}
         if 0 in recipe["snapshot_epochs"]:
             snapshots[0] = _cpu_copy(model.state_dict())
-        preds = {name: [predict_batches(model, split.batches(EVAL_BATCH))] for name, split in eval_splits.items()}
+        preds = {name: [dump] for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], 0).items()}
         rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
     else:
         model.load_state_dict(state["model"])
@@ -353,8 +364,8 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
         lr = optimizer.param_groups[0]["lr"]
         loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
         scheduler.step()
-        for name, split in eval_splits.items():
-            preds[name].append(predict_batches(model, split.batches(EVAL_BATCH)))
+        for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], epoch).items():
+            preds[name].append(dump)
         rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
         print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
               + " ".join(f"{acc_column(k)} {rows[-1][acc_column(k)]:.4f}" for k in eval_splits), file=sys.stderr)
