@@ -8,6 +8,7 @@ Batched Gradient SIS, k = 10 (33 steps, the last one of 4 features).
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from conftest import make_imagenet_index, make_quadrant_dataset, make_spec
 from overinterp_fixtures import save_untrained_model
 from pathologies.errors import UserError
-from pathologies.io import h5py
+from pathologies.io import COMPRESSION, h5py
 from pathologies.overinterp import index_subsets
 from pathologies.overinterp.figures import heatmap_panels, plot_examples as plot_overinterp_examples, removal_rank
 from pathologies.overinterp.human_benchmark import benchmark_items
@@ -155,6 +156,20 @@ def test_block_order_files_are_smaller(files, tmp_path):
           f"whole file {files_ratio:.3f}x")
     assert raw == 2.0
     assert disk > 1.0 and files_ratio > 1.0
+    # ImageNet scale (224 x 224 pixel features, val: 50,000 images) from 4 random permutations
+    imagenet = np.stack([np.random.default_rng(i).permutation(224 * 224) for i in range(4)])
+    per_feature = {}
+    for layout in orders.FORMATS:
+        with h5py.File(tmp_path / f"{layout}.h5", "w") as handle:
+            dataset = handle.create_dataset("order", data=orders.encode(imagenet, layout), **COMPRESSION)
+            per_feature[layout] = (dataset.dtype.itemsize, dataset.id.get_storage_size() / imagenet.size)
+    bound = sum(math.log2(k) for k in range(1, 224 * 224 + 1)) / (224 * 224) / 8  # log2(p!) bits
+    values = 50_000 * 224 * 224 / 1e9
+    print("ImageNet val /order, GB: " + ", ".join(f"{layout} {raw * values:.2f} raw, {disk * values:.2f} on disk"
+                                                  for layout, (raw, disk) in per_feature.items())
+          + f"; any exact layout >= {bound * values:.2f}")
+    assert per_feature["block"][0] * 2 == per_feature["full"][0]
+    assert bound * 1.1 < per_feature["block"][1] < per_feature["full"][1]
     # p <= 256 (e.g. ViT's 196 patches): uint8 ids, 4x smaller uncompressed
     small = orders.encode(np.stack([np.random.default_rng(i).permutation(196) for i in range(3)]), "block")
     assert small.dtype == np.uint8 and small.nbytes * 4 == orders.encode(small, "full").nbytes
