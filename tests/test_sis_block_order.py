@@ -21,7 +21,8 @@ from overinterp_fixtures import save_untrained_model
 from pathologies.errors import UserError
 from pathologies.io import COMPRESSION, h5py
 from pathologies.overinterp import index_subsets
-from pathologies.overinterp.figures import heatmap_panels, plot_examples as plot_overinterp_examples, removal_rank
+from pathologies.overinterp.figures import heatmap_panels, plot_heatmaps, plot_examples as plot_overinterp_examples, \
+    removal_rank
 from pathologies.overinterp.human_benchmark import benchmark_items
 from pathologies.overinterp.sis_sizes import read_sis_sizes
 from pathologies.overinterp.subset_masks import SubsetRequest
@@ -29,7 +30,7 @@ from pathologies.overinterp.subsets import build_subset_datasets, read_sis_order
 from pathologies.sis import orders
 from pathologies.sis.extract import run as extract
 from pathologies.sis.figures import plot_curves, plot_examples, removal_step_map
-from pathologies.sis.heatmaps import read_heatmaps
+from pathologies.sis.heatmaps import plot as plot_sis_heatmaps, read_heatmaps
 from pathologies.sis.merge import merge_shards
 from pathologies.training.train import train_run
 from test_sis_extract import read_all, sis_spec
@@ -133,8 +134,14 @@ def test_streamed_readers_equal_whole_reads(files, monkeypatch, tmp_path):
     dataset, _, block, full = files
     build_subset_datasets(dataset, {"test": full}, [SubsetRequest("bs", 0.1, -1, "bs", str(tmp_path / "bs.h5"))])
     whole_maps, whole_panels = read_heatmaps([block, full], 0.05), heatmap_panels(block, [tmp_path / "bs.h5"], 0.9)
+    plot_heatmaps(block, [tmp_path / "bs.h5"], 0.9, tmp_path / "whole.png")
+    plot_sis_heatmaps({"a": [block], "b": [full]}, 0.05, tmp_path / "whole_sis.png")
     for chunk in (1, 5):
         monkeypatch.setattr(orders, "CHUNK", chunk)
+        plot_heatmaps(block, [tmp_path / "bs.h5"], 0.9, tmp_path / "chunked.png")
+        plot_sis_heatmaps({"a": [block], "b": [full]}, 0.05, tmp_path / "chunked_sis.png")
+        for name in ("", "_sis"):  # the same figures, byte for byte
+            assert (tmp_path / f"chunked{name}.png").read_bytes() == (tmp_path / f"whole{name}.png").read_bytes()
         assert len(list(orders.row_chunks(12))) == -(-12 // chunk)
         maps = read_heatmaps([block, full], 0.05)
         np.testing.assert_array_equal(maps["bs"], whole_maps["bs"])
@@ -224,3 +231,17 @@ def test_unknown_order_format_is_refused_naming_the_file(files, tmp_path):
         handle.attrs["order_format"] = "entropy"
     with pytest.raises(UserError, match=r"future\.h5 has order_format 'entropy'"):
         read_heatmaps([path], 0.1)
+
+
+def test_figures_read_only_the_masks_of_the_images_they_draw(files):
+    from pathologies.overinterp.figures import _sis_of_rows
+
+    _, _, block, _ = files
+    with h5py.File(block) as handle:
+        index, mask, none = handle["index"][()], handle["sis/0.9/mask"][()], handle["sis/0.9/none"][()]
+        wanted = index[[1, 4, 7]]
+        found = _sis_of_rows(handle, 0.9, block, np.append(wanted, 10_000))  # a row the file lacks: skipped
+    assert sorted(found) == sorted(wanted)
+    for i in (1, 4, 7):
+        np.testing.assert_array_equal(found[index[i]][0], mask[i])
+        assert found[index[i]][1] == none[i]

@@ -69,9 +69,13 @@ def _sis_group(handle: h5py.File, threshold: float, path) -> str:
     return name
 
 
-def _sis_mask(handle: h5py.File, threshold: float, path) -> np.ndarray:
+def _sis_of_rows(handle: h5py.File, threshold: float, path, wanted: np.ndarray) -> dict:
+    """{dataset row: (mask, none)} of the file's images of the ``wanted`` rows, reading only their masks."""
     name = _sis_group(handle, threshold, path)
-    return handle[f"{name}/mask"][()], handle[f"{name}/none"][()]
+    index, none = handle["index"][()], handle[f"{name}/none"][()]
+    at = np.flatnonzero(np.isin(index, wanted))
+    masks = handle[f"{name}/mask"][at] if len(at) else []
+    return {index[i]: (mask, none[i]) for i, mask in zip(at, masks)}
 
 
 def _images(handle: h5py.File, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,17 +276,16 @@ def plot_ensemble(ensemble_path: str | Path, member_paths: Sequence[str | Path],
                   out: str | Path) -> None:
     """Image, ensemble SIS and member SIS on the first ``images`` images where the ensemble has an SIS."""
     with _open(ensemble_path) as handle:
-        mask, none = _sis_mask(handle, threshold, ensemble_path)
+        none = handle[f"{_sis_group(handle, threshold, ensemble_path)}/none"][()]
         rows = handle["index"][()]
         pick = np.flatnonzero(~none)[:images]
         if not len(pick):
             raise UserError(f"the ensemble has no SIS at threshold {threshold} in {ensemble_path}; nothing to show")
         pixels, colour = _images(handle, rows[pick])
-    columns = [("ensemble", {r: (m, n) for r, m, n in zip(rows, mask, none)})]
+        columns = [("ensemble", _sis_of_rows(handle, threshold, ensemble_path, rows[pick]))]
     for i, path in enumerate(member_paths):
         with _open(path) as handle:
-            m, n = _sis_mask(handle, threshold, path)
-            columns.append((f"member {i + 1}", {r: (mm, nn) for r, mm, nn in zip(handle["index"][()], m, n)}))
+            columns.append((f"member {i + 1}", _sis_of_rows(handle, threshold, path, rows[pick])))
     figure, axes = plt.subplots(len(pick), 1 + len(columns), figsize=(1.3 * (1 + len(columns)), 1.3 * len(pick)),
                                 squeeze=False)
     for row, i in enumerate(pick):
