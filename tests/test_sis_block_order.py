@@ -109,8 +109,9 @@ def test_every_reader_gives_the_same_result_for_block_and_full_files(files, tmp_
         np.testing.assert_array_equal(sizes_block.size_pct[tau], sizes_full.size_pct[tau])
     # subsets cut inside a block (10% of 324 = 32 features: 3 blocks and 2 of the next): same masks
     for path in (block, full):
-        build_subset_datasets(dataset, {"test": path}, [SubsetRequest("bs", 0.1, -1, "bs", str(tmp_path / f"bs_{path.stem}.h5")),
-                                                        SubsetRequest("bs", 0.5, -1, "bs", str(tmp_path / f"half_{path.stem}.h5"))])
+        build_subset_datasets(dataset, {"test": path}, [
+            SubsetRequest("bs", 0.1, -1, "bs", str(tmp_path / f"bs_{path.stem}.h5")),
+            SubsetRequest("bs", 0.5, -1, "bs", str(tmp_path / f"half_{path.stem}.h5"))])
     for name in ("bs", "half"):
         with h5py.File(tmp_path / f"{name}_block.h5") as b, h5py.File(tmp_path / f"{name}_full.h5") as f:
             np.testing.assert_array_equal(b["test/masks"][()], f["test/masks"][()])
@@ -218,7 +219,8 @@ def test_block_index_subsets_equal_full_ones(tmp_path, monkeypatch):
     full = as_full_file(block, tmp_path / "full.h5")
     monkeypatch.setattr(index_subsets, "CHUNK", 5)  # 12 images: three chunks
     for path in (block, full):
-        build_subset_datasets(index, {"test": path}, [SubsetRequest("bs", 0.3, -1, "bs", str(tmp_path / f"bs_{path.stem}.h5"))])
+        request = SubsetRequest("bs", 0.3, -1, "bs", str(tmp_path / f"bs_{path.stem}.h5"))
+        build_subset_datasets(index, {"test": path}, [request])
     with h5py.File(tmp_path / "bs_block.h5") as b, h5py.File(tmp_path / "bs_full.h5") as f:
         assert b["test/masks"][()].sum() == 12 * round(0.3 * 64)  # 6 images of each of 2 classes
         np.testing.assert_array_equal(b["test/masks"][()], f["test/masks"][()])

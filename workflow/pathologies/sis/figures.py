@@ -68,7 +68,8 @@ def plot_examples(sis_path: str | Path, out: str | Path, images: int = 6) -> Non
         if count == 0:
             raise UserError(f"SIS file {sis_path} holds no images; nothing to plot")
         rows = handle["index"][:count]
-        classes, f_full, order = handle["class"][:count], handle["f_full"][:count], read_orders(handle, slice(0, count), sis_path)
+        classes, f_full = handle["class"][:count], handle["f_full"][:count]
+        order = read_orders(handle, slice(0, count), sis_path)
         masks = {t: handle[f"sis/{threshold_name(t)}/mask"][:count] for t in thresholds}
         dataset_path, split = str(read_json_attr(handle, "dataset")), str(read_json_attr(handle, "split"))
         patch, block = int(handle.attrs["patch"]), int(handle.attrs["block"])
