@@ -42,6 +42,7 @@ from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows, threshold_name  # noqa: E402
+from ..sis.orders import read_orders, row_chunks  # noqa: E402
 
 
 def _open(path: str | Path):
@@ -61,11 +62,20 @@ def _show(axis, image: np.ndarray) -> None:
     axis.set_yticks([])
 
 
-def _sis_mask(handle: h5py.File, threshold: float, path) -> np.ndarray:
+def _sis_group(handle: h5py.File, threshold: float, path) -> str:
     name = f"sis/{threshold_name(threshold)}"
     if name not in handle:
         raise UserError(f"SIS file {path} has no threshold {threshold}; it has {sorted(handle['sis'].keys())}")
-    return handle[f"{name}/mask"][()], handle[f"{name}/none"][()]
+    return name
+
+
+def _sis_of_rows(handle: h5py.File, threshold: float, path, wanted: np.ndarray) -> dict:
+    """{dataset row: (mask, none)} of the file's images of the ``wanted`` rows, reading only their masks."""
+    name = _sis_group(handle, threshold, path)
+    index, none = handle["index"][()], handle[f"{name}/none"][()]
+    at = np.flatnonzero(np.isin(index, wanted))
+    masks = handle[f"{name}/mask"][at] if len(at) else []
+    return {index[i]: (mask, none[i]) for i, mask in zip(at, masks)}
 
 
 def _images(handle: h5py.File, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,27 +88,55 @@ def _images(handle: h5py.File, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def removal_rank(order: np.ndarray, patch: int, height: int, width: int) -> np.ndarray:
     """Mean over images of each pixel's position in the removal order, scaled to [0, 1] (0 = first)."""
-    ranks = np.empty(order.shape, dtype=np.float64)
-    np.put_along_axis(ranks, order.astype(np.int64), np.arange(order.shape[1], dtype=np.float64)[None], axis=1)
-    mean = ranks.mean(axis=0) / max(order.shape[1] - 1, 1)
-    return Masking(patch=patch).feature_map(mean, height, width)
+    return _rank_map(_rank_sums(order), len(order), patch, height, width)
 
 
-def plot_heatmaps(sis_path: str | Path, subset_paths: Sequence[str | Path], threshold: float, out: str | Path) -> None:
-    """BS-subset and SIS pixel frequencies and the mean removal rank of the source's test images."""
-    with _open(sis_path) as handle:
-        mask, none = _sis_mask(handle, threshold, sis_path)
-        order, patch = handle["order"][()], int(handle.attrs["patch"])
-    height, width = mask.shape[1:]
+def _rank_sums(order: np.ndarray) -> np.ndarray:
+    """Sum over images of each feature's position in the order (int64, exact)."""
+    ranks = np.empty(order.shape, dtype=np.int64)
+    np.put_along_axis(ranks, order.astype(np.int64), np.arange(order.shape[1], dtype=np.int64)[None], axis=1)
+    return ranks.sum(axis=0)
+
+
+def _rank_map(sums: np.ndarray, images: int, patch: int, height: int, width: int) -> np.ndarray:
+    mean = sums / images if images else np.full(len(sums), np.nan)
+    return Masking(patch=patch).feature_map(mean / max(len(sums) - 1, 1), height, width)
+
+
+def _mean_mask(dataset: h5py.Dataset, keep=None) -> tuple[np.ndarray, int]:
+    """(share of the kept rows covering each pixel, kept rows) of a (n, H, W) bool dataset, in chunks."""
+    total, kept = np.zeros(dataset.shape[1:], dtype=np.int64), 0
+    for rows in row_chunks(len(dataset)):
+        masks = dataset[rows] if keep is None else dataset[rows][keep[rows]]
+        total += masks.sum(axis=0)
+        kept += len(masks)
+    return (total / kept if kept else np.full(dataset.shape[1:], np.nan)), kept
+
+
+def heatmap_panels(sis_path: str | Path, subset_paths: Sequence[str | Path],
+                   threshold: float) -> list[tuple[str, np.ndarray]]:
+    """(title, (H, W) map) of every heatmap panel; SIS files and subsets are read in chunks of rows."""
     panels = []
     for path in subset_paths:
         with _open(path) as handle:
             fraction = float(handle.attrs["fraction"])
-            panels.append((f"{fraction * 100:g}% BS subsets", handle["test/masks"][()].mean(axis=0)))
-    kept = mask[~none]
-    panels.append((f"SIS, tau={threshold_name(threshold)} (n={len(kept)})",
-                   kept.mean(axis=0) if len(kept) else np.zeros((height, width))))
-    panels.append(("mean removal rank (0 = first)", removal_rank(order, patch, height, width)))
+            panels.append((f"{fraction * 100:g}% BS subsets", _mean_mask(handle["test/masks"])[0]))
+    with _open(sis_path) as handle:
+        name = _sis_group(handle, threshold, sis_path)
+        height, width = handle[f"{name}/mask"].shape[1:]
+        shares, kept = _mean_mask(handle[f"{name}/mask"], ~handle[f"{name}/none"][()])
+        count, patch = len(handle["order"]), int(handle.attrs["patch"])
+        sums = sum((_rank_sums(read_orders(handle, rows, sis_path)) for rows in row_chunks(count)),
+                   np.zeros(handle["order"].shape[1], dtype=np.int64))
+    panels.append((f"SIS, tau={threshold_name(threshold)} (n={kept})",
+                   shares if kept else np.zeros((height, width))))
+    panels.append(("mean removal rank (0 = first)", _rank_map(sums, count, patch, height, width)))
+    return panels
+
+
+def plot_heatmaps(sis_path: str | Path, subset_paths: Sequence[str | Path], threshold: float, out: str | Path) -> None:
+    """BS-subset and SIS pixel frequencies and the mean removal rank of the source's test images."""
+    panels = heatmap_panels(sis_path, subset_paths, threshold)
     figure, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 2.8), squeeze=False)
     for axis, (title, values) in zip(axes[0], panels):
         shown = axis.imshow(values, cmap="magma", interpolation="nearest")
@@ -114,8 +152,8 @@ def plot_examples(sis_path: str | Path, threshold: float, per_class: int, seed: 
     """Per explained class (a seeded sample of ``max_classes`` when there are more, e.g. ImageNet's
     1000), ``per_class`` seeded random images with an SIS: image and SIS side by side."""
     with _open(sis_path) as handle:
-        mask, none = _sis_mask(handle, threshold, sis_path)
-        classes, rows = handle["class"][()], handle["index"][()]
+        name = _sis_group(handle, threshold, sis_path)
+        none, classes, rows = handle[f"{name}/none"][()], handle["class"][()], handle["index"][()]
         chosen = []
         rng = np.random.default_rng(seed)
         shown = np.unique(classes[~none])
@@ -127,6 +165,8 @@ def plot_examples(sis_path: str | Path, threshold: float, per_class: int, seed: 
         if not chosen:
             raise UserError(f"no image of {sis_path} has an SIS at threshold {threshold}; nothing to show")
         images, colour = _images(handle, rows[np.concatenate([c for _, c in chosen])])
+        picked = np.unique(np.concatenate([c for _, c in chosen]))
+        mask = dict(zip(picked.tolist(), handle[f"{name}/mask"][picked]))  # only the shown images
     figure, axes = plt.subplots(len(chosen), 2 * per_class, figsize=(1.2 * 2 * per_class, 1.3 * len(chosen)),
                                 squeeze=False)
     for axis in axes.flat:
@@ -149,20 +189,20 @@ def plot_examples(sis_path: str | Path, threshold: float, per_class: int, seed: 
 def plot_curves(sis_path: str | Path, images: int, seed: int, out: str | Path) -> None:
     """f on the remaining pixels after each step for a seeded sample of images, and their mean."""
     with _open(sis_path) as handle:
-        curve, f_full = handle["curve"][()], handle["f_full"][()]
+        count, steps = handle["curve"].shape
+        if not count:
+            raise UserError(f"SIS file {sis_path} holds no images; nothing to plot")
+        pick = np.sort(np.random.default_rng(seed).choice(count, min(images, count), replace=False))
+        curve, f_full = handle["curve"][pick], handle["f_full"][pick]  # only the plotted images
         features = handle["order"].shape[1]
-        removed = handle["steps"][()] if "steps" in handle else np.broadcast_to(
-            np.arange(1, curve.shape[1] + 1), curve.shape)
-    if not len(curve):
-        raise UserError(f"SIS file {sis_path} holds no images; nothing to plot")
-    pick = np.sort(np.random.default_rng(seed).choice(len(curve), min(images, len(curve)), replace=False))
-    x = np.concatenate([[0.0], np.asarray(removed[0], dtype=np.float64) / features])
+        removed = handle["steps"][0] if "steps" in handle else np.arange(1, steps + 1)
+    x = np.concatenate([[0.0], np.asarray(removed, dtype=np.float64) / features])
     values = np.concatenate([f_full[:, None], curve], axis=1)
     sns.set_theme(style="whitegrid", context="paper")
     figure, axis = plt.subplots(figsize=(4.5, 3.2))
-    for row in pick:
-        axis.plot(x, values[row], color="C0", alpha=0.35, linewidth=0.8)
-    axis.plot(x, values[pick].mean(axis=0), color="black", linewidth=2, label=f"mean of {len(pick)}")
+    for row in values:
+        axis.plot(x, row, color="C0", alpha=0.35, linewidth=0.8)
+    axis.plot(x, values.mean(axis=0), color="black", linewidth=2, label=f"mean of {len(pick)}")
     axis.set_xlabel("fraction of features removed")
     axis.set_ylabel("confidence on remaining pixels")
     axis.set_xlim(0, 1)
@@ -236,17 +276,16 @@ def plot_ensemble(ensemble_path: str | Path, member_paths: Sequence[str | Path],
                   out: str | Path) -> None:
     """Image, ensemble SIS and member SIS on the first ``images`` images where the ensemble has an SIS."""
     with _open(ensemble_path) as handle:
-        mask, none = _sis_mask(handle, threshold, ensemble_path)
+        none = handle[f"{_sis_group(handle, threshold, ensemble_path)}/none"][()]
         rows = handle["index"][()]
         pick = np.flatnonzero(~none)[:images]
         if not len(pick):
             raise UserError(f"the ensemble has no SIS at threshold {threshold} in {ensemble_path}; nothing to show")
         pixels, colour = _images(handle, rows[pick])
-    columns = [("ensemble", {r: (m, n) for r, m, n in zip(rows, mask, none)})]
+        columns = [("ensemble", _sis_of_rows(handle, threshold, ensemble_path, rows[pick]))]
     for i, path in enumerate(member_paths):
         with _open(path) as handle:
-            m, n = _sis_mask(handle, threshold, path)
-            columns.append((f"member {i + 1}", {r: (mm, nn) for r, mm, nn in zip(handle["index"][()], m, n)}))
+            columns.append((f"member {i + 1}", _sis_of_rows(handle, threshold, path, rows[pick])))
     figure, axes = plt.subplots(len(pick), 1 + len(columns), figsize=(1.3 * (1 + len(columns)), 1.3 * len(pick)),
                                 squeeze=False)
     for row, i in enumerate(pick):

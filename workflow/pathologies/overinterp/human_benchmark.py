@@ -51,6 +51,7 @@ from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows  # noqa: E402
+from ..sis.orders import read_orders  # noqa: E402
 from .subset_masks import apply_masks, backward_selection_features, feature_masks, subset_size  # noqa: E402
 
 SCALE = 8  # each pixel drawn as SCALE x SCALE screen pixels
@@ -89,7 +90,7 @@ def benchmark_items(sis_paths: str | Path | Sequence[str | Path], fractions: Seq
     sources, class_names = [], None
     for path, count in zip(paths, counts):
         with read_h5(path, "SIS file") as handle:
-            source = {"path": path, "order": handle["order"][()], "rows": handle["index"][()],
+            source = {"path": path, "order": read_orders(handle, path=path), "rows": handle["index"][()],
                       "labels": handle["label"][()], "classes": handle["class"][()],
                       "patch": int(handle.attrs["patch"]), "name": _source_name(handle, path),
                       "dataset": str(read_json_attr(handle, "dataset")), "split": str(read_json_attr(handle, "split"))}

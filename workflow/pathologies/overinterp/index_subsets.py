@@ -29,6 +29,7 @@ from ..data.layout import DatasetInfo, mask_colour
 from ..errors import UserError
 from ..io import COMPRESSION, atomic_output, h5py, read_h5, read_json_attr, write_attrs
 from ..sis.engine import Masking
+from ..sis.orders import read_orders
 from .subset_masks import (SubsetRequest, backward_selection_features, feature_masks, random_stream, stream_key,
                            subset_size, uniform_features)
 
@@ -92,7 +93,7 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
                 for out in handles]
             with read_h5(path) as sis:
                 for start in range(0, len(rows), CHUNK):
-                    order = sis["order"][start:start + CHUNK].astype(np.int64)
+                    order = read_orders(sis, slice(start, start + CHUNK), path)
                     for size, rng, dataset in zip(sizes, rngs, masks):
                         features = backward_selection_features(order, size) if rng is None else \
                             uniform_features(rng, len(order), count, size)

@@ -52,6 +52,7 @@ from ..data.layout import Split, dataset_info, load_split, mask_colour, write_da
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
 from ..sis.engine import Masking
+from ..sis.orders import read_orders
 from .subset_masks import (KINDS, MASKINGS, SubsetRequest, apply_masks, backward_selection_features, feature_masks,
                            noisy_linear_impute, random_features, random_stream, render_masks, stream_key,
                            subset_size)
@@ -80,7 +81,7 @@ def read_sis_orders(path: str | Path) -> SisOrders:
             if missing:
                 raise UserError(f"SIS file {path} lacks {', '.join(missing)}; rebuild it with the sis rules")
             return SisOrders(path=str(path), rows=handle["index"][()].astype(np.int64),
-                             order=handle["order"][()].astype(np.int64), patch=int(handle.attrs.get("patch", 1)),
+                             order=read_orders(handle, path=path), patch=int(handle.attrs.get("patch", 1)),
                              image_shape=tuple(int(v) for v in handle.attrs["image_shape"]),
                              model_run=read_json_attr(handle, "model_run") if "model_run" in handle.attrs else None)
     except OSError as err:

@@ -33,7 +33,9 @@ File layout (n images in this file, p features, S steps, H x W images)::
     /class       int64 (n,)     explained class (predicted on the full image)
     /f_full      float64 (n,)   f on the full image
     /order       int32 (n, p)   features in removal order (first removed first); feature = flat
-                                pixel index, or patch index (row-major patch grid) when patch > 1
+                                pixel index, or patch index (row-major patch grid) when patch > 1.
+                                Gradient: root attr order_format "block", stored as uint8/uint16
+                                when p <= 256/65536 (read with pathologies.sis.orders.read_orders)
     /curve       float64 (n, S) f after each step; curve[:, -1] = f of the fully masked image.
                                 Exact: S = p, one feature per step
     /steps       int32 (n, S)   (gradient only) features removed after each step: min((j+1) k, p)
@@ -73,7 +75,7 @@ from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write
 from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
-from . import resume
+from . import orders, resume
 from .batch_size import cache_key, candidate_sample, tuned_batch_size
 from .gradient import gradient_backward_selection
 from .verified import VerifiedStats, Verifier, verified_backward_selection
@@ -345,9 +347,16 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
     return out
 
 
-def write_extraction(path: str | Path, result: Extraction, settings: Settings, attrs: Mapping[str, Any]) -> None:
-    """Write ``result`` in the layout of the module docstring, atomically."""
+def write_extraction(path: str | Path, result: Extraction, settings: Settings, attrs: Mapping[str, Any], *,
+                     order_format: str | None = None) -> None:
+    """Write ``result`` in the layout of the module docstring, atomically.
+
+    ``order_format``: layout of /order (:mod:`pathologies.sis.orders`); default ``block`` for
+    Batched Gradient, ``full`` (no attribute, as before) for exact.
+    """
     p = result.order.shape[1]
+    if order_format is None:
+        order_format = "block" if settings.method == "gradient" else "full"
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         write_attrs(handle, {
             "method": settings.method, "thresholds": np.asarray(settings.thresholds, dtype=np.float64),
@@ -356,6 +365,8 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
             "masked_value": np.asarray(settings.masked_value, dtype=np.float64),
             "softmax_dtype": settings.softmax_dtype, "precision": settings.precision, **attrs,
         })
+        if order_format != "full":
+            write_attrs(handle, {"order_format": order_format})
         if settings.precision == "verified":
             stats = result.verified or VerifiedStats()
             write_attrs(handle, {"screen": stats.screen, "candidates": stats.candidates, "rescored": stats.rescored,
@@ -365,7 +376,7 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
                            ("class", result.classes)):
             create_dataset(handle, name, np.asarray(data, dtype=np.int64))
         create_dataset(handle, "f_full", result.f_full.astype(np.float64))
-        create_dataset(handle, "order", result.order.astype(np.int32))
+        create_dataset(handle, "order", orders.encode(result.order, order_format))
         create_dataset(handle, "curve", result.curve.astype(np.float64))
         if settings.method == "gradient":
             per_step = np.minimum(np.arange(1, result.curve.shape[1] + 1) * settings.block, p)

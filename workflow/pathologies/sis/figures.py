@@ -27,6 +27,7 @@ from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, read_h5, read_json_attr  # noqa: E402
 from .engine import Masking  # noqa: E402
 from .extract import load_rows, threshold_name  # noqa: E402
+from .orders import read_orders  # noqa: E402
 
 MAX_COLUMNS = 4
 
@@ -67,7 +68,8 @@ def plot_examples(sis_path: str | Path, out: str | Path, images: int = 6) -> Non
         if count == 0:
             raise UserError(f"SIS file {sis_path} holds no images; nothing to plot")
         rows = handle["index"][:count]
-        classes, f_full, order = handle["class"][:count], handle["f_full"][:count], handle["order"][:count]
+        classes, f_full = handle["class"][:count], handle["f_full"][:count]
+        order = read_orders(handle, slice(0, count), sis_path)
         masks = {t: handle[f"sis/{threshold_name(t)}/mask"][:count] for t in thresholds}
         dataset_path, split = str(read_json_attr(handle, "dataset")), str(read_json_attr(handle, "split"))
         patch, block = int(handle.attrs["patch"]), int(handle.attrs["block"])

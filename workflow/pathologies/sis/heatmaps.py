@@ -25,25 +25,39 @@ from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, read_h5  # noqa: E402
 from .engine import Masking  # noqa: E402
 from .extract import threshold_name  # noqa: E402
+from .orders import read_orders, row_chunks  # noqa: E402
+
+
+def bs_subset_size(fraction: float, features: int) -> int:
+    """Features in a ``fraction`` BS subset (half rounds up, at least one)."""
+    return max(1, math.floor(fraction * features + 0.5))
 
 
 def bs_subset_frequency(order: np.ndarray, fraction: float, patch: int, height: int, width: int) -> np.ndarray:
     """(H, W) share of images whose ``fraction`` BS subset (last features removed, half rounds up) holds each pixel."""
     p = order.shape[1]
-    size = max(1, math.floor(fraction * p + 0.5))
-    counts = np.bincount(np.asarray(order[:, p - size:], dtype=np.int64).ravel(), minlength=p)
+    counts = _bs_counts(order, bs_subset_size(fraction, p))
     return Masking(patch=patch).feature_map(counts / max(len(order), 1), height, width)
 
 
+def _bs_counts(order: np.ndarray, size: int) -> np.ndarray:
+    p = order.shape[1]
+    return np.bincount(np.asarray(order[:, p - size:], dtype=np.int64).ravel(), minlength=p)
+
+
 def read_heatmaps(paths: Sequence[str | Path], fraction: float) -> dict:
-    """Pooled heatmaps of files of one label: {"bs": (H, W), "sis": {tau: (H, W)}, "images": n, "with_sis": {tau: n}}."""
+    """Pooled heatmaps of files of one label: {"bs": (H, W), "sis": {tau: (H, W)}, "images": n, "with_sis": {tau: n}}.
+
+    Orders and masks are read :data:`pathologies.sis.orders.CHUNK` rows at a time.
+    """
     bs_sum, sis_sum, with_sis, images, taus = None, {}, {}, 0, None
     for path in paths:
         path = Path(path)
         with read_h5(path, "SIS file") as handle:
             if "order" not in handle or "sis" not in handle:
                 raise UserError(f"{path} is not an SIS file (no /order or /sis); rebuild it with `snakemake {path}`")
-            order, patch = handle["order"][()], int(handle.attrs["patch"])
+            count, p = handle["order"].shape
+            patch = int(handle.attrs["patch"])
             file_taus = sorted(handle["sis"].keys(), key=float)
             if taus is None:
                 taus = file_taus
@@ -51,13 +65,19 @@ def read_heatmaps(paths: Sequence[str | Path], fraction: float) -> dict:
                 raise UserError(f"{path} has thresholds {file_taus}, the other files of its label {taus}; "
                                 "pool only files of one SIS run")
             height, width = handle[f"sis/{taus[0]}/mask"].shape[1:]
-            bs = bs_subset_frequency(order, fraction, patch, height, width) * len(order)
+            size, counts = bs_subset_size(fraction, p), np.zeros(p, dtype=np.int64)
+            file_sis = {tau: np.zeros((height, width), dtype=np.int64) for tau in taus}
+            for rows in row_chunks(count):
+                counts += _bs_counts(read_orders(handle, rows, path), size)
+                for tau in taus:
+                    mask, none = handle[f"sis/{tau}/mask"][rows], handle[f"sis/{tau}/none"][rows]
+                    file_sis[tau] += mask[~none].sum(axis=0)
+                    with_sis[tau] = with_sis.get(tau, 0) + int((~none).sum())
+            bs = Masking(patch=patch).feature_map(counts / max(count, 1), height, width) * count
             bs_sum = bs if bs_sum is None else bs_sum + bs
             for tau in taus:
-                mask, none = handle[f"sis/{tau}/mask"][()], handle[f"sis/{tau}/none"][()]
-                sis_sum[tau] = sis_sum.get(tau, 0) + mask[~none].sum(axis=0)
-                with_sis[tau] = with_sis.get(tau, 0) + int((~none).sum())
-            images += len(order)
+                sis_sum[tau] = sis_sum.get(tau, 0) + file_sis[tau]
+            images += count
     if not images:
         raise UserError(f"SIS files {', '.join(map(str, paths))} hold no images; extract a larger sample")
     return {"bs": bs_sum / images, "images": images, "with_sis": with_sis,
