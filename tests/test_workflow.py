@@ -79,14 +79,16 @@ EXPECTED_JOBS = {
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
                                         "overinterp_subsets_vgg16_bn_cifar10c": 1, "overinterp_fig_leakage": 3,
                                         "overinterp_fig_calibrated_examples": 3, "total": 2957},
-    # pretrained ResNet50, robust ResNet50, Inception v3, ViT-B/16 (epochs 0) + 5 replicates on 10% BS and on
-    # random subsets: ResNet50's into ResNet50 and DenseNet-121, Inception's into Inception (Table S7); SIS
-    # shards: ResNet50 validation 100 + train 2,000, robust ResNet50 validation 100, Inception v3 validation
-    # 100 + train 2,000, ViT 1,000 validation images in 10; evaluations: 2 + 20 (ResNet50), 1 + 10 (Inception)
-    "imagenet_overinterpretation.yaml": {"train": 4 + 2 * 2 * 5 + 2 * 5,
+    # pretrained ResNet50, robust ResNet50, Inception v3, ViT-B/16 (epochs 0) + 5 replicates on 10% BS, on
+    # random subsets and on the BS keep-masks alone (mask-only control): ResNet50's into ResNet50 and
+    # DenseNet-121, Inception's into Inception (Table S7); SIS shards: ResNet50 validation 100 + train 2,000,
+    # robust ResNet50 validation 100, Inception v3 validation 100 + train 2,000, ViT 1,000 validation images in
+    # 10; evaluations: 2 + 30 (ResNet50), 1 + 15 (Inception); a leakage figure per experiment
+    "imagenet_overinterpretation.yaml": {"train": 4 + 3 * 2 * 5 + 3 * 5,
                                          "sis_extract": 100 + 2000 + 100 + 100 + 2000 + 10, "sis_merge": 6,
                                          "overinterp_subsets_resnet50": 1, "overinterp_subsets_inception_v3": 1,
-                                         "overinterp_evaluate": 33, "sis_figures": 6, "total": 4426},
+                                         "overinterp_evaluate": 48, "overinterp_fig_leakage": 2, "sis_figures": 6,
+                                         "total": 4456},
     # DDD (base = the SIS source, nesterov, init x 2, data order x 2, ResNet20, two disjoint halves) + retraining
     # (small CNN, MLP) x (BS, random, mask-only leakage floor) x 2 replicates; SIS: test 1 shard + train 2 shards
     # (+ calibrated source);

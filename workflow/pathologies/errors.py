@@ -21,6 +21,16 @@ def is_disk_full(err: OSError) -> bool:
     return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text or "Disk quota" in text
 
 
+def one_line(err: UserError) -> str:
+    """The message of ``err``; one raised in a DataLoader worker comes back wrapped in the worker's traceback,
+    whose last line (``...UserError: <message>``) is the original message."""
+    text = str(err)
+    if text.startswith("Caught UserError in DataLoader worker"):
+        last = text.strip().splitlines()[-1]
+        text = last.partition("UserError: ")[2] or last
+    return text
+
+
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
     """Decorate a command-line ``main`` so a :class:`UserError` (or a full disk) prints one line and exits 2."""
 
@@ -29,7 +39,7 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs) or 0
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(2) from None
         except OSError as err:
             if not is_disk_full(err):

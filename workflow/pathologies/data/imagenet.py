@@ -33,7 +33,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.transforms import functional as TF
 
 from ..errors import UserError
-from ..io import atomic_output, create_dataset, h5py, read_h5, read_json_attr
+from ..io import atomic_output, create_dataset, h5py, read_h5, read_json_attr, unreadable
+from .fill import apply_masks, image_noise, noisy_linear_impute, render_masks
 from .layout import block_channel_stats, mask_colour, write_root_attrs
 
 # Standard ImageNet train statistics (0-1 scale) used by torchvision's pretrained models.
@@ -200,9 +201,12 @@ class ImageIndexDataset(torch.utils.data.Dataset):
 
     ``image_root`` overrides the root stored in the file (e.g. when images live elsewhere on a
     cluster node). The paths are read once here, so the object pickles cheaply to workers. A
-    pixel-subset index (:mod:`pathologies.overinterp.index_subsets`) has ``/<split>/masks``: every pixel
-    outside an image's mask is set to the file's mean colour, read image by image from the file
-    (opened lazily in each worker); with ``with_masks`` the mask (S, S) bool comes as a third item.
+    pixel-subset index (:mod:`pathologies.overinterp.index_subsets`) has ``/<split>/masks``, read image by
+    image from the file (opened lazily in each worker); each pixel outside an image's mask is filled as its
+    array subset stores it (:mod:`pathologies.data.fill`): the file's mean colour, or with ``masking``
+    ``noisy_linear`` ROAD's imputation with noise seeded per image; a mask-only subset (``subset_kind``
+    ``mask``) renders the mask alone, without reading the image. With ``with_masks`` the mask (S, S) bool
+    comes as a third item.
     """
 
     def __init__(self, index_path: str | Path, split: str, image_root: str | Path | None = None,
@@ -223,6 +227,7 @@ class ImageIndexDataset(torch.utils.data.Dataset):
             self.image_root = Path(image_root if image_root is not None else str(read_json_attr(handle, "image_root")))
             self.masked = "masks" in handle[split]
             self.colour = mask_colour(handle.attrs["mean"])
+            self.fill = _fill(handle, split) if self.masked else None
         if with_masks and not self.masked:
             raise UserError(f"{index_path} split {split!r} has no masks; it is not a pixel-subset index")
         if random_resized_crop and self.masked:
@@ -240,20 +245,52 @@ class ImageIndexDataset(torch.utils.data.Dataset):
 
     def mask(self, index: int) -> np.ndarray:
         """The pixel mask (S, S) bool of image ``index`` of a pixel-subset index."""
-        if self._masks is None:
-            self._masks = h5py.File(self.index_path, "r")[self.split]["masks"]
-        return self._masks[index]
+        try:
+            if self._masks is None:
+                self._masks = h5py.File(self.index_path, "r")[self.split]["masks"]
+            return self._masks[index]
+        except OSError as err:  # a damaged file met in a worker: the same line as io.read_h5's
+            raise UserError(unreadable(self.index_path, err)) from None
 
     def __getitem__(self, index: int):
         if self.random_resized_crop:
             return (torch.from_numpy(load_image_random_resized_crop(self.image_root / self.paths[index],
                                                                     self.image_size)),
                     int(self.labels[index]))
-        image = load_image(self.image_root / self.paths[index], self.resize, self.image_size)
         if not self.masked:
+            image = load_image(self.image_root / self.paths[index], self.resize, self.image_size)
             return torch.from_numpy(image), int(self.labels[index])
         mask = self.mask(index)
-        image = np.where(mask[..., None], image, self.colour)
+        if self.fill.kind == "mask":  # the keep-mask alone: no pixel of the image
+            image = render_masks(mask[None], self.colour, 3)[0]
+        else:
+            image = load_image(self.image_root / self.paths[index], self.resize, self.image_size)
+            if self.fill.masking == "noisy_linear":
+                rng = image_noise(self.fill.seed, self.fill.draw, self.fill.stream, int(self.fill.rows[index]))
+                image = noisy_linear_impute(image[None], mask[None], rng, self.colour)[0]
+            else:
+                image = apply_masks(image[None], mask[None], self.colour)[0]
         if self.with_masks:
             return torch.from_numpy(image), int(self.labels[index]), torch.from_numpy(mask)
         return torch.from_numpy(image), int(self.labels[index])
+
+
+@dataclass(frozen=True)
+class SubsetFill:
+    """How a pixel-subset index fills masked pixels: subset ``kind``, ``masking``, and the imputation
+    noise's ``seed``, ``draw``, ``stream`` and the source ``rows`` of the split's images."""
+
+    kind: str
+    masking: str
+    seed: int
+    draw: int
+    stream: str
+    rows: np.ndarray
+
+
+def _fill(handle, split: str) -> SubsetFill:
+    attrs, group = handle.attrs, handle[split]
+    return SubsetFill(kind=str(attrs.get("subset_kind", "bs")), masking=str(attrs.get("masking", "mean")),
+                      seed=int(attrs.get("random_seed", 0)), draw=int(attrs.get("draw", -1)),
+                      stream=str(group.attrs.get("impute_stream", "")),
+                      rows=group["rows"][()] if "rows" in group else np.arange(len(group["labels"])))

@@ -321,13 +321,10 @@ def _draws(spec: Mapping) -> int:
     return max(spec["random_draws"], replicates)
 
 
-def _mask_control(spec: Mapping, config: Mapping) -> bool:
-    """Whether the experiment trains mask-only controls beside its BS retraining (not on image indexes:
-    ImageNet subsets are masked while streaming, with the mean colour only)."""
+def _mask_control(spec: Mapping) -> bool:
+    """Whether the experiment trains mask-only controls beside its BS retraining."""
     retrain = spec["retrain"]
-    dataset = config["models"][spec["source"]["model"]]["dataset"]
-    return (retrain is not None and retrain["mask_control"] and "bs" in retrain["subsets"]
-            and config["datasets"][dataset]["kind"] != "imagenet")
+    return retrain is not None and retrain["mask_control"] and "bs" in retrain["subsets"]
 
 
 def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[str, Subset]:
@@ -351,7 +348,7 @@ def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[s
                 rnd = Subset(f"{prefix}.random{pct}.d{draw}", "random", fraction, draw,
                              f"{folder}/random{pct}_d{draw}.h5", splits, origin)
                 subsets[rnd.name] = rnd
-        if _mask_control(spec, config):
+        if _mask_control(spec):
             pct = percent_name(spec["retrain"]["fraction"])
             mask = Subset(f"{prefix}.mask{pct}", "mask", spec["retrain"]["fraction"], -1, f"{folder}/mask{pct}.h5",
                           splits, origin)
@@ -393,7 +390,7 @@ def _retrained(name: str, spec: Mapping, config: Mapping) -> list[Retrained]:
                     runs += [Retrained(f"{name}.{arch}.random{pct}.d{r}{suffix}", condition, (r,), arch, kind,
                                        retrain["fraction"], augment, f"{name}.random{pct}.d{r}", r)
                              for r in range(retrain["replicates"])]
-            if _mask_control(spec, config):  # the leakage floor beside every BS retraining
+            if _mask_control(spec):  # the leakage floor beside every BS retraining
                 for augment in retrain["augment"]:
                     condition = f"{arch}.mask{pct}{'.aug' if augment else ''}"
                     runs.append(Retrained(f"{name}.{condition}", condition, tuple(range(retrain["replicates"])),

@@ -51,8 +51,9 @@ from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows  # noqa: E402
+from ..data.fill import apply_masks  # noqa: E402
 from ..sis.orders import read_orders  # noqa: E402
-from .subset_masks import apply_masks, backward_selection_features, feature_masks, subset_size  # noqa: E402
+from .subset_masks import backward_selection_features, feature_masks, subset_size  # noqa: E402
 
 SCALE = 8  # each pixel drawn as SCALE x SCALE screen pixels
 

@@ -6,11 +6,16 @@ file covers, with the same extra content as an array subset::
 
     /                attrs: the index's (image_root, resize, ...) with ``mean`` the source mean rounded
                             to the uint8 grid, plus the subset attributes of pathologies.overinterp.subsets
+                            (subset_kind, masking, random_seed, draw, ...)
     /<split>/masks   bool (n, H, W)  True = pixel kept; chunked one image per chunk
     /<split>/rows    int64 (n,)      row of the image in the source index's split
+    /<split>         attrs: impute_stream  the noise stream of noisy_linear imputation
+                                           ("impute/<kind>/<stream key>", as array subsets)
 
-:class:`pathologies.data.imagenet.ImageIndexDataset` sets every masked pixel to that colour as it
-streams an image, so training and evaluation see exactly what an array subset holds. Removal
+:class:`pathologies.data.imagenet.ImageIndexDataset` fills every masked pixel as it streams an image, as
+an array subset stores it: the mean colour; with ``masking`` ``noisy_linear`` ROAD's imputation, its noise
+seeded by (seed, draw, impute_stream, row), so every epoch and rerun sees the same image; for a mask-only
+subset (``mask``) the BS keep-mask alone, kept pixels white, the image file unread. Removal
 orders are read and masks written in chunks of ``CHUNK`` images: memory stays bounded by the chunk
 whatever the number of images (1.28 M ImageNet train images, 50,176 features each at 224 x 224).
 """
@@ -59,7 +64,8 @@ def _sis_layout(path: Path, info: DatasetInfo, split_size: int) -> tuple[int, np
 
 
 def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: Mapping[str, str | Path],
-                        requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "") -> None:
+                        requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "",
+                        masking: str = "mean") -> None:
     """Write every requested subset of an ImageNet index, each file atomically (see the module docstring)."""
     with read_h5(dataset_path) as handle:
         image_root, resize = str(read_json_attr(handle, "image_root")), int(handle.attrs["resize"])
@@ -70,9 +76,9 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
     if len(patches) != 1:
         raise UserError(f"SIS files {', '.join(map(str, sis_files.values()))} use different patch sizes "
                         f"{sorted(patches)}; extract every split with the same `patch`")
-    masking = Masking(patch=patches.pop())
+    features = Masking(patch=patches.pop())
     height, width, _ = info.image_shape
-    count = masking.feature_count(height, width)
+    count = features.feature_count(height, width)
     colour = mask_colour(info.mean)
     sizes = [subset_size(request.fraction, count) for request in requests]
     with contextlib.ExitStack() as stack:
@@ -95,16 +101,18 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
                 for start in range(0, len(rows), CHUNK):
                     order = read_orders(sis, slice(start, start + CHUNK), path)
                     for size, rng, dataset in zip(sizes, rngs, masks):
-                        features = backward_selection_features(order, size) if rng is None else \
+                        kept = backward_selection_features(order, size) if rng is None else \
                             uniform_features(rng, len(order), count, size)
-                        dataset[start:start + len(order)] = feature_masks(features, masking, height, width)
-            for out in handles:
+                        dataset[start:start + len(order)] = feature_masks(kept, features, height, width)
+            for request, out in zip(requests, handles):
                 out[split].create_dataset("rows", data=rows)
+                out[split].attrs["impute_stream"] = f"impute/{request.kind}/{stream_key(stream, split)}"
         for request, size, out in zip(requests, sizes, handles):
             write_attrs(out, {
                 "subset_kind": request.kind, "fraction": float(request.fraction),
                 "features_kept": size, "feature_count": count,
-                "patch": masking.patch, "random_seed": seed, "random_stream": stream,
+                "masking": "mean" if request.kind == "mask" else masking,
+                "patch": features.patch, "random_seed": seed, "random_stream": stream,
                 "draw": request.draw if request.kind == "random" else -1,
                 "source_dataset": str(dataset_path), "source_mean": np.asarray(info.mean, dtype=np.float64),
                 "source_sis": json.dumps({split: str(path) for split, path in sis_files.items()}),

@@ -8,7 +8,7 @@ differs between draws. A feature is a pixel, or a ``patch`` x ``patch`` block as
 A *k% mask-only* subset (``mask``) keeps the BS subset's mask and nothing of the image: kept pixels
 white, the others the mean colour (the leakage floor of retraining on BS subsets).
 With ``--masking noisy_linear`` the masked pixels of BS and random subsets hold ROAD's noisy linear
-imputation instead of the mean colour (:func:`pathologies.overinterp.subset_masks.noisy_linear_impute`,
+imputation instead of the mean colour (:func:`pathologies.data.fill.noisy_linear_impute`,
 seeded by (seed, draw, stream)); evaluation then leaves them as stored (attribute ``masking``).
 
 Usage (what the ``overinterp_subsets_<experiment>`` rule runs: every subset of an experiment in one job)::
@@ -32,8 +32,9 @@ pixels hold that uint8 colour; ``std`` is the source's. Extra content beyond the
     /<split>/masks   bool (n, H, W)  True = pixel kept
     /<split>/rows    int64 (n,)      row of the image in the source dataset's split
 
-An ImageNet index (``storage = "index"``) gets an index of the same images instead, with the masks
-applied as the images stream from disk (:mod:`pathologies.overinterp.index_subsets`).
+An ImageNet index (``storage = "index"``) gets an index of the same images instead, with the masked
+pixels filled (mean colour, noisy linear imputation, or the mask alone) as the images stream from disk
+(:mod:`pathologies.overinterp.index_subsets`).
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ from ..data.layout import Split, dataset_info, load_split, mask_colour, write_da
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
 from ..sis.engine import Masking
+from ..data.fill import apply_masks, noisy_linear_impute, render_masks
 from ..sis.orders import read_orders
-from .subset_masks import (KINDS, MASKINGS, SubsetRequest, apply_masks, backward_selection_features, feature_masks,
-                           noisy_linear_impute, random_features, random_stream, render_masks, stream_key,
-                           subset_size)
+from .subset_masks import (KINDS, MASKINGS, SubsetRequest, backward_selection_features, feature_masks,
+                           random_features, random_stream, stream_key, subset_size)
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,7 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
     if info.storage == "index":
         from .index_subsets import build_index_subsets
 
-        if masking != "mean" or any(r.kind == "mask" for r in requests):
-            raise UserError(f"{dataset_path} is an image index (ImageNet): its subsets are masked as images stream "
-                            "from disk, with the mean colour only; mask-only subsets and noisy_linear masking "
-                            "need a dataset with stored pixels")
-        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream)
+        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream, masking=masking)
         return
     orders = {split: read_sis_orders(path) for split, path in sis_files.items()}
     for sis in orders.values():
