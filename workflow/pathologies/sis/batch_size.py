@@ -31,7 +31,7 @@ from ..errors import UserError
 from .engine import FeatureLayout
 
 BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-MIN_SECONDS = 0.2  # timing of one size runs at least this long (repeats the sample)
+ROUNDS = 3  # interleaved timing rounds; each size keeps its best
 
 
 def device_name(device: torch.device) -> str:
@@ -58,30 +58,29 @@ def measure(score: Callable[[torch.Tensor], torch.Tensor], sample: torch.Tensor,
             sizes=BATCH_SIZES) -> tuple[int, dict[int, float], bool]:
     """Time ``score`` (logits of a batch) at each size <= ``declared``; return (best, images/s per size, invariant).
 
-    ``sample``: candidate images, at least ``declared`` of them. ``invariant`` is False when some
-    size gave a candidate other bits than the declared size did; best is then ``declared``.
+    ``sample``: candidate images, at least ``declared`` of them. Sizes are timed in ``ROUNDS``
+    interleaved rounds and each keeps its best round, so a burst of load from other processes does
+    not decide. ``invariant`` is False when some size gave a candidate other bits than the declared
+    size did; best is then ``declared``.
     """
-    tried = sorted({s for s in sizes if s < declared} | {declared})
+    tried = sorted({s for s in sizes if s < declared} | {declared}, reverse=True)  # declared first: the reference
     sample = sample[:declared]
     count = len(sample)
-    reference = None
+
+    def run(size: int) -> torch.Tensor:
+        return torch.cat([score(sample[b:b + size]) for b in range(0, count, size)])
+
     rates: dict[int, float] = {}
-    invariant = True
     with torch.inference_mode():
-        for size in reversed(tried):  # declared first: the reference bits
-            outputs = torch.cat([score(sample[b:b + size]) for b in range(0, count, size)])  # also the warm-up
-            if reference is None:
-                reference = outputs
-            elif not torch.equal(outputs, reference):
-                invariant = False
-            images, begin = 0, time.perf_counter()
-            while time.perf_counter() - begin < MIN_SECONDS or not images:
-                for b in range(0, count, size):
-                    score(sample[b:b + size])
-                images += count
-            if sample.device.type == "cuda":
-                torch.cuda.synchronize(sample.device)
-            rates[size] = images / (time.perf_counter() - begin)
+        reference = run(declared)
+        invariant = all(torch.equal(run(size), reference) for size in tried[1:])  # also the warm-up
+        for _ in range(ROUNDS):
+            for size in tried:
+                begin = time.perf_counter()
+                run(size)
+                if sample.device.type == "cuda":
+                    torch.cuda.synchronize(sample.device)
+                rates[size] = max(rates.get(size, 0.0), count / (time.perf_counter() - begin))
     best = max(rates, key=rates.get) if invariant else declared
     return best, rates, invariant
 
