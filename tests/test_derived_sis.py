@@ -196,3 +196,21 @@ def test_a_killed_calibrated_shard_resumes_bit_identical_and_ignores_an_uncalibr
     assert sorted(whole) == sorted(resumed)
     for name, value in whole.items():
         assert resumed[name].tobytes() == value.tobytes(), name
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--shard": "3"}, "shard 3 is out of range for 3 shards (0..2)"),
+    ({"--calibration": "missing.json"}, "calibration file missing.json does not exist"),
+])
+def test_bad_calibrated_sis_input_is_one_line_and_no_file(trained, tmp_path, capsys, change, message, monkeypatch):
+    dataset, models, calibration = trained
+    monkeypatch.chdir(tmp_path)
+    options = {"--model": str(models[0]), "--calibration": str(calibration), "--dataset": str(dataset),
+               "--spec": rules_of().calibrated_job("exp", "cnn", 0).spec(), "--shard": "0", "--num-shards": "3",
+               "--out": "out.h5", "--device": "cpu", **change}
+    with pytest.raises(SystemExit) as exit_:
+        calibrated_sis.main([arg for item in options.items() for arg in item])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out.h5").exists()

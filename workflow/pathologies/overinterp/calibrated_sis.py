@@ -16,7 +16,6 @@ threshold and their SIS grow. The file's root gains the attributes ``temperature
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -30,7 +29,6 @@ def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, o
         num_shards: int = 1, device: str = "auto", progress: bool = False, state_dir: str | None = None) -> None:
     """Extract the SIS of the temperature-scaled model on shard ``shard`` of the images ``spec`` selects."""
     temperature = read_temperature(calibration_path)
-    print(f"SIS of the model scaled by temperature {temperature:.4g}", file=sys.stderr)
     extract.run([model_path], dataset_path, spec, shard=shard, num_shards=num_shards, out=out, device=device,
                 progress=progress, state_dir=state_dir, temperature=temperature,
                 extra_attrs={"calibration": str(calibration_path)})
