@@ -6,12 +6,13 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pathologies import cost
 from pathologies.bench.sis import main as bench_sis
 from pathologies.config import run_specs
 from pathologies.errors import UserError
-from pathologies.experiments import load
+from pathologies.experiments import load, validate
 from pathologies.sis.jobs import sis_jobs
 from pathologies.sis.throughput import COLUMNS, read_throughput, record
 
@@ -70,6 +71,28 @@ def test_bill_of_the_default_config_is_recomputed_job_by_job(tmp_path):
     assert trained == sum(1 for spec in runs.values() if spec.recipe["epochs"] > 0)
 
 
+def test_calibrated_and_ensemble_sis_are_billed_per_rule_and_member(tmp_path):
+    """config.yaml plus a mixed ensemble (CNN seed 0 + MLP): calibrated = one model's passes over the source's
+    images, ensemble = one pass per member per candidate at each member's rate, jobs = their shards."""
+    raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    raw["models"]["digits_mlp"] = {"dataset": "digits", "arch": "mlp", "recipe": "quick", "seeds": [0]}
+    raw["overinterpretation"]["digits"]["ensembles"]["mixed"] = {
+        "members": [{"model": "digits_cnn", "seeds": [0]}, {"model": "digits_mlp"}]}
+    config = validate(raw)
+    rows = read_throughput(table(tmp_path, ("gpu", "small_cnn", 8, 2000.0), ("gpu", "mlp", 8, 4000.0)))
+    lines = {(line["rule"], line["arch"]): line for line in cost.bill(config, rows, "gpu")}
+    per_image = 64 * 65 // 2  # exact SIS of 8x8 images, on digits_exact's 64 sampled test images
+    calibrated = lines[("overinterp_calibrated_sis", "small_cnn")]
+    assert (calibrated["jobs"], calibrated["forwards"]) == (2, 64 * per_image)  # digits_exact's 2 shards
+    assert calibrated["hours"] == pytest.approx(64 * per_image / 2000 / 3600)
+    cnn, mlp = lines[("overinterp_ensemble_sis", "small_cnn")], lines[("overinterp_ensemble_sis", "mlp")]
+    # cnn2 (2 seeds) + mixed's CNN member; mixed's MLP member at the MLP's rate; 2 members x 2 shards each
+    assert (cnn["jobs"], cnn["forwards"]) == (4 + 4, 3 * 64 * per_image)
+    assert (mlp["jobs"], mlp["forwards"]) == (0, 64 * per_image)
+    assert mlp["hours"] == pytest.approx(64 * per_image / 4000 / 3600)
+    assert ("overinterp_calibrated_sis", "mlp") not in lines
+
+
 def test_command_prints_every_rule_and_the_total(tmp_path, capsys):
     path = table(tmp_path, ("gpu", "small_cnn", 8, 2000.0))
     assert cost.main(["--configfile", str(ROOT / "config" / "config.yaml"), "--device", "gpu",
@@ -77,6 +100,8 @@ def test_command_prints_every_rule_and_the_total(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith("total: ") and out[-1].endswith(" gpu-hours")
     assert any(line.startswith("total sis_extract:") for line in out)
+    assert any(line.startswith("overinterp_ensemble_sis   small_cnn") for line in out)  # the rule column fits
+    assert any(line.startswith("total overinterp_calibrated_sis:") for line in out)
     assert any("extrapolated from small_cnn" in line for line in out)  # mlp and gaussian sizes are not measured
 
 

@@ -29,8 +29,9 @@ ALLOWED = {
 }
 # Experiment expansion composes the stages' grids in one place, above every stage.
 COMPOSITION = {"pathologies.experiments": {"data", "ddd", "overinterp", "sis"},
-               # the bill of a config: expanded config, SIS jobs, dataset sizes, model FLOPs
-               "pathologies.cost": {"data", "models", "sis"}}
+               # the bill of a config: expanded config, SIS jobs (calibrated and ensemble SIS: overinterp),
+               # dataset sizes, model FLOPs
+               "pathologies.cost": {"data", "models", "sis", "overinterp"}}
 
 
 def module_name(path: Path) -> str:

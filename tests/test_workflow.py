@@ -64,37 +64,45 @@ DDD_TRAININGS = 1 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + 1 + 5 + 1  # A.1: base, nesterov
 # the first half is the half-data run, trained once and used twice)
 EXPECTED_JOBS = {
     # digits_cnn 2 seeds + gaussian_cnn 1 + DDD miniature 16 + retraining (bs, random, mask-only control) x
-    # (aug, not) x 2 replicates
-    "config.yaml": {"train": 2 + 1 + 16 + 3 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4},
+    # (aug, not) x 2 replicates; the calibrated source takes its test SIS's 2 shards, the 2-model ensemble 2 x 2
+    "config.yaml": {"train": 2 + 1 + 16 + 3 * 2 * 2, "sis_extract": 2 * 2 + 1 + 1, "sis_merge": 4,
+                    "overinterp_calibrated_sis": 2, "overinterp_calibrated_sis_merge": 1,
+                    "overinterp_ensemble_sis": 2 * 2, "overinterp_ensemble_sis_merge": 1, "total": 107},
     # 6 models (3 archs, with/without input dropout) x 5 seeds; retraining: ResNet20's BS and random subsets,
     # the others' BS subsets, and every BS retraining's mask-only control, each into 3 archs x 5 replicates x
     # (aug, not); SIS shards: test 3 x 100,
     # train 3 x 500, dropout models' test 3 x 100, CIFAR-10.1 3 x 20, CIFAR-10-C sample 3 x 10, S4.8 random
     # ties 3 repeats x 10, S4.10 gradient k = 1 3 x 10, float32 ties (Figure 3a as published) 100; pixel subsets
     # of CIFAR-10.1 and the CIFAR-10-C sample (where the sources have SIS) for each of the 3 experiments;
-    # figures (examples, curves, heatmaps) of each of the 8 SIS runs
+    # figures (examples, curves, heatmaps) of each of the 8 SIS runs; calibrated sources: 3 x the test SIS's 100
+    # shards; ensembles (ResNet18 x 5 seeds, mixed 3 archs): members x 100 shards
     "cifar10_overinterpretation.yaml": {"train": 6 * 5 + (3 + 2 + 2) * 3 * 5 * 2,
                                         "sis_extract": 300 + 1500 + 300 + 60 + 30 + 30 + 30 + 100,
                                         "sis_merge": 15 + 3 + 3 + 1, "sis_figures": 8, "sis_heatmaps": 8,
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
                                         "overinterp_subsets_vgg16_bn_cifar10c": 1, "overinterp_fig_leakage": 3,
-                                        "overinterp_fig_calibrated_examples": 3, "total": 2957},
+                                        "overinterp_fig_calibrated_examples": 3, "overinterp_calibrated_sis": 300,
+                                        "overinterp_calibrated_sis_merge": 3, "overinterp_ensemble_sis": 500 + 300,
+                                        "overinterp_ensemble_sis_merge": 2, "total": 4057},
     # pretrained ResNet50, robust ResNet50, Inception v3, ViT-B/16 (epochs 0) + 5 replicates on 10% BS, on
     # random subsets and on the BS keep-masks alone (mask-only control): ResNet50's into ResNet50 and
     # DenseNet-121, Inception's into Inception (Table S7); SIS shards: ResNet50 validation 100 + train 2,000,
     # robust ResNet50 validation 100, Inception v3 validation 100 + train 2,000, ViT 1,000 validation images in
-    # 10; evaluations: 2 + 30 (ResNet50), 1 + 15 (Inception); a leakage figure per experiment
+    # 10; evaluations: 2 + 30 (ResNet50), 1 + 15 (Inception); a leakage figure per experiment;
+    # calibrated ResNet50 and Inception v3: their validation SIS's 100 shards each
     "imagenet_overinterpretation.yaml": {"train": 4 + 3 * 2 * 5 + 3 * 5,
                                          "sis_extract": 100 + 2000 + 100 + 100 + 2000 + 10, "sis_merge": 6,
                                          "overinterp_subsets_resnet50": 1, "overinterp_subsets_inception_v3": 1,
                                          "overinterp_evaluate": 48, "overinterp_fig_leakage": 2, "sis_figures": 6,
-                                         "total": 4456},
+                                         "overinterp_calibrated_sis": 2 * 100, "overinterp_calibrated_sis_merge": 2,
+                                         "total": 4656},
     # DDD (base = the SIS source, nesterov, init x 2, data order x 2, ResNet20, two disjoint halves) + retraining
     # (small CNN, MLP) x (BS, random, mask-only leakage floor) x 2 replicates; SIS: test 1 shard + train 2 shards
     # (+ calibrated source);
     # DDD Table 1 and accuracy figure as every DDD experiment
     "fashion_mnist.yaml": {"train": 9 + 3 * 2 * 2, "sis_extract": 1 + 2, "sis_merge": 2,
-                           "overinterp_calibrated_sis": 1, "ddd_table1_class_extremes": 1, "total": 76},
+                           "overinterp_calibrated_sis": 1, "overinterp_calibrated_sis_merge": 1,
+                           "ddd_table1_class_extremes": 1, "total": 77},
     # every DDD experiment also writes Table 1 (table + figure) and the accuracy figure (13/14); CIFAR-100
     # adds the superclass table and Figures 11-12 (built-in coarse classes)
     # ImageNet: the ResNet-18 grid and the A.3 base controls (VGG-11, DenseNet-121 grids: Figures 15-16);
@@ -140,6 +148,24 @@ def test_every_config_dry_runs_to_its_expected_jobs_quickly(configfile, fresh_co
     expected = EXPECTED_JOBS[configfile.name]
     assert {rule: counts.get(rule) for rule in expected} == expected
     assert 0 < cpu < DAG_CPU_SECONDS, f"{configfile.name}: the dry run took {cpu:.1f} s of CPU ({seconds:.1f} s wall)"
+
+
+def test_calibrated_and_ensemble_sis_dry_run_as_resumable_shards_and_a_merge(fresh_copy):
+    """config.yaml: the calibrated source takes digits_exact's 2 shards, the 2-model ensemble 2 x 2."""
+    ensemble = "results/overinterp/digits/ensembles/cnn2/sis_test"
+    calibrated = "results/overinterp/digits/calibrated_sis/digits_cnn/seed0"
+    done = snakemake("-n", "-p", f"{ensemble}.h5", f"{calibrated}.h5", cwd=fresh_copy)
+    commands = [line for line in done.stdout.splitlines() if line.startswith("Shell command:")]
+    for folder, shards, module in ((ensemble, 4, "sis.extract"), (calibrated, 2, "overinterp.calibrated_sis")):
+        resume = folder.replace("results/", "results/resume/", 1)
+        for i in range(shards):
+            (command,) = [c for c in commands if f"--out {folder}/shard{i}of{shards}.h5 " in c]
+            assert f"python -m pathologies.{module} " in command and f'"shards": {shards}' in command
+            assert f"--shard {i} --num-shards {shards} " in command
+            assert f"--state-dir {resume}/shard{i}of{shards} " in command
+        (merge,) = [c for c in commands if f"--out {folder}.h5 " in c]
+        assert merge.startswith("Shell command: python -m pathologies.sis.merge --shards ")
+        assert all(f"{folder}/shard{i}of{shards}.h5" in merge for i in range(shards))
 
 
 @pytest.mark.parametrize("override, key", [

@@ -11,8 +11,11 @@ its image size on ``--device``); every training run costs epochs x training imag
 rate measured for the model's architecture and image size is *measured*; one scaled from another
 image size of the same architecture (by pixel count) or from another architecture at that size
 (by forward FLOPs, counted on a CPU forward pass of a randomly initialised model) is *extrapolated*, and
-the table says which. Jobs of other rules (evaluation, subsets, analyses, figures) are minutes each and
-are not billed.
+the table says which. The SIS of a calibrated model (``overinterp_calibrated_sis``) costs what its source
+SIS job costs (one model; the temperature is free); that of an ensemble of m models
+(``overinterp_ensemble_sis``) costs m forward passes per candidate, each billed at its member's rate (its
+jobs count on its first member's line). Jobs of other rules (evaluation, subsets, merges, analyses,
+figures) are minutes each and are not billed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from .config import run_specs
 from .data.splits import expected_splits
 from .errors import UserError, cli
 from .experiments import load
+from .overinterp.derived_sis import derived_sis_jobs
+from .overinterp.grid import experiments
 from .sis.jobs import sis_jobs
 from .sis.throughput import THROUGHPUT, read_throughput
 
@@ -136,12 +141,22 @@ def bill(config: Mapping, rows: list[dict], device: str) -> list[dict]:
         images = math.ceil(sizes.get("train", 0) * recipe["data_fraction"])
         if recipe["epochs"] > 0:
             add("train", spec.arch, size, "fp32", 1, recipe["epochs"] * images * TRAIN_FORWARDS)
-    for job in sis_jobs(config, runs).values():
+    jobs = sis_jobs(config, runs)
+    for job in jobs.values():
         sizes, size = dataset_sizes(job.dataset, datasets, config)
         images = job.settings.get("sample") or sizes.get(job.split, 0)
         precision = job.settings.get("precision", "fp32")
         add("sis_extract", runs[(job.model, job.seed)].arch, size, precision, job.shards,
             images * sis_forwards(job.settings, size))
+    for experiment in experiments(config, jobs).values():
+        for derived in derived_sis_jobs(experiment).values():
+            source = derived.source
+            sizes, size = dataset_sizes(source.dataset, datasets, config)
+            images = source.settings.get("sample") or sizes.get(source.split, 0)
+            for i, member in enumerate(derived.members):  # one forward pass of each member per candidate
+                add(f"overinterp_{derived.kind}_sis", runs[member].arch, size,
+                    source.settings.get("precision", "fp32"), derived.shards if i == 0 else 0,
+                    images * sis_forwards(source.settings, size))
     table = sorted(lines.values(), key=lambda r: (r["rule"], r["arch"], r["image_size"]))
     for line in table:
         line["hours"] = line["forwards"] / line["forward_per_s"] / 3600
@@ -150,10 +165,11 @@ def bill(config: Mapping, rows: list[dict], device: str) -> list[dict]:
 
 def render(table: list[dict], device: str) -> str:
     """The bill as text: one line per group, totals per rule and overall."""
-    out = [f"{'rule':<12} {'arch':<16} {'px':>4} {'prec':<8} {'jobs':>6} {'forward passes':>16} {'/s':>10} "
+    width = max([12, *(len(r["rule"]) for r in table)])
+    out = [f"{'rule':<{width}} {'arch':<16} {'px':>4} {'prec':<8} {'jobs':>6} {'forward passes':>16} {'/s':>10} "
            f"{device + '-hours':>14}  rate"]
     for r in table:
-        out.append(f"{r['rule']:<12} {r['arch']:<16} {r['image_size']:>4} {r['precision']:<8} {r['jobs']:>6} "
+        out.append(f"{r['rule']:<{width}} {r['arch']:<16} {r['image_size']:>4} {r['precision']:<8} {r['jobs']:>6} "
                    f"{r['forwards']:>16,.0f} {r['forward_per_s']:>10,.0f} {r['hours']:>14,.1f}  {r['rate']}")
     for rule in sorted({r["rule"] for r in table}):
         out.append(f"total {rule}: {sum(r['hours'] for r in table if r['rule'] == rule):,.1f} {device}-hours")

@@ -110,58 +110,103 @@ rule overinterp_calibrate:
 
 
 rule overinterp_calibrated_sis:
-    """SIS of the temperature-scaled model, with the settings of its uncalibrated test SIS (Table S5)."""
+    """SIS of the temperature-scaled model on one shard, with the settings and shards of its uncalibrated
+    test SIS (Table S5)."""
     input:
-        model=lambda wildcards: OVERINTERP.checkpoint(wildcards.model, wildcards.seed),
+        model=lambda w: OVERINTERP.checkpoint(w.model, w.seed),
         calibration="results/overinterp/{experiment}/calibration/{model}/seed{seed}.json",
-        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+        dataset=lambda w: OVERINTERP.dataset(w.experiment),
     output:
-        "results/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.h5",
+        "results/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}/shard{shard}of{shards}.h5",
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
     params:
-        spec=lambda wildcards: OVERINTERP.source_sis_spec(wildcards.experiment, wildcards.model, wildcards.seed),
+        spec=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed, w.shards).spec(),
+        state_dir=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed).state_dir(int(w.shard)),
         device=config["device"],
     log:
-        "results/logs/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.log",
+        "results/logs/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}/shard{shard}of{shards}.log",
     benchmark:
-        "results/benchmarks/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.tsv"
+        "results/benchmarks/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}/shard{shard}of{shards}.tsv"
     threads: config["sis"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=lambda w, attempt: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed).runtime * attempt,
         gpu=uses_gpu(),
     conda:
         ENV
     shell:
         "python -m pathologies.overinterp.calibrated_sis --model {input.model} --calibration {input.calibration} "
-        "--dataset {input.dataset} --spec {params.spec:q} --out {output} --device {params.device} "
-        "--threads {threads} > {log} 2>&1"
+        "--dataset {input.dataset} --spec {params.spec:q} --shard {wildcards.shard} --num-shards {wildcards.shards} "
+        "--out {output} --device {params.device} --state-dir {params.state_dir} --threads {threads} > {log} 2>&1"
+
+
+rule overinterp_calibrated_sis_merge:
+    """Join the shards of the calibrated model's SIS into one file (equal to an unsharded run)."""
+    input:
+        lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed).shard_paths(),
+    output:
+        "results/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.h5",
+    log:
+        "results/logs/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}_merge.log",
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.sis.merge --shards {input} --out {output} > {log} 2>&1"
 
 
 rule overinterp_ensemble_sis:
-    """SIS of an ensemble (mean logits), with the settings of its first member's test SIS (Figure S2)."""
+    """SIS of an ensemble (mean logits) on one shard, with the settings of its first member's test SIS and
+    (members x) its shards (Figure S2)."""
     input:
-        models=lambda wildcards: OVERINTERP.ensemble_checkpoints(wildcards.experiment, wildcards.ensemble),
-        dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
+        models=lambda w: OVERINTERP.ensemble_checkpoints(w.experiment, w.ensemble),
+        dataset=lambda w: OVERINTERP.dataset(w.experiment),
     output:
-        "results/overinterp/{experiment}/ensembles/{ensemble}/sis_test.h5",
+        "results/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.h5",
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
     params:
-        models=lambda wildcards, input: " ".join(f"--model {path}" for path in input.models),
-        spec=lambda wildcards: OVERINTERP.ensemble_spec(wildcards.experiment, wildcards.ensemble),
+        models=lambda w, input: " ".join(f"--model {path}" for path in input.models),
+        spec=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble, w.shards).spec(),
+        state_dir=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble).state_dir(int(w.shard)),
         device=config["device"],
     log:
-        "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test.log",
+        "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.log",
     benchmark:
-        "results/benchmarks/overinterp/{experiment}/ensembles/{ensemble}/sis_test.tsv"
+        "results/benchmarks/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.tsv"
     threads: config["sis"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=lambda w, attempt: OVERINTERP.ensemble_job(w.experiment, w.ensemble).runtime * attempt,
         gpu=uses_gpu(),
     conda:
         ENV
     shell:
         "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
-        "--out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+        "--shard {wildcards.shard} --num-shards {wildcards.shards} --out {output} --device {params.device} "
+        "--state-dir {params.state_dir} --threads {threads} > {log} 2>&1"
+
+
+rule overinterp_ensemble_sis_merge:
+    """Join the shards of an ensemble's SIS into one file (equal to an unsharded run)."""
+    input:
+        lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble).shard_paths(),
+    output:
+        "results/overinterp/{experiment}/ensembles/{ensemble}/sis_test.h5",
+    log:
+        "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test_merge.log",
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    conda:
+        ENV
+    shell:
+        "python -m pathologies.sis.merge --shards {input} --out {output} > {log} 2>&1"
 
 
 rule overinterp_sis_sizes:

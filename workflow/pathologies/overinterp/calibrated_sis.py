@@ -1,55 +1,37 @@
-"""SIS of a temperature-scaled (calibrated) model, for Table S5 (supplement S4.7).
+"""SIS of a temperature-scaled (calibrated) model on one shard, for Table S5 (supplement S4.7).
 
 Usage (what the ``overinterp_calibrated_sis`` rule runs)::
 
     python -m pathologies.overinterp.calibrated_sis --model results/models/<model>/seed<seed>/model.pt \
         --calibration results/overinterp/<experiment>/calibration/<model>/seed<seed>.json \
-        --dataset results/data/<dataset>.h5 --spec '<SisJob JSON>' --out <file>.h5
+        --dataset results/data/<dataset>.h5 --spec '<SisJob JSON>' --shard 0 --num-shards 2 \
+        --out <folder>/shard0of2.h5 --state-dir <resume folder>
 
-Exactly :mod:`pathologies.sis.extract` (same settings, images and file layout; one shard), except
+Exactly :mod:`pathologies.sis.extract` (same settings, images, shards, resume and file layout), except
 that f is the softmax of the logits divided by the fitted temperature, so fewer images reach a
-threshold and their SIS grow. The file's root gains the attribute ``temperature``.
+threshold and their SIS grow. The file's root gains the attributes ``temperature`` and ``calibration``;
+``python -m pathologies.sis.merge`` joins the shards.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 import torch
 
-from ..cliargs import add_compute_options, json_object
-from ..data.layout import dataset_info
-from ..device import resolve_device
+from ..cliargs import add_compute_options, json_object, positive_int
 from ..errors import cli
-from ..io import provenance
-from ..sis.extract import Settings, extract, load_models, load_rows, make_scorer, shard_rows, split_size, \
-    write_extraction
+from ..sis import extract
 from .calibration import read_temperature
 
 
-def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, out: str, *,
-        device: str = "auto", progress: bool = False) -> None:
-    """Extract the SIS of the temperature-scaled model on the images the SIS ``spec`` selects."""
-    settings = Settings.from_spec(spec)
+def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, out: str, *, shard: int = 0,
+        num_shards: int = 1, device: str = "auto", progress: bool = False, state_dir: str | None = None) -> None:
+    """Extract the SIS of the temperature-scaled model on shard ``shard`` of the images ``spec`` selects."""
     temperature = read_temperature(calibration_path)
-    torch_device = resolve_device(device)
-    print(f"SIS of the temperature-scaled model on {torch_device}", file=sys.stderr)
-    info = dataset_info(dataset_path)
-    models, metas = load_models([model_path], info, dataset_path, torch_device)
-    scorer = make_scorer(models, info, settings, torch_device, temperature=temperature)
-    size = split_size(dataset_path, settings.split)
-    rows = shard_rows(size, settings.sample, settings.seed, 0, 1)
-    images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
-    result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"], torch_device,
-                     progress=progress)
-    attrs = {"model": str(model_path), "model_run": json.dumps([metas[0].get("run", {})], sort_keys=True),
-             "dataset": str(dataset_path), "split": settings.split, "shard": 0, "num_shards": 1,
-             "image_shape": list(info.image_shape), "sample": -1 if settings.sample is None else settings.sample,
-             "sample_seed": settings.seed, "split_size": size, "num_images": len(rows),
-             "temperature": temperature, "calibration": str(calibration_path), **provenance(config=dict(spec))}
-    write_extraction(out, result, settings, attrs)
+    extract.run([model_path], dataset_path, spec, shard=shard, num_shards=num_shards, out=out, device=device,
+                progress=progress, state_dir=state_dir, temperature=temperature,
+                extra_attrs={"calibration": str(calibration_path)})
 
 
 @cli
@@ -59,13 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", required=True, help="calibration JSON (pathologies.overinterp.calibration)")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--spec", required=True, help="SIS job as JSON (pathologies.sis.jobs.SisJob.as_dict)")
+    parser.add_argument("--shard", type=int, default=0)
+    parser.add_argument("--num-shards", type=positive_int, default=1)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--state-dir", default=None,
+                        help="save finished lockstep groups here and resume from them after a kill")
     add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    spec = json_object(args.spec)
-    run(args.model, args.calibration, args.dataset, spec, args.out, device=args.device,
-        progress=not args.no_progress)
+    run(args.model, args.calibration, args.dataset, json_object(args.spec), args.out, shard=args.shard,
+        num_shards=args.num_shards, device=args.device, progress=not args.no_progress, state_dir=args.state_dir)
     return 0
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 from ..config import RunSpec
 from ..errors import UserError
 from ..sis.jobs import sis_jobs
+from .derived_sis import DerivedSisJob, derived_sis_jobs
 from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments
 
 TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
@@ -32,6 +33,7 @@ class OverinterpRules:
         self.experiments = experiments(config, self.jobs)
         self.run_dir = run_dir
         self.dataset_file = dataset_file
+        self.derived = {name: derived_sis_jobs(e) for name, e in self.experiments.items()}  # by merged file
 
     def experiment(self, name: str) -> OverinterpExperiment:
         if name not in self.experiments:
@@ -97,11 +99,13 @@ class OverinterpRules:
             raise UserError(f"{model} seed {seed} is not calibrated in experiment {name!r}")
         return evaluation_path(name, model, int(seed))
 
-    def source_sis_spec(self, name: str, model: str, seed: int | str) -> str:
-        """The test-split SIS job of (model, seed) as JSON: the settings calibrated/ensemble SIS reuse."""
-        experiment = self.experiment(name)
-        job = experiment.sis[(model, int(seed), experiment.dataset, "test")]
-        return json.dumps(job.as_dict(), sort_keys=True)
+    def calibrated_job(self, name: str, model: str, seed: int | str,
+                       shards: int | str | None = None) -> DerivedSisJob:
+        """The SIS job of the calibrated run (model, seed); UserError for one not configured (or asked
+        for with another shard count)."""
+        path = self.experiment(name).calibrated_sis_path(model, int(seed))
+        return self._derived(name, path, shards, f"{model} seed {seed} has no calibrated SIS in experiment "
+                             f"{name!r} (calibration.sis extracts the source run's)")
 
     def ensemble_members(self, name: str, ensemble: str) -> list[tuple[str, int]]:
         experiment = self.experiment(name)
@@ -110,12 +114,21 @@ class OverinterpRules:
                             f"(have: {', '.join(experiment.ensembles) or 'none'})")
         return experiment.ensembles[ensemble]
 
+    def ensemble_job(self, name: str, ensemble: str, shards: int | str | None = None) -> DerivedSisJob:
+        """The SIS job of an ensemble (mean logits of its members)."""
+        self.ensemble_members(name, ensemble)  # UserError naming the ensembles there are
+        return self._derived(name, self.experiment(name).ensemble_sis[ensemble], shards, "")
+
+    def _derived(self, name: str, path: str, shards: int | str | None, missing: str) -> DerivedSisJob:
+        job = self.derived[name].get(path)
+        if job is None:
+            raise UserError(missing)
+        if shards is not None and int(shards) != job.shards:
+            raise UserError(f"{path} is cut into {job.shards} shards, not {shards}")
+        return job
+
     def ensemble_checkpoints(self, name: str, ensemble: str) -> list[str]:
         return [self.checkpoint(m, s) for m, s in self.ensemble_members(name, ensemble)]
-
-    def ensemble_spec(self, name: str, ensemble: str) -> str:
-        model, seed = self.ensemble_members(name, ensemble)[0]
-        return self.source_sis_spec(name, model, seed)
 
     def member_sis(self, name: str, ensemble: str) -> list[str]:
         """Test SIS files of the ensemble's members that have one (for the ensemble-vs-members figure)."""

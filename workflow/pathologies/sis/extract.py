@@ -395,11 +395,13 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
 
 def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mapping[str, Any], *, shard: int = 0,
         num_shards: int = 1, out: str | Path, device: str = "auto", progress: bool = False,
-        state_dir: str | Path | None = None, batch_size_cache: str | Path | None = None) -> None:
+        state_dir: str | Path | None = None, temperature: float | None = None,
+        extra_attrs: Mapping[str, Any] | None = None, batch_size_cache: str | Path | None = None) -> None:
     """Check every input, extract the SIS of shard ``shard`` of ``num_shards`` and write ``out``.
 
     ``state_dir``: where a killed run left its finished lockstep groups (resumed, then removed).
-    ``batch_size_cache``: tune the scoring batch size (see :func:`extract`).
+    ``temperature``: f = softmax(logits / temperature) (a calibrated model); ``extra_attrs``: more root
+    attributes (e.g. the calibration file). ``batch_size_cache``: tune the scoring batch size (see :func:`extract`).
     """
     settings = Settings.from_spec(spec)
     if isinstance(num_shards, bool) or not isinstance(num_shards, numbers.Integral) or num_shards < 1:
@@ -409,13 +411,14 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     torch_device = resolve_device(device)
     info = dataset_info(dataset_path)
     models, metas = load_models(model_paths, info, dataset_path, torch_device)
-    scorer = make_scorer(models, info, settings, torch_device)
+    scorer = make_scorer(models, info, settings, torch_device, temperature=1.0 if temperature is None else temperature)
     size = split_size(dataset_path, settings.split)
     rows = shard_rows(size, settings.sample, settings.seed, shard, num_shards)
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
     print(f"{settings.method} SIS of {len(rows)} images on {torch_device} ({settings.precision})", file=sys.stderr)
+    scaled = {} if temperature is None else {"temperature": float(temperature)}
     identity = resume.identity(spec=dict(spec), models=[str(path) for path in model_paths],
-                               dataset=str(dataset_path), shard=shard, num_shards=num_shards, rows=rows)
+                               dataset=str(dataset_path), shard=shard, num_shards=num_shards, rows=rows, **scaled)
     result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
                      torch_device, progress=progress, state_dir=state_dir, identity=identity,
                      batch_size_cache=batch_size_cache)
@@ -427,7 +430,7 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
         "image_shape": np.asarray(info.image_shape, dtype=np.int64),
         "sample": -1 if settings.sample is None else settings.sample, "sample_seed": settings.seed,
         "split_size": size, "num_images": size if settings.sample is None else settings.sample,
-        **provenance(config=dict(spec)),
+        **scaled, **(extra_attrs or {}), **provenance(config=dict(spec)),
     }
     if result.verified is not None:
         print(f"verified SIS: {result.verified.summary()}", file=sys.stderr)
