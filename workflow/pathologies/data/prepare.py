@@ -58,6 +58,7 @@ from ..errors import UserError, cli
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD, prepare_imagenet
 from .layout import Split, dataset_info, write_dataset
 from .mnist import load_mnist
+from .splits import MIXED_SPLIT
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel mean and std (0-1 scale) of all CIFAR-10 train pixels. Not the often-quoted
@@ -98,7 +99,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # Types of the options whose default is None (the others take the type of their default).
 _OPTIONAL_TYPES = {"sample": int, "stats_sample": int, "stats_from": str, "mixed_sample": int,
                    "train_sample": int, "test_sample": int}
-MIXED_SPLIT = "mixed"  # CIFAR-10-C: a seeded sample across all corruptions and severities
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 Prepared = tuple[dict[str, Split], list[str], Any, Any]  # splits, class names, mean, std (None: from train)

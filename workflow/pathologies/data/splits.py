@@ -13,6 +13,7 @@ from typing import Any, Mapping
 DIGITS_IMAGES = 1797  # scikit-learn's load_digits
 CIFAR_SIZES = {"train": 50_000, "test": 10_000}
 CIFAR10C_IMAGES = 10_000  # per corruption and severity
+MIXED_SPLIT = "mixed"  # CIFAR-10-C's `mixed_sample`: a seeded sample across all corruptions and severities
 
 
 def expected_splits(spec: Mapping[str, Any]) -> dict[str, int | None] | None:
@@ -30,8 +31,11 @@ def expected_splits(spec: Mapping[str, Any]) -> dict[str, int | None] | None:
         return dict(CIFAR_SIZES)
     if kind == "cifar10c" and spec.get("corruptions"):
         size = spec.get("sample") or CIFAR10C_IMAGES
-        return {f"{corruption}_s{severity}": size for corruption in spec["corruptions"]
-                for severity in spec["severities"]}
+        sizes = {f"{corruption}_s{severity}": size for corruption in spec["corruptions"]
+                 for severity in spec["severities"]}
+        if spec.get("mixed_sample"):
+            sizes[MIXED_SPLIT] = spec["mixed_sample"]
+        return sizes
     if kind == "cifar10.1":
         return {"test": None}
     if kind == "imagenet":
