@@ -392,6 +392,8 @@ def test_config_checks_know_the_cifar10c_splits_prepare_writes(fake_cifar10c, tm
     assert set(expected) == set(written) == {"fog_s2", "fog_s5", "snow_s2", "snow_s5", datasets.MIXED_SPLIT}
     assert expected[datasets.MIXED_SPLIT] == len(written[datasets.MIXED_SPLIT].ids) == 3
     assert datasets.MIXED_SPLIT not in expected_splits({**spec, "mixed_sample": None})
+    defaults = expected_splits({"kind": "cifar10c", "mixed_sample": 5})  # unlisted: prepare's defaults
+    assert len(defaults) == 15 * 5 + 1 and "jpeg_compression_s5" in defaults and "saturate_s1" not in defaults
 
 
 def test_cifar10c_stats_from_a_prepared_cifar10(fake_cifar10c, tmp_path):
