@@ -117,6 +117,16 @@ CONFIG_CASES = {
     "sis_sample_too_large": (_set("sis/runs/digits_exact/sample", 5000),
                              "config key sis.runs.digits_exact.sample: 5000 images exceed the 450 images of "
                              "digits/test"),
+    # CIFAR-10-C's `mixed` split: its size is the config's mixed_sample (default corruptions and severities)
+    "sis_sample_beyond_mixed_sample": (
+        lambda c: (_set("datasets/c10c", {"kind": "cifar10c", "mixed_sample": 10})(c),
+                   _set("sis/runs/c10c_mixed", {"models": ["digits_cnn"], "dataset": "c10c", "split": "mixed",
+                                                "sample": 20})(c)),
+        "config key sis.runs.c10c_mixed.sample: 20 images exceed the 10 images of c10c/mixed"),
+    "sis_split_of_cifar10c_missing": (
+        lambda c: (_set("datasets/c10c", {"kind": "cifar10c"})(c),
+                   _set("sis/runs/c10c_mixed", {"models": ["digits_cnn"], "dataset": "c10c", "split": "mixed"})(c)),
+        "config key sis.runs.c10c_mixed.split: dataset 'c10c' has no split 'mixed' (it has brightness_s1,"),
     "sis_model_undefined": (_set("sis/runs/digits_exact/models", ["nope"]),
                             "config key sis.runs.digits_exact.models: 'nope' is not a model"),
     "sis_threshold_above_one": (_set("sis/runs/digits_exact/thresholds", [1.5]),

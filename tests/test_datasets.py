@@ -380,6 +380,22 @@ def test_cifar10c_mixed_sample_spans_corruptions_and_severities(fake_cifar10c, t
         mixed(0, 17)
 
 
+def test_config_checks_know_the_cifar10c_splits_prepare_writes(fake_cifar10c, tmp_path):
+    """`mixed` included, so an SIS run on it passes the checks made before any job (experiments.check_inputs)."""
+    from pathologies.data.splits import expected_splits
+
+    spec = resolve_spec("c", {"kind": "cifar10c", "corruptions": ["fog", "snow"], "severities": [2, 5],
+                              "mixed_sample": 3})
+    prepare_dataset("c", spec, fake_cifar10c, tmp_path / "c.h5")
+    written = read_splits(tmp_path / "c.h5")
+    expected = expected_splits(spec)
+    assert set(expected) == set(written) == {"fog_s2", "fog_s5", "snow_s2", "snow_s5", datasets.MIXED_SPLIT}
+    assert expected[datasets.MIXED_SPLIT] == len(written[datasets.MIXED_SPLIT].ids) == 3
+    assert datasets.MIXED_SPLIT not in expected_splits({**spec, "mixed_sample": None})
+    defaults = expected_splits({"kind": "cifar10c", "mixed_sample": 5})  # unlisted: prepare's defaults
+    assert len(defaults) == 15 * 5 + 1 and "jpeg_compression_s5" in defaults and "saturate_s1" not in defaults
+
+
 def test_cifar10c_stats_from_a_prepared_cifar10(fake_cifar10c, tmp_path):
     stats = tmp_path / "cifar10.h5"
     train = Split(images=np.full((2, 32, 32, 3), 51, np.uint8), labels=np.zeros(2), ids=np.arange(2))

@@ -151,7 +151,24 @@ def test_topk_rows_for_every_k(tmp_path, spec):
     table = accuracy_table(by_split)
     assert sorted(set(table["topk"])) == [1, 2]
     assert "Top-k" in table1(table, "pretrained").columns
-    assert set(ensemble_table(spec, by_split)["eval_on"]) <= {"full", "bs"}  # top-1 rows only, no duplicates
+    ensembles = ensemble_table(spec, by_split)
+    assert not ensembles.duplicated(["ensemble", "test_set", "split_set", "eval_on", "topk"]).any()
+    assert sorted(set(ensembles["topk"])) == [1, 2]
+
+
+def test_ensemble_topk_ranks_the_mean_logits(spec):
+    """Top-2 of the members' mean logits on d (labels [0, 1, 2, 0]): rows [1, 0, 0], [0, .5, .75],
+    [.5, 0, .5], [.5, .3, 0] rank the label first or second on every image (top-1: 50%); member 0 is
+    right at top-2 on every image, member 1 on images 0 and 3 only."""
+    spec["options"] = {"topk": [1, 2]}
+    table = ensemble_table(spec, accuracy_by_split(spec)).set_index(["test_set", "topk"])
+    assert table.loc[("d", 1), "accuracy_mean"] == 50.0 and table.loc[("d", 2), "accuracy_mean"] == 100.0
+    assert table.loc[("d", 1), "members_mean"] == pytest.approx(62.5)
+    assert table.loc[("d", 2), "members_mean"] == pytest.approx(75.0)
+    assert table.loc[("d", 2), "members_std"] == pytest.approx(np.std([100, 50], ddof=1))
+    # c, both splits: mean logits [.5, .5, 0], [0, 1, 0], [0, .5, .5], [.5, .5, 0]; image 2 (label 2) ties
+    # classes 1 and 2: top-1 takes the lower class (wrong), top-2 keeps both
+    assert table.loc[("c", 1), "accuracy_mean"] == 75.0 and table.loc[("c", 2), "accuracy_mean"] == 100.0
 
 
 def test_cifar10c_mixed_sample_rows_are_labelled_and_not_averaged_into_the_corruptions(tmp_path, spec):

@@ -40,7 +40,6 @@ GRADIENT_FORWARDS = 3  # Batched Gradient SIS: a forward and a backward pass per
 # Sizes the config alone does not fix (the files tell): the standard releases.
 NOMINAL_SIZES = {"cifar10.1": {"test": 2_000}, "imagenet": {"train": 1_281_167, "test": 50_000},
                  "mnist": {"train": 60_000, "test": 10_000}, "fashion_mnist": {"train": 60_000, "test": 10_000}}
-CIFAR10C_CORRUPTIONS = 19
 IMAGE_SIZES = {"digits": 8, "cifar10": 32, "cifar100": 32, "cifar10c": 32, "cifar10.1": 32, "mnist": 28,
                "fashion_mnist": 28}
 
@@ -104,12 +103,6 @@ def dataset_sizes(name: str, datasets: Mapping[str, Mapping], config: Mapping) -
     sizes = {split: n if n is not None else nominal.get(split, 0) for split, n in sizes.items()} or dict(nominal)
     if kind in ("mnist", "fashion_mnist"):
         sizes = {"train": spec.get("train_sample", sizes["train"]), "test": spec.get("test_sample", sizes["test"])}
-    if kind == "cifar10c":
-        if not spec.get("corruptions"):
-            per = spec.get("sample") or 10_000
-            sizes = {f"c{i}_s{s}": per for i in range(CIFAR10C_CORRUPTIONS) for s in spec["severities"]}
-        if spec.get("mixed_sample"):
-            sizes["mixed"] = spec["mixed_sample"]
     image_size = spec.get("image_size", IMAGE_SIZES.get(kind, 32))
     return sizes, image_size
 

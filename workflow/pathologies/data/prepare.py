@@ -58,6 +58,7 @@ from ..errors import UserError, cli
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD, prepare_imagenet
 from .layout import Split, dataset_info, write_dataset
 from .mnist import load_mnist
+from .splits import CIFAR10C_CORRUPTIONS, CIFAR10C_EXTRA_CORRUPTIONS, CIFAR10C_SEVERITIES, MIXED_SPLIT
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel mean and std (0-1 scale) of all CIFAR-10 train pixels. Not the often-quoted
@@ -65,14 +66,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_TRAIN_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_TRAIN_STD = (0.24703223, 0.24348513, 0.26158784)
 
-# Hendrycks & Dietterich (2019): the 15 benchmark corruptions, then the 4 extra ones.
-CIFAR10C_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression",
-)
-CIFAR10C_EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CIFAR10C_SEVERITIES = (1, 2, 3, 4, 5)
 CIFAR10_1_VERSIONS = ("v4", "v6")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -98,7 +91,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # Types of the options whose default is None (the others take the type of their default).
 _OPTIONAL_TYPES = {"sample": int, "stats_sample": int, "stats_from": str, "mixed_sample": int,
                    "train_sample": int, "test_sample": int}
-MIXED_SPLIT = "mixed"  # CIFAR-10-C: a seeded sample across all corruptions and severities
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 Prepared = tuple[dict[str, Split], list[str], Any, Any]  # splits, class names, mean, std (None: from train)

@@ -13,6 +13,15 @@ from typing import Any, Mapping
 DIGITS_IMAGES = 1797  # scikit-learn's load_digits
 CIFAR_SIZES = {"train": 50_000, "test": 10_000}
 CIFAR10C_IMAGES = 10_000  # per corruption and severity
+# Hendrycks & Dietterich (2019): the 15 benchmark corruptions, then the 4 extra ones.
+CIFAR10C_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression",
+)
+CIFAR10C_EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+CIFAR10C_SEVERITIES = (1, 2, 3, 4, 5)
+MIXED_SPLIT = "mixed"  # CIFAR-10-C's `mixed_sample`: a seeded sample across all corruptions and severities
 
 
 def expected_splits(spec: Mapping[str, Any]) -> dict[str, int | None] | None:
@@ -28,10 +37,14 @@ def expected_splits(spec: Mapping[str, Any]) -> dict[str, int | None] | None:
                 "test": spec["test_per_class"] * spec["num_classes"]}
     if kind in ("cifar10", "cifar100"):
         return dict(CIFAR_SIZES)
-    if kind == "cifar10c" and spec.get("corruptions"):
+    if kind == "cifar10c":  # unlisted corruptions and severities: prepare's defaults
         size = spec.get("sample") or CIFAR10C_IMAGES
-        return {f"{corruption}_s{severity}": size for corruption in spec["corruptions"]
-                for severity in spec["severities"]}
+        corruptions = spec.get("corruptions") or CIFAR10C_CORRUPTIONS
+        sizes = {f"{corruption}_s{severity}": size for corruption in corruptions
+                 for severity in spec.get("severities") or CIFAR10C_SEVERITIES}
+        if spec.get("mixed_sample"):
+            sizes[MIXED_SPLIT] = spec["mixed_sample"]
+        return sizes
     if kind == "cifar10.1":
         return {"test": None}
     if kind == "imagenet":

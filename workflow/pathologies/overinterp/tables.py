@@ -24,8 +24,9 @@ several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--ou
   its pixel subsets are cut from, so full-image and subset rows of that set are on the same images).
 - ``leakage.csv``: every BS-subset retraining row beside its mask-only control and random subsets, with
   agreement with the source (:mod:`pathologies.overinterp.leakage`).
-- ``ensembles.csv``: ensemble, test_set, eval_on, eval_fraction, n_members, n_runs, ensemble accuracy
-  (logits averaged over the members, as pathologies.sis.engine.Scorer) and the members' mean ± std.
+- ``ensembles.csv``: ensemble, test_set, split_set, eval_on, eval_fraction, topk, n_members, n_runs, ensemble
+  accuracy (logits averaged over the members, as pathologies.sis.engine.Scorer; top-k: the label among the k
+  largest mean logits) and the members' mean ± std at the same k. One row per k of the experiment's ``topk``.
 - ``calibration.csv``: model, seed, temperature, ECE before/after (%), NLL on the fitting half
   before/after, and SIS size (% of image) at the experiment threshold before/after calibration.
 - ``sis_summary.csv``: SIS size at the experiment threshold of every SIS file (input dropout,
@@ -151,21 +152,21 @@ def accuracy_table(by_split: pd.DataFrame) -> pd.DataFrame:
 
 
 def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy of each ensemble (mean member logits) and of its members, per test set and subset."""
+    """Accuracy of each ensemble (mean member logits) and of its members, per test set, subset and top-k."""
     rows = []
-    pretrained = by_split[(by_split["role"] == "pretrained") & (by_split["topk"] == 1)]
+    pretrained = by_split[by_split["role"] == "pretrained"]
     for name, entry in spec["ensembles"].items():
         members = [tuple(m) for m in entry["members"]]
         mine = pretrained[[(m, s) in members for m, s in zip(pretrained["model"], pretrained["seed"])]]
-        for (test_set, sset, eval_on, fraction), group in mine.groupby(
-                ["test_set", "split_set", "eval_on", "eval_fraction"], sort=False, dropna=False):
+        for (test_set, sset, eval_on, fraction, k), group in mine.groupby(
+                ["test_set", "split_set", "eval_on", "eval_fraction", "topk"], sort=False, dropna=False):
             runs, member_acc = [], []
             for draw, by_draw in group.groupby("draw", sort=False):
                 split_acc = []
                 for (dataset, split), cell in by_draw.groupby(["eval_dataset", "eval_split"], sort=False):
                     if set(zip(cell["model"], cell["seed"])) != set(members):
                         break
-                    split_acc.append(_ensemble_accuracy(cell["path"].tolist(), dataset, split))
+                    split_acc.append(_ensemble_accuracy(cell["path"].tolist(), dataset, split, k))
                 else:
                     runs.append(float(np.mean(split_acc)))
                     member_acc += by_draw.groupby(["model", "seed"])["accuracy"].mean().tolist()
@@ -174,20 +175,21 @@ def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
             mean, std = _mean_std(runs)
             member_mean, member_std = _mean_std(member_acc)
             rows.append({"ensemble": name, "test_set": test_set, "split_set": sset, "eval_on": eval_on,
-                         "eval_fraction": fraction,
+                         "eval_fraction": fraction, "topk": k,
                          "n_members": len(members), "n_runs": len(runs), "accuracy_mean": mean,
                          "accuracy_std": std, "members_mean": member_mean, "members_std": member_std})
     return pd.DataFrame(rows)
 
 
-def _ensemble_accuracy(paths: Sequence[str], dataset: str, split: str) -> float:
+def _ensemble_accuracy(paths: Sequence[str], dataset: str, split: str, k: int = 1) -> float:
+    """Top-``k`` accuracy (%) of the members' mean logits (the ranking the ensemble's top-1 uses)."""
     results = [read_evaluation(path, dataset, split) for path in paths]
     for other in results[1:]:
         if not np.array_equal(other.ids, results[0].ids):
             raise UserError(f"evaluation files {paths[0]} and {paths[1]} list different images of "
                             f"{dataset}/{split}; rebuild them from the same dataset file")
     logits = np.mean([r.logits.astype(np.float64) for r in results], axis=0)
-    return 100.0 * float(np.mean(logits.argmax(axis=1) == results[0].labels))
+    return 100.0 * float(np.mean(topk_correct(logits, results[0].labels, k)))
 
 
 def calibration_table(spec: dict, sis_summary: pd.DataFrame) -> pd.DataFrame:
