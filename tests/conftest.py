@@ -95,3 +95,26 @@ def experiment(tmp_path: Path) -> dict:
 
     return make_experiment(tmp_path)
 
+
+class Tripwire:
+    """Counts the calls of a patched function and raises KeyboardInterrupt at call ``call`` (None: only counts)."""
+
+    def __init__(self, call: int | None):
+        self.call, self.calls = call, 0
+
+
+def kill_at_call(monkeypatch, module, name: str, call: int | None) -> Tripwire:
+    """Make ``module.name`` raise KeyboardInterrupt at its ``call``-th call, as a killed job would.
+
+    Reset ``calls`` to re-arm it for the next run; set ``call`` to None to count calls only.
+    """
+    real, wire = getattr(module, name), Tripwire(call)
+
+    def counted(*args, **kwargs):
+        wire.calls += 1
+        if wire.calls == wire.call:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return wire

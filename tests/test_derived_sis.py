@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_quadrant_dataset, make_spec
+from conftest import kill_at_call, make_quadrant_dataset, make_spec
 from pathologies.config import run_specs
 from pathologies.errors import UserError
 from pathologies.experiments import validate
@@ -170,26 +170,17 @@ def test_a_killed_calibrated_shard_resumes_bit_identical_and_ignores_an_uncalibr
 
     calibrated(tmp_path / "whole.h5")
     # a finished state of the uncalibrated model, same spec and shard: not this job's
-    real, calls = extract_module.to_model_input, []
-
-    def dies_at_the_third_group(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(extract_module, "to_model_input", dies_at_the_third_group)
+    wire = kill_at_call(monkeypatch, extract_module, "to_model_input", 3)  # dies at the third group
     with pytest.raises(KeyboardInterrupt):
         extract_module.run([models[0]], dataset, spec, out=tmp_path / "plain.h5", device="cpu", state_dir=state)
-    calls.clear()
+    wire.calls = 0
     with pytest.raises(KeyboardInterrupt):
         calibrated(tmp_path / "resumed.h5", state_dir=state)
     assert "belongs to another extraction" in capsys.readouterr().err
     assert (state / "state.npz").exists() and not (tmp_path / "resumed.h5").exists()
-    calls.clear()
-    monkeypatch.setattr(extract_module, "to_model_input", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    wire.calls, wire.call = 0, None  # the rerun: only count the groups it runs
     calibrated(tmp_path / "resumed.h5", state_dir=state)
-    assert len(calls) == 3 and "resuming from" in capsys.readouterr().err  # groups 3-5: 1-2 from the state
+    assert wire.calls == 3 and "resuming from" in capsys.readouterr().err  # groups 3-5: 1-2 from the state
     assert not state.exists()
     whole, _ = read_all(tmp_path / "whole.h5")
     resumed, _ = read_all(tmp_path / "resumed.h5")

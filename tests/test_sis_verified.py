@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_quadrant_dataset, make_spec
+from conftest import kill_at_call, make_quadrant_dataset, make_spec
 from pathologies.errors import UserError
 from pathologies.io import h5py
 from pathologies.models.registry import build_model
@@ -293,22 +293,13 @@ def test_a_killed_shard_resumes_from_its_last_group_bit_identical(trained, tmp_p
                     tie_break="random")
     extract([model_path], dataset, spec, out=tmp_path / "whole.h5", device="cpu")
     state = tmp_path / "resume"
-    real, calls = extract_module.to_model_input, []
-
-    def dies_at_the_third_group(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(extract_module, "to_model_input", dies_at_the_third_group)
+    wire = kill_at_call(monkeypatch, extract_module, "to_model_input", 3)  # dies at the third group
     with pytest.raises(KeyboardInterrupt):
         extract([model_path], dataset, spec, out=tmp_path / "resumed.h5", device="cpu", state_dir=state)
     assert (state / "state.npz").exists() and not (tmp_path / "resumed.h5").exists()
-    calls.clear()
-    monkeypatch.setattr(extract_module, "to_model_input", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    wire.calls, wire.call = 0, None  # the rerun: only count the groups it runs
     extract([model_path], dataset, spec, out=tmp_path / "resumed.h5", device="cpu", state_dir=state)
-    assert len(calls) == 2  # groups 3 and 4 of 4: the first two came from the state
+    assert wire.calls == 2  # groups 3 and 4 of 4: the first two came from the state
     assert not state.exists()  # the state and its folder are removed once the output is written
     with h5py.File(tmp_path / "whole.h5") as whole, h5py.File(tmp_path / "resumed.h5") as resumed:
         names = []
