@@ -83,15 +83,18 @@ def test_the_key_names_models_shape_precision_and_device():
     assert "threads" in key and torch.__version__ in key
 
 
-@pytest.mark.parametrize("precision", ["fp32", "verified"])
-def test_a_tuned_extraction_equals_the_declared_one(trained, tmp_path, precision):  # noqa: F811
+@pytest.mark.parametrize("precision, device", [
+    ("fp32", "cpu"), ("verified", "cpu"),
+    pytest.param("fp32", "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+])
+def test_a_tuned_extraction_equals_the_declared_one(trained, tmp_path, precision, device):  # noqa: F811
     from pathologies.sis.extract import run as extract
 
     dataset, model = trained
     spec = sis_spec(thresholds=[0.6, 0.9], sample=6, batch_size=64, lockstep_images=3, precision=precision)
-    extract([model], dataset, spec, out=tmp_path / "declared.h5", device="cpu")
+    extract([model], dataset, spec, out=tmp_path / "declared.h5", device=device)
     cache = tmp_path / "batch.json"
-    extract([model], dataset, spec, out=tmp_path / "tuned.h5", device="cpu", batch_size_cache=cache)
+    extract([model], dataset, spec, out=tmp_path / "tuned.h5", device=device, batch_size_cache=cache)
     assert json.loads(cache.read_text())  # measured and cached
     declared, _ = read_all(tmp_path / "declared.h5")
     tuned, _ = read_all(tmp_path / "tuned.h5")
