@@ -124,6 +124,7 @@ rule overinterp_calibrated_sis:
     params:
         spec=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed, w.shards).spec(),
         state_dir=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed).state_dir(int(w.shard)),
+        batch_size_cache=SIS_BATCH_CACHE,
         device=config["device"],
     log:
         "results/logs/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}/shard{shard}of{shards}.log",
@@ -139,7 +140,8 @@ rule overinterp_calibrated_sis:
     shell:
         "python -m pathologies.overinterp.calibrated_sis --model {input.model} --calibration {input.calibration} "
         "--dataset {input.dataset} --spec {params.spec:q} --shard {wildcards.shard} --num-shards {wildcards.shards} "
-        "--out {output} --device {params.device} --state-dir {params.state_dir} --threads {threads} > {log} 2>&1"
+        "--out {output} --device {params.device} --state-dir {params.state_dir} --threads {threads} "
+        "{params.batch_size_cache} > {log} 2>&1"
 
 
 rule overinterp_calibrated_sis_merge:
@@ -174,6 +176,7 @@ rule overinterp_ensemble_sis:
         models=lambda w, input: " ".join(f"--model {path}" for path in input.models),
         spec=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble, w.shards).spec(),
         state_dir=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble).state_dir(int(w.shard)),
+        batch_size_cache=SIS_BATCH_CACHE,
         device=config["device"],
     log:
         "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.log",
@@ -189,7 +192,7 @@ rule overinterp_ensemble_sis:
     shell:
         "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
         "--shard {wildcards.shard} --num-shards {wildcards.shards} --out {output} --device {params.device} "
-        "--state-dir {params.state_dir} --threads {threads} > {log} 2>&1"
+        "--state-dir {params.state_dir} --threads {threads} {params.batch_size_cache} > {log} 2>&1"
 
 
 rule overinterp_ensemble_sis_merge:

@@ -9,6 +9,8 @@ except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
 SIS_REPORT = "Sufficient input subsets"
+# exact extraction scores at the batch size measured per model and device (pathologies.sis.batch_size)
+SIS_BATCH_CACHE = "--batch-size-cache results/cache/sis_batch_size.json" if config["sis"]["tune_batch_size"] else ""
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.]*"  # run, model and split names (config schema): no '/'
 
 
@@ -30,9 +32,7 @@ rule sis_extract:
         spec=lambda w: SIS.spec(w.run, w.model, w.seed, w.dataset, w.split, w.shards),
         state_dir="results/resume/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}",
         device=config["device"],
-        batch_size_cache=(
-            "--batch-size-cache results/cache/sis_batch_size.json" if config["sis"]["tune_batch_size"] else ""
-        ),
+        batch_size_cache=SIS_BATCH_CACHE,
     log:
         "results/logs/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.log",
     benchmark:

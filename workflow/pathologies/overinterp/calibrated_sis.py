@@ -22,16 +22,18 @@ import torch
 from ..cliargs import add_compute_options, json_object, positive_int
 from ..errors import cli
 from ..sis import extract
+from ..sis.batch_size import add_cache_option
 from .calibration import read_temperature
 
 
 def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, out: str, *, shard: int = 0,
-        num_shards: int = 1, device: str = "auto", progress: bool = False, state_dir: str | None = None) -> None:
+        num_shards: int = 1, device: str = "auto", progress: bool = False, state_dir: str | None = None,
+        batch_size_cache: str | None = None) -> None:
     """Extract the SIS of the temperature-scaled model on shard ``shard`` of the images ``spec`` selects."""
     temperature = read_temperature(calibration_path)
     extract.run([model_path], dataset_path, spec, shard=shard, num_shards=num_shards, out=out, device=device,
                 progress=progress, state_dir=state_dir, temperature=temperature,
-                extra_attrs={"calibration": str(calibration_path)})
+                extra_attrs={"calibration": str(calibration_path)}, batch_size_cache=batch_size_cache)
 
 
 @cli
@@ -46,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--state-dir", default=None,
                         help="save finished lockstep groups here and resume from them after a kill")
+    add_cache_option(parser)
     add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     run(args.model, args.calibration, args.dataset, json_object(args.spec), args.out, shard=args.shard,
-        num_shards=args.num_shards, device=args.device, progress=not args.no_progress, state_dir=args.state_dir)
+        num_shards=args.num_shards, device=args.device, progress=not args.no_progress, state_dir=args.state_dir,
+        batch_size_cache=args.batch_size_cache)
     return 0
 
 

@@ -34,6 +34,13 @@ BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 ROUNDS = 3  # interleaved timing rounds; each size keeps its best
 
 
+def add_cache_option(parser) -> None:
+    """``--batch-size-cache PATH`` of the extraction commands."""
+    parser.add_argument("--batch-size-cache", default=None,
+                        help="score at the fastest batch size up to the spec's batch_size, measured once per "
+                             "model and device and cached in this JSON file (results unchanged)")
+
+
 def device_name(device: torch.device) -> str:
     """The hardware the timings belong to: GPU model, or CPU model and torch threads."""
     if device.type == "cuda":

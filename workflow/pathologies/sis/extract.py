@@ -76,7 +76,7 @@ from ..models.checkpoint import load_model
 from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
     use_strict_fp32
 from . import orders, resume
-from .batch_size import cache_key, candidate_sample, tuned_batch_size
+from .batch_size import add_cache_option, cache_key, candidate_sample, tuned_batch_size
 from .gradient import gradient_backward_selection
 from .verified import VerifiedStats, Verifier, verified_backward_selection
 
@@ -450,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--state-dir", default=None,
                         help="save finished lockstep groups here and resume from them after a kill")
-    parser.add_argument("--batch-size-cache", default=None,
-                        help="score at the fastest batch size up to the spec's batch_size, measured once per "
-                             "model and device and cached in this JSON file (results unchanged)")
+    add_cache_option(parser)
     add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
