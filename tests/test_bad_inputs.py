@@ -131,6 +131,8 @@ CONFIG_CASES = {
                             "config key sis.runs.digits_exact.models: 'nope' is not a model"),
     "sis_threshold_above_one": (_set("sis/runs/digits_exact/thresholds", [1.5]),
                                 "config key sis.runs.digits_exact.thresholds.0: 1.5 is greater than the maximum"),
+    "sis_tune_batch_size_not_boolean": (_set("sis/tune_batch_size", "yes"),
+                                        "config key sis.tune_batch_size: 'yes' is not of type 'boolean'"),
 }
 
 
@@ -311,6 +313,20 @@ def test_bad_option_exits_2_naming_the_option(case, small, tmp_path, capsys):
     assert expected in last and "Traceback" not in err, err
     assert not last.startswith("error: config key"), "an option is not a config key"
     assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+def test_damaged_batch_size_cache_is_one_line_naming_it(small, tmp_path, capsys):
+    from pathologies.sis.extract import main as sis_main
+
+    cache = tmp_path / "cache.json"
+    cache.write_text('{"half written": ')
+    out = tmp_path / "out" / "x.h5"
+    with pytest.raises(SystemExit) as caught:
+        sis_main(_sis_args(small, out, "--device", "cpu", "--batch-size-cache", str(cache)))
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"batch-size cache {cache} is damaged" in err.splitlines()[-1] and "delete it" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------
