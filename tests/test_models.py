@@ -37,14 +37,6 @@ TORCHVISION_ARCHS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and lose a lot when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def build_on_meta(arch: str, num_classes: int, **kwargs) -> nn.Module:
     with torch.device("meta"):

@@ -28,13 +28,6 @@ from pathologies.training.train import train_run
 SCREENS = ["channels_last"] + (["bf16"] if bf16_supported(torch.device("cpu")) else [])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def assert_same(strict, verified):
     assert len(strict) == len(verified)
