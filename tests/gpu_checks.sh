@@ -16,6 +16,7 @@ device=${DEVICE:-cuda}  # DEVICE=cpu tries the workflow section on a machine wit
   $python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$out/device.txt"
 want tests && timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sis.py tests/test_sis_verified.py tests/test_sis_batch_size.py tests/test_train.py \
+  "tests/test_sis_extract.py::test_a_tuned_batch_size_extraction_equals_the_declared_one" \
   2>&1 | tail -15 | tee "$out/pytest.txt"
 # every rate measured goes into $out/throughput.csv (copy its rows into config/throughput.csv for the bill)
 bench() { want bench || return 0; timeout 150 $python -m pathologies.bench sis --device cuda \

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,7 +11,6 @@ from pathologies.errors import UserError
 from pathologies.models.registry import build_model
 from pathologies.sis import batch_size as tuning
 from pathologies.sis.engine import Masking, Scorer
-from test_sis_extract import read_all, sis_spec, trained, one_thread  # noqa: F401 - module fixtures
 
 
 @pytest.fixture
@@ -81,23 +79,3 @@ def test_the_key_names_models_shape_precision_and_device():
     params = sum(p.numel() for p in model.parameters())
     assert key.startswith(f"SmallCNN({params})+SmallCNN({params}) | 3x8x8 | verified | ")
     assert "threads" in key and torch.__version__ in key
-
-
-@pytest.mark.parametrize("precision, device", [
-    ("fp32", "cpu"), ("verified", "cpu"),
-    pytest.param("fp32", "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
-])
-def test_a_tuned_extraction_equals_the_declared_one(trained, tmp_path, precision, device):  # noqa: F811
-    from pathologies.sis.extract import run as extract
-
-    dataset, model = trained
-    spec = sis_spec(thresholds=[0.6, 0.9], sample=6, batch_size=64, lockstep_images=3, precision=precision)
-    extract([model], dataset, spec, out=tmp_path / "declared.h5", device=device)
-    cache = tmp_path / "batch.json"
-    extract([model], dataset, spec, out=tmp_path / "tuned.h5", device=device, batch_size_cache=cache)
-    assert json.loads(cache.read_text())  # measured and cached
-    declared, _ = read_all(tmp_path / "declared.h5")
-    tuned, _ = read_all(tmp_path / "tuned.h5")
-    assert sorted(declared) == sorted(tuned)
-    for name, value in declared.items():
-        np.testing.assert_array_equal(tuned[name], value, err_msg=name)

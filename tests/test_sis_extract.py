@@ -267,6 +267,24 @@ def test_merged_shards_equal_an_unsharded_run(trained, tmp_path):
     np.testing.assert_array_equal(again["order"], read_all(tmp_path / "whole.h5")[0]["order"])
 
 
+@pytest.mark.parametrize("precision, device", [
+    ("fp32", "cpu"), ("verified", "cpu"),
+    pytest.param("fp32", "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+])
+def test_a_tuned_batch_size_extraction_equals_the_declared_one(trained, tmp_path, precision, device):
+    dataset, model = trained
+    spec = sis_spec(thresholds=[0.6, 0.9], sample=6, batch_size=64, lockstep_images=3, precision=precision)
+    extract([model], dataset, spec, out=tmp_path / "declared.h5", device=device)
+    cache = tmp_path / "batch.json"
+    extract([model], dataset, spec, out=tmp_path / "tuned.h5", device=device, batch_size_cache=cache)
+    assert json.loads(cache.read_text())  # measured and cached
+    declared, _ = read_all(tmp_path / "declared.h5")
+    tuned, _ = read_all(tmp_path / "tuned.h5")
+    assert sorted(declared) == sorted(tuned)
+    for name, value in declared.items():
+        np.testing.assert_array_equal(tuned[name], value, err_msg=name)
+
+
 def test_random_tie_breaks_depend_on_the_row_not_on_the_shard():
     constant = FunctionScorer(lambda x: torch.full((len(x),), 0.5))  # every candidate ties
     images = np.zeros((6, 3, 3, 1), dtype=np.uint8)
