@@ -29,6 +29,9 @@ want bench && timeout 240 $python -m pathologies.bench sis --device cuda --arch 
 bench --arch tv_resnet50 --image-size 224 --images 1 --batch-size 256 --batches 8   # the ImageNet configs' bill
 # verified precision (fast screen, strict fp32 decisions) against strict on a trained ResNet20
 want bench && timeout 300 $python -m pathologies.bench sis --device cuda --precision verified 2>&1 | tee -a "$out/bench_sis.txt"
+# ... and on ResNet18, 2x2-pixel features (256 per image): auto times bf16, fp16, tf32, channels_last and compile
+want bench && timeout 300 $python -m pathologies.bench sis --device cuda --precision verified --arch resnet18 \
+  --patch 2 --images 8 --lockstep 8 --batch-size 4096 2>&1 | tee -a "$out/bench_sis.txt"
 
 # The tiny workflow configs with device=cuda through Snakemake (when it is importable): every GPU rule
 # (training, SIS, evaluation, calibration, ensembles, RSA) on the GPU; GPU_JOBS (4) tiny jobs share it.

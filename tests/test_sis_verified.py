@@ -21,11 +21,12 @@ from pathologies.sis.extract import run as extract
 from pathologies.sis.jobs import sis_jobs
 from pathologies.config import run_specs
 from pathologies.experiments import validate
-from pathologies.sis.screen import Screen, bf16_supported
+from pathologies.sis.screen import Screen
+from pathologies.sis import verified as verified_module
 from pathologies.sis.verified import Verifier, verified_backward_selection
 from pathologies.training.train import train_run
 
-SCREENS = ["channels_last"] + (["bf16"] if bf16_supported(torch.device("cpu")) else [])
+SCREENS = screen_module.supported_screens(torch.device("cpu"))  # channels_last, and bf16/fp16 where the units exist
 
 
 
@@ -184,13 +185,59 @@ def test_a_screen_far_off_engages_the_fallback_and_results_still_equal_strict(sc
 
 def test_a_screen_the_device_lacks_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(screen_module, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(screen_module, "fp16_supported", lambda device: False)
     scorer = Scorer(random_model())
-    with pytest.raises(UserError, match="screen bf16 needs bf16 units") as err:
-        Verifier(scorer, torch.device("cpu"), "bf16")
-    assert "\n" not in str(err.value)
+    for name, needs in (("bf16", "bf16 units"), ("fp16", "fp16 units"),
+                        ("tf32", "a CUDA GPU of compute capability 8.0 or newer")):
+        with pytest.raises(UserError, match=f"screen {name} needs {needs}") as err:
+            Verifier(scorer, torch.device("cpu"), name)
+        assert "\n" not in str(err.value) and "use screen auto or channels_last" in str(err.value)
     with pytest.raises(UserError, match="screen 'fp8' is unknown"):
         Verifier(scorer, torch.device("cpu"), "fp8")
     assert screen_module.supported_screens(torch.device("cpu")) == ["channels_last"]
+
+
+def test_the_tf32_screen_switches_tf32_on_only_while_it_runs():
+    from pathologies.sis.engine import use_strict_fp32
+
+    use_strict_fp32(torch.device("cuda"))  # sets the flags only (no GPU needed)
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    with screen_module.tf32_enabled():
+        assert flags() == (True, True)
+    assert flags() == (False, False)
+    with pytest.raises(RuntimeError, match="kernel failed"), screen_module.tf32_enabled():
+        raise RuntimeError("kernel failed")
+    assert flags() == (False, False)  # the strict path never runs with TF32, even after a failing screen
+
+
+class ScreenOverflows(nn.Module):
+    """A random CNN whose copies (the screens) give inf/nan logits once pixel 0 is masked, as fp16 overflows."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base, self.home = base, id(self)
+
+    def forward(self, x):
+        z = self.base(x)
+        if id(self) != self.home:
+            hit = x.flatten(1)[:, :1] == 0
+            z = torch.where(hit, torch.tensor([float("inf"), -float("inf"), float("nan"), 1.0]), z)
+        return z
+
+
+def test_overflowing_screen_scores_are_rescored_and_results_still_equal_strict(monkeypatch):
+    images = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(12))
+    scorer = Scorer(ScreenOverflows(random_model(seed=13)))
+    strict, verified, stats = both(scorer, images, "channels_last", batch_size=16)
+    assert_same(strict, verified)
+    assert 0.3 < stats.rescored_fraction < 1  # inf/nan candidates re-scored, the others still screened
+    # auto, with any screen paying off: one that overflows on the first step's candidates is not chosen
+    monkeypatch.setattr(verified_module, "PAYS_OFF", 1e9)
+    strict, verified, stats = both(scorer, images, "auto", batch_size=16)
+    assert_same(strict, verified)
+    assert stats.screen == "none" and set(stats.timings) >= {"strict", "channels_last"}
+    control = both(Scorer(random_model(seed=13)), images, "auto", batch_size=16)[2]
+    assert control.screen != "none" or control.dropped  # chosen (the clock may drop it later)
 
 
 def test_a_failing_compile_falls_back_to_channels_last_by_name(monkeypatch, capsys):
@@ -331,6 +378,6 @@ def test_on_cuda_verified_equals_strict():
     use_strict_fp32(device)
     model = random_model("resnet20", 16, 3).to(device)
     images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(10)).to(device)
-    for screen in ["auto", *(s for s in ("bf16", "channels_last") if bf16_supported(device) or s != "bf16")]:
+    for screen in ["auto", *screen_module.supported_screens(device)]:  # bf16, fp16, tf32, channels_last, compile
         strict, verified, _ = both(Scorer(model), images, screen, batch_size=128)
         assert_same(strict, verified)

@@ -2,18 +2,22 @@
 
 A screen never decides anything stored: :func:`pathologies.sis.verified.verified_backward_selection`
 uses it to rule out candidates that cannot be the strict-fp32 argmax and re-scores the rest in the
-canonical path. Screens (``SCREENS``):
+canonical path. Every screen runs a channels_last copy of the models with batch norms folded into
+the convolutions (where torch.fx can trace the model). Screens (``SCREENS``):
 
-- ``bf16``: a channels_last copy of the models, batch norms folded into the convolutions where
-  torch.fx can trace the model, under bf16 autocast (CUDA, or CPUs with bf16 units; eager batch
-  norm and ReLU on bf16 channels_last tensors are slow on CPUs: folding measured 2.7x -> 3.2x
-  eager fp32 for ResNet20 at 32x32 on 2 cores);
-- ``channels_last``: a channels_last fp32 copy (a different convolution kernel, errors ~1e-5);
-- ``compile``: ``torch.compile`` of the channels_last fp32 copy (compiles for tens of seconds on a
-  small CPU, so ``auto`` does not try it there; batches are padded to one shape to avoid recompiles).
+- ``bf16``: bf16 autocast (CUDA, or CPUs with bf16 units; folding measured 2.7x -> 3.2x eager fp32
+  for ResNet20 at 32x32 on 2 cores); 8 bits of mantissa: errors ~0.1 in log-odds;
+- ``fp16``: fp16 autocast (CUDA, or CPUs with fp16 units): as fast as bf16 where the units exist,
+  11 bits of mantissa (errors ~8x smaller than bf16's, so fewer near-ties to re-score), but a
+  range of +-65504: candidates whose screen logits overflow are re-scored in strict fp32;
+- ``tf32``: fp32 with TF32 tensor-core convolutions and matmuls (CUDA GPUs of compute capability
+  8.0 or newer), switched on only while the screen runs: the strict path keeps TF32 off;
+- ``channels_last``: fp32 (another convolution kernel, errors ~1e-5);
+- ``compile``: ``torch.compile`` of the fp32 copy (compiles for tens of seconds on a small CPU, so
+  ``auto`` does not try it there; batches are padded to one shape to avoid recompiles).
 
 The canonical models are never touched (the screen works on deep copies), so the strict path keeps
-its memory format and kernels.
+its memory format, kernels and TF32 setting.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import torch
 
 from ..errors import UserError
 
-SCREENS = ("bf16", "channels_last", "compile")
+SCREENS = ("bf16", "fp16", "tf32", "channels_last", "compile")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PAD_STEP = 32
 
 
@@ -43,26 +48,50 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def fp16_supported(device: torch.device) -> bool:
+    """True when fp16 autocast has hardware support on ``device`` (CUDA, or oneDNN fp16 on CPU)."""
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def tf32_supported(device: torch.device) -> bool:
+    """True on CUDA GPUs with TF32 tensor cores (compute capability 8.0 or newer)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def supported_screens(device: torch.device) -> list[str]:
     """The screens ``auto`` measures on ``device`` (compile only on CUDA: its compile time dominates on CPUs)."""
-    screens = ["channels_last"]
-    if bf16_supported(device):
-        screens.insert(0, "bf16")
-    if device.type == "cuda":
-        screens.append("compile")
-    return screens
+    checks = {"bf16": bf16_supported, "fp16": fp16_supported, "tf32": tf32_supported,
+              "channels_last": lambda _: True, "compile": lambda d: d.type == "cuda"}
+    return [name for name in SCREENS if checks[name](device)]
 
 
-def _copy(model: torch.nn.Module, fold: bool) -> torch.nn.Module:
-    """A channels_last eval copy of ``model``; with ``fold``, batch norms folded into convolutions when traceable."""
+@contextlib.contextmanager
+def tf32_enabled():
+    """TF32 on for cuDNN convolutions and cuBLAS matmuls inside the block; the previous setting after it."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A channels_last eval copy of ``model``, batch norms folded into convolutions when traceable."""
     model = copy.deepcopy(model).eval()
-    if fold:
-        try:
-            from torch.fx.experimental.optimization import fuse
+    try:
+        from torch.fx.experimental.optimization import fuse
 
-            model = fuse(model)
-        except Exception:  # noqa: BLE001 - an untraceable model keeps its batch norms (only slower)
-            pass
+        model = fuse(model)
+    except Exception:  # noqa: BLE001 - an untraceable model keeps its batch norms (only slower)
+        pass
     return model.to(memory_format=torch.channels_last)
 
 
@@ -73,12 +102,18 @@ def check_screen(name: str, device: torch.device) -> None:
     if name == "bf16" and not bf16_supported(device):
         raise UserError(f"SIS screen bf16 needs bf16 units ({device.type} here has none: no avx512_bf16/AMX "
                         "or CUDA bf16); use screen auto or channels_last")
+    if name == "fp16" and not fp16_supported(device):
+        raise UserError(f"SIS screen fp16 needs fp16 units ({device.type} here has none: no avx512_fp16/AMX-FP16 "
+                        "or CUDA); use screen auto or channels_last")
+    if name == "tf32" and not tf32_supported(device):
+        raise UserError(f"SIS screen tf32 needs a CUDA GPU of compute capability 8.0 or newer ({device.type} here); "
+                        "use screen auto or channels_last")
     if name == "compile" and device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++")):
         raise UserError("SIS screen compile needs a C++ compiler (g++) on the CPU; use screen auto or channels_last")
 
 
 class Screen:
-    """Approximate ensemble-mean, temperature-scaled logits of a Scorer's models (float32, (B, K)).
+    """Approximate ensemble-mean, temperature-scaled logits of a Scorer's models (float32, (B, K); may hold inf/nan).
 
     ``pad_to``: the largest batch; smaller batches are padded to the next multiple of ``PAD_STEP``
     (at most ``pad_to``): a few shapes, so oneDNN/cuDNN (and torch.compile) build their kernels a
@@ -90,7 +125,7 @@ class Screen:
     def __init__(self, name: str, scorer, device: torch.device, pad_to: int | None = None):
         check_screen(name, device)
         self.name, self.scorer, self.pad_to = name, scorer, pad_to
-        self.models = [_copy(m, fold=name == "bf16") for m in scorer.models]
+        self.models = [_copy(m) for m in scorer.models]
         self.runners = [torch.compile(m, dynamic=False) for m in self.models] if name == "compile" else self.models
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,9 +135,7 @@ class Screen:
         if padded > size:
             x = torch.cat([x, x[-1:].expand(padded - size, -1, -1, -1)])
         x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(x.device.type, dtype=torch.bfloat16) if self.name == "bf16"
-                    else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self._precision(x.device.type):
             try:
                 total = sum(run(x).float() for run in self.runners)
             except Exception as err:  # noqa: BLE001 - any compiler failure: named fallback below
@@ -113,3 +146,8 @@ class Screen:
                 self.name, self.runners = "channels_last", self.models
                 return self.logits(x[:size])
         return (total / (len(self.runners) * self.scorer.temperature))[:size]
+
+    def _precision(self, device_type: str):
+        if self.name in AUTOCAST:
+            return torch.autocast(device_type, dtype=AUTOCAST[self.name])
+        return tf32_enabled() if self.name == "tf32" else contextlib.nullcontext()

@@ -7,7 +7,8 @@ values), for less work. Each step of each image:
    ``s = z_c - logsumexp(z_other)`` (monotone in f, and not saturating for confident models);
 2. ``ref`` = the screen's best candidate; every candidate with ``s >= s_ref - bound`` could be the
    strict argmax, and is re-scored in the canonical strict fp32 path (the Scorer), as are the
-   screen's best ``MIN_RESCORED`` (so that every step measures the screen's error on a few);
+   screen's best ``MIN_RESCORED`` (so that every step measures the screen's error on a few), and
+   every candidate whose screen score is not finite (fp16 overflow);
 3. a rounding/noise guard: a candidate left out is certainly below ``ref`` in log-odds, but its f
    could still round to the same float (saturated f near 1) or win through the tie-break noise;
    every such candidate is re-scored too, until none is left;
@@ -237,6 +238,10 @@ def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scor
     """Fill ``scores`` (n, p) with strict f for every candidate that could win this step (-inf elsewhere)."""
     stats, n = verifier.stats, len(scores)
     s = screened(image_of, feature_of)
+    finite = s.isfinite()  # an overflowed screen score (fp16) is re-scored and measures nothing
+    blind = torch.ones(n, dtype=torch.bool, device=s.device)  # images without any finite screen score
+    blind[image_of[finite]] = False
+    s = torch.where(finite, s, -math.inf)
     s_mat = torch.full_like(scores, -math.inf)
     s_mat[image_of, feature_of] = s
     s_ref, ref = s_mat.max(dim=1)
@@ -245,7 +250,7 @@ def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scor
     has_candidates[image_of] = True
     stats.calibration_steps += int((uncalibrated & has_candidates).sum())
     # candidates to re-score: every one of an uncalibrated image, ref, and those within the bound
-    within = uncalibrated[image_of] | (s >= s_ref[image_of] - bound[image_of].nan_to_num(0.0))
+    within = uncalibrated[image_of] | ~finite | (s >= s_ref[image_of] - bound[image_of].nan_to_num(0.0))
     top = torch.zeros_like(uncalibrated.new_zeros(scores.shape))
     best_few = s_mat.topk(min(MIN_RESCORED, s_mat.shape[1]), dim=1)
     top.scatter_(1, best_few.indices, best_few.values > -math.inf)
@@ -266,7 +271,8 @@ def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scor
         is_ref = done & (feature_of == ref[image_of])
         e_ref[image_of[is_ref]] = e[is_ref]
         spread = torch.zeros(n, dtype=torch.float64, device=s.device)
-        spread.scatter_reduce_(0, image_of[done], (e - e_ref[image_of]).abs()[done], reduce="amax")
+        measured = done & finite
+        spread.scatter_reduce_(0, image_of[measured], (e - e_ref[image_of]).abs()[measured], reduce="amax")
         calibrated_now = uncalibrated.clone()
         violated = ~uncalibrated & (spread > bound)
         if bool(violated.any()):  # the bound failed: redo these images' step in strict fp32, widen it
@@ -276,7 +282,8 @@ def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scor
             if bool(todo.any()):
                 continue
         widened = (verifier.safety * spread).clamp(min=MIN_BOUND)
-        bound.copy_(torch.where(calibrated_now | violated, widened, torch.fmax(bound, widened)))
+        widened = torch.where(calibrated_now | violated, widened, torch.fmax(bound, widened))
+        bound.copy_(torch.where(blind, bound, widened))  # nothing measured: the bound stays (or uncalibrated)
         todo = guard(image_of, feature_of, s, s_ref, ref, t_all, scores, bound, jitter, eps, done)
 
 
@@ -326,6 +333,8 @@ def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, can
             s = torch.cat([log_odds(screen.logits(batch), classes[r]) for _, r, batch in candidates(rows, features)])
             seconds = _synced(device, begin)
         stats.timings[name] = seconds / limit
+        if not bool(s.isfinite().all()):  # overflows already on the first step: not worth it
+            continue
         e = s - t
         share = 0.0
         for image in rows.unique():
