@@ -279,7 +279,7 @@ def test_extraction_with_verified_precision_equals_fp32_and_records_the_screen(t
                 out=tmp_path / f"{precision}.h5", device="cpu")
     with h5py.File(tmp_path / "fp32.h5") as strict, h5py.File(tmp_path / "verified.h5") as verified:
         assert verified.attrs["precision"] == "verified"
-        assert verified.attrs["screen"] in ("none", *SCREENS)
+        assert set(verified.attrs["screen"].split(" -> ")) <= {"none", *SCREENS}  # e.g. "bf16 -> channels_last"
         assert 0 < verified.attrs["rescored_fraction"] <= 1
         assert verified.attrs["candidates"] >= 6 * 36 * 37 // 2  # the selections, plus the collection rounds
         assert "screen" not in strict.attrs
@@ -318,10 +318,56 @@ def test_an_auto_screen_that_costs_more_than_strict_is_dropped_and_a_cheap_one_k
     for verifier, step_seconds in ((slow, 1.0), (cheap, 0.01)):
         verifier.clock.strict(1.0, 100)  # strict: 0.01 s per candidate
         for _ in range(REVIEW_STEPS):
-            verifier.clock.step(step_seconds, 10, verifier)  # 10 candidates a step: strict would take 0.1 s
+            verifier.clock.step(step_seconds, 10, 1, verifier)  # 10 candidates a step: strict would take 0.1 s
     assert slow.screen is None and slow.stats.screen == "none" and slow.stats.dropped == "channels_last"
     assert "screen channels_last costs 16.0 s where strict fp32 would take ~1.6 s; dropping it" in capsys.readouterr().err
     assert cheap.screen is not None and cheap.stats.screen == "channels_last" and not cheap.stats.dropped
+
+
+def test_auto_switches_to_a_screen_that_the_growing_rescored_share_makes_cheaper(capsys):
+    from pathologies.sis.verified import REVIEW_STEPS
+
+    def review(live_seconds: float, rescored: int) -> Verifier:
+        verifier = Verifier(Scorer(random_model()), torch.device("cpu"), "compile")  # compiles lazily: never runs
+        verifier.stats.timings = {"strict": 0.01, "compile": 0.003, "channels_last": 0.005}
+        verifier.stats.shares = {"compile": 0.05, "channels_last": 0.01}  # first-step shares
+        verifier.clock.strict(1.0, 100)
+        for _ in range(REVIEW_STEPS):
+            verifier.clock.step(live_seconds, 10, rescored, verifier)
+        return verifier
+
+    # compile re-scores half its candidates (10x its first-step share): 0.009 s a candidate; channels_last
+    # is estimated at 0.005 + 0.01 x min(1, 0.01 x 10) = 0.006 < 0.8 x 0.009: switch
+    switched = review(0.09, 5)
+    assert switched.stats.screen == "channels_last" and isinstance(switched.screen, Screen)
+    assert switched.stats.history == "compile -> channels_last"
+    assert "screen compile costs 1.4 s (re-scoring 50%); screen channels_last would take ~1.0 s; switching to it" \
+        in capsys.readouterr().err
+    # re-scoring as estimated (0.5 % x 10 = 5 %): 0.005 s a candidate, channels_last (0.0051) does not pay
+    kept = review(0.05, 0)
+    assert kept.stats.screen == "compile" and not kept.stats.dropped
+
+
+def test_switching_screens_mid_selection_still_equals_strict(monkeypatch):
+    from pathologies.sis import verified
+
+    monkeypatch.setattr(verified, "PAYS_OFF", 1e9)  # any untried screen looks cheaper: switch at every review
+    monkeypatch.setattr(verified, "REVIEW_STEPS", 2)
+    choose = verified.choose_screen
+
+    def strict_looks_slow(verifier, *args):
+        choose(verifier, *args)
+        verifier.stats.timings["strict"] = 1e9  # so the reviews switch between screens, not to strict
+        verifier.stats.shares = dict.fromkeys(verifier.stats.shares, 0.0)
+
+    monkeypatch.setattr(verified, "choose_screen", strict_looks_slow)
+    images = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(14))
+    strict, verified_run, stats = both(Scorer(random_model(seed=15)), images, "auto", batch_size=16)
+    assert_same(strict, verified_run)
+    used = [name for name in stats.history.split(" -> ") if name != "none"]
+    assert sorted(used) == sorted(SCREENS)  # every screen of this CPU, in turn
+    if len(SCREENS) > 1:
+        assert stats.calibration_steps > 3  # the bound was measured anew after the switch
 
 
 @pytest.mark.parametrize("precision", ["fp32", "verified"])

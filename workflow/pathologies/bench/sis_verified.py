@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     stats = verifier.stats
     timings = ", ".join(f"{name} {seconds * 1e6:.0f} us" for name, seconds in stats.timings.items())
     (strict_wall, strict_cpu), (verified_wall, verified_cpu), (tuned_wall, tuned_cpu) = clocks.values()
-    print(f"screen chosen: {stats.screen} (measured per candidate: {timings or 'not measured'})")
+    shares = ", ".join(f"{name} {share:.3f}" for name, share in stats.shares.items())
+    print(f"screens used: {stats.history} (measured per candidate: {timings or 'not measured'}; first-step share "
+          f"within the bound: {shares or 'not measured'})")
     print(f"fraction re-scored in strict fp32: {stats.rescored_fraction:.4f}; {stats.summary()}")
     print(f"wall strict {strict_wall:.1f} s (batch {args.batch_size}), verified {verified_wall:.1f} s "
           f"(batch {batch_size}; measuring the batch size took {tuning:.1f} s more, once per model and device)")

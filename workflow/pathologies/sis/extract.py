@@ -369,7 +369,7 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
             write_attrs(handle, {"order_format": order_format})
         if settings.precision == "verified":
             stats = result.verified or VerifiedStats()
-            write_attrs(handle, {"screen": stats.screen, "candidates": stats.candidates, "rescored": stats.rescored,
+            write_attrs(handle, {"screen": stats.history, "candidates": stats.candidates, "rescored": stats.rescored,
                                  "rescored_fraction": stats.rescored_fraction,
                                  "fallback_steps": stats.fallback_steps})
         for name, data in (("index", result.rows), ("ids", result.ids), ("label", result.labels),

@@ -54,7 +54,9 @@ class VerifiedStats:
     """What verified selection did: screen used, candidates screened / re-scored, fallbacks.
 
     One object may be passed to several calls (lockstep groups, SIS collection rounds) and sums them.
-    ``timings``: seconds per candidate of each screen and of the strict path, as measured by auto.
+    ``timings``: seconds per candidate of each screen and of the strict path, as measured by auto;
+    ``shares``: the share of the first step's candidates each screen would have re-scored;
+    ``dropped``: the screens used before the current one (auto switches when one stops paying).
     """
 
     screen: str = "none"
@@ -64,18 +66,24 @@ class VerifiedStats:
     calibration_steps: int = 0
     dropped: str = ""
     timings: dict = field(default_factory=dict)
+    shares: dict = field(default_factory=dict)
 
     @property
     def rescored_fraction(self) -> float:
         """Share of candidates scored in strict fp32 (1.0 = no saving)."""
         return self.rescored / self.candidates if self.candidates else 0.0
 
+    @property
+    def history(self) -> str:
+        """The screens used, in order (``bf16 -> fp16``), as extraction files record them."""
+        return " -> ".join([*filter(None, self.dropped.split(", ")), self.screen])
+
     def summary(self) -> str:
         """One line for logs and the benchmark."""
         return (f"screen={self.screen} rescored_fraction={self.rescored_fraction:.4f} "
                 f"({self.rescored:,} of {self.candidates:,} candidates) fallback_steps={self.fallback_steps} "
                 f"calibration_steps={self.calibration_steps}"
-                + (f" (screen {self.dropped} dropped: slower than strict)" if self.dropped else ""))
+                + (f" (dropped before: {self.dropped})" if self.dropped else ""))
 
 
 class Verifier:
@@ -94,39 +102,66 @@ class Verifier:
         self.stats = VerifiedStats(screen=screen)
         self.clock = Clock()
 
+    def switch(self, name: str | None) -> None:
+        """Use screen ``name`` from now on (None: strict fp32 only); the current one goes to ``stats.dropped``."""
+        self.stats.dropped = ", ".join(filter(None, [self.stats.dropped, self.stats.screen]))
+        self.screen = Screen(name, self.scorer, self.device, self.batch_size) if name else None
+        self.stats.screen = name or "none"
+
 
 class Clock:
-    """Keeps a screen only while it pays: screened steps' wall time against strict's for as many candidates.
+    """Keeps a screen only while it pays: screened steps' wall time against the alternatives'.
 
     Strict's time per candidate is auto's measurement on full batches when there is one (re-scoring
     runs small batches, whose per-candidate time would flatter the screen), else measured live on
-    the re-scored candidates. After ``REVIEW_STEPS`` screened steps (calibration steps excluded), a screen costing
-    more than strict is dropped for the rest of the run (results are the same either way).
+    the re-scored candidates. Every ``REVIEW_STEPS`` screened steps (calibration steps excluded), the
+    current screen's cost per candidate is compared with strict's and with each screen not tried
+    yet, estimated as its measured time plus strict's time for its first-step share of re-scored
+    candidates, scaled by how much the current screen's share has grown since its first step (later
+    steps have more near-ties). The screen switches to the cheapest (strict fp32 when it is cheaper;
+    another screen only when estimated below ``PAYS_OFF`` of the current cost). Results are the
+    same whichever screen runs; the bound is measured anew after a switch.
     """
 
     def __init__(self):
         self.strict_seconds = self.strict_candidates = 0.0
-        self.spent = self.candidates = 0.0
+        self.spent = self.candidates = self.rescored = 0.0
         self.steps = 0
 
     def strict(self, seconds: float, count: int) -> None:
         self.strict_seconds += seconds
         self.strict_candidates += count
 
-    def step(self, seconds: float, count: int, verifier: "Verifier") -> None:
+    def step(self, seconds: float, count: int, rescored: int, verifier: "Verifier") -> None:
+        """Add one screened step (``count`` candidates, ``rescored`` of them in strict fp32); review when due."""
         self.spent += seconds
         self.candidates += count
+        self.rescored += rescored
         self.steps += 1
         if self.steps < REVIEW_STEPS or not self.strict_candidates:
             return
-        per_candidate = verifier.stats.timings.get("strict") or self.strict_seconds / self.strict_candidates
-        strict_cost = per_candidate * self.candidates
-        if self.spent > strict_cost:
-            print(f"verified SIS: screen {verifier.stats.screen} costs {self.spent:.1f} s where strict fp32 "
-                  f"would take ~{strict_cost:.1f} s; dropping it", file=sys.stderr)
-            verifier.stats.dropped = verifier.stats.screen
-            verifier.stats.screen, verifier.screen = "none", None
-        self.spent = self.candidates = 0.0
+        stats = verifier.stats
+        strict_pc = stats.timings.get("strict") or self.strict_seconds / self.strict_candidates
+        live_pc = self.spent / self.candidates
+        options = {None: strict_pc} if strict_pc < live_pc else {}
+        expected = stats.shares.get(stats.screen)
+        drift = self.rescored / self.candidates / expected if expected else 1.0
+        tried = {stats.screen, *stats.dropped.split(", ")}
+        for name, share in stats.shares.items():
+            cost = stats.timings[name] + strict_pc * min(1.0, share * drift)
+            if name not in tried and cost < PAYS_OFF * live_pc:
+                options[name] = cost
+        if options:
+            choice = min(options, key=options.get)
+            if choice is None:
+                print(f"verified SIS: screen {stats.screen} costs {self.spent:.1f} s where strict fp32 "
+                      f"would take ~{strict_pc * self.candidates:.1f} s; dropping it", file=sys.stderr)
+            else:
+                print(f"verified SIS: screen {stats.screen} costs {self.spent:.1f} s (re-scoring "
+                      f"{self.rescored / self.candidates:.0%}); screen {choice} would take "
+                      f"~{options[choice] * self.candidates:.1f} s; switching to it", file=sys.stderr)
+            verifier.switch(choice)
+        self.spent = self.candidates = self.rescored = 0.0
         self.steps = 0
 
 
@@ -219,9 +254,12 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
             stats.rescored += len(image_of)
         else:
             start, calibrating = time.perf_counter(), bool(bound.isnan()[image_of].any())
+            screen, rescored = verifier.screen, stats.rescored
             select_step(verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps)
             if not calibrating and verifier.requested == "auto":
-                verifier.clock.step(_synced(device, start), len(image_of), verifier)
+                verifier.clock.step(_synced(device, start), len(image_of), stats.rescored - rescored, verifier)
+                if verifier.screen is not screen:  # switched: the bound belongs to the old screen
+                    bound.fill_(math.nan)
         decision = scores if jitter is None else scores + jitter
         choice = decision.argmax(dim=1)[active]  # argmax: first (lowest) index on ties
         order[active, step] = choice
@@ -336,13 +374,14 @@ def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, can
         if not bool(s.isfinite().all()):  # overflows already on the first step: not worth it
             continue
         e = s - t
-        share = 0.0
+        share = 0.0  # candidates within the bound (the re-scored share, floor excluded)
         for image in rows.unique():
             mine = rows == image
             ref = int(s[mine].argmax())
             spread = float((e[mine] - e[mine][ref]).abs().max())
             bound = max(verifier.safety * spread, MIN_BOUND)
             share += float((s[mine] >= s[mine][ref] - bound).sum())
+        stats.shares[name] = share / limit
         cost = seconds + strict_seconds * share / limit
         if cost < best_cost:
             best_name, best_cost = name, cost
