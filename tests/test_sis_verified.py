@@ -160,25 +160,33 @@ def test_huge_logits_still_equal_strict_and_engage_the_fallback_where_the_screen
         assert stats.fallback_steps > 0
 
 
-class ScreenLies(nn.Module):
-    """A random CNN whose copies (the screens work on deep copies) add garbage once 2 pixels are masked."""
+class ScreenDiffers(nn.Module):
+    """A random CNN whose copies (the screens work on deep copies) return ``change(x, logits)`` instead."""
 
-    def __init__(self, base: nn.Module):
+    def __init__(self, base: nn.Module, change):
         super().__init__()
-        self.base, self.home = base, id(self)
+        self.base, self.change, self.home = base, change, id(self)
 
     def forward(self, x):
         z = self.base(x)
-        if id(self) != self.home:
-            lying = ((x == 0).flatten(1).sum(dim=1, keepdim=True) >= 2).float()
-            z = z + lying * 30 * torch.sin(1e3 * x.flatten(1).sum(dim=1, keepdim=True) + torch.arange(4))
-        return z
+        return z if id(self) == self.home else self.change(x, z)
+
+
+def lies(x, z):
+    """Garbage once 2 pixels are masked."""
+    lying = ((x == 0).flatten(1).sum(dim=1, keepdim=True) >= 2).float()
+    return z + lying * 30 * torch.sin(1e3 * x.flatten(1).sum(dim=1, keepdim=True) + torch.arange(4))
+
+
+def overflows(x, z):
+    """inf/nan logits once pixel 0 is masked, as fp16 overflows."""
+    return torch.where(x.flatten(1)[:, :1] == 0, torch.tensor([float("inf"), -float("inf"), float("nan"), 1.0]), z)
 
 
 @pytest.mark.parametrize("screen", SCREENS)
 def test_a_screen_far_off_engages_the_fallback_and_results_still_equal_strict(screen):
     images = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(8))
-    strict, verified, stats = both(Scorer(ScreenLies(random_model(seed=9))), images, screen, batch_size=16)
+    strict, verified, stats = both(Scorer(ScreenDiffers(random_model(seed=9), lies)), images, screen, batch_size=16)
     assert stats.fallback_steps >= 3  # every image, at least once
     assert_same(strict, verified)
 
@@ -210,24 +218,9 @@ def test_the_tf32_screen_switches_tf32_on_only_while_it_runs():
     assert flags() == (False, False)  # the strict path never runs with TF32, even after a failing screen
 
 
-class ScreenOverflows(nn.Module):
-    """A random CNN whose copies (the screens) give inf/nan logits once pixel 0 is masked, as fp16 overflows."""
-
-    def __init__(self, base: nn.Module):
-        super().__init__()
-        self.base, self.home = base, id(self)
-
-    def forward(self, x):
-        z = self.base(x)
-        if id(self) != self.home:
-            hit = x.flatten(1)[:, :1] == 0
-            z = torch.where(hit, torch.tensor([float("inf"), -float("inf"), float("nan"), 1.0]), z)
-        return z
-
-
 def test_overflowing_screen_scores_are_rescored_and_results_still_equal_strict(monkeypatch):
     images = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(12))
-    scorer = Scorer(ScreenOverflows(random_model(seed=13)))
+    scorer = Scorer(ScreenDiffers(random_model(seed=13), overflows))
     strict, verified, stats = both(scorer, images, "channels_last", batch_size=16)
     assert_same(strict, verified)
     assert 0.3 < stats.rescored_fraction < 1  # inf/nan candidates re-scored, the others still screened

@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"fraction re-scored in strict fp32: {stats.rescored_fraction:.4f}; {stats.summary()}")
     print(f"wall strict {strict_wall:.1f} s (batch {args.batch_size}), verified {verified_wall:.1f} s "
           f"(batch {batch_size}; measuring the batch size took {tuning:.1f} s more, once per model and device)")
+    print(f"per image ({p} features): strict {strict_wall / len(correct):.2f} s, verified "
+          f"{verified_wall / len(correct):.2f} s (MEASURED, whole selections)")
     if args.tune_batch_size:
         print(f"strict_tuned_speedup={strict_wall / tuned_wall:.3f} (strict engine at batch {batch_size}: "
               f"{tuned_wall:.1f} s; CPU-time ratio {strict_cpu / tuned_cpu:.3f})")

@@ -36,28 +36,24 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PAD_STEP = 32
 
 
+def _onednn_has(probe: str) -> bool:
+    """oneDNN's answer to ``torch.ops.mkldnn.<probe>()`` (False where this build lacks the probe)."""
+    try:
+        return bool(getattr(torch.ops.mkldnn, probe)())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def bf16_supported(device: torch.device) -> bool:
     """True when bf16 autocast has hardware support on ``device`` (CUDA bf16, or oneDNN bf16 on CPU)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
+    return device.type == "cpu" and _onednn_has("_is_mkldnn_bf16_supported")
 
 
 def fp16_supported(device: torch.device) -> bool:
     """True when fp16 autocast has hardware support on ``device`` (CUDA, or oneDNN fp16 on CPU)."""
-    if device.type == "cuda":
-        return True
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
+    return device.type == "cuda" or (device.type == "cpu" and _onednn_has("_is_mkldnn_fp16_supported"))
 
 
 def tf32_supported(device: torch.device) -> bool:
