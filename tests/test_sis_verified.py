@@ -417,6 +417,7 @@ def test_on_cuda_verified_equals_strict():
     use_strict_fp32(device)
     model = random_model("resnet20", 16, 3).to(device)
     images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(10)).to(device)
-    for screen in ["auto", *screen_module.supported_screens(device)]:  # bf16, fp16, tf32, channels_last, compile
+    screens = [name for name in screen_module.supported_screens(device) if name != "compile"]  # compiling: minutes
+    for screen in ["auto", *screens]:  # auto, bf16, fp16, tf32, channels_last
         strict, verified, _ = both(Scorer(model), images, screen, batch_size=128)
         assert_same(strict, verified)
