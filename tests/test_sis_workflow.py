@@ -20,14 +20,15 @@ SIS_TINY = ROOT / "tests" / "configs" / "sis_tiny.yaml"
 DIGITS = "results/sis/digits_exact/digits_cnn/seed0/digits/test.h5"
 GRADIENT = "results/sis/digits_gradient/digits_cnn/seed0/digits/train.h5"
 TIES = [f"results/sis/digits_ties.r{i}/digits_cnn/seed0/digits/test.h5" for i in range(2)]
-TARGETS = [DIGITS, GRADIENT, *TIES, *[f"results/figures/sis_{kind}_{run}.png"
+VERIFIED = "results/sis/digits_verified/digits_cnn/seed0/digits/test.h5"
+TARGETS = [DIGITS, GRADIENT, *TIES, VERIFIED, *[f"results/figures/sis_{kind}_{run}.png"
                                       for run in ("digits_exact", "digits_gradient", "digits_ties")
                                       for kind in ("examples", "curves", "heatmaps")]]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A copy of the workflow after running the SIS stage of sis_tiny.yaml (17 jobs, about a minute)."""
+    """A copy of the workflow after running the SIS stage of sis_tiny.yaml (20 jobs, about a minute)."""
     work = copy_workflow(tmp_path_factory.mktemp("sis_workflow"))
     snakemake(*TARGETS, "--cores", "2", "--configfile", str(SIS_TINY), cwd=work)
     return work
@@ -71,7 +72,7 @@ def test_tiny_sis_run_writes_merged_files_and_figures(tiny_run):
         np.testing.assert_array_equal(handle["steps"][0], [7, 14, 21, 28, 35, 42, 49, 56, 63, 64])
         assert handle["collection/0.5/count"][()].max() >= 1
     assert assert_every_sis_is_sufficient(work, GRADIENT) >= 1
-    for target in TARGETS[4:]:
+    for target in TARGETS[5:]:
         assert (work / target).stat().st_size > 1000
     assert (work / "results/benchmarks/sis_extract/digits_exact/digits_cnn/seed0/digits/test/shard1of2.tsv").exists()
     assert "Nothing to be done" in snakemake(*TARGETS, "-n", "--configfile", str(SIS_TINY), cwd=work).stdout
@@ -102,6 +103,19 @@ def test_runs_on_one_model_and_split_coexist_and_the_heatmap_pools_the_repeats(t
     with h5py.File(work / TIES[0]) as a, h5py.File(work / TIES[1]) as b:
         sis = np.concatenate([a["sis/0.5/mask"][()][~a["sis/0.5/none"][()]], b["sis/0.5/mask"][()][~b["sis/0.5/none"][()]]])
     np.testing.assert_allclose(maps["sis"]["0.5"], sis.mean(axis=0))
+
+
+@pytest.mark.slow
+def test_a_verified_run_writes_the_files_of_the_strict_run_and_says_what_its_screen_did(tiny_run):
+    with h5py.File(tiny_run / DIGITS) as strict, h5py.File(tiny_run / VERIFIED) as verified:
+        assert verified.attrs["precision"] == "verified" and verified.attrs["merged_shards"] == 2
+        for name in ("index", "class", "f_full", "order", "curve", "sis/0.5/mask", "sis/0.9/mask", "sis/0.9/none"):
+            assert strict[name][()].tobytes() == verified[name][()].tobytes(), name
+        screens = set(str(verified.attrs["screen"]).replace(" -> ", ", ").split(", "))
+        assert screens <= {"none", "bf16", "fp16", "tf32", "channels_last", "compile"}
+        assert verified.attrs["candidates"] == 6 * 64 * 65 // 2  # every step of every image, both shards summed
+        assert 0 < verified.attrs["rescored"] <= verified.attrs["candidates"]
+        assert "screen" not in strict.attrs
 
 
 @pytest.mark.slow
