@@ -14,7 +14,7 @@ the convolutions (where torch.fx can trace the model). Screens (``SCREENS``):
   8.0 or newer), switched on only while the screen runs: the strict path keeps TF32 off;
 - ``channels_last``: fp32 (another convolution kernel, errors ~1e-5);
 - ``compile``: ``torch.compile`` of the fp32 copy (compiles for tens of seconds on a small CPU, so
-  ``auto`` does not try it there; batches are padded to one shape to avoid recompiles).
+  ``auto`` does not try it there; batches are padded to a few shapes to avoid recompiles).
 
 The canonical models are never touched (the screen works on deep copies), so the strict path keeps
 its memory format, kernels and TF32 setting.
