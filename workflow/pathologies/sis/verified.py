@@ -64,7 +64,7 @@ class VerifiedStats:
     rescored: int = 0
     fallback_steps: int = 0
     calibration_steps: int = 0
-    dropped: str = ""
+    dropped: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     shares: dict = field(default_factory=dict)
 
@@ -76,14 +76,14 @@ class VerifiedStats:
     @property
     def history(self) -> str:
         """The screens used, in order (``bf16 -> fp16``), as extraction files record them."""
-        return " -> ".join([*filter(None, self.dropped.split(", ")), self.screen])
+        return " -> ".join([*self.dropped, self.screen])
 
     def summary(self) -> str:
         """One line for logs and the benchmark."""
         return (f"screen={self.screen} rescored_fraction={self.rescored_fraction:.4f} "
                 f"({self.rescored:,} of {self.candidates:,} candidates) fallback_steps={self.fallback_steps} "
                 f"calibration_steps={self.calibration_steps}"
-                + (f" (dropped before: {self.dropped})" if self.dropped else ""))
+                + (f" (dropped before: {', '.join(self.dropped)})" if self.dropped else ""))
 
 
 class Verifier:
@@ -104,7 +104,7 @@ class Verifier:
 
     def switch(self, name: str | None) -> None:
         """Use screen ``name`` from now on (None: strict fp32 only); the current one goes to ``stats.dropped``."""
-        self.stats.dropped = ", ".join(filter(None, [self.stats.dropped, self.stats.screen]))
+        self.stats.dropped.append(self.stats.screen)
         self.screen = Screen(name, self.scorer, self.device, self.batch_size) if name else None
         self.stats.screen = name or "none"
 
@@ -146,7 +146,7 @@ class Clock:
         options = {None: strict_pc} if strict_pc < live_pc else {}
         expected = stats.shares.get(stats.screen)
         drift = self.rescored / self.candidates / expected if expected else 1.0
-        tried = {stats.screen, *stats.dropped.split(", ")}
+        tried = {stats.screen, *stats.dropped}
         for name, share in stats.shares.items():
             cost = stats.timings[name] + strict_pc * min(1.0, share * drift)
             if name not in tried and cost < PAYS_OFF * live_pc:
