@@ -8,7 +8,7 @@ import pytest
 
 from pathologies.config import run_specs
 from pathologies.experiments import validate
-from pathologies.ddd.rules import DddRules, figure_options
+from pathologies.ddd.rules import DddRules, input_options
 from pathologies.errors import UserError
 from pathologies.ddd.grid import experiments
 
@@ -203,7 +203,8 @@ def test_condition_order_names_another_experiment():
     rules = DddRules(config, lambda m, s: f"{m}/{s}", lambda name: name)
     assert rules.condition_order("control") == ["results/ddd/paper/conditions.csv"]
     assert rules.condition_order("paper") == []
-    assert figure_options({"conditions": "c.csv", "order": []}) == "--conditions c.csv"
+    assert input_options({"conditions": "c.csv", "order": []}) == ["--conditions", "c.csv"]
+    assert input_options({"predictions": ["a b.h5", "c.h5"]}) == ["--predictions", "a b.h5", "c.h5"]
 
 
 def test_a_config_needs_some_model():
@@ -230,4 +231,5 @@ def test_rules_list_targets_by_dataset_kind_and_options():
     assert plain.rsa_table("paper") == []
     with pytest.raises(UserError, match="results/ddd/nope is not a ddd experiment"):
         plain.spec("nope")
-    assert figure_options({"class_accuracy": "a.csv", "kappa": "k.csv"}) == "--class-accuracy a.csv --kappa k.csv"
+    assert input_options({"class_accuracy": "a.csv", "kappa": "k.csv"}) == [
+        "--class-accuracy", "a.csv", "--kappa", "k.csv"]

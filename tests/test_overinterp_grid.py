@@ -102,7 +102,7 @@ def test_rules_helper_gives_paths_and_arguments():
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
     assert rules.subset_sis("exp") == {"train": "results/sis/train/cnn/seed0/digits/train.h5",
                                        "test": "results/sis/test/cnn/seed0/digits/test.h5"}
-    args = rules.subset_args("exp")
+    args = " ".join(rules.subset_args("exp"))
     assert "--subset random 0.05 1 exp.random5.d1 results/overinterp/exp/subsets/random5_d1.h5" in args
     assert args.count("--subset") == len(rules.subset_files("exp")) == 3 * 4 + 1
     assert "--subset mask 0.1 -1 exp.mask10 results/overinterp/exp/subsets/mask10.h5" in args
@@ -180,7 +180,7 @@ def test_mask_only_controls_beside_every_bs_retraining_and_noisy_linear_masking(
     imputed = config(masking="noisy_linear")
     rules = OverinterpRules(imputed, run_specs(imputed), lambda m, s: f"results/models/{m}/seed{s}",
                             lambda name: imputed["datasets"][name].get("path", f"results/data/{name}.h5"))
-    assert " --masking noisy_linear " in rules.subset_args("exp")
+    assert " --masking noisy_linear " in " ".join(rules.subset_args("exp"))
     with pytest.raises(UserError, match="masking"):
         config(masking="blur")
 
@@ -246,7 +246,7 @@ def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
     assert rules.subset_origins("exp") == ["digits", "c10c"]
     assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/shifted/cnn/seed0/c10c/fog_s5.h5"}
-    assert " --stream c10c " in rules.subset_args("exp", "c10c") and "--stream" not in rules.subset_args("exp")
+    assert " --stream c10c " in " ".join(rules.subset_args("exp", "c10c")) and "--stream" not in rules.subset_args("exp")
     assert rules.dataset("exp", "c10c") == "results/data/c10c.h5"
     assert all(path.startswith("results/overinterp/exp/subsets/c10c/") for path in rules.subset_files("exp", "c10c"))
     assert not any("/c10c/" in path for path in rules.subset_files("exp"))
@@ -262,7 +262,7 @@ def test_human_benchmark_mixes_source_models_and_scores_answer_files():
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
     assert rules.human_benchmark_sis("exp") == ["results/sis/test/cnn/seed0/digits/test.h5",
                                                 "results/sis/test/cnn_dropout/seed0/digits/test.h5"]
-    assert rules.human_benchmark_args("exp").startswith(
+    assert " ".join(rules.human_benchmark_args("exp")).startswith(
         "--sis results/sis/test/cnn/seed0/digits/test.h5 --sis results/sis/test/cnn_dropout/seed0/digits/test.h5 "
         "--shares 35.0 65.0 --fractions")
     assert rules.human_answers("exp") == ["answers/a.json", "answers/b.json"]

@@ -393,8 +393,8 @@ def test_config_expands_runs_into_one_job_per_run_model_seed_dataset_split():
     assert rules.targets() == ["results/sis/r/m/seed0/other/train.h5", "results/sis/r/m/seed1/other/train.h5",
                                "results/figures/sis_examples_r.png", "results/figures/sis_curves_r.png",
                                "results/figures/sis_heatmaps_r.png"]
-    assert rules.heatmap_args("r") == ("--sis m=results/sis/r/m/seed0/other/train.h5 "
-                                       "--sis m=results/sis/r/m/seed1/other/train.h5 --fraction 0.05")
+    assert rules.heatmap_args("r") == ["--sis", "m=results/sis/r/m/seed0/other/train.h5",
+                                       "--sis", "m=results/sis/r/m/seed1/other/train.h5", "--fraction", "0.05"]
     with pytest.raises(UserError, match="into 3 shards, not 2"):
         rules.spec("r", "m", "0", "other", "train", "2")
     with pytest.raises(UserError, match="not extracted by any run"):

@@ -2,7 +2,7 @@
 # and difficulty tables, RSA, a summary and the paper's figures under results/ddd/<experiment>/.
 # The experiment's models are ordinary `models` entries (pathologies.ddd.grid), trained by rule `train`;
 # paths and parameters per experiment come from pathologies.ddd.rules.
-from pathologies.ddd.rules import TABLE_FIGURES, DddRules, figure_options  # noqa: E402
+from pathologies.ddd.rules import TABLE_FIGURES, DddRules, input_options  # noqa: E402
 
 DDD = DddRules(config, model_dir, dataset_file)
 DDD_REPORT = "Dichotomous data difficulty"
@@ -27,7 +27,7 @@ rule ddd_experiment:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.experiment --spec-json {params.spec:q} --out {output} > {log} 2>&1"
+        "python -m pathologies.ddd.experiment --spec-json {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule ddd_kappa:
@@ -52,9 +52,9 @@ rule ddd_kappa:
     conda:
         ENV
     shell:
-        "export OPENBLAS_NUM_THREADS={threads} OMP_NUM_THREADS={threads}; "
-        "python -m pathologies.ddd.kappa --spec {input.spec} --kappa-out {output.kappa} "
-        "--conditions-out {output.conditions} --epochs-out {output.epoch_kappa} > {log} 2>&1"
+        "export OPENBLAS_NUM_THREADS={threads:q} OMP_NUM_THREADS={threads:q}; "
+        "python -m pathologies.ddd.kappa --spec {input.spec:q} --kappa-out {output.kappa:q} "
+        "--conditions-out {output.conditions:q} --epochs-out {output.epoch_kappa:q} > {log:q} 2>&1"
 
 
 rule ddd_difficulty:
@@ -84,11 +84,11 @@ rule ddd_difficulty:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.difficulty --spec {input.spec} --dataset {input.dataset} "
-        "--members-out {output.members} --difficulty-out {output.difficulty} "
-        "--fractions-out {output.fractions} --histogram-out {output.histogram} "
-        "--profiles-out {output.profiles} --histograms-out {output.histograms} "
-        "--class-accuracy-out {output.class_accuracy} --changes-out {output.changes} > {log} 2>&1"
+        "python -m pathologies.ddd.difficulty --spec {input.spec:q} --dataset {input.dataset:q} "
+        "--members-out {output.members:q} --difficulty-out {output.difficulty:q} "
+        "--fractions-out {output.fractions:q} --histogram-out {output.histogram:q} "
+        "--profiles-out {output.profiles:q} --histograms-out {output.histograms:q} "
+        "--class-accuracy-out {output.class_accuracy:q} --changes-out {output.changes:q} > {log:q} 2>&1"
 
 
 rule ddd_kl:
@@ -106,8 +106,8 @@ rule ddd_kl:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.kl --class-accuracy {input.class_accuracy} --dataset {input.dataset} "
-        "--out {output} > {log} 2>&1"
+        "python -m pathologies.ddd.kl --class-accuracy {input.class_accuracy:q} --dataset {input.dataset:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule ddd_superclasses:
@@ -127,8 +127,8 @@ rule ddd_superclasses:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.superclasses --spec {input.spec} --difficulty {input.difficulty} "
-        "--out {output.superclasses} --kappa-out {output.kappa} > {log} 2>&1"
+        "python -m pathologies.ddd.superclasses --spec {input.spec:q} --difficulty {input.difficulty:q} "
+        "--out {output.superclasses:q} --kappa-out {output.kappa:q} > {log:q} 2>&1"
 
 
 rule ddd_label_ambiguity:
@@ -147,8 +147,8 @@ rule ddd_label_ambiguity:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.ambiguity --spec {input.spec} --difficulty {input.difficulty} "
-        "--out {output} > {log} 2>&1"
+        "python -m pathologies.ddd.ambiguity --spec {input.spec:q} --difficulty {input.difficulty:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule ddd_class_extremes:
@@ -170,7 +170,7 @@ rule ddd_class_extremes:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.class_extremes --class-accuracy {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.ddd.class_extremes --class-accuracy {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule ddd_human_pages:
@@ -189,8 +189,8 @@ rule ddd_human_pages:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.human_pages --spec {input.spec} --difficulty {input.difficulty} "
-        "--dataset {input.dataset} --out-dir {output} > {log} 2>&1"
+        "python -m pathologies.ddd.human_pages --spec {input.spec:q} --difficulty {input.difficulty:q} "
+        "--dataset {input.dataset:q} --out-dir {output:q} > {log:q} 2>&1"
 
 
 rule ddd_human_scores:
@@ -211,10 +211,10 @@ rule ddd_human_scores:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.human_scores --pairs {input.human}/pairs.csv "
-        "--questions {input.human}/questions.csv --pair-answers {input.pair_answers} "
-        "--question-answers {input.question_answers} --pairs-out {output.pairs} "
-        "--questions-out {output.questions} --agreement-out {output.agreement} > {log} 2>&1"
+        "python -m pathologies.ddd.human_scores --pairs {input.human:q}/pairs.csv "
+        "--questions {input.human:q}/questions.csv --pair-answers {input.pair_answers:q} "
+        "--question-answers {input.question_answers:q} --pairs-out {output.pairs:q} "
+        "--questions-out {output.questions:q} --agreement-out {output.agreement:q} > {log:q} 2>&1"
 
 
 rule ddd_rsa:
@@ -240,8 +240,8 @@ rule ddd_rsa:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.rsa --spec {input.spec} --dataset {input.dataset} --out {output} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m pathologies.ddd.rsa --spec {input.spec:q} --dataset {input.dataset:q} --out {output:q} "
+        "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule ddd_summary:
@@ -264,7 +264,7 @@ rule ddd_summary:
             subcategory="{experiment}",
         ),
     params:
-        rsa=lambda wildcards, input: f"--rsa {input.rsa}" if input.rsa else "",
+        rsa=lambda wildcards, input: input_options({"rsa": input.rsa}),
     log:
         "results/logs/ddd/{experiment}/summary.log",
     resources:
@@ -273,9 +273,9 @@ rule ddd_summary:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.summary --spec {input.spec} --members {input.members} "
-        "--difficulty {input.difficulty} --kappa {input.kappa} --conditions {input.conditions} "
-        "--histograms {input.histograms} --histogram {input.histogram} {params.rsa} --out {output} > {log} 2>&1"
+        "python -m pathologies.ddd.summary --spec {input.spec:q} --members {input.members:q} "
+        "--difficulty {input.difficulty:q} --kappa {input.kappa:q} --conditions {input.conditions:q} "
+        "--histograms {input.histograms:q} --histogram {input.histogram:q} {params.rsa:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule ddd_fig08_base_epochs:
@@ -300,8 +300,8 @@ rule ddd_fig08_base_epochs:
     conda:
         ENV
     shell:
-        "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions} "
-        "--epoch-kappa {input.epoch_kappa} --spec {input.spec} --out {output} > {log} 2>&1"
+        "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions:q} "
+        "--epoch-kappa {input.epoch_kappa:q} --spec {input.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 # One rule per table-only figure (caption workflow/report/ddd_<figure>.rst). Shell commands are
@@ -325,7 +325,7 @@ for _figure, _tables in TABLE_FIGURES.items():
             ),
         params:
             figure=_figure,
-            options=lambda wildcards, input: figure_options(input),
+            options=lambda wildcards, input: input_options(input),
         log:
             f"results/logs/ddd/{{experiment}}/{_figure}.log",
         resources:
@@ -334,4 +334,4 @@ for _figure, _tables in TABLE_FIGURES.items():
         conda:
             ENV
         shell:
-            "python -m pathologies.ddd.figures {params.figure} {params.options} --out {output} > {log} 2>&1"
+            "python -m pathologies.ddd.figures {params.figure:q} {params.options:q} --out {output:q} > {log:q} 2>&1"

@@ -15,5 +15,5 @@ rule prepare_dataset:
     conda:
         ENV
     shell:
-        "python -m pathologies.data.prepare --name {wildcards.dataset} --spec-json {params.spec:q} "
-        "--resources resources --out {output} > {log} 2>&1"
+        "python -m pathologies.data.prepare --name {wildcards.dataset:q} --spec-json {params.spec:q} "
+        "--resources resources --out {output:q} > {log:q} 2>&1"

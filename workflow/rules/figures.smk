@@ -16,4 +16,4 @@ rule learning_curves:
     conda:
         ENV
     shell:
-        "python -m pathologies.training.learning_curves --logs {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.training.learning_curves --logs {input:q} --out {output:q} > {log:q} 2>&1"

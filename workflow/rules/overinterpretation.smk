@@ -57,7 +57,7 @@ for _experiment in OVERINTERP.experiments:
             conda:
                 ENV
             shell:
-                "python -m pathologies.overinterp.subsets --dataset {input.dataset} {params.args} > {log} 2>&1"
+                "python -m pathologies.overinterp.subsets --dataset {input.dataset:q} {params.args:q} > {log:q} 2>&1"
 
 
 rule overinterp_evaluate:
@@ -82,8 +82,8 @@ rule overinterp_evaluate:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.evaluate --model {input.model} {params.datasets} --out {output} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m pathologies.overinterp.evaluate --model {input.model:q} {params.datasets:q} --out {output:q} "
+        "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule overinterp_calibrate:
@@ -104,9 +104,9 @@ rule overinterp_calibrate:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.calibration --evaluation {input} --dataset {params.dataset} --split test "
-        "--seed {params.seed} "
-        "--bins {params.bins} --out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.calibration --evaluation {input:q} --dataset {params.dataset:q} --split test "
+        "--seed {params.seed:q} "
+        "--bins {params.bins:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_calibrated_sis:
@@ -138,10 +138,10 @@ rule overinterp_calibrated_sis:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.calibrated_sis --model {input.model} --calibration {input.calibration} "
-        "--dataset {input.dataset} --spec {params.spec:q} --shard {wildcards.shard} --num-shards {wildcards.shards} "
-        "--out {output} --device {params.device} --state-dir {params.state_dir} --threads {threads} "
-        "{params.batch_size_cache} > {log} 2>&1"
+        "python -m pathologies.overinterp.calibrated_sis --model {input.model:q} --calibration {input.calibration:q} "
+        "--dataset {input.dataset:q} --spec {params.spec:q} --shard {wildcards.shard:q} --num-shards {wildcards.shards:q} "
+        "--out {output:q} --device {params.device:q} --state-dir {params.state_dir:q} --threads {threads:q} "
+        "{params.batch_size_cache:q} > {log:q} 2>&1"
 
 
 rule overinterp_calibrated_sis_merge:
@@ -158,7 +158,7 @@ rule overinterp_calibrated_sis_merge:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis.merge --shards {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_ensemble_sis:
@@ -173,7 +173,7 @@ rule overinterp_ensemble_sis:
         shard=r"\d+",
         shards=r"\d+",
     params:
-        models=lambda w, input: " ".join(f"--model {path}" for path in input.models),
+        models=lambda w, input: [token for path in input.models for token in ("--model", path)],
         spec=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble, w.shards).spec(),
         state_dir=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble).state_dir(int(w.shard)),
         batch_size_cache=SIS_BATCH_CACHE,
@@ -190,9 +190,9 @@ rule overinterp_ensemble_sis:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
-        "--shard {wildcards.shard} --num-shards {wildcards.shards} --out {output} --device {params.device} "
-        "--state-dir {params.state_dir} --threads {threads} {params.batch_size_cache} > {log} 2>&1"
+        "python -m pathologies.sis.extract {params.models:q} --dataset {input.dataset:q} --spec {params.spec:q} "
+        "--shard {wildcards.shard:q} --num-shards {wildcards.shards:q} --out {output:q} --device {params.device:q} "
+        "--state-dir {params.state_dir:q} --threads {threads:q} {params.batch_size_cache:q} > {log:q} 2>&1"
 
 
 rule overinterp_ensemble_sis_merge:
@@ -209,7 +209,7 @@ rule overinterp_ensemble_sis_merge:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis.merge --shards {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_sis_sizes:
@@ -230,9 +230,9 @@ rule overinterp_sis_sizes:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.sis_sizes --spec {input.spec} --correctness-out {output.correctness} "
-        "--increase-out {output.increase} --by-class-out {output.by_class} --summary-out {output.summary} "
-        "> {log} 2>&1"
+        "python -m pathologies.overinterp.sis_sizes --spec {input.spec:q} --correctness-out {output.correctness:q} "
+        "--increase-out {output.increase:q} --by-class-out {output.by_class:q} --summary-out {output.summary:q} "
+        "> {log:q} 2>&1"
 
 
 rule overinterp_tables:
@@ -268,8 +268,8 @@ rule overinterp_tables:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.tables --spec {input.spec} --sis-summary {input.sis_summary} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "python -m pathologies.overinterp.tables --spec {input.spec:q} --sis-summary {input.sis_summary:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_heatmaps:
@@ -290,8 +290,8 @@ rule overinterp_fig_heatmaps:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures heatmaps --sis {input.sis} --subsets {input.subsets} "
-        "--threshold {params.threshold} --out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.figures heatmaps --sis {input.sis:q} --subsets {input.subsets:q} "
+        "--threshold {params.threshold:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_examples:
@@ -315,9 +315,9 @@ rule overinterp_fig_examples:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures examples --sis {input.sis} --threshold {params.threshold} "
-        "--per-class {params.per_class} --max-classes {params.classes} --seed {params.seed} --out {output} "
-        "> {log} 2>&1"
+        "python -m pathologies.overinterp.figures examples --sis {input.sis:q} --threshold {params.threshold:q} "
+        "--per-class {params.per_class:q} --max-classes {params.classes:q} --seed {params.seed:q} --out {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule overinterp_fig_curves:
@@ -339,8 +339,8 @@ rule overinterp_fig_curves:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures curves --sis {input} --images {params.images} --seed {params.seed} "
-        "--out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.figures curves --sis {input:q} --images {params.images:q} --seed {params.seed:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_sizes:
@@ -363,8 +363,8 @@ rule overinterp_fig_sizes:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures sizes --correctness {input.correctness} --increase {input.increase} "
-        "--by-class {input.by_class} --threshold {params.threshold} --out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.figures sizes --correctness {input.correctness:q} --increase {input.increase:q} "
+        "--by-class {input.by_class:q} --threshold {params.threshold:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_accuracy:
@@ -384,8 +384,8 @@ rule overinterp_fig_accuracy:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures accuracy --accuracy {input} --dataset {params.dataset} "
-        "--out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.figures accuracy --accuracy {input:q} --dataset {params.dataset:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_ensemble:
@@ -407,8 +407,8 @@ rule overinterp_fig_ensemble:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures ensemble --ensemble-sis {input.ensemble} "
-        "--member-sis {input.members} --threshold {params.threshold} --out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.figures ensemble --ensemble-sis {input.ensemble:q} "
+        "--member-sis {input.members:q} --threshold {params.threshold:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_human_benchmark:
@@ -431,8 +431,8 @@ rule overinterp_human_benchmark:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.human_benchmark {params.args} --html-out {output.html} "
-        "--key-out {output.key} > {log} 2>&1"
+        "python -m pathologies.overinterp.human_benchmark {params.args:q} --html-out {output.html:q} "
+        "--key-out {output.key:q} > {log:q} 2>&1"
 
 
 rule overinterp_human_scores:
@@ -456,8 +456,8 @@ rule overinterp_human_scores:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.human_benchmark --score {input.answers} --key-out {input.key} "
-        "--scores-out {output.scores} --table-out {output.table} --figure-out {output.figure} > {log} 2>&1"
+        "python -m pathologies.overinterp.human_benchmark --score {input.answers:q} --key-out {input.key:q} "
+        "--scores-out {output.scores:q} --table-out {output.table:q} --figure-out {output.figure:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_shifted:
@@ -475,7 +475,7 @@ rule overinterp_fig_shifted:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures shifted --by-split {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.figures shifted --by-split {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_leakage:
@@ -493,7 +493,7 @@ rule overinterp_fig_leakage:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.leakage --leakage {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.overinterp.leakage --leakage {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule overinterp_fig_calibrated_examples:
@@ -518,6 +518,6 @@ rule overinterp_fig_calibrated_examples:
     conda:
         ENV
     shell:
-        "python -m pathologies.overinterp.figures examples --sis {input.sis} --threshold {params.threshold} "
-        "--per-class {params.per_class} --max-classes {params.classes} --seed {params.seed} --out {output} "
-        "> {log} 2>&1"
+        "python -m pathologies.overinterp.figures examples --sis {input.sis:q} --threshold {params.threshold:q} "
+        "--per-class {params.per_class:q} --max-classes {params.classes:q} --seed {params.seed:q} --out {output:q} "
+        "> {log:q} 2>&1"

@@ -10,7 +10,9 @@ except UserError as err:
     sys.exit(1)
 SIS_REPORT = "Sufficient input subsets"
 # exact extraction scores at the batch size measured per model and device (pathologies.sis.batch_size)
-SIS_BATCH_CACHE = "--batch-size-cache results/cache/sis_batch_size.json" if config["sis"]["tune_batch_size"] else ""
+SIS_BATCH_CACHE = (
+    ["--batch-size-cache", "results/cache/sis_batch_size.json"] if config["sis"]["tune_batch_size"] else []
+)
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.]*"  # run, model and split names (config schema): no '/'
 
 
@@ -28,7 +30,7 @@ rule sis_extract:
         shard=r"\d+",
         shards=r"\d+",
     params:
-        models=lambda w, input: " ".join(f"--model {path}" for path in input.models),
+        models=lambda w, input: [token for path in input.models for token in ("--model", path)],
         spec=lambda w: SIS.spec(w.run, w.model, w.seed, w.dataset, w.split, w.shards),
         state_dir="results/resume/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}",
         device=config["device"],
@@ -45,9 +47,9 @@ rule sis_extract:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis.extract {params.models} --dataset {input.dataset} --spec {params.spec:q} "
-        "--shard {wildcards.shard} --num-shards {wildcards.shards} --out {output} --device {params.device} "
-        "--state-dir {params.state_dir} --threads {threads} {params.batch_size_cache} > {log} 2>&1"
+        "python -m pathologies.sis.extract {params.models:q} --dataset {input.dataset:q} --spec {params.spec:q} "
+        "--shard {wildcards.shard:q} --num-shards {wildcards.shards:q} --out {output:q} --device {params.device:q} "
+        "--state-dir {params.state_dir:q} --threads {threads:q} {params.batch_size_cache:q} > {log:q} 2>&1"
 
 
 rule sis_merge:
@@ -68,7 +70,7 @@ rule sis_merge:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis.merge --shards {input} --out {output} > {log} 2>&1"
+        "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule sis_figures:
@@ -98,8 +100,8 @@ rule sis_figures:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis.figures --sis {input} --examples-out {output.examples} "
-        "--curves-out {output.curves} > {log} 2>&1"
+        "python -m pathologies.sis.figures --sis {input:q} --examples-out {output.examples:q} "
+        "--curves-out {output.curves:q} > {log:q} 2>&1"
 
 
 rule sis_heatmaps:
@@ -126,4 +128,4 @@ rule sis_heatmaps:
     conda:
         ENV
     shell:
-        "python -m pathologies.sis.heatmaps {params.args} --out {output} > {log} 2>&1"
+        "python -m pathologies.sis.heatmaps {params.args:q} --out {output:q} > {log:q} 2>&1"

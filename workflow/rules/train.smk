@@ -23,7 +23,7 @@ rule train:
     conda:
         ENV
     shell:
-        "python -m pathologies.training.train --dataset {input.dataset} --spec {params.spec:q} "
-        "--model-out {output.model} --log-out {output.log_csv} "
-        "--predictions-out {output.predictions} --state-dir {params.state_dir} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m pathologies.training.train --dataset {input.dataset:q} --spec {params.spec:q} "
+        "--model-out {output.model:q} --log-out {output.log_csv:q} "
+        "--predictions-out {output.predictions:q} --state-dir {params.state_dir:q} "
+        "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"

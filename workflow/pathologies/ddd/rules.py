@@ -169,6 +169,11 @@ class DddRules:
                 for path in (*self.tables(name), f"{RESULTS}/{name}/summary.txt", *self.figures(name))]
 
 
-def figure_options(input: Mapping[str, Any]) -> str:
-    """Command-line options of :mod:`pathologies.ddd.figures` from a rule's named inputs (empty ones left out)."""
-    return " ".join(f"--{key.replace('_', '-')} {path}" for key, path in input.items() if path)
+def input_options(input: Mapping[str, Any]) -> list[str]:
+    """Command-line options (argv tokens, ``--key path...``) from a rule's named inputs; empty ones left out."""
+    tokens = []
+    for key, value in input.items():
+        paths = [value] if isinstance(value, str) else list(value)
+        if paths:
+            tokens += [f"--{key.replace('_', '-')}", *paths]
+    return tokens

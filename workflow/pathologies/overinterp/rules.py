@@ -73,16 +73,20 @@ class OverinterpRules:
         return {split: experiment.sis.path(experiment.source_model, experiment.source_seed, subset.source, split)
                 for split in subset.splits}
 
-    def subset_args(self, name: str, origin: str | None = None) -> str:
-        """Command-line arguments of :mod:`pathologies.overinterp.subsets` for every subset cut from ``origin``."""
+    def subset_args(self, name: str, origin: str | None = None) -> list[str]:
+        """Command-line arguments (argv tokens) of :mod:`pathologies.overinterp.subsets` for every subset cut
+        from ``origin``."""
         experiment = self.experiment(name)
-        sis = " ".join(f"--sis {split}={path}" for split, path in self.subset_sis(name, origin).items())
-        subsets = " ".join(f"--subset {s.kind} {s.fraction!r} {s.draw} {s.name} {s.path}"
-                           for s in self._subsets(name, origin))
+        args = [token for split, path in self.subset_sis(name, origin).items() for token in ("--sis", f"{split}={path}")]
+        args += ["--seed", str(experiment.options["random_seed"])]
         # a shifted test set's random subsets draw from their own streams, not from the source's test split's
-        stream = f" --stream {origin}" if origin not in (None, experiment.dataset) else ""
-        masking = f" --masking {experiment.options['masking']}" if experiment.options["masking"] != "mean" else ""
-        return f"{sis} --seed {experiment.options['random_seed']}{stream}{masking} {subsets}"
+        if origin not in (None, experiment.dataset):
+            args += ["--stream", origin]
+        if experiment.options["masking"] != "mean":
+            args += ["--masking", experiment.options["masking"]]
+        for s in self._subsets(name, origin):
+            args += ["--subset", s.kind, repr(s.fraction), str(s.draw), s.name, s.path]
+        return args
 
     # -- calibration, SIS of calibrated models and ensembles
 
@@ -145,8 +149,9 @@ class OverinterpRules:
             raise UserError(f"{model} seed {seed} is not evaluated in overinterpretation experiment {name!r}")
         return {dataset: self.dataset_file(dataset) for dataset in dict.fromkeys(names)}
 
-    def eval_args(self, name: str, model: str, seed: int | str) -> str:
-        return " ".join(f"--dataset {d}={path}" for d, path in self.eval_datasets(name, model, seed).items())
+    def eval_args(self, name: str, model: str, seed: int | str) -> list[str]:
+        """``--dataset name=file`` argv tokens of :mod:`pathologies.overinterp.evaluate`."""
+        return [token for d, path in self.eval_datasets(name, model, seed).items() for token in ("--dataset", f"{d}={path}")]
 
     def evaluations(self, name: str) -> list[str]:
         return sorted({e.path for e in self.experiment(name).evaluations})
@@ -165,14 +170,16 @@ class OverinterpRules:
     def dataset(self, name: str, origin: str | None = None) -> str:
         return self.dataset_file(self.experiment(name).dataset if origin is None else origin)
 
-    def human_benchmark_args(self, name: str) -> str:
+    def human_benchmark_args(self, name: str) -> list[str]:
+        """Argv tokens of :mod:`pathologies.overinterp.human_benchmark` (export)."""
         options = self.experiment(name).options["human_benchmark"]
         if options is None:
             raise UserError(f"experiment {name!r} exports no human benchmark; set its `human_benchmark`")
-        fractions = " ".join(repr(float(f)) for f in options["fractions"])
-        shares = f" --shares {' '.join(repr(float(s)) for s in options['shares'])}" if options["shares"] else ""
-        sis = " ".join(f"--sis {path}" for path in self.human_benchmark_sis(name))
-        return f"{sis}{shares} --fractions {fractions} --images {options['images']} --seed {options['seed']}"
+        args = [token for path in self.human_benchmark_sis(name) for token in ("--sis", path)]
+        if options["shares"]:
+            args += ["--shares", *(repr(float(s)) for s in options["shares"])]
+        return [*args, "--fractions", *(repr(float(f)) for f in options["fractions"]),
+                "--images", str(options["images"]), "--seed", str(options["seed"])]
 
     def human_benchmark_sis(self, name: str) -> list[str]:
         """Test SIS files of the models the stimuli mix (the source alone by default)."""

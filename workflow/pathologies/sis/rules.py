@@ -75,13 +75,13 @@ class SisRules:
                             f"(have: {', '.join(self.groups()) or 'none'})")
         return files
 
-    def heatmap_args(self, run: str) -> str:
-        """Command-line arguments of :mod:`pathologies.sis.heatmaps` for one ``sis.runs`` entry: each file
-        labelled with its model (repeats and seeds of one model are pooled)."""
-        files = [f"--sis {j.model}={j.path}" for j in self.jobs.values() if j.group == run]
+    def heatmap_args(self, run: str) -> list[str]:
+        """Command-line arguments (argv tokens) of :mod:`pathologies.sis.heatmaps` for one ``sis.runs`` entry:
+        each file labelled with its model (repeats and seeds of one model are pooled)."""
+        files = [token for j in self.jobs.values() if j.group == run for token in ("--sis", f"{j.model}={j.path}")]
         if not files:
             self.run_files(run)
-        return f"{' '.join(files)} --fraction {self.heatmap_fraction[run]!r}"
+        return [*files, "--fraction", repr(self.heatmap_fraction[run])]
 
     def targets(self) -> list[str]:
         """Every merged SIS file and the figures of every run."""
