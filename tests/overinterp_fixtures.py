@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pathologies.models.checkpoint import save_model
 from pathologies.data.layout import dataset_info, load_split, to_model_input
 from pathologies.io import create_dataset, h5py, write_attrs
+from pathologies.models.checkpoint import save_model
 from pathologies.models.registry import build_model
 from pathologies.sis.engine import Masking, Scorer, backward_selection, find_sis
 

@@ -396,9 +396,8 @@ def test_bad_external_predictions_csv_is_one_line_naming_it(rows, expected, tmp_
 
 
 def test_sis_failing_verification_is_written_as_none_not_as_an_empty_sis(small, tmp_path, monkeypatch):
-    from test_sis_extract import sis_spec
-
     from pathologies.sis import extract as extract_module
+    from test_sis_extract import sis_spec
 
     real = extract_module.sufficient_subsets
 

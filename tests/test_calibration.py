@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from pathologies.overinterp.calibration import (calibrate, expected_calibration_error, fit_temperature, halves, main,
-                                     negative_log_likelihood, read_temperature)
 from pathologies.errors import UserError
 from pathologies.io import h5py
+from pathologies.overinterp.calibration import (
+    calibrate,
+    expected_calibration_error,
+    fit_temperature,
+    halves,
+    main,
+    negative_log_likelihood,
+    read_temperature,
+)
 
 
 def two_class(confidences, predicted):

@@ -9,9 +9,17 @@ import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from pathologies.ddd.consistency import (COLUMNS, bootstrap_ci, bootstrap_kappa, consistency_table,
-                                     error_consistency, image_subset, pair_stats, resample_weights,
-                                     undefined_pairs)
+from pathologies.ddd.consistency import (
+    COLUMNS,
+    bootstrap_ci,
+    bootstrap_kappa,
+    consistency_table,
+    error_consistency,
+    image_subset,
+    pair_stats,
+    resample_weights,
+    undefined_pairs,
+)
 
 FIELDS = ("c_obs", "c_exp", "kappa", "kappa_max", "kappa_min", "p_value")
 

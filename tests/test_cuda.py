@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import make_quadrant_dataset, make_spec
-from pathologies.models.checkpoint import load_model
 from pathologies.data.layout import load_split, to_model_input
 from pathologies.io import h5py
+from pathologies.models.checkpoint import load_model
 from pathologies.sis.engine import Scorer
-from pathologies.training.train import train_run
 from pathologies.sis.extract import run as extract
+from pathologies.training.train import train_run
 from test_sis_extract import keep_pixels, sis_spec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

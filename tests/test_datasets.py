@@ -17,10 +17,10 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from pathologies.data import prepare as datasets
+from pathologies.data.imagenet import ImageIndexDataset, load_image
 from pathologies.data.layout import Split, channel_stats, dataset_info, load_split, write_dataset
 from pathologies.data.prepare import gaussian_class_std, main, prepare_dataset, resolve_spec
 from pathologies.errors import UserError
-from pathologies.data.imagenet import ImageIndexDataset, load_image
 from pathologies.io import h5py, read_json_attr
 
 

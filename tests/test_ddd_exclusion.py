@@ -9,17 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathologies.ddd import difficulty as ddd_difficulty, figures, kappa as ddd_kappa
-from pathologies.ddd.consistency import error_consistency
+from conftest import make_quadrant_dataset
+from ddd_fixtures import N_CLASSES, N_IMAGES, E, experiment_config, member_correct
 from pathologies.data.imagenet import IndexSplit, write_index
+from pathologies.ddd import difficulty as ddd_difficulty
+from pathologies.ddd import figures
+from pathologies.ddd import kappa as ddd_kappa
+from pathologies.ddd.consistency import error_consistency
 from pathologies.ddd.exclusion import excluded_ids, lists_names, read_ids
 from pathologies.ddd.grid import experiments
 from pathologies.ddd.rules import DddRules
 from pathologies.ddd.summary import summary
 from pathologies.errors import UserError
 from pathologies.experiments import validate
-from conftest import make_quadrant_dataset
-from ddd_fixtures import E, N_CLASSES, N_IMAGES, experiment_config, member_correct
 
 LABELS = ("base", "plus1ep", "init.s2", "halves.1")  # the difficulty set: last member of each condition
 

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathologies.ddd import ambiguity, class_extremes, difficulty as ddd_difficulty, figures, superclasses
+from ddd_fixtures import N_IMAGES, E, member_correct
+from pathologies.ddd import ambiguity, class_extremes, figures, superclasses
+from pathologies.ddd import difficulty as ddd_difficulty
 from pathologies.ddd.consistency import error_consistency
 from pathologies.errors import UserError
-from ddd_fixtures import E, N_IMAGES, member_correct
 
 LABELS = ("base", "plus1ep", "init.s2", "halves.1")
 

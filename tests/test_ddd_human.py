@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathologies.ddd import difficulty as ddd_difficulty, figures, human_pages, human_scores
+from pathologies.ddd import difficulty as ddd_difficulty
+from pathologies.ddd import figures, human_pages, human_scores
 from pathologies.ddd.agreement import krippendorff_alpha, pairwise_alpha
 from pathologies.errors import UserError
 

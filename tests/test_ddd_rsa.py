@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from pathologies.data.layout import dataset_info, load_split, to_model_input
+from pathologies.ddd.measures import rsa_table
+from pathologies.ddd.rsa import build_table, sample_rows
+from pathologies.errors import UserError
 from pathologies.models.activations import checkpoint_activations, last_linear, penultimate, split_images
 from pathologies.models.checkpoint import save_model
-from pathologies.data.layout import dataset_info, load_split, to_model_input
-from pathologies.ddd.rsa import build_table, sample_rows
-from pathologies.ddd.measures import rsa_table
-from pathologies.errors import UserError
 from pathologies.models.registry import build_model
 
 

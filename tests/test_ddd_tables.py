@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pathologies.ddd import difficulty as ddd_difficulty, kappa as ddd_kappa
+from ddd_fixtures import N_CLASSES, N_IMAGES, E, member_correct
+from pathologies.ddd import difficulty as ddd_difficulty
+from pathologies.ddd import kappa as ddd_kappa
 from pathologies.ddd.consistency import error_consistency
 from pathologies.ddd.kl import kl_table
-from pathologies.ddd.summary import summary
 from pathologies.ddd.measures import gaussian_class_kl
+from pathologies.ddd.summary import summary
 from pathologies.errors import UserError
-from ddd_fixtures import E, N_CLASSES, N_IMAGES, member_correct
 
 
 def test_kappa_rows_are_recomputed_from_the_dumps(experiment):
@@ -204,8 +205,8 @@ def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys
 
 
 def test_kl_cli_reads_the_stds_from_the_prepared_dataset(tmp_path, quadrant_dataset, capsys):
-    from pathologies.ddd import kl as ddd_kl
     from pathologies.data.prepare import prepare_dataset
+    from pathologies.ddd import kl as ddd_kl
 
     dataset = tmp_path / "noise.h5"
     prepare_dataset("noise", {"kind": "gaussian", "num_classes": 3, "image_size": 2, "train_per_class": 2,

@@ -7,12 +7,27 @@ import pytest
 from scipy import integrate, stats
 from scipy.spatial.distance import pdist, squareform
 
-from pathologies.ddd.measures import (CATEGORIES, class_accuracy, classify_images, correct_histogram,
-                                    decision_changes, difficulty_fractions, difficulty_models,
-                                    difficulty_profile, fit_beta_profile, gaussian_class_kl,
-                                    histogram_distances, kl_accuracy_table, models_correct,
-                                    profile_histogram, rdm, rsa_image_sample, rsa_table, sample_histogram,
-                                    summary_text)
+from pathologies.ddd.measures import (
+    CATEGORIES,
+    class_accuracy,
+    classify_images,
+    correct_histogram,
+    decision_changes,
+    difficulty_fractions,
+    difficulty_models,
+    difficulty_profile,
+    fit_beta_profile,
+    gaussian_class_kl,
+    histogram_distances,
+    kl_accuracy_table,
+    models_correct,
+    profile_histogram,
+    rdm,
+    rsa_image_sample,
+    rsa_table,
+    sample_histogram,
+    summary_text,
+)
 
 
 def planted_population(n_images: int, n_models: int, seed: int,

@@ -13,9 +13,9 @@ from pathologies.io import h5py
 from pathologies.models.checkpoint import load_model
 from pathologies.overinterp.evaluate import evaluate
 from pathologies.sis.extract import run as extract
+from pathologies.training.train import train_run
 from test_faults import assert_same_outputs, train
 from test_sis_extract import sis_spec
-from pathologies.training.train import train_run
 
 
 @pytest.fixture(scope="module")

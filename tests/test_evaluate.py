@@ -7,14 +7,14 @@ import pytest
 import torch
 from scipy.special import softmax
 
+from conftest import make_quadrant_dataset
 from overinterp_fixtures import save_untrained_model, write_real_sis_file, write_sis_file
-from pathologies.models.checkpoint import load_model
 from pathologies.data.layout import load_split, to_model_input
 from pathologies.errors import UserError
-from pathologies.overinterp.evaluate import evaluate, evaluation_splits, main, read_evaluation
 from pathologies.io import h5py
+from pathologies.models.checkpoint import load_model
+from pathologies.overinterp.evaluate import evaluate, evaluation_splits, main, read_evaluation
 from pathologies.overinterp.subsets import build_subset_dataset, read_masks
-from conftest import make_quadrant_dataset
 
 
 def test_logits_are_the_models_on_its_own_normalisation(tmp_path, quadrant_dataset):

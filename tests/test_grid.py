@@ -7,10 +7,10 @@ import copy
 import pytest
 
 from pathologies.config import run_specs
-from pathologies.experiments import validate
+from pathologies.ddd.grid import experiments
 from pathologies.ddd.rules import DddRules, input_options
 from pathologies.errors import UserError
-from pathologies.ddd.grid import experiments
+from pathologies.experiments import validate
 
 
 def paper_grid(**experiment) -> dict:

@@ -14,19 +14,24 @@ import pytest
 import torch
 
 from conftest import ROOT, make_imagenet_index, make_spec
-from pathologies.overinterp import index_subsets
-from pathologies.models.checkpoint import load_model
-from pathologies.data.layout import dataset_info, mask_colour, to_model_input
-from pathologies.overinterp.evaluate import evaluate
 from pathologies.data.fill import image_noise, noisy_linear_impute
 from pathologies.data.imagenet import ImageIndexDataset
+from pathologies.data.layout import dataset_info, mask_colour, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py
+from pathologies.models.checkpoint import load_model
+from pathologies.overinterp import index_subsets
+from pathologies.overinterp.evaluate import evaluate
+from pathologies.overinterp.subset_masks import (
+    SubsetRequest,
+    backward_selection_features,
+    feature_masks,
+    random_features,
+    subset_size,
+)
+from pathologies.overinterp.subsets import build_subset_datasets
 from pathologies.sis.engine import Masking
 from pathologies.sis.extract import run as extract
-from pathologies.overinterp.subset_masks import (SubsetRequest, backward_selection_features, feature_masks,
-                                                 random_features, subset_size)
-from pathologies.overinterp.subsets import build_subset_datasets
 from pathologies.training.train import train_run
 from test_sis_extract import sis_spec
 

@@ -7,11 +7,11 @@ import copy
 import pytest
 
 from pathologies.config import run_specs
-from pathologies.experiments import validate
-from pathologies.sis.jobs import sis_jobs
 from pathologies.errors import UserError
+from pathologies.experiments import validate
 from pathologies.overinterp.grid import expand, percent_name
 from pathologies.overinterp.rules import OverinterpRules
+from pathologies.sis.jobs import sis_jobs
 
 BASE = {
     "datasets": {"digits": {"kind": "digits"}, "noise": {"kind": "gaussian", "image_size": 8}},

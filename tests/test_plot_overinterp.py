@@ -8,8 +8,16 @@ import pytest
 
 from overinterp_fixtures import write_sis_file
 from pathologies.errors import UserError
-from pathologies.overinterp.figures import (plot_accuracy, plot_curves, plot_ensemble, plot_examples, plot_heatmaps,
-                                         plot_shifted, plot_sizes, removal_rank)
+from pathologies.overinterp.figures import (
+    plot_accuracy,
+    plot_curves,
+    plot_ensemble,
+    plot_examples,
+    plot_heatmaps,
+    plot_shifted,
+    plot_sizes,
+    removal_rank,
+)
 from pathologies.overinterp.sis_sizes import analyse
 from pathologies.overinterp.subsets import build_subset_dataset
 

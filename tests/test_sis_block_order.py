@@ -21,8 +21,8 @@ from overinterp_fixtures import save_untrained_model
 from pathologies.errors import UserError
 from pathologies.io import COMPRESSION, h5py
 from pathologies.overinterp import index_subsets
-from pathologies.overinterp.figures import heatmap_panels, plot_heatmaps, plot_examples as plot_overinterp_examples, \
-    removal_rank
+from pathologies.overinterp.figures import heatmap_panels, plot_heatmaps, removal_rank
+from pathologies.overinterp.figures import plot_examples as plot_overinterp_examples
 from pathologies.overinterp.human_benchmark import benchmark_items
 from pathologies.overinterp.sis_sizes import read_sis_sizes
 from pathologies.overinterp.subset_masks import SubsetRequest
@@ -30,7 +30,8 @@ from pathologies.overinterp.subsets import build_subset_datasets, read_sis_order
 from pathologies.sis import orders
 from pathologies.sis.extract import run as extract
 from pathologies.sis.figures import plot_curves, plot_examples, removal_step_map
-from pathologies.sis.heatmaps import plot as plot_sis_heatmaps, read_heatmaps
+from pathologies.sis.heatmaps import plot as plot_sis_heatmaps
+from pathologies.sis.heatmaps import read_heatmaps
 from pathologies.sis.merge import merge_shards
 from pathologies.training.train import train_run
 from test_sis_extract import read_all, sis_spec

@@ -16,18 +16,18 @@ import pytest
 import torch
 
 from conftest import make_quadrant_dataset, make_spec
-from pathologies.models.checkpoint import load_model
 from pathologies.config import run_specs
-from pathologies.experiments import validate
-from pathologies.sis.jobs import sis_jobs
 from pathologies.data.layout import load_split, to_model_input
 from pathologies.errors import UserError
+from pathologies.experiments import validate
 from pathologies.io import h5py, read_json_attr
+from pathologies.models.checkpoint import load_model
 from pathologies.sis.engine import FunctionScorer, Scorer
 from pathologies.sis.extract import Settings, shard_rows, threshold_name
 from pathologies.sis.extract import extract as extract_images
 from pathologies.sis.extract import main as extract_main
 from pathologies.sis.extract import run as extract
+from pathologies.sis.jobs import sis_jobs
 from pathologies.sis.merge import merge_shards
 from pathologies.sis.rules import SisRules
 from pathologies.training.train import train_run

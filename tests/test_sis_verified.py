@@ -12,17 +12,17 @@ import torch
 from torch import nn
 
 from conftest import kill_at_call, make_quadrant_dataset, make_spec
+from pathologies.config import run_specs
 from pathologies.errors import UserError
+from pathologies.experiments import validate
 from pathologies.io import h5py
 from pathologies.models.registry import build_model
 from pathologies.sis import screen as screen_module
+from pathologies.sis import verified as verified_module
 from pathologies.sis.engine import FunctionScorer, Masking, Scorer, backward_selection, sis_collection
 from pathologies.sis.extract import run as extract
 from pathologies.sis.jobs import sis_jobs
-from pathologies.config import run_specs
-from pathologies.experiments import validate
 from pathologies.sis.screen import Screen
-from pathologies.sis import verified as verified_module
 from pathologies.sis.verified import Verifier, verified_backward_selection
 from pathologies.training.train import train_run
 

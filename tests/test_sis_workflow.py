@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from pathologies.models.checkpoint import load_model
 from pathologies.data.layout import load_split, to_model_input
 from pathologies.io import h5py, read_json_attr
+from pathologies.models.checkpoint import load_model
 from pathologies.sis.engine import Scorer
 from test_workflow import copy_workflow, report_names, snakemake
 

@@ -8,14 +8,13 @@ import pytest
 import torch
 
 from overinterp_fixtures import write_sis_file
-from pathologies.data.layout import dataset_info, load_split, to_model_input
+from pathologies.data.fill import apply_masks, noisy_linear_impute
+from pathologies.data.layout import dataset_info, load_split, mask_colour, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py
-from pathologies.sis.engine import Masking
-from pathologies.data.layout import mask_colour
-from pathologies.data.fill import apply_masks, noisy_linear_impute
 from pathologies.overinterp.subset_masks import backward_selection_features, feature_masks, random_features, subset_size
 from pathologies.overinterp.subsets import build_subset_dataset, main, read_masks, zeroes_masked_pixels
+from pathologies.sis.engine import Masking
 from pathologies.training.train import InMemorySplit, augment_batch
 
 

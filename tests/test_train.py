@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from conftest import ROOT, make_imagenet_index, make_quadrant_dataset, make_spec
-from pathologies.models.checkpoint import load_model, read_checkpoint
 from pathologies.data.layout import dataset_info, load_split, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py
+from pathologies.models.checkpoint import load_model, read_checkpoint
 from pathologies.training.train import augment_batch, predict, subset_indices, train_run
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from pathologies.data.prepare import prepare_dataset
 from pathologies.data.layout import dataset_info
+from pathologies.data.prepare import prepare_dataset
 from pathologies.io import h5py
 from pathologies.models.checkpoint import save_model
 from pathologies.models.registry import build_model

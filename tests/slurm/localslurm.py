@@ -128,7 +128,7 @@ class LocalSlurm:
         self.processes: dict[str, subprocess.Popen] = {}
         self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": search_path()}
 
-    def __enter__(self) -> "LocalSlurm":
+    def __enter__(self) -> LocalSlurm:
         install_if_missing()
         self._acquire_lock()
         try:

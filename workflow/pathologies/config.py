@@ -7,9 +7,10 @@ Every problem becomes one :class:`~pathologies.errors.UserError` line that names
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 import yaml

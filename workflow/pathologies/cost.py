@@ -23,8 +23,9 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .config import run_specs
 from .data.splits import expected_splits
@@ -52,7 +53,7 @@ class Rate:
     how: str  # "measured (<date>)" or "extrapolated from ..."
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def forward_flops(arch: str, image_size: int, channels: int = 3) -> float:
     """FLOPs of one forward pass of a randomly initialised ``arch`` on one image (counted on the CPU)."""
     import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class UserError(Exception):

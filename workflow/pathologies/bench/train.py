@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..models.registry import build_model
-import numpy as np
-
 from ..training.train import InMemorySplit, make_optimizer, train_epoch
 
 

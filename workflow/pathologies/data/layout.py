@@ -17,9 +17,9 @@ Split names are ``train`` and ``test`` and, for shifted test sets, e.g. ``fog_s3
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch

@@ -8,7 +8,8 @@ run on a split the dataset will not have, an SIS sample larger than the split or
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 DIGITS_IMAGES = 1797  # scikit-learn's load_digits
 CIFAR_SIZES = {"train": 50_000, "test": 10_000}

@@ -27,8 +27,15 @@ from ..io import atomic_output
 from ..training.predictions import Correctness, check_targets, read_dump
 from .exclusion import excluded_ids, split_excluded
 from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
-from .measures import (class_accuracy, classify_images, correct_histogram, decision_changes,
-                         difficulty_fractions, difficulty_grid, difficulty_models)
+from .measures import (
+    class_accuracy,
+    classify_images,
+    correct_histogram,
+    decision_changes,
+    difficulty_fractions,
+    difficulty_grid,
+    difficulty_models,
+)
 
 SIGMOID_WIDTH = 0.1  # A.9 sigmoid step width; narrowed when the mean accuracy needs a steeper step
 

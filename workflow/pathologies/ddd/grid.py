@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
-
+from typing import Any
 
 from ..config import check_recipe
 from ..errors import UserError

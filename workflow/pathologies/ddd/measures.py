@@ -16,7 +16,7 @@ Pure functions on correctness arrays (bool, models x images, or models x epochs 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -7,7 +7,8 @@ Every method takes the experiment name (the ``experiment`` wildcard).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..errors import UserError
 from .grid import Experiment, experiments

@@ -6,8 +6,8 @@ a forward hook on its input gives the representation the paper's RSA compares (a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

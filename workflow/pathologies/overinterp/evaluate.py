@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from ..cliargs import add_compute_options, named_files
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write_attrs
+from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, write_attrs
 from ..models.checkpoint import load_model
 from .subsets import read_masks, zeroes_masked_pixels
 

@@ -26,8 +26,8 @@ Pixels outside an SIS are drawn in the dataset's mean colour, which is what the 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

@@ -36,8 +36,9 @@ experiment for :mod:`pathologies.overinterp.rules`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from ..config import check_recipe, run_specs
 from ..errors import UserError

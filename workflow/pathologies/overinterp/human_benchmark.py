@@ -36,8 +36,8 @@ import base64
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -46,12 +46,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..data.fill import apply_masks  # noqa: E402
 from ..data.layout import dataset_info, mask_colour  # noqa: E402
 from ..errors import UserError, cli  # noqa: E402
 from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
 from ..sis.engine import Masking  # noqa: E402
 from ..sis.extract import load_rows  # noqa: E402
-from ..data.fill import apply_masks  # noqa: E402
 from ..sis.orders import read_orders  # noqa: E402
 from .subset_masks import backward_selection_features, feature_masks, subset_size  # noqa: E402
 

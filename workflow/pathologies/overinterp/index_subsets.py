@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -35,8 +35,15 @@ from ..errors import UserError
 from ..io import COMPRESSION, atomic_output, h5py, read_h5, read_json_attr, write_attrs
 from ..sis.engine import Masking
 from ..sis.orders import read_orders
-from .subset_masks import (SubsetRequest, backward_selection_features, feature_masks, random_stream, stream_key,
-                           subset_size, uniform_features)
+from .subset_masks import (
+    SubsetRequest,
+    backward_selection_features,
+    feature_masks,
+    random_stream,
+    stream_key,
+    subset_size,
+    uniform_features,
+)
 
 CHUNK = 256
 

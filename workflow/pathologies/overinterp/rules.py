@@ -7,7 +7,8 @@ Methods take wildcard values (experiment name, model, seed, ensemble).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..config import RunSpec
 from ..errors import UserError

@@ -42,21 +42,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..cliargs import named_files
+from ..data.fill import apply_masks, noisy_linear_impute, render_masks
 from ..data.layout import Split, dataset_info, load_split, mask_colour, write_dataset
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
 from ..sis.engine import Masking
-from ..data.fill import apply_masks, noisy_linear_impute, render_masks
 from ..sis.orders import read_orders
-from .subset_masks import (KINDS, MASKINGS, SubsetRequest, backward_selection_features, feature_masks,
-                           random_features, random_stream, stream_key, subset_size)
+from .subset_masks import (
+    KINDS,
+    MASKINGS,
+    SubsetRequest,
+    backward_selection_features,
+    feature_masks,
+    random_features,
+    random_stream,
+    stream_key,
+    subset_size,
+)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

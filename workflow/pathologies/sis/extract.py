@@ -59,9 +59,10 @@ import json
 import math
 import numbers
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,12 +72,19 @@ from ..cliargs import add_compute_options, json_object, positive_int
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, read_h5, provenance, write_attrs
+from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, write_attrs
 from ..models.checkpoint import load_model
-from .engine import Masking, Scorer, backward_selection, check_threshold, sis_collection, sufficient_subsets, \
-    use_strict_fp32
 from . import orders, resume
 from .batch_size import add_cache_option, cache_key, candidate_sample, tuned_batch_size
+from .engine import (
+    Masking,
+    Scorer,
+    backward_selection,
+    check_threshold,
+    sis_collection,
+    sufficient_subsets,
+    use_strict_fp32,
+)
 from .gradient import gradient_backward_selection
 from .verified import VerifiedStats, Verifier, verified_backward_selection
 
@@ -113,7 +121,7 @@ class Settings:
     precision: str
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> "Settings":
+    def from_spec(cls, spec: Mapping[str, Any]) -> Settings:
         """Check every setting of ``spec`` and raise UserError naming the first bad key."""
         missing = [key for key in SETTINGS_KEYS if key not in spec]
         if missing:

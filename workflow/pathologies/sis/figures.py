@@ -12,8 +12,8 @@ step against the fraction of pixels removed, one line per image, one panel per f
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

@@ -13,13 +13,22 @@ gradient evaluations per image instead of p(p+1)/2 forward passes.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from .engine import (BackSelection, FeatureLayout, Masking, TieBreakNoise, check_images,
-                  check_positive_int, classes_and_f, evaluate, remaining_features)
+from .engine import (
+    BackSelection,
+    FeatureLayout,
+    Masking,
+    TieBreakNoise,
+    check_images,
+    check_positive_int,
+    classes_and_f,
+    evaluate,
+    remaining_features,
+)
 
 
 def gradient_backward_selection(scorer, images: torch.Tensor, *, block: int = 1, classes=None,

@@ -8,8 +8,9 @@ whose random tie-breaking seeds are ``tie_break_seed + i``.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from ..config import RunSpec
 from ..errors import UserError

@@ -20,8 +20,8 @@ Readers call :func:`read_orders` (int64, either layout) and :func:`row_chunks` t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

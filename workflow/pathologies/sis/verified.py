@@ -31,14 +31,25 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
 from ..errors import UserError
-from .engine import BackSelection, FeatureLayout, Masking, Scorer, TieBreakNoise, backward_selection, \
-    check_images, check_positive_int, classes_and_f, collect_selections, remaining_features
+from .engine import (
+    BackSelection,
+    FeatureLayout,
+    Masking,
+    Scorer,
+    TieBreakNoise,
+    backward_selection,
+    check_images,
+    check_positive_int,
+    classes_and_f,
+    collect_selections,
+    remaining_features,
+)
 from .screen import Screen, check_screen, supported_screens
 
 SAFETY = 4.0  # bound = SAFETY x the largest screen-error spread seen
@@ -132,7 +143,7 @@ class Clock:
         self.strict_seconds += seconds
         self.strict_candidates += count
 
-    def step(self, seconds: float, count: int, rescored: int, verifier: "Verifier") -> None:
+    def step(self, seconds: float, count: int, rescored: int, verifier: Verifier) -> None:
         """Add one screened step (``count`` candidates, ``rescored`` of them in strict fp32); review when due."""
         self.spent += seconds
         self.candidates += count

@@ -21,9 +21,9 @@ decisions, so they join an analysis at epoch -1 only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ class Correctness:
     sources: list[str]
     predictions: np.ndarray | None = None
 
-    def select(self, models: Sequence[str]) -> "Correctness":
+    def select(self, models: Sequence[str]) -> Correctness:
         """The same data restricted to (and ordered as) ``models``."""
         unknown = [name for name in models if name not in self.models]
         if unknown:

@@ -21,8 +21,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,17 @@ from ..cliargs import add_compute_options, json_object
 from ..data.layout import dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import (atomic_output, code_version, create_dataset, h5_fingerprint, h5py, provenance,
-                  read_h5, remove_stale_temporaries, write_attrs)
+from ..io import (
+    atomic_output,
+    code_version,
+    create_dataset,
+    h5_fingerprint,
+    h5py,
+    provenance,
+    read_h5,
+    remove_stale_temporaries,
+    write_attrs,
+)
 from ..models.checkpoint import save_model
 from ..models.registry import seed_eval_dropout
 
@@ -89,7 +98,7 @@ class InMemorySplit:
 
     @classmethod
     def load(cls, dataset_path: str | Path, split: str, mean, std, device: torch.device,
-             keep: np.ndarray | None = None) -> "InMemorySplit":
+             keep: np.ndarray | None = None) -> InMemorySplit:
         data = load_split(dataset_path, split)
         rows = slice(None) if keep is None else keep
         return cls(to_model_input(data.images[rows], mean, std, device), data.labels[rows], data.ids[rows])
