@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))  # this checkout's package first
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
-from pathologies.config import run_specs  # noqa: E402
-from pathologies.data.layout import Split, write_dataset  # noqa: E402
-from pathologies.experiments import validate  # noqa: E402
+from pathologies.config import run_specs
+from pathologies.data.layout import Split, write_dataset
+from pathologies.experiments import validate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_quadrant_dataset(path: Path, n_train: int = 256, n_test: int = 64, size: int = 8,

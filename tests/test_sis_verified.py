@@ -106,7 +106,10 @@ def test_equals_strict_on_a_trained_model(trained, screen):
     assert 0 < stats.rescored_fraction < 1  # the screen ruled candidates out on a trained model
     # SIS collections through the verified engine equal the strict ones too
     verifier = Verifier(scorer, images.device, screen, 32)
-    select = lambda *a, **k: verified_backward_selection(*a, verifier=verifier, **k)  # noqa: E731
+
+    def select(*args, **kwargs):
+        return verified_backward_selection(*args, verifier=verifier, **kwargs)
+
     strict_c = sis_collection(scorer, images, 0.9, batch_size=32)
     verified_c = sis_collection(scorer, images, 0.9, batch_size=32, select=select)
     assert [[s.tolist() for s in c] for c in strict_c] == [[s.tolist() for s in c] for c in verified_c]
@@ -209,7 +212,10 @@ def test_the_tf32_screen_switches_tf32_on_only_while_it_runs():
     from pathologies.sis.engine import use_strict_fp32
 
     use_strict_fp32(torch.device("cuda"))  # sets the flags only (no GPU needed)
-    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+
+    def flags():
+        return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
     with screen_module.tf32_enabled():
         assert flags() == (True, True)
     assert flags() == (False, False)

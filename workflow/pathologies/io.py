@@ -20,7 +20,7 @@ from .errors import UserError, is_disk_full
 # here has exactly one writer (the Snakemake job that owns it), so locking buys nothing.
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
-import h5py  # noqa: E402  (must come after the environment variable above)
+import h5py  # after the environment variable above, which HDF5 reads when it loads
 
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 

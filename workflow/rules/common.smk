@@ -9,9 +9,9 @@ PACKAGE_DIR = os.path.join(workflow.basedir, "workflow")
 shell.prefix(f'export PYTHONPATH="{PACKAGE_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 sys.path.insert(0, PACKAGE_DIR)
 
-from pathologies.config import run_specs  # noqa: E402
-from pathologies.experiments import check_configfiles, validate  # noqa: E402
-from pathologies.errors import UserError  # noqa: E402
+from pathologies.config import run_specs
+from pathologies.experiments import check_configfiles, validate
+from pathologies.errors import UserError
 
 try:
     check_configfiles(workflow.overwrite_configfiles or ["config/config.yaml"])

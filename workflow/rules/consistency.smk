@@ -2,7 +2,7 @@
 # and difficulty tables, RSA, a summary and the paper's figures under results/ddd/<experiment>/.
 # The experiment's models are ordinary `models` entries (pathologies.ddd.grid), trained by rule `train`;
 # paths and parameters per experiment come from pathologies.ddd.rules.
-from pathologies.ddd.rules import TABLE_FIGURES, DddRules, input_options  # noqa: E402
+from pathologies.ddd.rules import TABLE_FIGURES, DddRules, input_options
 
 DDD = DddRules(config, model_dir, dataset_file)
 DDD_REPORT = "Dichotomous data difficulty"

@@ -2,7 +2,7 @@
 # of a source model's backward selection, evaluations of pretrained and retrained models, calibration,
 # ensembles, SIS-size analyses, tables and figures under results/overinterp/<experiment>/. Models trained
 # on subsets are ordinary `models` entries (pathologies.overinterp.grid) trained by rule `train`.
-from pathologies.overinterp.rules import OverinterpRules  # noqa: E402
+from pathologies.overinterp.rules import OverinterpRules
 
 OVERINTERP = OverinterpRules(config, RUNS, model_dir, dataset_file)
 OI_REPORT = "Overinterpretation"

@@ -1,6 +1,6 @@
 # Sufficient input subsets: for every run under `sis.runs`, one extraction job per model x seed x dataset
 # split x shard (GPU work), a merge per split, and three figures per run. Layout: pathologies/sis/extract.py.
-from pathologies.sis.rules import SisRules  # noqa: E402
+from pathologies.sis.rules import SisRules
 
 try:
     SIS = SisRules(config, RUNS, model_dir)

@@ -37,19 +37,19 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import ListedColormap
+from matplotlib.ticker import MaxNLocator
 
-from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output  # noqa: E402
-from ..training.predictions import read_dump  # noqa: E402
-from .exclusion import excluded_ids, split_excluded  # noqa: E402
-from .experiment import read_spec  # noqa: E402
-from .summary import rsa_reference  # noqa: E402
+from ..errors import UserError, cli
+from ..io import atomic_output
+from ..training.predictions import read_dump
+from .exclusion import excluded_ids, split_excluded
+from .experiment import read_spec
+from .summary import rsa_reference
 
 CORRECT_WRONG_REDS = ListedColormap(["#fcbba1", "#a50f15"])  # Figure 4: light = right, dark = wrong
 CORRECT_WRONG_BLUE = ListedColormap(["#ffffff", "#2171b5"])  # Figure 8: white = right, blue = wrong

@@ -32,17 +32,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-from ..data.layout import dataset_info, mask_colour  # noqa: E402
-from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
-from ..sis.engine import Masking  # noqa: E402
-from ..sis.extract import load_rows, threshold_name  # noqa: E402
-from ..sis.orders import read_orders, row_chunks  # noqa: E402
+from ..data.layout import dataset_info, mask_colour
+from ..errors import UserError, cli
+from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr
+from ..sis.engine import Masking
+from ..sis.extract import load_rows, threshold_name
+from ..sis.orders import read_orders, row_chunks
 
 
 def _open(path: str | Path):
@@ -215,7 +215,10 @@ def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.D
                out: str | Path) -> None:
     """Mean SIS size (correct vs wrong, % increase) per threshold and by class, original SIS files only."""
     sns.set_theme(style="whitegrid", context="paper")
-    label = lambda f: f["model"].astype(str) + "/s" + f["seed"].astype(str) + " " + f["dataset"] + "/" + f["split"]  # noqa: E731
+
+    def label(f):
+        return f["model"].astype(str) + "/s" + f["seed"].astype(str) + " " + f["dataset"] + "/" + f["split"]
+
     frames = [f[f["variant"] == "original"].assign(file=label) for f in (correctness, increase, by_class)]
     correctness, increase, by_class = frames
     if correctness.empty:

@@ -42,18 +42,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from ..data.fill import apply_masks  # noqa: E402
-from ..data.layout import dataset_info, mask_colour  # noqa: E402
-from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr  # noqa: E402
-from ..sis.engine import Masking  # noqa: E402
-from ..sis.extract import load_rows  # noqa: E402
-from ..sis.orders import read_orders  # noqa: E402
-from .subset_masks import backward_selection_features, feature_masks, subset_size  # noqa: E402
+from ..data.fill import apply_masks
+from ..data.layout import dataset_info, mask_colour
+from ..errors import UserError, cli
+from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr
+from ..sis.engine import Masking
+from ..sis.extract import load_rows
+from ..sis.orders import read_orders
+from .subset_masks import backward_selection_features, feature_masks, subset_size
 
 SCALE = 8  # each pixel drawn as SCALE x SCALE screen pixels
 

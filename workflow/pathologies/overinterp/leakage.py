@@ -29,12 +29,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, read_csv  # noqa: E402
+from ..errors import UserError, cli
+from ..io import atomic_output, read_csv
 
 COLUMNS = ["arch", "augment", "fraction", "test_set", "n_runs_bs", "n_runs_mask", "bs_accuracy_mean",
            "bs_accuracy_std", "mask_accuracy_mean", "mask_accuracy_std", "random_accuracy_mean", "bs_agree_mean",

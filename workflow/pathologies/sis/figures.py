@@ -18,16 +18,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
-from ..data.layout import dataset_info  # noqa: E402
-from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, read_h5, read_json_attr  # noqa: E402
-from .engine import Masking  # noqa: E402
-from .extract import load_rows, threshold_name  # noqa: E402
-from .orders import read_orders  # noqa: E402
+from ..data.layout import dataset_info
+from ..errors import UserError, cli
+from ..io import atomic_output, read_h5, read_json_attr
+from .engine import Masking
+from .extract import load_rows, threshold_name
+from .orders import read_orders
 
 MAX_COLUMNS = 4
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, read_h5  # noqa: E402
-from .engine import Masking  # noqa: E402
-from .extract import threshold_name  # noqa: E402
-from .orders import read_orders, row_chunks  # noqa: E402
+from ..errors import UserError, cli
+from ..io import atomic_output, read_h5
+from .engine import Masking
+from .extract import threshold_name
+from .orders import read_orders, row_chunks
 
 
 def bs_subset_size(fraction: float, features: int) -> int:

@@ -86,7 +86,7 @@ def _copy(model: torch.nn.Module) -> torch.nn.Module:
         from torch.fx.experimental.optimization import fuse
 
         model = fuse(model)
-    except Exception:  # noqa: BLE001 - an untraceable model keeps its batch norms (only slower)
+    except Exception:  # an untraceable model keeps its batch norms (only slower)
         pass
     return model.to(memory_format=torch.channels_last)
 
@@ -134,7 +134,7 @@ class Screen:
         with torch.inference_mode(), self._precision(x.device.type):
             try:
                 total = sum(run(x).float() for run in self.runners)
-            except Exception as err:  # noqa: BLE001 - any compiler failure: named fallback below
+            except Exception as err:  # any compiler failure: named fallback below
                 if self.name != "compile":
                     raise
                 print(f"SIS screen compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "

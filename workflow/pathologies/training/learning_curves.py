@@ -11,12 +11,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from ..errors import UserError, cli  # noqa: E402
-from ..io import atomic_output, read_csv  # noqa: E402
+from ..errors import UserError, cli
+from ..io import atomic_output, read_csv
 
 
 def read_logs(paths: list[str | Path]) -> pd.DataFrame:
