@@ -166,7 +166,8 @@ def test_schema_architectures_are_the_registry_ones():
 YAML_CASES = {
     "model_twice": ("models:\n  m: {dataset: d, arch: mlp}\n  m: {dataset: d, arch: small_cnn}\n",
                     "line 5: key 'm' appears twice in one mapping (also on line 4)"),
-    "lr_twice": ("recipes:\n  r:\n    lr: 0.1\n    epochs: 2\n    lr: 0.5\n", "line 7: key 'lr' appears twice in one mapping (also on line 5)"),
+    "lr_twice": ("recipes:\n  r:\n    lr: 0.1\n    epochs: 2\n    lr: 0.5\n",
+                 "line 7: key 'lr' appears twice in one mapping (also on line 5)"),
     "invalid_yaml": ("models: [unclosed\n", "is not valid YAML"),
     "not_a_mapping": ("- datasets\n- models\n", "must hold a mapping of config keys, not a list"),
 }

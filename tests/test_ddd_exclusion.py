@@ -145,7 +145,8 @@ def test_planted_label_errors_leave_every_table_and_are_counted(experiment, tmp_
     stack = np.stack([member_correct(experiment, label, E) for label in LABELS]).sum(axis=0)
     histogram = tables["histogram"]
     assert histogram["excluded_images"].tolist() == np.bincount(stack[planted], minlength=5).tolist()
-    assert histogram["observed"].tolist() == pytest.approx((np.bincount(stack[keep], minlength=5) / keep.sum()).tolist())
+    observed = np.bincount(stack[keep], minlength=5) / keep.sum()
+    assert histogram["observed"].tolist() == pytest.approx(observed.tolist())
     changes = tables["changes"]
     assert set(changes["changed"] <= keep.sum()) == {True}
     pred = experiment["pred"][("toy.base", 0)]

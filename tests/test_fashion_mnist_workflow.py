@@ -2,9 +2,10 @@
 
 tests/configs/fashion_mnist_tiny.yaml trains on 2,000 Fashion-MNIST images (the Debian package
 dataset-fashion-mnist; CI installs it): an MLP source whose Batched Gradient SIS of 2x2 patches give 5% BS
-subsets, small CNNs and MLPs retrained on BS and on random 5% subsets, and a 4-model small-CNN DDD grid. Asserted: models trained and evaluated on BS subsets are far
-more accurate than on random subsets (Carter et al.), and error consistency on in-between images is far below
-that on all images (Meding et al.), each cross-checked against the stored predictions.
+subsets, small CNNs and MLPs retrained on BS and on random 5% subsets, and a 4-model small-CNN DDD grid.
+Asserted: models trained and evaluated on BS subsets are far more accurate than on random subsets (Carter
+et al.), and error consistency on in-between images is far below that on all images (Meding et al.), each
+cross-checked against the stored predictions.
 """
 
 from __future__ import annotations
@@ -71,5 +72,6 @@ def test_error_consistency_is_far_lower_on_in_between_images(finished):
     for name, mask in (("all", slice(None)), ("in_between", between)):
         pair = {tuple(sorted(p)) for p in zip(last["model_a"], last["model_b"])} & {("base", "init.s2")}
         assert pair, "kappa.csv has no row for base vs init.s2"
-        row = last[(last["set"] == name) & (last["model_a"] + last["model_b"]).isin(["baseinit.s2", "init.s2base"])].iloc[0]
+        pair_rows = (last["set"] == name) & (last["model_a"] + last["model_b"]).isin(["baseinit.s2", "init.s2base"])
+        row = last[pair_rows].iloc[0]
         assert row["kappa"] == pytest.approx(kappa(base[epoch][mask], init2[epoch][mask]))

@@ -63,7 +63,8 @@ def test_grid_expands_into_models_with_the_paper_counts():
     assert (by_label["base"].epoch, by_label["plus1ep"].epoch, by_label["plus10ep"].epoch) == (4, 5, 14)
     assert by_label["plus10ep"].model == "paper.base"
     assert by_label["different_data.0"].model == "paper.half_data"
-    assert (by_label["different_data.0"].condition, by_label["different_data.0"].compare) == ("different_data", "within")
+    different = by_label["different_data.0"]
+    assert (different.condition, different.compare) == ("different_data", "within")
 
 
 def test_only_identical_runs_are_shared():
@@ -219,7 +220,8 @@ def test_rules_list_targets_by_dataset_kind_and_options():
     assert "results/ddd/paper/figures/fig09_kl_accuracy.png" in targets  # a gaussian dataset
     assert "results/ddd/paper/kl_accuracy.csv" in targets and "results/ddd/paper/rsa.csv" in targets
     assert "results/ddd/paper/summary.txt" in targets
-    assert len(rules.predictions("paper")) == 31 and len(rules.checkpoints("paper")) == 10  # different_data's first is half_data
+    # different_data's first is half_data
+    assert len(rules.predictions("paper")) == 31 and len(rules.checkpoints("paper")) == 10
     assert rules.base_predictions("paper") == "results/models/paper.base/seed0/predictions.h5"
     assert rules.dataset("paper") == "results/data/noise.h5"
 

@@ -171,7 +171,8 @@ def test_mask_only_controls_beside_every_bs_retraining_and_noisy_linear_masking(
     experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
     mask = [e for e in experiment.evaluations if e.model == "exp.mlp.mask10"]
     assert {(e.seed, e.eval_dataset, e.train_on, e.eval_on) for e in mask} == {
-        (seed, dataset, "mask", on) for seed in range(3) for dataset, on in (("digits", "full"), ("exp.mask10", "mask"))}
+        (seed, dataset, "mask", on) for seed in range(3) for dataset, on in (("digits", "full"), ("exp.mask10", "mask"))
+    }
     assert not any(e.eval_on == "mask" for e in experiment.evaluations if e.role == "pretrained")
     off = config(retrain={"fraction": 0.1, "mask_control": False})
     assert not any(".mask" in name for name in off["models"])
@@ -213,7 +214,8 @@ def test_shifted_test_sets_are_evaluated_and_their_sis_analysed():
     experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
     full = {(e.model, e.seed, e.eval_dataset) for e in experiment.evaluations if e.eval_on == "full"}
     assert {("cnn", 1, "c10c"), ("cnn", 1, "c101"), ("cnn_dropout", 0, "c10c")} <= full
-    assert ("results/sis/shifted/cnn/seed0/c10c/fog_s5.h5", "c10c") in {(s.path, s.dataset) for s in experiment.sis_files}
+    sis_files = {(s.path, s.dataset) for s in experiment.sis_files}
+    assert ("results/sis/shifted/cnn/seed0/c10c/fog_s5.h5", "c10c") in sis_files
 
 
 def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
@@ -246,7 +248,8 @@ def test_shifted_test_sets_with_source_sis_get_pixel_subsets_of_their_own():
                             lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
     assert rules.subset_origins("exp") == ["digits", "c10c"]
     assert rules.subset_sis("exp", "c10c") == {"fog_s5": "results/sis/shifted/cnn/seed0/c10c/fog_s5.h5"}
-    assert " --stream c10c " in " ".join(rules.subset_args("exp", "c10c")) and "--stream" not in rules.subset_args("exp")
+    assert " --stream c10c " in " ".join(rules.subset_args("exp", "c10c"))
+    assert "--stream" not in rules.subset_args("exp")
     assert rules.dataset("exp", "c10c") == "results/data/c10c.h5"
     assert all(path.startswith("results/overinterp/exp/subsets/c10c/") for path in rules.subset_files("exp", "c10c"))
     assert not any("/c10c/" in path for path in rules.subset_files("exp"))

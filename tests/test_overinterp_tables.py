@@ -129,7 +129,8 @@ def test_agreement_with_the_source_and_the_leakage_table(tmp_path, spec):
     leakage = leakage_table(table)
     assert len(leakage) == 1
     row = leakage.iloc[0]
-    assert (row["arch"], row["fraction"], row["test_set"], row["n_runs_bs"], row["n_runs_mask"]) == ("cnn", 0.1, "d", 2, 2)
+    key = ("arch", "fraction", "test_set", "n_runs_bs", "n_runs_mask")
+    assert tuple(row[k] for k in key) == ("cnn", 0.1, "d", 2, 2)
     assert row["bs_accuracy_mean"] == 75.0 and row["bs_agree_mean"] == 100.0 and row["bs_agree_wrong_mean"] == 100.0
     # mask seed 0: right on 0, 1, 3 (75%), agrees on 0, 1 (50%); seed 1: right on 0, 2 (50%), agrees 0, 2, 3 (75%)
     assert row["mask_accuracy_mean"] == 62.5 and row["mask_agree_mean"] == 62.5

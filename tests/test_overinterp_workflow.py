@@ -114,14 +114,16 @@ def test_mask_only_control_and_agreement_with_the_source(finished):
     by_split = pd.read_csv(finished / TABLES / "accuracy_by_split.csv")
     for test_set in ("digits", "digits_resplit"):
         with h5py.File(finished / "results/overinterp/digits/eval/digits_cnn/seed0.h5") as handle:
-            source = dict(zip(handle[f"{test_set}/test/ids"][()].tolist(), handle[f"{test_set}/test/pred"][()].tolist()))
+            group = handle[f"{test_set}/test"]
+            source = dict(zip(group["ids"][()].tolist(), group["pred"][()].tolist()))
         for arch in ("small_cnn", "mlp"):
             row = leakage.loc[(arch, test_set)]
             for kind in ("bs", "mask"):
                 dataset = f"digits.{kind}10" if test_set == "digits" else f"digits.{test_set}.{kind}10"
                 agree, agree_wrong = [], []
                 for seed in (0, 1):
-                    with h5py.File(finished / f"results/overinterp/digits/eval/digits.{arch}.{kind}10/seed{seed}.h5") as h:
+                    evaluation = f"results/overinterp/digits/eval/digits.{arch}.{kind}10/seed{seed}.h5"
+                    with h5py.File(finished / evaluation) as h:
                         group = h[f"{dataset}/test"]
                         pred, labels, ids = group["pred"][()], group["labels"][()], group["ids"][()]
                     src = np.array([source[i] for i in ids.tolist()])
@@ -156,8 +158,8 @@ def test_noisy_linear_masking_experiment(finished):
         logits, labels = handle["digits/test/logits"][()], handle["digits/test/labels"][()]
     top2 = (np.argsort(-logits, axis=1, kind="stable")[:, :2] == labels[:, None]).any(axis=1)
     by_split = pd.read_csv(finished / "results/overinterp/digits_road/tables/accuracy_by_split.csv")
-    mine = by_split[(by_split["model"] == "digits_cnn") & (by_split["seed"] == 0) & (by_split["eval_dataset"] == "digits")
-                    & (by_split["topk"] == 2)]
+    mine = by_split[(by_split["model"] == "digits_cnn") & (by_split["seed"] == 0)
+                    & (by_split["eval_dataset"] == "digits") & (by_split["topk"] == 2)]
     assert mine["accuracy"].item() == pytest.approx(100 * top2.mean())
     leakage = pd.read_csv(finished / "results/overinterp/digits_road/tables/leakage.csv")
     assert list(leakage["arch"]) == ["small_cnn"] and leakage["mask_accuracy_mean"].notna().all()

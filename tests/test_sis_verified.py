@@ -319,7 +319,8 @@ def test_an_auto_screen_that_costs_more_than_strict_is_dropped_and_a_cheap_one_k
         for _ in range(REVIEW_STEPS):
             verifier.clock.step(step_seconds, 10, 1, verifier)  # 10 candidates a step: strict would take 0.1 s
     assert slow.screen is None and slow.stats.screen == "none" and slow.stats.dropped == ["channels_last"]
-    assert "screen channels_last costs 16.0 s where strict fp32 would take ~1.6 s; dropping it" in capsys.readouterr().err
+    message = "screen channels_last costs 16.0 s where strict fp32 would take ~1.6 s; dropping it"
+    assert message in capsys.readouterr().err
     assert cheap.screen is not None and cheap.stats.screen == "channels_last" and not cheap.stats.dropped
 
 

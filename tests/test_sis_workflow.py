@@ -101,7 +101,7 @@ def test_runs_on_one_model_and_split_coexist_and_the_heatmap_pools_the_repeats(t
     np.testing.assert_allclose(maps["bs"].ravel(), expected / 12)
     assert maps["images"] == 12 and abs(maps["bs"].sum() - 6) < 1e-9
     with h5py.File(work / TIES[0]) as a, h5py.File(work / TIES[1]) as b:
-        sis = np.concatenate([a["sis/0.5/mask"][()][~a["sis/0.5/none"][()]], b["sis/0.5/mask"][()][~b["sis/0.5/none"][()]]])
+        sis = np.concatenate([f["sis/0.5/mask"][()][~f["sis/0.5/none"][()]] for f in (a, b)])
     np.testing.assert_allclose(maps["sis"]["0.5"], sis.mean(axis=0))
 
 

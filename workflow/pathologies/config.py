@@ -60,7 +60,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return (f"config key {_key_path(error)}: name {error.instance!r} must start with a letter or digit "
                 "and contain only letters, digits, '_' and '.'")
     if error.validator == "enum":
-        return f"config key {_key_path(error)}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+        allowed = ", ".join(map(str, error.validator_value))
+        return f"config key {_key_path(error)}: {error.instance!r} is not one of {allowed}"
     message = error.message.replace("\n", " ")
     if len(message) > 200:
         message = message[:200] + "..."

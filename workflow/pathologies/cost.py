@@ -174,7 +174,8 @@ def render(table: list[dict], device: str) -> str:
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pathologies.cost", description=__doc__.splitlines()[0])
-    parser.add_argument("--configfile", required=True, help="a workflow config, e.g. config/cifar10_overinterpretation.yaml")
+    parser.add_argument("--configfile", required=True,
+                        help="a workflow config, e.g. config/cifar10_overinterpretation.yaml")
     parser.add_argument("--device", default="h200", help="device label of the throughput table (e.g. h200, cpu2)")
     parser.add_argument("--throughput", default=str(THROUGHPUT), help="throughput table (CSV)")
     args = parser.parse_args(argv)

@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run the model under bf16 autocast (CUDA); fp32 by default")
     parser.add_argument("--precision", choices=["fp32", "verified"], default="fp32",
                         help="verified: strict vs verified engine on a trained model (bench.sis_verified)")
-    parser.add_argument("--screen", default="auto", help="(verified) screen: auto, bf16, fp16, tf32, channels_last, compile")
+    parser.add_argument("--screen", default="auto",
+                        help="(verified) screen: auto, bf16, fp16, tf32, channels_last, compile")
     parser.add_argument("--patch", type=positive_int, default=4,
                         help="(verified) feature = patch x patch pixels (4 at 32x32: 64 features)")
     parser.add_argument("--lockstep", type=positive_int, default=4, help="(verified) images in lockstep")

@@ -15,9 +15,10 @@ screen choice and the screen's set-up.
 The strict engine runs at the declared ``--batch-size``, as extraction did before the batch size was
 measured; the verified engine runs as an extraction job now does: at the batch size
 :mod:`pathologies.sis.batch_size` measures for the model (measured once per model and device and
-cached, as jobs do, so its seconds are printed but not counted in the verified wall). A third arm, the strict engine at that measured size, shows how much of the speed-up the batch
-size alone gives (``strict_tuned_speedup``); ``--no-tune-batch-size`` leaves it out and runs the
-verified engine at the declared size.
+cached, as jobs do, so its seconds are printed but not counted in the verified wall). A third arm, the
+strict engine at that measured size, shows how much of the speed-up the batch size alone gives
+(``strict_tuned_speedup``); ``--no-tune-batch-size`` leaves it out and runs the verified engine at the
+declared size.
 """
 
 from __future__ import annotations

@@ -172,8 +172,8 @@ def prepare_imagenet(name: str, spec: Mapping, resources: Path, out_path: Path) 
     """Index ``resources/imagenet/{train,val}`` and write it to ``out_path``.
 
     ``spec``: the resolved spec with every option present (image_size, resize, mean, std,
-    stats_sample, seed; see :mod:`pathologies.data.prepare`). ``stats_sample`` (when set) replaces mean/std by statistics
-    of that many seeded-random train images.
+    stats_sample, seed; see :mod:`pathologies.data.prepare`). ``stats_sample`` (when set) replaces
+    mean/std by statistics of that many seeded-random train images.
     """
     root = resources / "imagenet"
     if spec["resize"] < spec["image_size"]:
@@ -216,7 +216,8 @@ class ImageIndexDataset(torch.utils.data.Dataset):
             raise UserError(f"ImageNet index {index_path} does not exist; build it with `snakemake {index_path}`")
         with read_h5(index_path) as handle:
             if read_json_attr(handle, "storage") != "index":
-                raise UserError(f"{index_path} stores images, not an index; load it with pathologies.data.layout.load_split")
+                raise UserError(f"{index_path} stores images, not an index; "
+                                "load it with pathologies.data.layout.load_split")
             if split not in handle:
                 raise UserError(f"{index_path} has no split {split!r}; it has {sorted(handle.keys())}")
             self.paths = list(handle[split]["paths"].asstr()[()])

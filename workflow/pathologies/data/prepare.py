@@ -353,7 +353,8 @@ def _cifar10c(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
     if spec["mixed_sample"] is not None:
         total = len(corruptions) * len(severities) * per_severity
         if not 1 <= spec["mixed_sample"] <= total:
-            raise UserError(f"dataset {name!r}: option 'mixed_sample' must lie in 1..{total}, got {spec['mixed_sample']}")
+            raise UserError(f"dataset {name!r}: option 'mixed_sample' must lie in 1..{total}, "
+                            f"got {spec['mixed_sample']}")
         # a separate stream from `sample`'s: (seed, 1)
         flat = np.sort(np.random.default_rng([spec["seed"], 1]).choice(total, size=spec["mixed_sample"], replace=False))
         mixed = {"corruption": flat // (len(severities) * per_severity),

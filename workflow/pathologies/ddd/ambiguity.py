@@ -37,8 +37,8 @@ def read_ambiguity(path: str) -> pd.Series:
     if not table["ambiguous"].isin([0, 1]).all() or not pd.api.types.is_integer_dtype(table["image_id"]):
         raise UserError(f"label ambiguity file {path}: image_id must be integers and ambiguous 0 or 1")
     if table["image_id"].duplicated().any():
-        raise UserError(f"label ambiguity file {path}: image {table['image_id'][table['image_id'].duplicated()].iloc[0]}"
-                        " is listed twice")
+        twice = table["image_id"][table["image_id"].duplicated()].iloc[0]
+        raise UserError(f"label ambiguity file {path}: image {twice} is listed twice")
     return table.set_index("image_id")["ambiguous"].astype(bool)
 
 

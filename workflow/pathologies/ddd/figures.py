@@ -188,8 +188,8 @@ def plot_rsa(rsa: pd.DataFrame, members: pd.DataFrame, out: str | Path) -> pd.Da
     layer = rows["layer"].to_numpy() if "layer" in rows else "penultimate"
     data = pd.DataFrame({"condition": other, "layer": layer, "rsa": rows["rsa"].to_numpy()})
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * data["condition"].nunique() + 1.5), 3.2))
-    sns.barplot(data=data, x="condition", y="rsa", hue="layer", palette=["#3182bd", "#fd8d3c"][:data["layer"].nunique()],
-                ax=ax)
+    sns.barplot(data=data, x="condition", y="rsa", hue="layer",
+                palette=["#3182bd", "#fd8d3c"][:data["layer"].nunique()], ax=ax)
     ax.tick_params(axis="x", rotation=45)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")

@@ -53,7 +53,8 @@ def _read(path: str, columns: tuple[str, ...], trials: pd.Series) -> pd.DataFram
         raise UserError(f"answer file {path}: column trial must hold the trial numbers of the page") from None
     unknown = sorted(set(table["trial"]) - set(trials))
     if unknown or table["trial"].duplicated().any():
-        raise UserError(f"answer file {path}: trials {unknown[:3] or 'repeated'} do not match the page's 1..{len(trials)}")
+        raise UserError(f"answer file {path}: trials {unknown[:3] or 'repeated'} "
+                        f"do not match the page's 1..{len(trials)}")
     return table.set_index("trial").reindex(trials)[list(columns)].fillna("")
 
 
@@ -95,8 +96,8 @@ def question_answers(questions: pd.DataFrame, answers: dict[str, str]) -> pd.Dat
             else:
                 bad = [v for v in given if v and v not in allowed]
             if bad:
-                raise UserError(f"answer file {path}: {question} must be "
-                                f"{'a count (0, 1, 2, ...)' if allowed is None else ' / '.join(allowed)}, found {bad[0]!r}")
+                expected = "a count (0, 1, 2, ...)" if allowed is None else " / ".join(allowed)
+                raise UserError(f"answer file {path}: {question} must be {expected}, found {bad[0]!r}")
             rows.append(pd.DataFrame({"observer": name, "trial": table.index, "question": question, "answer": given}))
     long = pd.concat(rows, ignore_index=True)
     return long[long["answer"] != ""]

@@ -37,8 +37,8 @@ def kappa_table(per_epoch: Correctness | None, final: Correctness, conditions: d
                 in_between: np.ndarray, *, n_boot: int = 0, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Every pair of members at every epoch, for all images and for the ``in_between`` images.
 
-    ``per_epoch``: trained members at epochs 0..E (only 0..E-1 are used; None: no trained members); ``final``: all members
-    at E (bootstrapped with ``n_boot`` resamples); ``conditions``: member label -> condition. The
+    ``per_epoch``: trained members at epochs 0..E (only 0..E-1 are used; None: no trained members);
+    ``final``: all members at E (bootstrapped with ``n_boot`` resamples); ``conditions``: member label -> condition. The
     ``in_between`` set is left out when it holds no image.
     """
     frames = []

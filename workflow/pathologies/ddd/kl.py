@@ -4,7 +4,8 @@
         --out kl_accuracy.csv
 
 Rows per class: std (nominal, 0-255 scale), kl_to_next (closed form per pixel value, the paper's
-eq. 1; NaN for the last class), kl_to_next_image (the same over all H x W x C values of an image), accuracy (the base member at epoch E) and mean_accuracy (all members).
+eq. 1; NaN for the last class), kl_to_next_image (the same over all H x W x C values of an image),
+accuracy (the base member at epoch E) and mean_accuracy (all members).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ RESULTS = "results/ddd"
 # Tables of every experiment, after the description they are computed from; kl_accuracy.csv
 # (gaussian datasets) and rsa.csv (rsa_images > 0) join them.
 TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
-          "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv", "class_accuracy.csv",
-          "decision_changes.csv", "class_extremes.csv")
+          "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv",
+          "class_accuracy.csv", "decision_changes.csv", "class_extremes.csv")
 # Figures drawn from tables alone: figure -> {option of pathologies.ddd.figures: table}.
 TABLE_FIGURES = {
     "fig02_histogram": {"histogram": "histogram.csv"},

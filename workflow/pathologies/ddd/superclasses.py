@@ -116,7 +116,8 @@ def superclass_tables(difficulty: pd.DataFrame, superclass: pd.Series, rule: str
     per_superclass["kappa"] = kappa.groupby("superclass")["kappa"].mean()
     long = counts.stack().rename("n_images").reset_index()
     long["share_of_superclass"] = long["n_images"] / long.groupby("superclass")["n_images"].transform("sum")
-    long["share_of_category"] = long["n_images"] / long.groupby("category")["n_images"].transform("sum").replace(0, np.nan)
+    per_category = long.groupby("category")["n_images"].transform("sum")
+    long["share_of_category"] = long["n_images"] / per_category.replace(0, np.nan)
     long = long.join(per_superclass, on="superclass")
     return long, kappa
 

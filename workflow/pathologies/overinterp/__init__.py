@@ -1,1 +1,4 @@
-"""Overinterpretation experiments (rules in overinterpretation.smk): subsets, evaluation, calibration, tables, figures."""
+"""Overinterpretation experiments (rules in overinterpretation.smk).
+
+Subsets, evaluation, calibration, tables, figures.
+"""

@@ -4,7 +4,8 @@ The test split is cut into two seeded random halves: the temperature is fitted o
 minimising the negative log-likelihood), the ECE before and after scaling is measured on the
 second. Usage (what the ``overinterp_calibrate`` rule runs)::
 
-    python -m pathologies.overinterp.calibration --evaluation results/overinterp/<experiment>/eval/<model>/seed<seed>.h5 \
+    python -m pathologies.overinterp.calibration \
+        --evaluation results/overinterp/<experiment>/eval/<model>/seed<seed>.h5 \
         --dataset <dataset> --split test --seed 0 --bins 15 \
         --out results/overinterp/<experiment>/calibration/<model>/seed<seed>.json
 

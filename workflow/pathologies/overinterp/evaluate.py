@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
     torch.set_num_threads(args.threads)
-    results = evaluate(args.model, named_files(args.dataset, "--dataset", "name", "digits=results/data/digits.h5"), args.out, splits=args.splits,
+    datasets = named_files(args.dataset, "--dataset", "name", "digits=results/data/digits.h5")
+    results = evaluate(args.model, datasets, args.out, splits=args.splits,
                        device=args.device, batch_size=args.batch_size, workers=args.threads)
     for (name, split), result in results.items():
         print(f"{name}/{split}: accuracy {result.accuracy:.4f} on {len(result.labels)} images", file=sys.stderr)

@@ -1,11 +1,15 @@
 """Figures of an overinterpretation experiment (Carter et al. 2021), one subcommand each.
 
-    python -m pathologies.overinterp.figures heatmaps --sis <source test SIS> --subsets <bs subsets...> --threshold 0.99 --out f.png
-    python -m pathologies.overinterp.figures examples --sis <SIS file> --threshold 0.99 --per-class 3 --seed 0 --out f.png
+    python -m pathologies.overinterp.figures heatmaps --sis <source test SIS> --subsets <bs subsets...> \
+        --threshold 0.99 --out f.png
+    python -m pathologies.overinterp.figures examples --sis <SIS file> --threshold 0.99 --per-class 3 --seed 0 \
+        --out f.png
     python -m pathologies.overinterp.figures curves --sis <SIS file> --images 32 --seed 0 --out f.png
-    python -m pathologies.overinterp.figures sizes --correctness c.csv --increase i.csv --by-class k.csv --threshold 0.99 --out f.png
+    python -m pathologies.overinterp.figures sizes --correctness c.csv --increase i.csv --by-class k.csv \
+        --threshold 0.99 --out f.png
     python -m pathologies.overinterp.figures accuracy --accuracy accuracy.csv --dataset digits --out f.png
-    python -m pathologies.overinterp.figures ensemble --ensemble-sis e.h5 --member-sis m0.h5 m1.h5 --threshold 0.99 --out f.png
+    python -m pathologies.overinterp.figures ensemble --ensemble-sis e.h5 --member-sis m0.h5 m1.h5 \
+        --threshold 0.99 --out f.png
     python -m pathologies.overinterp.figures shifted --by-split accuracy_by_split.csv --out f.png
 
 - heatmaps (Figure 3, S7, S9a, S14): how often each pixel belongs to the k% BS subsets and to the
@@ -307,7 +311,8 @@ def plot_ensemble(ensemble_path: str | Path, member_paths: Sequence[str | Path],
 
 def plot_shifted(by_split: pd.DataFrame, out: str | Path) -> None:
     """Accuracy per split of every shifted test set for the pretrained models (mean ± std over seeds)."""
-    rows = by_split[(by_split["role"] == "pretrained") & (by_split["eval_on"] == "full") & (by_split.get("topk", 1) == 1)]
+    rows = by_split[(by_split["role"] == "pretrained") & (by_split["eval_on"] == "full")
+                    & (by_split.get("topk", 1) == 1)]
     if rows.empty:
         raise UserError("no evaluation of a pretrained model on full images to plot")
     rows = rows.assign(split=rows["eval_dataset"] + "/" + rows["eval_split"])

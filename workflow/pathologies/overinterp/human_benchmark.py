@@ -164,7 +164,8 @@ function count() {{
 }}
 function download() {{
   const missing = unanswered();
-  if (missing.length && !confirm(missing.length + ' images are unanswered (they count as wrong). Download anyway?')) return;
+  const question = missing.length + ' images are unanswered (they count as wrong). Download anyway?';
+  if (missing.length && !confirm(question)) return;
   const answers = {{}};
   for (const s of document.querySelectorAll('#answers select')) if (s.value !== '') answers[s.name] = s.value;
   const blob = new Blob([JSON.stringify({{participant: document.getElementById('participant').value, answers,

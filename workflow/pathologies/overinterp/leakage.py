@@ -54,7 +54,8 @@ def leakage_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keys = ["arch", "augment", "train_fraction", "test_set"]
     if "split_set" in own:  # subset rows of CIFAR-10-C are all of its `mixed` sample
-        own = own.assign(test_set=[t if s == "all" else f"{t} ({s})" for t, s in zip(own["test_set"], own["split_set"])])
+        pairs = zip(own["test_set"], own["split_set"])
+        own = own.assign(test_set=[t if s == "all" else f"{t} ({s})" for t, s in pairs])
     for values, group in own[own["train_on"] == "bs"].groupby(keys, sort=False, dropna=False):
         arch, augment, fraction, test_set = values
         pick = {kind: own[(own["train_on"] == kind) & (own["arch"] == arch) & (own["augment"] == augment)
@@ -68,7 +69,8 @@ def leakage_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         rows.append({"arch": arch, "augment": augment, "fraction": fraction, "test_set": test_set,
                      "n_runs_bs": int(bs["n_runs"]), "n_runs_mask": int(first(mask, "n_runs")) if len(mask) else 0,
                      "bs_accuracy_mean": bs["accuracy_mean"], "bs_accuracy_std": bs["accuracy_std"],
-                     "mask_accuracy_mean": first(mask, "accuracy_mean"), "mask_accuracy_std": first(mask, "accuracy_std"),
+                     "mask_accuracy_mean": first(mask, "accuracy_mean"),
+                     "mask_accuracy_std": first(mask, "accuracy_std"),
                      "random_accuracy_mean": first(rnd, "accuracy_mean"),
                      "bs_agree_mean": bs["agree_source_mean"], "bs_agree_wrong_mean": bs["agree_source_wrong_mean"],
                      "mask_agree_mean": first(mask, "agree_source_mean"),

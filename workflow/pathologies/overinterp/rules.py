@@ -78,7 +78,8 @@ class OverinterpRules:
         """Command-line arguments (argv tokens) of :mod:`pathologies.overinterp.subsets` for every subset cut
         from ``origin``."""
         experiment = self.experiment(name)
-        args = [token for split, path in self.subset_sis(name, origin).items() for token in ("--sis", f"{split}={path}")]
+        sis = self.subset_sis(name, origin)
+        args = [token for split, path in sis.items() for token in ("--sis", f"{split}={path}")]
         args += ["--seed", str(experiment.options["random_seed"])]
         # a shifted test set's random subsets draw from their own streams, not from the source's test split's
         if origin not in (None, experiment.dataset):
@@ -152,7 +153,8 @@ class OverinterpRules:
 
     def eval_args(self, name: str, model: str, seed: int | str) -> list[str]:
         """``--dataset name=file`` argv tokens of :mod:`pathologies.overinterp.evaluate`."""
-        return [token for d, path in self.eval_datasets(name, model, seed).items() for token in ("--dataset", f"{d}={path}")]
+        datasets = self.eval_datasets(name, model, seed)
+        return [token for d, path in datasets.items() for token in ("--dataset", f"{d}={path}")]
 
     def evaluations(self, name: str) -> list[str]:
         return sorted({e.path for e in self.experiment(name).evaluations})

@@ -98,8 +98,8 @@ def read_sis_orders(path: str | Path) -> SisOrders:
         raise UserError(f"{path} is not a readable HDF5 file ({err}); delete it and rebuild it") from None
 
 
-def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int,
-                 split: str, colour: np.ndarray, stream: str = "", masking: str = "mean") -> tuple[Split, np.ndarray, int]:
+def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int, split: str,
+                 colour: np.ndarray, stream: str = "", masking: str = "mean") -> tuple[Split, np.ndarray, int]:
     """The masked split of the images ``sis`` covers: (split, masks (n, H, W), features kept)."""
     height, width = source.images.shape[1:3]
     count = Masking(patch=sis.patch).feature_count(height, width)

@@ -1,1 +1,4 @@
-"""Sufficient input subsets (rules in sis.smk): exact and Batched Gradient backward selection, extraction, merge, figures."""
+"""Sufficient input subsets (rules in sis.smk).
+
+Exact and Batched Gradient backward selection, extraction, merge, figures.
+"""

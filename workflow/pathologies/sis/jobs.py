@@ -120,7 +120,8 @@ def find_job(jobs: Mapping[tuple, SisJob], model: str, seed: int, dataset: str, 
 
     None when there is none; UserError naming ``where`` when several runs do and none is chosen.
     """
-    found = [job for job in jobs.values() if (job.model, job.seed, job.dataset, job.split) == (model, seed, dataset, split)
+    found = [job for job in jobs.values()
+             if (job.model, job.seed, job.dataset, job.split) == (model, seed, dataset, split)
              and (allowed is None or job.run in allowed or job.group in allowed)]
     if len(found) > 1:
         names = ", ".join(job.run for job in found)

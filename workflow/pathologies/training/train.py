@@ -8,10 +8,10 @@ Usage (what the ``train`` rule runs)::
 
 Array-storage datasets live on the device as one tensor and batches are index slices, so there is
 no per-sample Python work; ImageNet index datasets stream from disk through DataLoader workers
-(``--threads`` of them), with the same order, augmentation and dumps. After every epoch the full training state (weights, optimizer, scheduler,
-random generators, log rows, predictions so far) is saved to ``--state-dir``; a rerun continues from
-it and produces the same files as an uninterrupted run (bit-identical on CPU with
-``deterministic: true``). The state is deleted once the outputs are written.
+(``--threads`` of them), with the same order, augmentation and dumps. After every epoch the full training
+state (weights, optimizer, scheduler, random generators, log rows, predictions so far) is saved to
+``--state-dir``; a rerun continues from it and produces the same files as an uninterrupted run
+(bit-identical on CPU with ``deterministic: true``). The state is deleted once the outputs are written.
 """
 
 from __future__ import annotations
