@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_ece_matches_the_reference_loop_on_random_data():
     conf, correct = probs.max(1), probs.argmax(1) == labels
     edges = np.linspace(0, 1, 16)
     expected = sum(np.mean(inside) * abs(correct[inside].mean() - conf[inside].mean())
-                   for lo, hi in zip(edges[:-1], edges[1:]) if (inside := (conf > lo) & (conf <= hi)).any())
+                   for lo, hi in pairwise(edges) if (inside := (conf > lo) & (conf <= hi)).any())
     assert expected_calibration_error(probs, labels) == pytest.approx(expected)
 
 

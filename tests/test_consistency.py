@@ -139,7 +139,7 @@ def test_p_value_uses_exact_hypergeometric_moments():
     correct = rng.random((6, n)) < 0.6
     result = pair_stats(correct)
     moderate = 0
-    for i, j in zip(*np.triu_indices(6, 1)):
+    for i, j in zip(*np.triu_indices(6, 1), strict=True):
         null = stats.hypergeom(n, int(correct[i].sum()), int(correct[j].sum()))
         both_right = np.count_nonzero(correct[i] & correct[j])
         expected = 2 * stats.norm.sf(abs(both_right - null.mean()) / null.std())

@@ -364,7 +364,7 @@ def test_cifar10c_mixed_sample_spans_corruptions_and_severities(fake_cifar10c, t
     sample = splits[datasets.MIXED_SPLIT]
     assert len(sample.ids) == 12 and len(set(sample.ids.tolist())) == 12
     known = datasets.CIFAR10C_CORRUPTIONS + datasets.CIFAR10C_EXTRA_CORRUPTIONS
-    for image, label, image_id in zip(sample.images, sample.labels, sample.ids):
+    for image, label, image_id in zip(sample.images, sample.labels, sample.ids, strict=True):
         code, index = divmod(int(image_id), 4)
         corruption, severity = known[code // 5], code % 5 + 1
         assert corruption in ("fog", "snow") and severity in (2, 5)

@@ -123,7 +123,7 @@ def test_difficulty_models_figure(tmp_path):
     profiles, histograms = difficulty_models(n_correct, 6, seed=0)
     shown = figures.plot_difficulty_models(profiles, histograms, tmp_path / "fig10.png")
     assert is_png(tmp_path / "fig10.png")
-    assert set(zip(shown["model"], shown["statistic"])) == {
+    assert set(zip(shown["model"], shown["statistic"], strict=True)) == {
         ("observed", "observed"), ("uniform", "expected"), ("exponential", "sampled"), ("sigmoid", "sampled"),
         ("beta (fitted)", "sampled")}
     empty = figures.plot_difficulty_models(pd.DataFrame(columns=["model", "p", "weight"]),

@@ -38,7 +38,7 @@ def test_training_is_the_same_and_only_evaluation_differs(dropout_models):
     off, meta_off = load_model(models[False])
     on, meta_on = load_model(models[True])
     assert (meta_off["dropout_at_eval"], meta_on["dropout_at_eval"]) == (False, True)
-    for a, b in zip(off.state_dict().values(), on.state_dict().values()):
+    for a, b in zip(off.state_dict().values(), on.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # the flag changes nothing in training
     x = torch.randn(16, 1, 6, 6)
     assert torch.equal(off(x), off.net(x))  # off: identity in front of the classifier

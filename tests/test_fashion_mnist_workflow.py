@@ -70,7 +70,7 @@ def test_error_consistency_is_far_lower_on_in_between_images(finished):
     difficulty = pd.read_csv(finished / TARGETS[2])
     between = (difficulty["strict"] == "in_between").to_numpy()
     for name, mask in (("all", slice(None)), ("in_between", between)):
-        pair = {tuple(sorted(p)) for p in zip(last["model_a"], last["model_b"])} & {("base", "init.s2")}
+        pair = {tuple(sorted(p)) for p in zip(last["model_a"], last["model_b"], strict=True)} & {("base", "init.s2")}
         assert pair, "kappa.csv has no row for base vs init.s2"
         pair_rows = (last["set"] == name) & (last["model_a"] + last["model_b"]).isin(["baseinit.s2", "init.s2base"])
         row = last[pair_rows].iloc[0]

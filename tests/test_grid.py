@@ -100,7 +100,7 @@ def test_conditions_change_exactly_what_they_declare():
     halves = [runs[(model, 0)].recipe for model in ("paper.half_data", "paper.different_data.1")]
     assert [(h["data_fraction"], h["data_part"]) for h in halves] == [(0.5, 0), (0.5, 1)]
     # Apart from what a condition declares (and the base's extra epochs and snapshots), every recipe is the base's.
-    for (model, seed), spec in runs.items():
+    for (model, _seed), spec in runs.items():
         if model != "paper.base":
             differing = {k for k in base if spec.recipe[k] != base[k]}
             assert differing <= {"epochs", "snapshot_epochs", "nesterov", "split_batch", "init_seed", "order_seed",

@@ -41,7 +41,7 @@ def test_participant_answers_every_item_downloads_json_and_it_scores(tmp_path, q
     sis = write_sis_file(tmp_path / "sis.h5", quadrant_dataset, "test", rows, order)
     export(sis, [0.1, 0.5], 3, 0, tmp_path / "index.html", tmp_path / "key.csv")
     key = pd.read_csv(tmp_path / "key.csv")
-    truth = dict(zip(key["item"], key["class_name"]))
+    truth = dict(zip(key["item"], key["class_name"], strict=True))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True,
                                              args=["--no-sandbox", "--disable-gpu"])

@@ -46,7 +46,7 @@ def fake_arrays(seed: int = 0, n_train: int = 30, n_test: int = 12, shape=(6, 5)
 
 
 def place(folder: Path, arrays: dict[str, np.ndarray], gz=(True, False, False, True)) -> None:
-    for (name, array), zipped in zip(arrays.items(), gz):
+    for (name, array), zipped in zip(arrays.items(), gz, strict=True):
         write_idx(folder, name, array, zipped)
 
 

@@ -133,7 +133,7 @@ def test_cifar_models_on_32x32_are_deterministic_given_the_seed():
     first = build_model("resnet20", 10)
     torch.manual_seed(3)
     second = build_model("resnet20", 10)
-    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 

@@ -46,7 +46,7 @@ def test_leakage_table_has_the_mask_only_floor_and_agreement_recomputed_from_the
     row = leakage.iloc[0]
     assert (row["arch"], row["test_set"], row["n_runs_bs"], row["n_runs_mask"]) == ("small_cnn", "tinynet", 1, 1)
     full = eval_split(finished, "tinynet_cnn", "tinynet")
-    source = dict(zip(full["ids"].tolist(), full["pred"].tolist()))
+    source = dict(zip(full["ids"].tolist(), full["pred"].tolist(), strict=True))
     for kind in ("bs", "mask"):
         got = eval_split(finished, f"tinynet.small_cnn.{kind}25", f"tinynet.{kind}25")
         assert row[f"{kind}_accuracy_mean"] == pytest.approx(100 * np.mean(got["pred"] == got["labels"]))

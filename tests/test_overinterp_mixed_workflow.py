@@ -61,7 +61,7 @@ def test_the_mixed_sample_spans_corruptions_and_severities(finished):
     assert corruptions == set(CORRUPTIONS) and len(severities) >= 4, (corruptions, severities)
     with h5py.File(finished / "results/data/noise_c.h5") as handle:  # each image is that corruption's image
         mixed = handle["mixed/images"][()]
-        for row, (c, i) in enumerate(zip(code, index)):
+        for row, (c, i) in enumerate(zip(code, index, strict=True)):
             block = handle[f"{known[c // 5]}_s{c % 5 + 1}"]
             assert block["ids"][i] == i and np.array_equal(block["images"][i], mixed[row])
 

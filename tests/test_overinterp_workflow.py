@@ -115,7 +115,7 @@ def test_mask_only_control_and_agreement_with_the_source(finished):
     for test_set in ("digits", "digits_resplit"):
         with h5py.File(finished / "results/overinterp/digits/eval/digits_cnn/seed0.h5") as handle:
             group = handle[f"{test_set}/test"]
-            source = dict(zip(group["ids"][()].tolist(), group["pred"][()].tolist()))
+            source = dict(zip(group["ids"][()].tolist(), group["pred"][()].tolist(), strict=True))
         for arch in ("small_cnn", "mlp"):
             row = leakage.loc[(arch, test_set)]
             for kind in ("bs", "mask"):

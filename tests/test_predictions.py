@@ -51,7 +51,7 @@ def write_csv(path: Path, rows: list[tuple]) -> Path:
 
 def csv_rows(models: dict[str, np.ndarray], ids=IDS, targets=TARGETS) -> list[tuple]:
     return [(int(i), name, int(p), int(t)) for name, preds in models.items()
-            for i, p, t in zip(ids, preds, targets)]
+            for i, p, t in zip(ids, preds, targets, strict=True)]
 
 
 def test_load_last_all_and_listed_epochs(dumps):

@@ -310,7 +310,7 @@ def test_progress_counts_every_evaluation(cnn, cnn_images):
 def test_max_steps_gives_a_partial_selection(cnn, cnn_images):
     partial = backward_selection(cnn, cnn_images[:2], max_steps=3)
     full = backward_selection(cnn, cnn_images[:2])
-    for a, b in zip(partial, full):
+    for a, b in zip(partial, full, strict=True):
         assert not a.complete
         np.testing.assert_array_equal(a.order, b.order[:3])
         assert a.evaluations == 25 + 24 + 23

@@ -101,7 +101,8 @@ def test_every_reader_gives_the_same_result_for_block_and_full_files(files, tmp_
                 np.testing.assert_array_equal(value[tau], expected[tau])
         else:
             np.testing.assert_array_equal(value, expected)
-    for (title, value), (other, expected) in zip(heatmap_panels(block, [], 0.5), heatmap_panels(full, [], 0.5)):
+    pairs = zip(heatmap_panels(block, [], 0.5), heatmap_panels(full, [], 0.5), strict=True)
+    for (title, value), (other, expected) in pairs:
         assert title == other
         np.testing.assert_array_equal(value, expected)
     np.testing.assert_array_equal(read_sis_orders(block).order, read_sis_orders(full).order)
@@ -121,7 +122,7 @@ def test_every_reader_gives_the_same_result_for_block_and_full_files(files, tmp_
     items_full = benchmark_items(full, [0.1, 0.3], images=5, seed=2)
     assert (items_block["source"] == str(block)).all()  # the file name names the source: it differs
     assert items_block.drop(columns=["image", "source"]).equals(items_full.drop(columns=["image", "source"]))
-    assert all(np.array_equal(a, b) for a, b in zip(items_block["image"], items_full["image"]))
+    assert all(np.array_equal(a, b) for a, b in zip(items_block["image"], items_full["image"], strict=True))
     order = orders.read_orders(h5py.File(block))
     np.testing.assert_array_equal(removal_rank(order, 1, SIZE, SIZE), heatmap_panels(full, [], 0.5)[-1][1])
     step = removal_step_map(order[0], 1, BLOCK, SIZE, SIZE)
@@ -150,7 +151,8 @@ def test_streamed_readers_equal_whole_reads(files, monkeypatch, tmp_path):
         assert maps["with_sis"] == whole_maps["with_sis"] and maps["images"] == 24
         for tau in whole_maps["sis"]:
             np.testing.assert_array_equal(maps["sis"][tau], whole_maps["sis"][tau])
-        for (title, value), (other, expected) in zip(heatmap_panels(block, [tmp_path / "bs.h5"], 0.9), whole_panels):
+        pairs = zip(heatmap_panels(block, [tmp_path / "bs.h5"], 0.9), whole_panels, strict=True)
+        for (title, value), (other, expected) in pairs:
             assert title == other
             np.testing.assert_array_equal(value, expected)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ def test_invariants_recomputed_from_the_file(exact_file, trained):
         f_sis = scorer(keep_pixels(x[has], mask[has]), torch.as_tensor(data["class"][has]))
         assert (f_sis.numpy() >= tau).all()
     # larger tau, superset; and the test is not vacuous
-    for low, high in zip(THRESHOLDS, THRESHOLDS[1:]):
+    for low, high in pairwise(THRESHOLDS):
         both = ~sis[high]["none"]
         assert not (sis[low]["mask"][both] & ~sis[high]["mask"][both]).any()
     assert sis[0.6]["none"].sum() < len(rows) and sis[0.99]["none"].any()

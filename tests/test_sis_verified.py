@@ -32,7 +32,7 @@ SCREENS = screen_module.supported_screens(torch.device("cpu"))  # channels_last,
 
 def assert_same(strict, verified):
     assert len(strict) == len(verified)
-    for a, b in zip(strict, verified):
+    for a, b in zip(strict, verified, strict=True):
         assert a.class_index == b.class_index and a.f_start == b.f_start
         np.testing.assert_array_equal(a.order, b.order)
         assert a.values.tobytes() == b.values.tobytes()  # bit for bit, nan-safe

@@ -91,7 +91,7 @@ def test_bs_subset_dataset_keeps_exactly_the_last_features_and_masks_the_rest(tm
             rows, order = handle["index"][()], handle["order"][()]
         masks = read_masks(out, split)
         assert (masks.reshape(len(rows), -1).sum(axis=1) == 6).all()  # round(0.1 * 64)
-        for i, row in enumerate(rows):
+        for i in range(len(rows)):
             assert set(np.flatnonzero(masks[i].ravel())) == set(order[i, -6:])
         assert np.array_equal(data.images, np.where(masks[..., None], original.images[rows], colour))
         assert np.array_equal(data.labels, original.labels[rows]) and np.array_equal(data.ids, original.ids[rows])

@@ -154,7 +154,7 @@ def test_a_snapshot_equals_the_weights_of_a_shorter_run(tmp_path):
     final_short, _ = load_model(short["model_out"], epoch=2)
     final_long, meta = load_model(long["model_out"])
     assert meta["epoch"] == 3 and sorted(read_checkpoint(long["model_out"])["snapshots"]) == [1, 2]
-    for (key, value), other in zip(snapshot.state_dict().items(), final_short.state_dict().values()):
+    for (key, value), other in zip(snapshot.state_dict().items(), final_short.state_dict().values(), strict=True):
         assert torch.equal(value, other), key
     assert not torch.equal(snapshot.state_dict()["classifier.weight"], final_long.state_dict()["classifier.weight"])
     with pytest.raises(UserError, match=r"not epoch 0; add it to the recipe's snapshot_epochs"):

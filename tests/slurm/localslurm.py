@@ -153,7 +153,8 @@ class LocalSlurm:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     self.lock.close()
-                    raise RuntimeError(f"another local SLURM test cluster held {LOCK} for {self.lock_timeout} s")
+                    held = f"another local SLURM test cluster held {LOCK} for {self.lock_timeout} s"
+                    raise RuntimeError(held) from None
                 time.sleep(1)
 
     def run(self, *command: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:

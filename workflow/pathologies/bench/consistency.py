@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     stats = pair_stats(first)
     start = time.perf_counter()
     loop_kappa = [error_consistency(first[i], first[j])["kappa"]
-                  for i, j in zip(a[:timed_pairs], b[:timed_pairs])]
+                  for i, j in zip(a[:timed_pairs], b[:timed_pairs], strict=True)]
     loop_pair_seconds = (time.perf_counter() - start) / timed_pairs
     difference = np.nanmax(np.abs(np.asarray(loop_kappa) - stats.kappa[a[:timed_pairs], b[:timed_pairs]]))
     loop_epoch = loop_pair_seconds * n_pairs
@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     for start_epoch in range(0, args.epochs, EPOCHS_PER_CHUNK):
         chunk = synthetic_correctness(rng, difficulty, args.models,
                                       min(EPOCHS_PER_CHUNK, args.epochs - start_epoch))
-        seconds, stats = _timed(lambda: pair_stats(chunk))
+        seconds, stats = _timed(pair_stats, chunk)
         engine += seconds
-        seconds, frame = _timed(lambda: stats.to_frame(models, range(start_epoch, start_epoch + len(chunk))))
+        seconds, frame = _timed(stats.to_frame, models, range(start_epoch, start_epoch + len(chunk)))
         table += seconds
         rows += len(frame)
     total = engine + table
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _timed(function):
+def _timed(function, *args):
     start = time.perf_counter()
-    result = function()
+    result = function(*args)
     return time.perf_counter() - start, result

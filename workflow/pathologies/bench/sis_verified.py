@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
           f"{args.lockstep} in lockstep, torch threads {torch.get_num_threads()}", flush=True)
     clocks = {arm: [0.0, 0.0] for arm in ("strict", "verified", "strict_tuned")}  # wall, process CPU seconds
 
-    def timed(arm: str, work):
+    def timed(arm: str, work, *args, **kwargs):
         wall, cpu = time.perf_counter(), time.process_time()
-        result = work()
+        result = work(*args, **kwargs)
         clocks[arm][0] += time.perf_counter() - wall
         clocks[arm][1] += time.process_time() - cpu
         return result
@@ -105,14 +105,14 @@ def run(args: argparse.Namespace) -> int:
     identical = 0
     for first in range(0, len(correct), args.lockstep):  # alternate: load from other processes hits all alike
         image = test_x[correct[first:first + args.lockstep]]
-        runs = [timed("strict", lambda: backward_selection(scorer, image, masking=masking, batch_size=args.batch_size)),
-                timed("verified", lambda: verified_backward_selection(scorer, image, masking=masking,
-                                                                      batch_size=batch_size, verifier=verifier))]
+        runs = [timed("strict", backward_selection, scorer, image, masking=masking, batch_size=args.batch_size),
+                timed("verified", verified_backward_selection, scorer, image, masking=masking,
+                      batch_size=batch_size, verifier=verifier)]
         if args.tune_batch_size:
-            runs.append(timed("strict_tuned", lambda: backward_selection(scorer, image, masking=masking,
-                                                                         batch_size=batch_size)))
+            runs.append(timed("strict_tuned", backward_selection, scorer, image, masking=masking,
+                              batch_size=batch_size))
         same = [all(np.array_equal(a.order, b.order) and np.array_equal(a.values, b.values) for a in others)
-                for others, b in zip(zip(*runs[1:]), runs[0])]
+                for others, b in zip(zip(*runs[1:], strict=True), runs[0], strict=True)]
         identical += sum(same)
         print(f"images {correct[first:first + args.lockstep].tolist()}: "
               + ", ".join(f"{arm} {wall:.1f} s" for arm, (wall, _) in clocks.items() if wall)

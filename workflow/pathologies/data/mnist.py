@@ -161,7 +161,8 @@ def load_mnist(name: str, spec: Mapping[str, Any], resources: Path) -> tuple[dic
     if spec["download"]:
         _download(kind, resources)
     # One stream per split: the test sample does not change when train_sample does.
-    rngs = dict(zip(FILES, (np.random.default_rng(s) for s in np.random.SeedSequence(spec["seed"]).spawn(2))))
+    streams = np.random.SeedSequence(spec["seed"]).spawn(len(FILES))
+    rngs = dict(zip(FILES, (np.random.default_rng(s) for s in streams), strict=True))
     splits, shapes = {}, set()
     for split, (images, labels, images_from, labels_from) in _read_splits(kind, resources).items():
         if len(images) != len(labels):

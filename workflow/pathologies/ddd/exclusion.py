@@ -95,7 +95,7 @@ def ids_of_names(names: np.ndarray, dataset: str | Path, split: str, where: str)
         paths = handle[split]["paths"].asstr()[()]
         ids = handle[split]["ids"][()]
     by_suffix: dict[str, list[int]] = {}
-    for path, image_id in zip(paths, ids):
+    for path, image_id in zip(paths, ids, strict=True):
         parts = str(path).replace("\\", "/").split("/")
         for start in range(len(parts)):
             by_suffix.setdefault("/".join(parts[start:]), []).append(int(image_id))

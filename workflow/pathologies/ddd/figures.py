@@ -167,7 +167,7 @@ def plot_kappa_heatmaps(kappa: pd.DataFrame, out: str | Path) -> dict[str, pd.Da
     low = min(0.0, *(float(np.nanmin(m.to_numpy())) for m in matrices.values()))
     size = len(next(iter(matrices.values())))
     fig, axes = plt.subplots(1, 2, figsize=(2 * (0.45 * size + 2.5), 0.45 * size + 2), squeeze=False)
-    for ax, name in zip(axes[0], ("all", "in_between")):
+    for ax, name in zip(axes[0], ("all", "in_between"), strict=True):
         if name not in matrices:
             ax.text(0.5, 0.5, "no in-between images", ha="center", va="center")
             ax.set_axis_off()
@@ -386,7 +386,7 @@ def plot_class_extremes(extremes: pd.DataFrame, out: str | Path) -> pd.DataFrame
     """Table 1 as a figure: accuracy of the easiest and hardest classes."""
     _theme()
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.3 * extremes["rank"].max() + 1.5))
-    for ax, (side, colour) in zip(axes, (("easiest", "#74c476"), ("hardest", "#de2d26"))):
+    for ax, (side, colour) in zip(axes, (("easiest", "#74c476"), ("hardest", "#de2d26")), strict=True):
         part = extremes[extremes["side"] == side]
         ax.barh(range(len(part)), part["accuracy"], color=colour)
         ax.set_yticks(range(len(part)), part["class_name"].astype(str))

@@ -80,7 +80,7 @@ def write_images(dataset: str, split: str, image_ids: np.ndarray, folder: Path) 
     wanted = sorted({int(i) for i in image_ids})
     images, _ = split_images(dataset, split, [position[i] for i in wanted])
     folder.mkdir(parents=True, exist_ok=True)
-    for image_id, image in zip(wanted, images):
+    for image_id, image in zip(wanted, images, strict=True):
         picture = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
         scale = max(1, -(-MIN_PIXELS // max(picture.size)))
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)

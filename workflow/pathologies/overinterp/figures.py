@@ -79,7 +79,7 @@ def _sis_of_rows(handle: h5py.File, threshold: float, path, wanted: np.ndarray) 
     index, none = handle["index"][()], handle[f"{name}/none"][()]
     at = np.flatnonzero(np.isin(index, wanted))
     masks = handle[f"{name}/mask"][at] if len(at) else []
-    return {index[i]: (mask, none[i]) for i, mask in zip(at, masks)}
+    return {index[i]: (mask, none[i]) for i, mask in zip(at, masks, strict=True)}
 
 
 def _images(handle: h5py.File, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +142,7 @@ def plot_heatmaps(sis_path: str | Path, subset_paths: Sequence[str | Path], thre
     """BS-subset and SIS pixel frequencies and the mean removal rank of the source's test images."""
     panels = heatmap_panels(sis_path, subset_paths, threshold)
     figure, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 2.8), squeeze=False)
-    for axis, (title, values) in zip(axes[0], panels):
+    for axis, (title, values) in zip(axes[0], panels, strict=True):
         shown = axis.imshow(values, cmap="magma", interpolation="nearest")
         figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
         axis.set_title(title, fontsize=8)
@@ -170,7 +170,7 @@ def plot_examples(sis_path: str | Path, threshold: float, per_class: int, seed: 
             raise UserError(f"no image of {sis_path} has an SIS at threshold {threshold}; nothing to show")
         images, colour = _images(handle, rows[np.concatenate([c for _, c in chosen])])
         picked = np.unique(np.concatenate([c for _, c in chosen]))
-        mask = dict(zip(picked.tolist(), handle[f"{name}/mask"][picked]))  # only the shown images
+        mask = dict(zip(picked.tolist(), handle[f"{name}/mask"][picked], strict=True))  # only the shown images
     figure, axes = plt.subplots(len(chosen), 2 * per_class, figsize=(1.2 * 2 * per_class, 1.3 * len(chosen)),
                                 squeeze=False)
     for axis in axes.flat:
@@ -228,7 +228,7 @@ def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.D
     if correctness.empty:
         raise UserError("no SIS file of the experiment to plot sizes of")
     figure, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for (file, group), colour in zip(correctness.groupby("file", sort=False), sns.color_palette()):
+    for (file, group), colour in zip(correctness.groupby("file", sort=False), sns.color_palette(), strict=False):
         for name, style in (("correct", "-"), ("wrong", "--")):
             part = group[group["group"] == name]
             axes[0].plot(part["threshold"], part["mean_size_pct"], style, color=colour, label=f"{file} {name}")
@@ -236,7 +236,7 @@ def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.D
     axes[0].set_xlabel("SIS threshold")
     axes[0].set_ylabel("mean SIS size (% of image)")
     axes[0].legend(fontsize=6)
-    for (file, group), colour in zip(increase.groupby("file", sort=False), sns.color_palette()):
+    for (file, group), colour in zip(increase.groupby("file", sort=False), sns.color_palette(), strict=False):
         axes[1].errorbar(group["threshold"], group["increase_pct"],
                          yerr=[group["increase_pct"] - group["ci_low"], group["ci_high"] - group["increase_pct"]],
                          fmt="o-", color=colour, capsize=2, label=file)
@@ -244,7 +244,7 @@ def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.D
     axes[1].set_xlabel("SIS threshold")
     axes[1].set_ylabel("% increase, correct vs wrong")
     at = by_class[np.isclose(by_class["threshold"], threshold)]
-    for (file, group), colour in zip(at.groupby("file", sort=False), sns.color_palette()):
+    for (file, group), colour in zip(at.groupby("file", sort=False), sns.color_palette(), strict=False):
         group = group.sort_values("mean_size_pct")
         axes[2].errorbar(group["class"].astype(str), group["mean_size_pct"],
                          yerr=[group["mean_size_pct"] - group["ci_low"], group["ci_high"] - group["mean_size_pct"]],
@@ -267,7 +267,7 @@ def plot_accuracy(accuracy: pd.DataFrame, dataset: str, out: str | Path) -> None
 
     rows["label"] = [f"{c} | train {describe(t, tf, a)} | eval {describe(e, ef)}" for c, t, tf, a, e, ef in zip(
         rows["condition"], rows["train_on"], rows["train_fraction"], rows["augment"], rows["eval_on"],
-        rows["eval_fraction"])]
+        rows["eval_fraction"], strict=True)]
     sns.set_theme(style="whitegrid", context="paper")
     figure, axis = plt.subplots(figsize=(7, 0.28 * len(rows) + 1))
     colours = [sns.color_palette()[0] if r == "pretrained" else sns.color_palette()[1] for r in rows["role"]]
@@ -297,7 +297,7 @@ def plot_ensemble(ensemble_path: str | Path, member_paths: Sequence[str | Path],
                                 squeeze=False)
     for row, i in enumerate(pick):
         _show(axes[row, 0], pixels[row])
-        for col, (title, by_row) in enumerate(columns, start=1):
+        for col, (_title, by_row) in enumerate(columns, start=1):
             found = by_row.get(rows[i])
             if found is None or found[1]:
                 axes[row, col].set_axis_off()

@@ -89,7 +89,7 @@ def benchmark_items(sis_paths: str | Path | Sequence[str | Path], fractions: Seq
         raise UserError(f"--shares has {len(shares)} numbers for {len(paths)} --sis files; give one per file")
     counts = split_shares(images, shares)
     sources, class_names = [], None
-    for path, count in zip(paths, counts):
+    for path, count in zip(paths, counts, strict=True):
         with read_h5(path, "SIS file") as handle:
             source = {"path": path, "order": read_orders(handle, path=path), "rows": handle["index"][()],
                       "labels": handle["label"][()], "classes": handle["class"][()],
@@ -221,7 +221,7 @@ def score(answers: dict, key: pd.DataFrame) -> pd.DataFrame:
 def score_files(paths: Sequence[str | Path], key: pd.DataFrame) -> pd.DataFrame:
     """Scores of several answer files: one row per (participant, fraction)."""
     rows = []
-    for i, path in enumerate(paths):
+    for path in paths:
         answers = read_answers(path)
         unknown = sorted(set(answers["answers"]) - set(key["item"]))
         if unknown:

@@ -90,7 +90,7 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
     sizes = [subset_size(request.fraction, count) for request in requests]
     with contextlib.ExitStack() as stack:
         outputs = [stack.enter_context(atomic_output(request.out)) for request in requests]
-        for request, tmp in zip(requests, outputs):
+        for request, tmp in zip(requests, outputs, strict=True):
             splits = {split: IndexSplit([sources[split].paths[r] for r in rows], sources[split].labels[rows],
                                         sources[split].ids[rows]) for split, (_, rows, _) in layouts.items()}
             write_index(tmp, name=request.name, kind="pixel_subset", splits=splits, class_names=info.class_names,
@@ -107,14 +107,14 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
             with read_h5(path) as sis:
                 for start in range(0, len(rows), CHUNK):
                     order = read_orders(sis, slice(start, start + CHUNK), path)
-                    for size, rng, dataset in zip(sizes, rngs, masks):
+                    for size, rng, dataset in zip(sizes, rngs, masks, strict=True):
                         kept = backward_selection_features(order, size) if rng is None else \
                             uniform_features(rng, len(order), count, size)
                         dataset[start:start + len(order)] = feature_masks(kept, features, height, width)
-            for request, out in zip(requests, handles):
+            for request, out in zip(requests, handles, strict=True):
                 out[split].create_dataset("rows", data=rows)
                 out[split].attrs["impute_stream"] = f"impute/{request.kind}/{stream_key(stream, split)}"
-        for request, size, out in zip(requests, sizes, handles):
+        for request, size, out in zip(requests, sizes, handles, strict=True):
             write_attrs(out, {
                 "subset_kind": request.kind, "fraction": float(request.fraction),
                 "features_kept": size, "feature_count": count,

@@ -54,7 +54,7 @@ def leakage_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keys = ["arch", "augment", "train_fraction", "test_set"]
     if "split_set" in own:  # subset rows of CIFAR-10-C are all of its `mixed` sample
-        pairs = zip(own["test_set"], own["split_set"])
+        pairs = zip(own["test_set"], own["split_set"], strict=True)
         own = own.assign(test_set=[t if s == "all" else f"{t} ({s})" for t, s in pairs])
     for values, group in own[own["train_on"] == "bs"].groupby(keys, sort=False, dropna=False):
         arch, augment, fraction, test_set = values
@@ -89,10 +89,10 @@ def plot_leakage(table: pd.DataFrame, out: str | Path) -> None:
     test_sets = list(dict.fromkeys(table["test_set"]))
     figure, axes = plt.subplots(1, len(test_sets), figsize=(1.2 + 2.2 * len(table) / len(test_sets) * 1.5,
                                                              3.2), squeeze=False)
-    for axis, test_set in zip(axes[0], test_sets):
+    for axis, test_set in zip(axes[0], test_sets, strict=True):
         rows = table[table["test_set"] == test_set].reset_index(drop=True)
         labels = [f"{a}{' (+)' if g else ''}\n{f * 100:g}%" for a, g, f in
-                  zip(rows["arch"], rows["augment"], rows["fraction"])]
+                  zip(rows["arch"], rows["augment"], rows["fraction"], strict=True)]
         width = 0.8 / len(measures)
         for j, (column, name) in enumerate(measures):
             axis.bar(np.arange(len(rows)) + (j - (len(measures) - 1) / 2) * width, rows[column].astype(float),

@@ -90,7 +90,7 @@ def _source_predictions(spec: dict):
                 cache[(test_set, split)] = None
             else:
                 source = read_evaluation(path, test_set, split)
-                cache[(test_set, split)] = dict(zip(source.ids.tolist(), source.pred.tolist()))
+                cache[(test_set, split)] = dict(zip(source.ids.tolist(), source.pred.tolist(), strict=True))
         return cache[(test_set, split)]
     return lookup
 
@@ -144,7 +144,8 @@ def accuracy_table(by_split: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for values, group in per_run.groupby(keys, sort=False, dropna=False):
         mean, std = _mean_std(group["accuracy"])
-        rows.append({**dict(zip(keys, values)), "n_runs": len(group), "accuracy_mean": mean, "accuracy_std": std,
+        rows.append({**dict(zip(keys, values, strict=True)), "n_runs": len(group),
+                     "accuracy_mean": mean, "accuracy_std": std,
                      "agree_source_mean": float(group["agree_source"].mean()),
                      "agree_source_wrong_mean": float(group["agree_source_wrong"].mean())})
     table = pd.DataFrame(rows)
@@ -157,14 +158,14 @@ def ensemble_table(spec: dict, by_split: pd.DataFrame) -> pd.DataFrame:
     pretrained = by_split[by_split["role"] == "pretrained"]
     for name, entry in spec["ensembles"].items():
         members = [tuple(m) for m in entry["members"]]
-        mine = pretrained[[(m, s) in members for m, s in zip(pretrained["model"], pretrained["seed"])]]
+        mine = pretrained[[(m, s) in members for m, s in zip(pretrained["model"], pretrained["seed"], strict=True)]]
         for (test_set, sset, eval_on, fraction, k), group in mine.groupby(
                 ["test_set", "split_set", "eval_on", "eval_fraction", "topk"], sort=False, dropna=False):
             runs, member_acc = [], []
-            for draw, by_draw in group.groupby("draw", sort=False):
+            for _draw, by_draw in group.groupby("draw", sort=False):
                 split_acc = []
                 for (dataset, split), cell in by_draw.groupby(["eval_dataset", "eval_split"], sort=False):
-                    if set(zip(cell["model"], cell["seed"])) != set(members):
+                    if set(zip(cell["model"], cell["seed"], strict=True)) != set(members):
                         break
                     split_acc.append(_ensemble_accuracy(cell["path"].tolist(), dataset, split, k))
                 else:
@@ -270,12 +271,13 @@ def table1(accuracy: pd.DataFrame, role: str, eval_on_full: bool | None = None) 
     if rows.empty:
         return pd.DataFrame()
     frame = rows.assign(
-        model=[c if role == "pretrained" else a for c, a in zip(rows["condition"], rows["arch"])],
-        train=[_subset_label(t, f, g) for t, f, g in zip(rows["train_on"], rows["train_fraction"], rows["augment"])],
-        evaluate=[_subset_label(e, f) for e, f in zip(rows["eval_on"], rows["eval_fraction"])],
-        value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"])],
+        model=[c if role == "pretrained" else a for c, a in zip(rows["condition"], rows["arch"], strict=True)],
+        train=[_subset_label(t, f, g)
+               for t, f, g in zip(rows["train_on"], rows["train_fraction"], rows["augment"], strict=True)],
+        evaluate=[_subset_label(e, f) for e, f in zip(rows["eval_on"], rows["eval_fraction"], strict=True)],
+        value=[mean_std_text(m, s) for m, s in zip(rows["accuracy_mean"], rows["accuracy_std"], strict=True)],
         test_set=[t if s != MIXED_SPLIT else f"{t} (mixed sample)" for t, s in
-                  zip(rows["test_set"], rows.get("split_set", pd.Series("all", index=rows.index)))])
+                  zip(rows["test_set"], rows.get("split_set", pd.Series("all", index=rows.index)), strict=True)])
     index = ["model", "train", "evaluate"] + (["topk"] if several_k else [])
     table = frame.pivot_table(index=index, columns="test_set", values="value",
                               aggfunc="first", sort=False).reset_index()

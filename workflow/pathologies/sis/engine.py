@@ -425,7 +425,7 @@ def sufficient_subsets(scorer, images: torch.Tensor, selections: Sequence[BackSe
             keep[row, torch.as_tensor(selections[i].order[starts[i]:], device=images.device)] = True
         classes = torch.tensor([selections[i].class_index for i in pending], device=images.device)
         f = evaluate(scorer, layout, images[pending], keep, classes, batch_size)
-        failed = [i for i, value in zip(pending, f.tolist()) if value < threshold]
+        failed = [i for i, value in zip(pending, f.tolist(), strict=True) if value < threshold]
         for i in failed:
             starts[i] -= selections[i].block
             if starts[i] < 0:
@@ -463,7 +463,8 @@ def sis_collection(scorer, images: torch.Tensor, threshold: float, *, classes=No
             break
         idx = torch.as_tensor(going, device=images.device)
         f = evaluate(scorer, layout, images[idx], ~masked[idx], classes[idx], batch_size)
-        going = [i for i, value in zip(going, f.tolist()) if value >= threshold and not bool(masked[i].all())]
+        going = [i for i, value in zip(going, f.tolist(), strict=True)
+                 if value >= threshold and not bool(masked[i].all())]
         if not going:
             break
         idx = torch.as_tensor(going, device=images.device)
@@ -475,7 +476,7 @@ def sis_collection(scorer, images: torch.Tensor, threshold: float, *, classes=No
         found = sufficient_subsets(scorer, images[idx], selections, threshold, masking=masking,
                                    batch_size=batch_size)
         still_going = []
-        for i, sis in zip(going, found):
+        for i, sis in zip(going, found, strict=True):
             if sis is None:
                 continue
             collections[i].append(sis)

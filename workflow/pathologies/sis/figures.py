@@ -108,7 +108,7 @@ def plot_curves(sis_paths: Sequence[str | Path], out: str | Path) -> None:
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False, sharey=True)
     for axis in axes.flat[len(sis_paths):]:
         axis.set_visible(False)
-    for axis, path in zip(axes.flat, map(Path, sis_paths)):
+    for axis, path in zip(axes.flat, map(Path, sis_paths), strict=False):
         with _open(path) as handle:
             curve, f_full = handle["curve"][()], handle["f_full"][()]
             features = handle["order"].shape[1]

@@ -57,7 +57,7 @@ def check_shards(handles: Sequence[h5py.File], paths: Sequence[Path]) -> list[in
         raise UserError(f"SIS shards {sorted(shard_numbers)} given, but {first_path} is one of {expected} shards "
                         f"(0..{expected - 1}); pass each shard exactly once")
     layout = {name: (ds.dtype, ds.shape[1:]) for name, ds in _datasets(first).items()}
-    for handle, path in zip(handles[1:], paths[1:]):
+    for handle, path in zip(handles[1:], paths[1:], strict=True):
         for key in set(first.attrs) | set(handle.attrs):
             if key in VARYING_ATTRS or key in VERIFIED_ATTRS:
                 continue
@@ -103,7 +103,7 @@ def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
                 for key, value in first.attrs.items():
                     target.attrs[key] = value
                 start = 0
-                for position, part in zip(positions, parts):
+                for position, part in zip(positions, parts, strict=True):
                     if len(part):
                         try:
                             values = part[()]

@@ -376,7 +376,7 @@ def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, can
     for name in supported_screens(device):
         screen = Screen(name, verifier.scorer, device, verifier.batch_size)
         with torch.inference_mode():
-            for _, r, batch in candidates(rows, features):
+            for _, _, batch in candidates(rows, features):
                 screen.logits(batch)  # warm-up on the timed shapes
             begin = time.perf_counter()
             s = torch.cat([log_odds(screen.logits(batch), classes[r]) for _, r, batch in candidates(rows, features)])

@@ -51,9 +51,9 @@ def plot_learning_curves(logs: pd.DataFrame, out: str | Path) -> None:
     metrics = [metric for metric in METRICS if metric in logs.columns]
     fig, axes = plt.subplots(len(families), len(metrics), figsize=(3.2 * len(metrics) + 3, 2.4 * len(families)),
                              squeeze=False, sharex="row")
-    for row, family in zip(axes, families):
+    for row, family in zip(axes, families, strict=True):
         mine = logs[logs["model"].map(model_family) == family]
-        for axis, metric in zip(row, metrics):
+        for axis, metric in zip(row, metrics, strict=True):
             sns.lineplot(data=mine.dropna(subset=[metric]), x="epoch", y=metric, hue="model", units="run",
                          estimator=None, ax=axis, legend=axis is row[-1], linewidth=1)
             axis.set_title(f"{family}: {metric}", fontsize=8)

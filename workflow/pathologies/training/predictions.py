@@ -76,7 +76,7 @@ def epoch_rows(epochs: str | Sequence[int], final: int, source: str | Path) -> t
     if not labels:
         raise UserError("epochs is an empty list; give at least one epoch, 'last' or 'all'")
     rows = [e if e >= 0 else final + 1 + e for e in labels]
-    bad = [label for label, row in zip(labels, rows) if not 0 <= row <= final]
+    bad = [label for label, row in zip(labels, rows, strict=True) if not 0 <= row <= final]
     if bad:
         raise UserError(f"{source} has epochs 0..{final} (or -{final + 1}..-1 from the end); "
                         f"epochs {bad} are out of range")
