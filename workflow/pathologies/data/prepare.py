@@ -49,7 +49,7 @@ import argparse
 import copy
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -324,26 +324,35 @@ def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> np.ndarra
     return np.asarray(labels, dtype=np.int64)
 
 
+def _check_choices(name: str, key: str, values: Sequence, allowed: Sequence) -> None:
+    bad = [value for value in values if value not in allowed]
+    if not values or bad or len(set(values)) != len(values):
+        raise UserError(
+            f"dataset {name!r}: option {key!r} must be a non-empty list of distinct items from "
+            f"{list(allowed)}; got {values}"
+        )
+
+
+def _cifar10c_labels(labels_path: Path, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10-C's labels and their (severity, image) blocks, checked to repeat per severity."""
+    labels = _check_labels(labels_path, _load_npy(labels_path, how), len(CIFAR10_CLASSES))
+    if len(labels) == 0 or len(labels) % len(CIFAR10C_SEVERITIES):
+        raise UserError(f"{labels_path} must hold 5 severity blocks of equally many labels, got {len(labels)} labels")
+    blocks = labels.reshape(len(CIFAR10C_SEVERITIES), len(labels) // len(CIFAR10C_SEVERITIES))
+    if not (blocks == blocks[0]).all():
+        raise UserError(f"{labels_path} must repeat the same labels for every severity; it does not")
+    return labels, blocks
+
+
 def _cifar10c(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
     folder = resources / "CIFAR-10-C"
     how = f"place the extracted CIFAR-10-C .npy files (CIFAR-10-C.tar, zenodo.org/record/2535967) under {folder}/"
     known = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
     corruptions, severities = spec["corruptions"], spec["severities"]
     for key, values, allowed in (("corruptions", corruptions, known), ("severities", severities, CIFAR10C_SEVERITIES)):
-        bad = [value for value in values if value not in allowed]
-        if not values or bad or len(set(values)) != len(values):
-            raise UserError(
-                f"dataset {name!r}: option {key!r} must be a non-empty list of distinct items from "
-                f"{list(allowed)}; got {values}"
-            )
-    labels_path = folder / "labels.npy"
-    labels = _check_labels(labels_path, _load_npy(labels_path, how), len(CIFAR10_CLASSES))
-    if len(labels) == 0 or len(labels) % len(CIFAR10C_SEVERITIES):
-        raise UserError(f"{labels_path} must hold 5 severity blocks of equally many labels, got {len(labels)} labels")
-    per_severity = len(labels) // len(CIFAR10C_SEVERITIES)
-    blocks = labels.reshape(len(CIFAR10C_SEVERITIES), per_severity)
-    if not (blocks == blocks[0]).all():
-        raise UserError(f"{labels_path} must repeat the same labels for every severity; it does not")
+        _check_choices(name, key, values, allowed)
+    labels, blocks = _cifar10c_labels(folder / "labels.npy", how)
+    per_severity = blocks.shape[1]
     ids = np.arange(per_severity, dtype=np.int64)
     if spec["sample"] is not None:
         if not 1 <= spec["sample"] <= per_severity:

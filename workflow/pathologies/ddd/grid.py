@@ -215,32 +215,34 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
                         f"`recipes` (have: {', '.join(sorted(config['recipes']))})")
     recipe = _base_recipe(experiment, config)
     check_recipe(recipe, f"{key}.base.overrides", schema)
-    conditions = experiment["conditions"]
-    for condition, spec in conditions.items():
-        where = f"{key}.conditions.{condition}"
-        if "." in condition or RESERVED_CONDITIONS.fullmatch(condition):
-            raise UserError(f"config key {where}: condition names may not contain '.' nor be 'base' or "
-                            "'plus<k>ep' (reserved for the base run and its extra epochs)")
-        if "epochs" in spec["overrides"]:
-            raise UserError(f"config key {where}.overrides.epochs: every condition trains the base's "
-                            f"{recipe['epochs']} epochs; use extra_epochs for longer training")
-        condition_recipe = {**recipe, **spec["overrides"]}
-        if "variants" in spec:
-            if "seeds" in spec:
-                raise UserError(f"config key {where}: give either seeds or variants, not both")
-            for i, variant in enumerate(spec["variants"]):
-                _check_variant(variant, condition_recipe, f"{where}.variants.{i}", schema)
-            count = len(spec["variants"])
-        else:
-            check_recipe(condition_recipe, f"{where}.overrides", schema)
-            count = len(spec.get("seeds", [base["seed"]]))
-        if spec["compare"] == "within" and count < 2:
-            raise UserError(f"config key {where}.compare: 'within' compares the models of the condition with "
-                            f"each other, but it has only {count}; add seeds or variants, or use 'base'")
+    for condition, spec in experiment["conditions"].items():
+        _check_condition(condition, spec, recipe, base, f"{key}.conditions.{condition}", schema)
     if experiment["rsa_images"] == 1:
         raise UserError(f"config key {key}.rsa_images: RSA needs at least 2 images (0 turns it off)")
     if not experiment["predictions_csv"]:
         _check_exceptions(key, experiment, base)
+
+
+def _check_condition(condition: str, spec: Mapping, recipe: dict, base: Mapping, where: str, schema: dict) -> None:
+    if "." in condition or RESERVED_CONDITIONS.fullmatch(condition):
+        raise UserError(f"config key {where}: condition names may not contain '.' nor be 'base' or "
+                        "'plus<k>ep' (reserved for the base run and its extra epochs)")
+    if "epochs" in spec["overrides"]:
+        raise UserError(f"config key {where}.overrides.epochs: every condition trains the base's "
+                        f"{recipe['epochs']} epochs; use extra_epochs for longer training")
+    condition_recipe = {**recipe, **spec["overrides"]}
+    if "variants" in spec:
+        if "seeds" in spec:
+            raise UserError(f"config key {where}: give either seeds or variants, not both")
+        for i, variant in enumerate(spec["variants"]):
+            _check_variant(variant, condition_recipe, f"{where}.variants.{i}", schema)
+        count = len(spec["variants"])
+    else:
+        check_recipe(condition_recipe, f"{where}.overrides", schema)
+        count = len(spec.get("seeds", [base["seed"]]))
+    if spec["compare"] == "within" and count < 2:
+        raise UserError(f"config key {where}.compare: 'within' compares the models of the condition with "
+                        f"each other, but it has only {count}; add seeds or variants, or use 'base'")
 
 
 def _check_variant(variant: Mapping, recipe: dict, where: str, schema: dict) -> None:

@@ -230,7 +230,19 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
     if "." in name:
         raise UserError(f"config key {key}: experiment names may not contain '.' (they prefix model names)")
     models = config["models"]
-    source = spec["source"]
+    dataset = _check_source(key, spec["source"], config)
+    _check_models(key, spec, models, dataset)
+    _check_shifted(key, spec, config["datasets"])
+    _check_ensemble_members(key, spec, models, dataset)
+    _check_fraction_names(key, spec)
+    _check_source_sis(key, spec, dataset, jobs)
+    _check_human_benchmark(key, spec, dataset, jobs)
+    _check_ensemble_sis(key, spec, models, dataset, jobs)
+
+
+def _check_source(key: str, source: Mapping, config: Mapping) -> str:
+    """The source model and seed exist and train on full images; returns their dataset."""
+    models = config["models"]
     if source["model"] not in models:
         raise UserError(f"config key {key}.source.model: {source['model']!r} is not a model; define it under "
                         f"`models` (have: {', '.join(sorted(models))})")
@@ -241,15 +253,25 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
     if config["datasets"][dataset]["kind"] == SUBSET_KIND:
         raise UserError(f"config key {key}.source.model: its dataset {dataset!r} is already a pixel subset; "
                         "use a model trained on full images as the source")
+    return dataset
+
+
+def _check_models(key: str, spec: Mapping, models: Mapping, dataset: str) -> None:
     for i, model in enumerate(_listed_models(spec)):
         if model not in models:
             raise UserError(f"config key {key}.models.{i}: {model!r} is not a model; define it under `models`")
         if models[model]["dataset"] != dataset:
             raise UserError(f"config key {key}.models.{i}: {model!r} is trained on {models[model]['dataset']!r}, "
                             f"not on the source's dataset {dataset!r}")
+
+
+def _check_shifted(key: str, spec: Mapping, datasets: Mapping) -> None:
     for i, shifted in enumerate(spec["shifted"]):
-        if shifted not in config["datasets"] or config["datasets"][shifted]["kind"] == SUBSET_KIND:
+        if shifted not in datasets or datasets[shifted]["kind"] == SUBSET_KIND:
             raise UserError(f"config key {key}.shifted.{i}: {shifted!r} is not a dataset; define it under `datasets`")
+
+
+def _check_ensemble_members(key: str, spec: Mapping, models: Mapping, dataset: str) -> None:
     for ensemble, entry in spec["ensembles"].items():
         for i, member in enumerate(entry["members"]):
             where = f"{key}.ensembles.{ensemble}.members.{i}"
@@ -264,10 +286,18 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
         if len(_ensemble_members(entry, models)) < 2:
             raise UserError(f"config key {key}.ensembles.{ensemble}.members: an ensemble needs at least 2 "
                             "(model, seed) members")
+
+
+def _check_fraction_names(key: str, spec: Mapping) -> None:
     names = [percent_name(f) for f in _fractions(spec)]
     if len(set(names)) != len(names):
         raise UserError(f"config key {key}.fractions: {_fractions(spec)} name two subsets alike; use fractions "
                         "that differ in the first 6 significant digits")
+
+
+def _check_source_sis(key: str, spec: Mapping, dataset: str, jobs: Mapping) -> None:
+    """The source's SIS runs the experiment reads are declared and hold its threshold."""
+    source = spec["source"]
     splits = ["test"] + (["train"] if spec["retrain"] is not None else [])
     for split in splits:
         job = jobs.get((source["model"], source["seed"], dataset, split))
@@ -280,15 +310,22 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
     if spec["threshold"] not in test_job.settings["thresholds"]:
         raise UserError(f"config key {key}.threshold: {spec['threshold']} is not among the thresholds "
                         f"{test_job.settings['thresholds']} of SIS run {test_job.run!r}; add it there or change it")
-    human = spec["human_benchmark"]
-    if human is not None:
-        for i, model in enumerate(human["models"]):
-            if (model, source["seed"], dataset, "test") not in jobs:
-                raise UserError(f"config key {key}.human_benchmark.models.{i}: {model!r} seed {source['seed']} has "
-                                f"no SIS on {dataset}/test; add it to a `sis.runs` entry the experiment reads")
-        if human["shares"] and len(human["shares"]) != len(human["models"] or [source["model"]]):
-            raise UserError(f"config key {key}.human_benchmark.shares: {len(human['shares'])} shares for "
-                            f"{len(human['models']) or 1} model(s); give one per model")
+
+
+def _check_human_benchmark(key: str, spec: Mapping, dataset: str, jobs: Mapping) -> None:
+    human, source = spec["human_benchmark"], spec["source"]
+    if human is None:
+        return
+    for i, model in enumerate(human["models"]):
+        if (model, source["seed"], dataset, "test") not in jobs:
+            raise UserError(f"config key {key}.human_benchmark.models.{i}: {model!r} seed {source['seed']} has "
+                            f"no SIS on {dataset}/test; add it to a `sis.runs` entry the experiment reads")
+    if human["shares"] and len(human["shares"]) != len(human["models"] or [source["model"]]):
+        raise UserError(f"config key {key}.human_benchmark.shares: {len(human['shares'])} shares for "
+                        f"{len(human['models']) or 1} model(s); give one per model")
+
+
+def _check_ensemble_sis(key: str, spec: Mapping, models: Mapping, dataset: str, jobs: Mapping) -> None:
     for ensemble, entry in spec["ensembles"].items():
         first = _ensemble_members(entry, models)[0]
         if (first[0], first[1], dataset, "test") not in jobs:
@@ -422,21 +459,23 @@ def _generated(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> tupl
     return datasets, models
 
 
-def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> OverinterpExperiment:
-    """Every job and table row of one checked experiment (``jobs``: :func:`pathologies.sis.jobs.sis_jobs`)."""
-    jobs = ExperimentSis(name, spec, jobs)
-    models_cfg = config["models"]
-    source = spec["source"]
-    dataset = models_cfg[source["model"]]["dataset"]
-    subsets = _subsets(name, spec, config, jobs)
+def _pretrained(spec: Mapping, models_cfg: Mapping, ensembles: Mapping) -> dict[tuple[str, int], None]:
+    """(model, seed) of every run evaluated as trained on full images: the listed models, ensemble members."""
     pretrained: dict[tuple[str, int], None] = {}
     for model in _listed_models(spec):
         for seed in models_cfg[model]["seeds"]:
             pretrained[(model, seed)] = None
-    ensembles = {ens: _ensemble_members(entry, models_cfg) for ens, entry in spec["ensembles"].items()}
     for members in ensembles.values():
         pretrained.update(dict.fromkeys(members))
+    return pretrained
 
+
+def _evaluations(name: str, spec: Mapping, config: Mapping, subsets: Mapping,
+                 pretrained: Mapping) -> list[Evaluation]:
+    """Every evaluation row: pretrained runs on full test sets and their subsets, retrained runs likewise."""
+    models_cfg = config["models"]
+    source = spec["source"]
+    test_sets = (models_cfg[source["model"]]["dataset"], *spec["shifted"])
     evaluations: list[Evaluation] = []
 
     def add(model, seed, eval_dataset, role, condition, arch, train_on, train_fraction, augment, eval_on,
@@ -448,7 +487,7 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
 
     for model, seed in pretrained:
         arch = models_cfg[model]["arch"]
-        for eval_dataset in (dataset, *spec["shifted"]):
+        for eval_dataset in test_sets:
             add(model, seed, eval_dataset, "pretrained", model, arch, "full", None, False, "full", None, -1)
         for subset in subsets.values():
             if subset.kind == "random" and subset.draw < spec["random_draws"]:
@@ -459,14 +498,26 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
                     subset.fraction, -1)
     for run in _retrained(name, spec, config):
         for seed in run.seeds:
-            for eval_dataset in (dataset, *spec["shifted"]):
+            for eval_dataset in test_sets:
                 add(run.model, seed, eval_dataset, "retrained", run.condition, run.arch, run.kind, run.fraction,
                     run.augment, "full", None, run.draw)
             for subset in subsets.values():  # its own kind, fraction and draw, on every test set cut so
                 if (subset.kind, subset.fraction, subset.draw) == (run.kind, run.fraction, run.draw):
                     add(run.model, seed, subset.name, "retrained", run.condition, run.arch, run.kind, run.fraction,
                         run.augment, run.kind, run.fraction, run.draw)
+    return evaluations
 
+
+def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> OverinterpExperiment:
+    """Every job and table row of one checked experiment (``jobs``: :func:`pathologies.sis.jobs.sis_jobs`)."""
+    jobs = ExperimentSis(name, spec, jobs)
+    models_cfg = config["models"]
+    source = spec["source"]
+    dataset = models_cfg[source["model"]]["dataset"]
+    subsets = _subsets(name, spec, config, jobs)
+    ensembles = {ens: _ensemble_members(entry, models_cfg) for ens, entry in spec["ensembles"].items()}
+    pretrained = _pretrained(spec, models_cfg, ensembles)
+    evaluations = _evaluations(name, spec, config, subsets, pretrained)
     sis_files = [SisFile(jobs.path(m, s, d, split), m, s, d, split, "original")
                  for (m, s, d, split) in jobs if (m, s) in pretrained and d in (dataset, *spec["shifted"])]
     calibration = spec["calibration"]

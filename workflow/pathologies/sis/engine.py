@@ -305,9 +305,7 @@ def backward_selection(scorer, images: torch.Tensor, *, classes=None, masking: M
     noise = TieBreakNoise(tie_break_seeds, n, layout.count, device)
 
     counts = remaining.sum(dim=1)
-    steps = int(counts.max()) if n else 0
-    if max_steps is not None:
-        steps = min(steps, max_steps)
+    steps = step_count(counts, max_steps)
     order = torch.full((n, steps), -1, dtype=torch.long, device=device)
     values = torch.full((n, steps), math.nan, dtype=torch.float64, device=device)
     current = layout.apply(images, remaining)
@@ -524,6 +522,12 @@ def remaining_features(masked, n: int, count: int, device: torch.device) -> torc
         raise UserError(f"masked features must be a bool array of shape {(n, count)}, got "
                         f"{masked.dtype} {tuple(masked.shape)}")
     return ~masked
+
+
+def step_count(counts: torch.Tensor, max_steps: int | None) -> int:
+    """Removal steps of a selection: the most features any image has, at most ``max_steps``."""
+    steps = int(counts.max()) if len(counts) else 0
+    return steps if max_steps is None else min(steps, max_steps)
 
 
 def classes_and_f(scorer, images: torch.Tensor, classes=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,7 +59,7 @@ import json
 import math
 import numbers
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,24 @@ class Extraction:
     verified: VerifiedStats | None = None
 
 
+def _selection(settings: Settings, scorer: Scorer, device: torch.device,
+               batch_size: int) -> tuple[Callable, Verifier | None]:
+    """The backward selection of the settings' method and precision (and its verifier, if verified)."""
+    if settings.method == "exact" and settings.precision == "verified":
+        verifier = Verifier(scorer, device, "auto", batch_size)
+        return functools.partial(verified_backward_selection, verifier=verifier), verifier
+    if settings.method == "exact":
+        return backward_selection, None
+    return functools.partial(gradient_backward_selection, block=settings.block), None
+
+
+def _tie_break_seeds(settings: Settings, rows: np.ndarray) -> list[int] | None:
+    """One seed per image from (tie_break_seed, row) for random tie-breaking; None otherwise."""
+    if settings.tie_break != "random":
+        return None
+    return [int(np.random.SeedSequence([settings.tie_break_seed, int(row)]).generate_state(1)[0]) for row in rows]
+
+
 def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, ids: np.ndarray,
             settings: Settings, mean: Sequence[float], std: Sequence[float], device: torch.device,
             progress: bool = False, state_dir: str | Path | None = None, identity: str = "",
@@ -300,19 +318,9 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
                                       batch_size_cache, cache_key(scorer.models, first.shape[1:], settings.precision,
                                                                   device),
                                       log=lambda line: print(line, file=sys.stderr))
-    verifier = None
-    if settings.method == "exact" and settings.precision == "verified":
-        verifier = Verifier(scorer, device, "auto", batch_size)
-        select, total = functools.partial(verified_backward_selection, verifier=verifier), n * p * (p + 1) // 2
-    elif settings.method == "exact":
-        select, total = backward_selection, n * p * (p + 1) // 2
-    else:
-        select = functools.partial(gradient_backward_selection, block=settings.block)
-        total = n * math.ceil(p / settings.block)
-    seeds = None
-    if settings.tie_break == "random":
-        seeds = [int(np.random.SeedSequence([settings.tie_break_seed, int(row)]).generate_state(1)[0])
-                 for row in rows]
+    select, verifier = _selection(settings, scorer, device, batch_size)
+    total = n * p * (p + 1) // 2 if settings.method == "exact" else n * math.ceil(p / settings.block)
+    seeds = _tie_break_seeds(settings, rows)
     steps = p if settings.method == "exact" else math.ceil(p / settings.block)
     collected = settings.thresholds if settings.collection else ()
     out = Extraction(rows=rows, ids=ids, labels=labels, classes=np.zeros(n, np.int64),

@@ -49,6 +49,7 @@ from .engine import (
     classes_and_f,
     collect_selections,
     remaining_features,
+    step_count,
 )
 from .screen import Screen, check_screen, supported_screens
 
@@ -216,9 +217,7 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
     eps = torch.finfo(scorer.softmax_dtype).eps
 
     counts = remaining.sum(dim=1)
-    steps = int(counts.max()) if n else 0
-    if max_steps is not None:
-        steps = min(steps, max_steps)
+    steps = step_count(counts, max_steps)
     order = torch.full((n, steps), -1, dtype=torch.long, device=device)
     values = torch.full((n, steps), math.nan, dtype=torch.float64, device=device)
     bound = torch.full((n,), math.nan, dtype=torch.float64, device=device)  # nan: not calibrated yet
@@ -264,13 +263,7 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
             scores[image_of, feature_of] = f
             stats.rescored += len(image_of)
         else:
-            start, calibrating = time.perf_counter(), bool(bound.isnan()[image_of].any())
-            screen, rescored = verifier.screen, stats.rescored
-            select_step(verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps)
-            if not calibrating and verifier.requested == "auto":
-                verifier.clock.step(_synced(device, start), len(image_of), stats.rescored - rescored, verifier)
-                if verifier.screen is not screen:  # switched: the bound belongs to the old screen
-                    bound.fill_(math.nan)
+            timed_select_step(verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps)
         decision = scores if jitter is None else scores + jitter
         choice = decision.argmax(dim=1)[active]  # argmax: first (lowest) index on ties
         order[active, step] = choice
@@ -281,6 +274,19 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
             progress(len(image_of))
 
     return collect_selections(counts, order, values, f_start, classes, steps)
+
+
+def timed_select_step(verifier: Verifier, image_of, feature_of, strict, screened, scores, bound, jitter,
+                      eps) -> None:
+    """:func:`select_step`, timed for the auto screen's clock once the step's images are calibrated."""
+    start, calibrating = time.perf_counter(), bool(bound.isnan()[image_of].any())
+    screen, rescored = verifier.screen, verifier.stats.rescored
+    select_step(verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps)
+    if not calibrating and verifier.requested == "auto":
+        seconds = _synced(image_of.device, start)
+        verifier.clock.step(seconds, len(image_of), verifier.stats.rescored - rescored, verifier)
+        if verifier.screen is not screen:  # switched: the bound belongs to the old screen
+            bound.fill_(math.nan)
 
 
 def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps) -> None:

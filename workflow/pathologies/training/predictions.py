@@ -161,15 +161,8 @@ def load_correctness(paths: Mapping[str, str | Path], split: str = "test",
     return merge(parts)
 
 
-def load_predictions_csv(path: str | Path, ids: np.ndarray | None = None,
-                         targets: np.ndarray | None = None) -> Correctness:
-    """Import final predictions of models trained elsewhere (columns image_id, model, prediction, target).
-
-    Every model must cover the same images, once each. With ``ids`` (e.g. those of the prediction
-    dumps) the CSV must cover exactly those images and is put in their order; with ``targets``
-    (aligned with ``ids``) its targets must agree. Returns epoch label -1 (final) for every model.
-    """
-    path = Path(path)
+def _read_predictions_table(path: Path) -> pd.DataFrame:
+    """The CSV's rows, checked one by one: columns, integer non-negative classes, one row per (model, image)."""
     if not path.exists():
         raise UserError(f"external predictions {path} do not exist; check the path in your config")
     try:
@@ -193,7 +186,19 @@ def load_predictions_csv(path: str | Path, ids: np.ndarray | None = None,
     if duplicated.any():
         row = table[duplicated].iloc[0]
         raise UserError(f"{path}: model {row['model']!r} has more than one row for image {row['image_id']}")
+    return table
 
+
+def load_predictions_csv(path: str | Path, ids: np.ndarray | None = None,
+                         targets: np.ndarray | None = None) -> Correctness:
+    """Import final predictions of models trained elsewhere (columns image_id, model, prediction, target).
+
+    Every model must cover the same images, once each. With ``ids`` (e.g. those of the prediction
+    dumps) the CSV must cover exactly those images and is put in their order; with ``targets``
+    (aligned with ``ids``) its targets must agree. Returns epoch label -1 (final) for every model.
+    """
+    path = Path(path)
+    table = _read_predictions_table(path)
     image_targets = table.drop_duplicates(["image_id", "target"])
     conflicting = image_targets["image_id"].duplicated()
     if conflicting.any():
