@@ -55,8 +55,11 @@ def weights_input(wildcards):
         return [weights]
     if weights not in _WARNED_WEIGHTS:
         _WARNED_WEIGHTS.add(weights)
-        print(f"warning: weights file {weights} (models.{wildcards.model}.weights) does not exist yet; "
-              "a real run stops until it is placed", file=sys.stderr)
+        print(
+            f"warning: weights file {weights} (models.{wildcards.model}.weights) does not exist yet; "
+            "a real run stops until it is placed",
+            file=sys.stderr,
+        )
     return []
 
 

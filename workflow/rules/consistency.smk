@@ -16,16 +16,16 @@ rule ddd_experiment:
     """The experiment as the analysis modules read it: members, their runs and epochs, options."""
     output:
         "results/ddd/{experiment}/experiment.json",
-    params:
-        spec=lambda wildcards: DDD.spec(wildcards.experiment),
     log:
         "results/logs/ddd/{experiment}/experiment.log",
     localrule: True
+    conda:
+        ENV
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        ENV
+    params:
+        spec=lambda wildcards: DDD.spec(wildcards.experiment),
     shell:
         "python -m pathologies.ddd.experiment --spec-json {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
@@ -45,12 +45,12 @@ rule ddd_kappa:
         "results/logs/ddd/{experiment}/kappa.log",
     benchmark:
         "results/benchmarks/ddd/{experiment}/kappa.tsv"
+    conda:
+        ENV
     threads: 4
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        ENV
     shell:
         "export OPENBLAS_NUM_THREADS={threads:q} OMP_NUM_THREADS={threads:q}; "
         "python -m pathologies.ddd.kappa --spec {input.spec:q} --kappa-out {output.kappa:q} "
@@ -78,11 +78,11 @@ rule ddd_difficulty:
         "results/logs/ddd/{experiment}/difficulty.log",
     benchmark:
         "results/benchmarks/ddd/{experiment}/difficulty.tsv"
+    conda:
+        ENV
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.difficulty --spec {input.spec:q} --dataset {input.dataset:q} "
         "--members-out {output.members:q} --difficulty-out {output.difficulty:q} "
@@ -100,11 +100,11 @@ rule ddd_kl:
         "results/ddd/{experiment}/kl_accuracy.csv",
     log:
         "results/logs/ddd/{experiment}/kl.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.kl --class-accuracy {input.class_accuracy:q} --dataset {input.dataset:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -121,11 +121,11 @@ rule ddd_superclasses:
         kappa="results/ddd/{experiment}/superclass_kappa.csv",
     log:
         "results/logs/ddd/{experiment}/superclasses.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.superclasses --spec {input.spec:q} --difficulty {input.difficulty:q} "
         "--out {output.superclasses:q} --kappa-out {output.kappa:q} > {log:q} 2>&1"
@@ -141,11 +141,11 @@ rule ddd_label_ambiguity:
         "results/ddd/{experiment}/label_ambiguity.csv",
     log:
         "results/logs/ddd/{experiment}/label_ambiguity.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.ambiguity --spec {input.spec:q} --difficulty {input.difficulty:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -164,11 +164,11 @@ rule ddd_class_extremes:
         ),
     log:
         "results/logs/ddd/{experiment}/class_extremes.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.class_extremes --class-accuracy {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -183,11 +183,11 @@ rule ddd_human_pages:
         directory("results/ddd/{experiment}/human"),
     log:
         "results/logs/ddd/{experiment}/human_pages.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.human_pages --spec {input.spec:q} --difficulty {input.difficulty:q} "
         "--dataset {input.dataset:q} --out-dir {output:q} > {log:q} 2>&1"
@@ -205,11 +205,11 @@ rule ddd_human_scores:
         agreement="results/ddd/{experiment}/human_agreement.csv",
     log:
         "results/logs/ddd/{experiment}/human_scores.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.human_scores --pairs {input.human:q}/pairs.csv "
         "--questions {input.human:q}/questions.csv --pair-answers {input.pair_answers:q} "
@@ -226,19 +226,19 @@ rule ddd_rsa:
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
         "results/ddd/{experiment}/rsa.csv",
-    params:
-        device=config["device"],
     log:
         "results/logs/ddd/{experiment}/rsa.log",
     benchmark:
         "results/benchmarks/ddd/{experiment}/rsa.tsv"
+    conda:
+        ENV
     threads: config["train_threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
         gpu=uses_gpu(),
-    conda:
-        ENV
+    params:
+        device=config["device"],
     shell:
         "python -m pathologies.ddd.rsa --spec {input.spec:q} --dataset {input.dataset:q} --out {output:q} "
         "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
@@ -263,15 +263,15 @@ rule ddd_summary:
             category=DDD_REPORT,
             subcategory="{experiment}",
         ),
-    params:
-        rsa=lambda wildcards, input: input_options({"rsa": input.rsa}),
     log:
         "results/logs/ddd/{experiment}/summary.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        rsa=lambda wildcards, input: input_options({"rsa": input.rsa}),
     shell:
         "python -m pathologies.ddd.summary --spec {input.spec:q} --members {input.members:q} "
         "--difficulty {input.difficulty:q} --kappa {input.kappa:q} --conditions {input.conditions:q} "
@@ -294,11 +294,11 @@ rule ddd_fig08_base_epochs:
         ),
     log:
         "results/logs/ddd/{experiment}/fig08_base_epochs.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions:q} "
         "--epoch-kappa {input.epoch_kappa:q} --spec {input.spec:q} --out {output:q} > {log:q} 2>&1"
@@ -314,8 +314,11 @@ for _figure, _tables in TABLE_FIGURES.items():
         input:
             **{key: f"results/ddd/{{experiment}}/{table}" for key, table in _tables.items()},
             # Figure 3 may follow another experiment's order of conditions (Figures 15 / 16)
-            **({"order": lambda wildcards: DDD.condition_order(wildcards.experiment)}
-               if _figure == "fig03_conditions" else {}),
+            **(
+                {"order": lambda wildcards: DDD.condition_order(wildcards.experiment)}
+                if _figure == "fig03_conditions"
+                else {}
+            ),
         output:
             report(
                 f"results/ddd/{{experiment}}/figures/{_figure}.png",
@@ -323,15 +326,15 @@ for _figure, _tables in TABLE_FIGURES.items():
                 category=DDD_REPORT,
                 subcategory="{experiment}",
             ),
-        params:
-            figure=_figure,
-            options=lambda wildcards, input: input_options(input),
         log:
             f"results/logs/ddd/{{experiment}}/{_figure}.log",
+        conda:
+            ENV
         resources:
             mem_mb=4000,
             runtime=10,
-        conda:
-            ENV
+        params:
+            figure=_figure,
+            options=lambda wildcards, input: input_options(input),
         shell:
             "python -m pathologies.ddd.figures {params.figure:q} {params.options:q} --out {output:q} > {log:q} 2>&1"

@@ -5,15 +5,15 @@ rule prepare_dataset:
         lambda wildcards: config["datasets"][wildcards.dataset].get("stats_from", []),
     output:
         "results/data/{dataset}.h5",
-    params:
-        spec=lambda wildcards: json.dumps(config["datasets"][wildcards.dataset]),
     log:
         "results/logs/prepare_dataset/{dataset}.log",
+    conda:
+        ENV
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        ENV
+    params:
+        spec=lambda wildcards: json.dumps(config["datasets"][wildcards.dataset]),
     shell:
         "python -m pathologies.data.prepare --name {wildcards.dataset:q} --spec-json {params.spec:q} "
         "--resources resources --out {output:q} > {log:q} 2>&1"

@@ -10,10 +10,10 @@ rule learning_curves:
         ),
     log:
         "results/logs/figures/learning_curves.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.training.learning_curves --logs {input:q} --out {output:q} > {log:q} 2>&1"

@@ -17,13 +17,13 @@ rule overinterp_spec:
     """The expanded experiment (every evaluation, SIS file and table row) for the analysis modules."""
     output:
         "results/overinterp/{experiment}/spec.json",
-    params:
-        spec=lambda wildcards: OVERINTERP.spec(wildcards.experiment),
     log:
         "results/logs/overinterp/{experiment}/spec.log",
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        spec=lambda wildcards: OVERINTERP.spec(wildcards.experiment),
     run:
         # written here, not on a command line: the spec of a paper-scale experiment exceeds its length limit
         from pathologies.io import atomic_output
@@ -47,15 +47,15 @@ for _experiment in OVERINTERP.experiments:
                 sis=list(OVERINTERP.subset_sis(_experiment, _origin).values()),
             output:
                 OVERINTERP.subset_files(_experiment, _origin),
-            params:
-                args=OVERINTERP.subset_args(_experiment, _origin),
             log:
                 f"results/logs/overinterp/{_experiment}/subsets_{_origin}.log",
+            conda:
+                ENV
             resources:
                 mem_mb=lambda wildcards, attempt: 8000 * attempt,
                 runtime=lambda wildcards, attempt: 60 * attempt,
-            conda:
-                ENV
+            params:
+                args=OVERINTERP.subset_args(_experiment, _origin),
             shell:
                 "python -m pathologies.overinterp.subsets --dataset {input.dataset:q} {params.args:q} > {log:q} 2>&1"
 
@@ -69,18 +69,18 @@ rule overinterp_evaluate:
         ),
     output:
         "results/overinterp/{experiment}/eval/{model}/seed{seed}.h5",
-    params:
-        datasets=lambda wildcards: OVERINTERP.eval_args(wildcards.experiment, wildcards.model, wildcards.seed),
-        device=config["device"],
     log:
         "results/logs/overinterp/{experiment}/eval/{model}/seed{seed}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
         gpu=uses_gpu(),
-    conda:
-        ENV
+    params:
+        datasets=lambda wildcards: OVERINTERP.eval_args(wildcards.experiment, wildcards.model, wildcards.seed),
+        device=config["device"],
     shell:
         "python -m pathologies.overinterp.evaluate --model {input.model:q} {params.datasets:q} --out {output:q} "
         "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
@@ -92,17 +92,17 @@ rule overinterp_calibrate:
         lambda wildcards: OVERINTERP.calibration_input(wildcards.experiment, wildcards.model, wildcards.seed),
     output:
         "results/overinterp/{experiment}/calibration/{model}/seed{seed}.json",
+    log:
+        "results/logs/overinterp/{experiment}/calibration/{model}/seed{seed}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         dataset=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).dataset,
         seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["calibration"]["seed"],
         bins=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["calibration"]["bins"],
-    log:
-        "results/logs/overinterp/{experiment}/calibration/{model}/seed{seed}.log",
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.overinterp.calibration --evaluation {input:q} --dataset {params.dataset:q} --split test "
         "--seed {params.seed:q} "
@@ -118,25 +118,25 @@ rule overinterp_calibrated_sis:
         dataset=lambda w: OVERINTERP.dataset(w.experiment),
     output:
         "results/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}/shard{shard}of{shards}.h5",
-    wildcard_constraints:
-        shard=r"\d+",
-        shards=r"\d+",
-    params:
-        spec=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed, w.shards).spec(),
-        state_dir=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed).state_dir(int(w.shard)),
-        batch_size_cache=SIS_BATCH_CACHE,
-        device=config["device"],
     log:
         "results/logs/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}/shard{shard}of{shards}.log",
     benchmark:
         "results/benchmarks/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}/shard{shard}of{shards}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
+    conda:
+        ENV
     threads: config["sis"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda w, attempt: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed).runtime * attempt,
         gpu=uses_gpu(),
-    conda:
-        ENV
+    params:
+        spec=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed, w.shards).spec(),
+        state_dir=lambda w: OVERINTERP.calibrated_job(w.experiment, w.model, w.seed).state_dir(int(w.shard)),
+        batch_size_cache=SIS_BATCH_CACHE,
+        device=config["device"],
     shell:
         "python -m pathologies.overinterp.calibrated_sis --model {input.model:q} --calibration {input.calibration:q} "
         "--dataset {input.dataset:q} --spec {params.spec:q} --shard {wildcards.shard:q} --num-shards {wildcards.shards:q} "
@@ -152,11 +152,11 @@ rule overinterp_calibrated_sis_merge:
         "results/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}.h5",
     log:
         "results/logs/overinterp/{experiment}/calibrated_sis/{model}/seed{seed}_merge.log",
+    conda:
+        ENV
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        ENV
     shell:
         "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -169,26 +169,26 @@ rule overinterp_ensemble_sis:
         dataset=lambda w: OVERINTERP.dataset(w.experiment),
     output:
         "results/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.h5",
+    log:
+        "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.log",
+    benchmark:
+        "results/benchmarks/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.tsv"
     wildcard_constraints:
         shard=r"\d+",
         shards=r"\d+",
+    conda:
+        ENV
+    threads: config["sis"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda w, attempt: OVERINTERP.ensemble_job(w.experiment, w.ensemble).runtime * attempt,
+        gpu=uses_gpu(),
     params:
         models=lambda w, input: [token for path in input.models for token in ("--model", path)],
         spec=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble, w.shards).spec(),
         state_dir=lambda w: OVERINTERP.ensemble_job(w.experiment, w.ensemble).state_dir(int(w.shard)),
         batch_size_cache=SIS_BATCH_CACHE,
         device=config["device"],
-    log:
-        "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.log",
-    benchmark:
-        "results/benchmarks/overinterp/{experiment}/ensembles/{ensemble}/sis_test/shard{shard}of{shards}.tsv"
-    threads: config["sis"]["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-        runtime=lambda w, attempt: OVERINTERP.ensemble_job(w.experiment, w.ensemble).runtime * attempt,
-        gpu=uses_gpu(),
-    conda:
-        ENV
     shell:
         "python -m pathologies.sis.extract {params.models:q} --dataset {input.dataset:q} --spec {params.spec:q} "
         "--shard {wildcards.shard:q} --num-shards {wildcards.shards:q} --out {output:q} --device {params.device:q} "
@@ -203,11 +203,11 @@ rule overinterp_ensemble_sis_merge:
         "results/overinterp/{experiment}/ensembles/{ensemble}/sis_test.h5",
     log:
         "results/logs/overinterp/{experiment}/ensembles/{ensemble}/sis_test_merge.log",
+    conda:
+        ENV
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        ENV
     shell:
         "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -224,11 +224,11 @@ rule overinterp_sis_sizes:
         summary="results/overinterp/{experiment}/sis_sizes/summary.csv",
     log:
         "results/logs/overinterp/{experiment}/sis_sizes.log",
+    conda:
+        ENV
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.overinterp.sis_sizes --spec {input.spec:q} --correctness-out {output.correctness:q} "
         "--increase-out {output.increase:q} --by-class-out {output.by_class:q} --summary-out {output.summary:q} "
@@ -243,30 +243,47 @@ rule overinterp_tables:
         calibrations=lambda wildcards: OVERINTERP.calibration_files(wildcards.experiment),
         sis_summary="results/overinterp/{experiment}/sis_sizes/summary.csv",
     output:
-        accuracy=report("results/overinterp/{experiment}/tables/accuracy.csv",
-                        caption="../report/overinterp_accuracy.rst", category=OI_REPORT, subcategory="{experiment}"),
+        accuracy=report(
+            "results/overinterp/{experiment}/tables/accuracy.csv",
+            caption="../report/overinterp_accuracy.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
         by_split="results/overinterp/{experiment}/tables/accuracy_by_split.csv",
-        ensembles=report("results/overinterp/{experiment}/tables/ensembles.csv",
-                         caption="../report/overinterp_ensembles.rst", category=OI_REPORT,
-                         subcategory="{experiment}"),
-        calibration=report("results/overinterp/{experiment}/tables/calibration.csv",
-                           caption="../report/overinterp_calibration.rst", category=OI_REPORT,
-                           subcategory="{experiment}"),
-        sis_summary=report("results/overinterp/{experiment}/tables/sis_summary.csv",
-                           caption="../report/overinterp_sis_summary.rst", category=OI_REPORT,
-                           subcategory="{experiment}"),
-        leakage=report("results/overinterp/{experiment}/tables/leakage.csv",
-                       caption="../report/overinterp_leakage.rst", category=OI_REPORT, subcategory="{experiment}"),
+        ensembles=report(
+            "results/overinterp/{experiment}/tables/ensembles.csv",
+            caption="../report/overinterp_ensembles.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
+        calibration=report(
+            "results/overinterp/{experiment}/tables/calibration.csv",
+            caption="../report/overinterp_calibration.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
+        sis_summary=report(
+            "results/overinterp/{experiment}/tables/sis_summary.csv",
+            caption="../report/overinterp_sis_summary.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
+        leakage=report(
+            "results/overinterp/{experiment}/tables/leakage.csv",
+            caption="../report/overinterp_leakage.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
         markdown="results/overinterp/{experiment}/tables/tables.md",
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.accuracy),
     log:
         "results/logs/overinterp/{experiment}/tables.log",
+    conda:
+        ENV
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=10,
-    conda:
-        ENV
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.accuracy),
     shell:
         "python -m pathologies.overinterp.tables --spec {input.spec:q} --sis-summary {input.sis_summary:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -278,17 +295,21 @@ rule overinterp_fig_heatmaps:
         sis=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
         subsets=lambda wildcards: OVERINTERP.bs_subsets(wildcards.experiment),
     output:
-        report("results/overinterp/{experiment}/figures/heatmaps.png", caption="../report/overinterp_heatmaps.rst",
-               category=OI_REPORT, subcategory="{experiment}"),
-    params:
-        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+        report(
+            "results/overinterp/{experiment}/figures/heatmaps.png",
+            caption="../report/overinterp_heatmaps.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
     log:
         "results/logs/overinterp/{experiment}/figures/heatmaps.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
     shell:
         "python -m pathologies.overinterp.figures heatmaps --sis {input.sis:q} --subsets {input.subsets:q} "
         "--threshold {params.threshold:q} --out {output:q} > {log:q} 2>&1"
@@ -300,20 +321,24 @@ rule overinterp_fig_examples:
         sis=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
         dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
     output:
-        report("results/overinterp/{experiment}/figures/sis_examples.png",
-               caption="../report/overinterp_sis_examples.rst", category=OI_REPORT, subcategory="{experiment}"),
+        report(
+            "results/overinterp/{experiment}/figures/sis_examples.png",
+            caption="../report/overinterp_sis_examples.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
+    log:
+        "results/logs/overinterp/{experiment}/figures/sis_examples.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
     params:
         threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
         per_class=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["examples_per_class"],
         seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
         classes=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["classes"],
-    log:
-        "results/logs/overinterp/{experiment}/figures/sis_examples.log",
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.overinterp.figures examples --sis {input.sis:q} --threshold {params.threshold:q} "
         "--per-class {params.per_class:q} --max-classes {params.classes:q} --seed {params.seed:q} --out {output:q} "
@@ -325,19 +350,22 @@ rule overinterp_fig_curves:
     input:
         lambda wildcards: OVERINTERP.experiment(wildcards.experiment).source_sis("test"),
     output:
-        report("results/overinterp/{experiment}/figures/confidence_curves.png",
-               caption="../report/overinterp_confidence_curves.rst", category=OI_REPORT,
-               subcategory="{experiment}"),
-    params:
-        images=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["curves"],
-        seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
+        report(
+            "results/overinterp/{experiment}/figures/confidence_curves.png",
+            caption="../report/overinterp_confidence_curves.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
     log:
         "results/logs/overinterp/{experiment}/figures/confidence_curves.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        images=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["curves"],
+        seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
     shell:
         "python -m pathologies.overinterp.figures curves --sis {input:q} --images {params.images:q} --seed {params.seed:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -350,18 +378,21 @@ rule overinterp_fig_sizes:
         increase="results/overinterp/{experiment}/sis_sizes/increase.csv",
         by_class="results/overinterp/{experiment}/sis_sizes/by_class.csv",
     output:
-        report("results/overinterp/{experiment}/figures/sis_size_correctness.png",
-               caption="../report/overinterp_sis_size_correctness.rst", category=OI_REPORT,
-               subcategory="{experiment}"),
-    params:
-        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+        report(
+            "results/overinterp/{experiment}/figures/sis_size_correctness.png",
+            caption="../report/overinterp_sis_size_correctness.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
     log:
         "results/logs/overinterp/{experiment}/figures/sis_size_correctness.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
     shell:
         "python -m pathologies.overinterp.figures sizes --correctness {input.correctness:q} --increase {input.increase:q} "
         "--by-class {input.by_class:q} --threshold {params.threshold:q} --out {output:q} > {log:q} 2>&1"
@@ -372,17 +403,21 @@ rule overinterp_fig_accuracy:
     input:
         "results/overinterp/{experiment}/tables/accuracy.csv",
     output:
-        report("results/overinterp/{experiment}/figures/accuracy.png", caption="../report/overinterp_accuracy_figure.rst",
-               category=OI_REPORT, subcategory="{experiment}"),
-    params:
-        dataset=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).dataset,
+        report(
+            "results/overinterp/{experiment}/figures/accuracy.png",
+            caption="../report/overinterp_accuracy_figure.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
     log:
         "results/logs/overinterp/{experiment}/figures/accuracy.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        dataset=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).dataset,
     shell:
         "python -m pathologies.overinterp.figures accuracy --accuracy {input:q} --dataset {params.dataset:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -395,17 +430,21 @@ rule overinterp_fig_ensemble:
         members=lambda wildcards: OVERINTERP.member_sis(wildcards.experiment, wildcards.ensemble),
         dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
     output:
-        report("results/overinterp/{experiment}/figures/ensemble_{ensemble}.png",
-               caption="../report/overinterp_ensemble.rst", category=OI_REPORT, subcategory="{experiment}"),
-    params:
-        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
+        report(
+            "results/overinterp/{experiment}/figures/ensemble_{ensemble}.png",
+            caption="../report/overinterp_ensemble.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
     log:
         "results/logs/overinterp/{experiment}/figures/ensemble_{ensemble}.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
     shell:
         "python -m pathologies.overinterp.figures ensemble --ensemble-sis {input.ensemble:q} "
         "--member-sis {input.members:q} --threshold {params.threshold:q} --out {output:q} > {log:q} 2>&1"
@@ -417,19 +456,22 @@ rule overinterp_human_benchmark:
         sis=lambda wildcards: OVERINTERP.human_benchmark_sis(wildcards.experiment),
         dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
     output:
-        html=report("results/overinterp/{experiment}/human_benchmark/index.html",
-                    caption="../report/overinterp_human_benchmark.rst", category=OI_REPORT,
-                    subcategory="{experiment}"),
+        html=report(
+            "results/overinterp/{experiment}/human_benchmark/index.html",
+            caption="../report/overinterp_human_benchmark.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
         key="results/overinterp/{experiment}/human_benchmark/key.csv",
-    params:
-        args=lambda wildcards: OVERINTERP.human_benchmark_args(wildcards.experiment),
     log:
         "results/logs/overinterp/{experiment}/human_benchmark.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        args=lambda wildcards: OVERINTERP.human_benchmark_args(wildcards.experiment),
     shell:
         "python -m pathologies.overinterp.human_benchmark {params.args:q} --html-out {output.html:q} "
         "--key-out {output.key:q} > {log:q} 2>&1"
@@ -441,20 +483,26 @@ rule overinterp_human_scores:
         key="results/overinterp/{experiment}/human_benchmark/key.csv",
         answers=lambda wildcards: OVERINTERP.human_answers(wildcards.experiment),
     output:
-        table=report("results/overinterp/{experiment}/tables/human_accuracy.csv",
-                     caption="../report/overinterp_human_accuracy.rst", category=OI_REPORT,
-                     subcategory="{experiment}"),
-        figure=report("results/overinterp/{experiment}/figures/human_accuracy.png",
-                      caption="../report/overinterp_human_accuracy.rst", category=OI_REPORT,
-                      subcategory="{experiment}"),
+        table=report(
+            "results/overinterp/{experiment}/tables/human_accuracy.csv",
+            caption="../report/overinterp_human_accuracy.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
+        figure=report(
+            "results/overinterp/{experiment}/figures/human_accuracy.png",
+            caption="../report/overinterp_human_accuracy.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
         scores="results/overinterp/{experiment}/tables/human_scores.csv",
     log:
         "results/logs/overinterp/{experiment}/human_scores.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.overinterp.human_benchmark --score {input.answers:q} --key-out {input.key:q} "
         "--scores-out {output.scores:q} --table-out {output.table:q} --figure-out {output.figure:q} > {log:q} 2>&1"
@@ -465,15 +513,19 @@ rule overinterp_fig_shifted:
     input:
         "results/overinterp/{experiment}/tables/accuracy_by_split.csv",
     output:
-        report("results/overinterp/{experiment}/figures/shifted_accuracy.png",
-               caption="../report/overinterp_shifted_accuracy.rst", category=OI_REPORT, subcategory="{experiment}"),
+        report(
+            "results/overinterp/{experiment}/figures/shifted_accuracy.png",
+            caption="../report/overinterp_shifted_accuracy.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
     log:
         "results/logs/overinterp/{experiment}/figures/shifted_accuracy.log",
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.overinterp.figures shifted --by-split {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -483,15 +535,19 @@ rule overinterp_fig_leakage:
     input:
         "results/overinterp/{experiment}/tables/leakage.csv",
     output:
-        report("results/overinterp/{experiment}/figures/leakage.png", caption="../report/overinterp_leakage.rst",
-               category=OI_REPORT, subcategory="{experiment}"),
+        report(
+            "results/overinterp/{experiment}/figures/leakage.png",
+            caption="../report/overinterp_leakage.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
     log:
         "results/logs/overinterp/{experiment}/figures/leakage.log",
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.overinterp.leakage --leakage {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -502,21 +558,24 @@ rule overinterp_fig_calibrated_examples:
         sis=lambda wildcards: OVERINTERP.calibrated_source_sis(wildcards.experiment),
         dataset=lambda wildcards: OVERINTERP.dataset(wildcards.experiment),
     output:
-        report("results/overinterp/{experiment}/figures/calibrated_sis_examples.png",
-               caption="../report/overinterp_calibrated_sis_examples.rst", category=OI_REPORT,
-               subcategory="{experiment}"),
+        report(
+            "results/overinterp/{experiment}/figures/calibrated_sis_examples.png",
+            caption="../report/overinterp_calibrated_sis_examples.rst",
+            category=OI_REPORT,
+            subcategory="{experiment}",
+        ),
+    log:
+        "results/logs/overinterp/{experiment}/figures/calibrated_sis_examples.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=10,
     params:
         threshold=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).threshold,
         per_class=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["examples_per_class"],
         seed=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["seed"],
         classes=lambda wildcards: OVERINTERP.experiment(wildcards.experiment).options["figures"]["classes"],
-    log:
-        "results/logs/overinterp/{experiment}/figures/calibrated_sis_examples.log",
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.overinterp.figures examples --sis {input.sis:q} --threshold {params.threshold:q} "
         "--per-class {params.per_class:q} --max-classes {params.classes:q} --seed {params.seed:q} --out {output:q} "

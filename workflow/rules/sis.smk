@@ -23,29 +23,29 @@ rule sis_extract:
         dataset=lambda w: dataset_file(w.dataset),
     output:
         "results/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.h5",
+    log:
+        "results/logs/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.log",
+    benchmark:
+        "results/benchmarks/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.tsv"
     wildcard_constraints:
         run=NAME,
         model=NAME,
         split=NAME,
         shard=r"\d+",
         shards=r"\d+",
+    conda:
+        ENV
+    threads: config["sis"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: SIS.runtime(w.run, w.model, w.seed, w.dataset, w.split) * attempt,
+        gpu=uses_gpu(),
     params:
         models=lambda w, input: [token for path in input.models for token in ("--model", path)],
         spec=lambda w: SIS.spec(w.run, w.model, w.seed, w.dataset, w.split, w.shards),
         state_dir="results/resume/sis/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}",
         device=config["device"],
         batch_size_cache=SIS_BATCH_CACHE,
-    log:
-        "results/logs/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.log",
-    benchmark:
-        "results/benchmarks/sis_extract/{run}/{model}/seed{seed}/{dataset}/{split}/shard{shard}of{shards}.tsv"
-    threads: config["sis"]["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda w, attempt: SIS.runtime(w.run, w.model, w.seed, w.dataset, w.split) * attempt,
-        gpu=uses_gpu(),
-    conda:
-        ENV
     shell:
         "python -m pathologies.sis.extract {params.models:q} --dataset {input.dataset:q} --spec {params.spec:q} "
         "--shard {wildcards.shard:q} --num-shards {wildcards.shards:q} --out {output:q} --device {params.device:q} "
@@ -58,17 +58,17 @@ rule sis_merge:
         lambda w: SIS.shards(w.run, w.model, w.seed, w.dataset, w.split),
     output:
         "results/sis/{run}/{model}/seed{seed}/{dataset}/{split}.h5",
+    log:
+        "results/logs/sis_merge/{run}/{model}/seed{seed}/{dataset}/{split}.log",
     wildcard_constraints:
         run=NAME,
         model=NAME,
         split=NAME,
-    log:
-        "results/logs/sis_merge/{run}/{model}/seed{seed}/{dataset}/{split}.log",
+    conda:
+        ENV
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        ENV
     shell:
         "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -90,15 +90,15 @@ rule sis_figures:
             category=SIS_REPORT,
             subcategory="{run}",
         ),
-    wildcard_constraints:
-        run=NAME,
     log:
         "results/logs/sis_figures/{run}.log",
+    wildcard_constraints:
+        run=NAME,
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
         "python -m pathologies.sis.figures --sis {input:q} --examples-out {output.examples:q} "
         "--curves-out {output.curves:q} > {log:q} 2>&1"
@@ -116,16 +116,16 @@ rule sis_heatmaps:
             category=SIS_REPORT,
             subcategory="{run}",
         ),
-    wildcard_constraints:
-        run=NAME,
-    params:
-        args=lambda w: SIS.heatmap_args(w.run),
     log:
         "results/logs/sis_heatmaps/{run}.log",
+    wildcard_constraints:
+        run=NAME,
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        args=lambda w: SIS.heatmap_args(w.run),
     shell:
         "python -m pathologies.sis.heatmaps {params.args:q} --out {output:q} > {log:q} 2>&1"
