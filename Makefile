@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (each sets itself up, idempotently):
 #   make run    create .venv, install pinned dependencies, run the default workflow end to end
 #   make test   same setup, then run the test suite
+#   make lint   ruff check, snakefmt --check, snakemake --lint (CI runs it before make test)
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 CORES ?= 2
@@ -25,6 +26,8 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 lint: setup
+	ruff check .
+	snakefmt --check .
 	snakemake --lint
 
 dry-run: setup
