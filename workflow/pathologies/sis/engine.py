@@ -46,6 +46,19 @@ def use_strict_fp32(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
+# Smallest batch a CPU scores at: below it oneDNN takes other kernels (seen: batches 1-2 for ResNet20 and
+# 1-15 for ResNet18 / VGG16-BN on an Intel Xeon with AMX, batch 1 on an AMD EPYC), whose bits differ.
+CPU_MIN_BATCH = 16
+
+
+def padded_size(n: int, device_type: str) -> int:
+    """The batch size ``n`` candidates are scored at: at least :data:`CPU_MIN_BATCH` on CPUs; elsewhere a
+    lone candidate runs padded to two (unmeasured on GPUs: kept as the CPU rule was before)."""
+    if n == 0:
+        return 0
+    return max(n, CPU_MIN_BATCH if device_type == "cpu" else 2)
+
+
 class Scorer:
     """f(x, classes): softmax probability of ``classes`` under one model or an ensemble.
 
@@ -57,8 +70,9 @@ class Scorer:
     ``input_shape`` (C, H, W), when given, is the only image shape accepted.
     ``softmax_dtype``: float64 (default) keeps confident predictions from all rounding to 1.0,
     which would turn real differences into ties; float32 reproduces the reference code's ties.
-    A batch of one image runs padded to two: oneDNN takes another kernel for batch 1 on CPUs, and
-    the same candidate must score the same bits whichever batch it lands in (verified SIS relies on it).
+    Small batches run padded (:func:`padded_size`): oneDNN picks its convolution kernel by batch size on
+    CPUs, and the same candidate must score the same bits whichever batch it lands in (verified SIS relies
+    on it).
     """
 
     def __init__(self, models: nn.Module | Sequence[nn.Module], *, temperature: float = 1.0,
@@ -92,11 +106,11 @@ class Scorer:
                     else contextlib.nullcontext())
         with autocast:
             total = None
-            lone = len(x) == 1
-            x = torch.cat([x, x]) if lone else x
+            n = len(x)
+            padded = padded_size(n, x.device.type)
+            x = torch.cat([x, x[-1:].expand(padded - n, *x.shape[1:])]) if padded > n else x
             for model in self.models:
-                out = model(x).float()
-                out = out[:1] if lone else out
+                out = model(x).float()[:n]
                 total = out if total is None else total + out
         if total.ndim != 2:
             raise UserError(f"the model returned shape {tuple(total.shape)}, not logits (batch, classes)")
