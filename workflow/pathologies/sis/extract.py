@@ -72,7 +72,7 @@ from ..cliargs import add_compute_options, json_object, positive_int
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, write_attrs
+from ..io import atomic_output, create_dataset, fingerprint, h5py, provenance, read_h5, write_attrs
 from ..models.checkpoint import load_model
 from . import orders, resume
 from .batch_size import add_cache_option, cache_key, candidate_sample, tuned_batch_size
@@ -433,8 +433,9 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
     print(f"{settings.method} SIS of {len(rows)} images on {torch_device} ({settings.precision})", file=sys.stderr)
     scaled = {} if temperature is None else {"temperature": float(temperature)}
-    identity = resume.identity(spec=dict(spec), models=[str(path) for path in model_paths],
-                               dataset=str(dataset_path), shard=shard, num_shards=num_shards, rows=rows, **scaled)
+    identity = "" if state_dir is None else resume.identity(  # content, not paths: a retrained model is another job
+        spec=dict(spec), models=[fingerprint(path) for path in model_paths], dataset=fingerprint(dataset_path),
+        shard=shard, num_shards=num_shards, rows=rows, **scaled)
     result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
                      torch_device, progress=progress, state_dir=state_dir, identity=identity,
                      batch_size_cache=batch_size_cache)
