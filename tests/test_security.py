@@ -221,3 +221,77 @@ def test_fingerprint_of_a_non_hdf5_file_is_of_its_bytes(data, tmp_path):
     assert pio.fingerprint(data) == pio.h5_fingerprint(data)  # HDF5: content, not layout
 
 
+# ---------------------------------------------------------------------------------------------
+# training resume: weights content, checksum
+
+
+def outputs(folder: Path) -> dict[str, Path]:
+    return {"model_out": folder / "model.pt", "log_out": folder / "train_log.csv",
+            "predictions_out": folder / "predictions.h5"}
+
+
+def train(spec: dict, dataset: Path, folder: Path, **kwargs) -> dict[str, Path]:
+    paths = outputs(folder)
+    train_run(spec, dataset, **paths, state_dir=folder / "state", device="cpu", progress=False, **kwargs)
+    return paths
+
+
+def same_training(a: dict[str, Path], b: dict[str, Path]) -> bool:
+    wa, wb = (torch.load(p["model_out"], weights_only=True)["state_dict"] for p in (a, b))
+    with h5py.File(a["predictions_out"]) as fa, h5py.File(b["predictions_out"]) as fb:
+        dumps = all(np.array_equal(fa[f"test/{k}"][()], fb[f"test/{k}"][()]) for k in ("pred", "conf"))
+    return dumps and all(torch.equal(value, wb[key]) for key, value in wa.items())
+
+
+def save_weights(path: Path, seed: int, scale: float = 1.0) -> Path:
+    torch.manual_seed(seed)
+    state = build_model("small_cnn", 4, in_channels=1, image_size=6).state_dict()
+    torch.save({k: v * scale if v.is_floating_point() else v for k, v in state.items()}, path)
+    return path
+
+
+def test_a_weights_file_replaced_after_a_kill_starts_training_over(data, tmp_path, capfd):
+    spec = {**make_spec(epochs=2), "weights": str(save_weights(tmp_path / "init.pt", seed=1))}
+    train(spec, data, tmp_path / "run", stop_after=1)
+    save_weights(tmp_path / "init.pt", seed=2)  # other initial weights, same path (and so the same spec)
+    capfd.readouterr()
+    resumed = train(spec, data, tmp_path / "run")
+    err = capfd.readouterr().err
+    assert (f"ignoring resume state {tmp_path / 'run' / 'state' / 'state.pt'}: it was saved for another run spec, "
+            "weights file content, dataset content or code version; starting from epoch 0") in err
+    assert "resuming" not in err
+    fresh = train(spec, data, tmp_path / "fresh")
+    assert same_training(resumed, fresh)
+    save_weights(tmp_path / "init.pt", seed=1)
+    old = train(spec, data, tmp_path / "old")
+    assert not same_training(old, fresh)  # the test can fail: the old weights train to another model
+
+
+@pytest.mark.parametrize("edit", ["weights", "rows", "epoch", "checksum_removed"])
+def test_an_edited_training_state_is_discarded(edit, data, tmp_path, capfd):
+    spec = make_spec(epochs=2)
+    whole = train(spec, data, tmp_path / "whole")
+    train(spec, data, tmp_path / "run", stop_after=1)
+    path = tmp_path / "run" / "state" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    if edit == "weights":
+        name = next(iter(state["model"]))
+        state["model"][name] = state["model"][name] + 1
+    elif edit == "rows":
+        state["rows"][1]["test_acc"] = 1.0
+    elif edit == "epoch":
+        state["epoch"] = 2  # claims the run is finished
+    else:
+        state["model"][next(iter(state["model"]))] *= 0
+        del state["checksum"]
+    torch.save(state, path)
+    capfd.readouterr()
+    resumed = train(spec, data, tmp_path / "run")
+    err = capfd.readouterr().err
+    assert (f"ignoring resume state {path}: it does not match its checksum (edited or damaged); "
+            "starting from epoch 0") in err and "resuming" not in err
+    assert same_training(resumed, whole)
+    pd.testing.assert_frame_equal(pd.read_csv(resumed["log_out"]).drop(columns="seconds"),
+                                  pd.read_csv(whole["log_out"]).drop(columns="seconds"))
+
+

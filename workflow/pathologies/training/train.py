@@ -37,7 +37,9 @@ from ..errors import UserError, cli
 from ..io import (
     atomic_output,
     code_version,
+    content_checksum,
     create_dataset,
+    fingerprint,
     h5_fingerprint,
     h5py,
     provenance,
@@ -254,18 +256,30 @@ def _cpu_copy(state_dict: dict) -> dict:
     return {key: value.detach().to("cpu", copy=True) for key, value in state_dict.items()}
 
 
+def _checksum_matches(state: dict) -> bool:
+    """Whether a loaded state's stored checksum (removed from it) is that of the rest of its content."""
+    stored = state.pop("checksum", None)
+    try:
+        return stored == content_checksum(state)
+    except TypeError:  # something no training saves
+        return False
+
+
 class ResumeState:
     """Per-epoch training state in a folder that is not a declared Snakemake output.
 
     The file holds tensors and plain Python containers only, so it loads with
     ``torch.load(weights_only=True)``: a planted file cannot run code. It is keyed on the run spec,
-    a fingerprint of the dataset file's content and the code version; a state saved under another
-    key is discarded with one log line (training then starts from epoch 0).
+    fingerprints of the dataset's and the initial ``weights`` file's content and the code version,
+    and carries a checksum of its content; a state saved under another key, or edited or damaged
+    since, is discarded with one log line (training then starts from epoch 0).
     """
 
-    def __init__(self, folder: Path, spec: dict, dataset_fingerprint: str = "", version: str = ""):
+    def __init__(self, folder: Path, spec: dict, dataset_fingerprint: str = "", version: str = "",
+                 weights_fingerprint: str | None = None):
         self.path = Path(folder) / "state.pt"
-        self.key = {"spec": spec, "dataset": dataset_fingerprint, "code_version": version}
+        self.key = {"spec": spec, "dataset": dataset_fingerprint, "code_version": version,
+                    "weights": weights_fingerprint}
 
     def load(self) -> dict | None:
         remove_stale_temporaries(self.path)
@@ -278,8 +292,12 @@ class ResumeState:
                   file=sys.stderr)
             return None
         if not isinstance(state, dict) or state.get("key") != self.key:
-            print(f"ignoring resume state {self.path}: it was saved for another run spec, dataset content or "
-                  "code version; starting from epoch 0", file=sys.stderr)
+            print(f"ignoring resume state {self.path}: it was saved for another run spec, weights file content, "
+                  "dataset content or code version; starting from epoch 0", file=sys.stderr)
+            return None
+        if not _checksum_matches(state):
+            print(f"ignoring resume state {self.path}: it does not match its checksum (edited or damaged); "
+                  "starting from epoch 0", file=sys.stderr)
             return None
         try:
             state["preds"] = {name: [(p.numpy(), c.numpy()) for p, c in rows] for name, rows in state["preds"].items()}
@@ -296,8 +314,9 @@ class ResumeState:
         state["preds"] = {name: [(torch.from_numpy(p), torch.from_numpy(c)) for p, c in rows]
                           for name, rows in state["preds"].items()}
         try:
+            payload = {"key": self.key, **state}
             with atomic_output(self.path) as tmp:
-                torch.save({"key": self.key, **state}, tmp)
+                torch.save({**payload, "checksum": content_checksum(payload)}, tmp)
         except (OSError, RuntimeError) as err:  # torch reports a full disk as RuntimeError
             detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"cannot write the resume state {self.path} ({detail[:160]}); is the disk full? "
@@ -350,7 +369,8 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
     order_gen = torch.Generator().manual_seed(recipe["order_seed"])
 
-    resume = ResumeState(Path(state_dir), spec, h5_fingerprint(dataset_path), code_version())
+    resume = ResumeState(Path(state_dir), spec, h5_fingerprint(dataset_path), code_version(),
+                         fingerprint(spec["weights"]) if spec.get("weights") else None)
     state = resume.load()
     if state is None:
         start_epoch, rows, snapshots = 1, [], {}
