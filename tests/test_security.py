@@ -295,3 +295,72 @@ def test_an_edited_training_state_is_discarded(edit, data, tmp_path, capfd):
                                   pd.read_csv(whole["log_out"]).drop(columns="seconds"))
 
 
+# ---------------------------------------------------------------------------------------------
+# human benchmark: class names are text
+
+
+def numeric_class_dataset(path: Path, names: list[str]) -> Path:
+    """The quadrant dataset with the given (numeric-looking) class names."""
+    make_quadrant_dataset(path, n_train=16, n_test=24)
+    with h5py.File(path, "r+") as handle:
+        pio.write_attrs(handle, {"class_names": names})
+    return path
+
+
+@pytest.mark.parametrize("classes", ["digits", "zero_padded"])
+def test_a_participant_who_answers_every_item_right_scores_100_percent(classes, tmp_path, capsys):
+    from pathologies.data.prepare import prepare_dataset
+    from pathologies.overinterp.human_benchmark import export, main
+
+    if classes == "digits":  # the default config's dataset: class names "0" ... "9"
+        dataset = tmp_path / "digits.h5"
+        prepare_dataset("digits", {"kind": "digits"}, tmp_path / "resources", dataset)
+    else:
+        dataset = numeric_class_dataset(tmp_path / "padded.h5", ["01", "007", "NA", "10"])
+    rows = np.arange(20)
+    order = np.stack([np.random.default_rng(i).permutation(64) for i in rows])
+    sis = write_sis_file(tmp_path / "sis.h5", dataset, "test", rows, order)
+    key_path = tmp_path / "key.csv"
+    export(sis, [0.2], 8, 0, tmp_path / "index.html", key_path)
+    key = pd.read_csv(key_path, dtype=str, keep_default_na=False)
+    with h5py.File(dataset) as handle:
+        names = set(pio.read_json_attr(handle, "class_names"))
+    assert set(key["class_name"]) <= names and len(set(key["class_name"])) > 1
+    right = dict(zip(key["item"], key["class_name"]))
+    wrong_one = {**right, key["item"][0]: next(n for n in sorted(names) if n != key["class_name"][0])}
+    for name, answers in (("right", right), ("one_wrong", wrong_one)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"participant": name, "answers": answers}))
+    assert main(["--score", str(tmp_path / "right.json"), str(tmp_path / "one_wrong.json"),
+                 "--key-out", str(key_path), "--scores-out", str(tmp_path / "scores.csv")]) == 0
+    scores = pd.read_csv(tmp_path / "scores.csv").set_index("participant")
+    assert scores.loc["right", "accuracy"] == 100.0 and scores.loc["right", "correct"] == 8
+    assert scores.loc["one_wrong", "accuracy"] == 87.5
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # one observer: no kappa to average
+def test_ddd_human_scores_compare_answers_as_text(tmp_path):
+    """The DDD scoring reads answers as text and compares them with L / R, so numeric-looking cells
+    cannot go wrong the way the benchmark's class names did: an observer who is always right scores 1,
+    zero-padded trial numbers and counts ("007") are the numbers they spell."""
+    from pathologies.ddd import human_scores
+
+    pairs = pd.DataFrame({"trial": [1, 2, 3, 4], "easier": ["L", "R", "R", "L"]})
+    questions = pd.DataFrame({"trial": [1, 2, 3], "category": ["trivial", "in_between", "impossible"],
+                              "fraction_correct": [1.0, 0.5, 0.0]})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    questions.to_csv(tmp_path / "questions.csv", index=False)
+    (tmp_path / "obs.csv").write_text("trial,answer\n01,L\n002,r\n3,R\n4,L\n")
+    (tmp_path / "qa.csv").write_text("trial,q1,q2,q3\n1,007,yes,no\n2,2,maybe,very\n3,0,no,slightly\n")
+    (tmp_path / "qb.csv").write_text("trial,q1,q2,q3\n1,7,yes,no\n2,02,maybe,very\n3,00,no,slightly\n")
+    out = {name: tmp_path / f"{name}.csv" for name in ("p", "q", "a")}
+    assert human_scores.main(["--pairs", str(tmp_path / "pairs.csv"), "--questions", str(tmp_path / "questions.csv"),
+                              "--pair-answers", str(tmp_path / "obs.csv"),
+                              "--question-answers", str(tmp_path / "qa.csv"), str(tmp_path / "qb.csv"),
+                              "--pairs-out", str(out["p"]), "--questions-out", str(out["q"]),
+                              "--agreement-out", str(out["a"])]) == 0
+    scores = pd.read_csv(out["p"]).set_index("observer")
+    assert scores.loc["obs", "accuracy"] == 1.0 and scores.loc["obs", "n_answered"] == 4
+    agreement = pd.read_csv(out["a"]).set_index(["question", "statistic", "scope"])
+    assert agreement.loc[("q1", "krippendorff_alpha_interval", "all observers"), "value"] == pytest.approx(1.0)
+
+

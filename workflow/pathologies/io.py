@@ -107,9 +107,11 @@ def read_h5(path: str | os.PathLike, what: str = "input file") -> Iterator[h5py.
         raise UserError(unreadable(path, err)) from None
 
 
-def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, ...] = ()):
+def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, ...] = (),
+             text_columns: tuple[str, ...] = ()):
     """Read a CSV input with pandas; a missing, empty or garbled file, or one lacking ``columns``,
-    is one UserError line naming the file."""
+    is one UserError line naming the file. ``text_columns`` are kept as written (strings: "007"
+    stays "007", "NA" stays "NA"), where pandas would otherwise guess numbers or missing values."""
     import pandas as pd
 
     path = Path(path)
@@ -123,6 +125,9 @@ def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, .
     if missing:
         raise UserError(f"{path} lacks columns {missing} (has {list(table.columns)}): it is damaged or "
                         f"from another version; delete it and rebuild it (snakemake {path})")
+    text = [column for column in text_columns if column in table.columns]
+    if text:
+        table[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)[text]
     return table
 
 
