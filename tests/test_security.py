@@ -364,3 +364,79 @@ def test_ddd_human_scores_compare_answers_as_text(tmp_path):
     assert agreement.loc[("q1", "krippendorff_alpha_interval", "all observers"), "value"] == pytest.approx(1.0)
 
 
+# ---------------------------------------------------------------------------------------------
+# non-finite models
+
+
+def test_a_diverging_training_stops_with_one_line_and_writes_no_output(tmp_path, capsys):
+    spec = make_spec(epochs=2, lr=1e12)
+    data = make_quadrant_dataset(tmp_path / "q.h5", n_train=256, n_test=12, size=6)
+    folder = tmp_path / "run"
+    with pytest.raises(SystemExit) as caught:
+        train_module.main(["--dataset", str(data), "--spec", json.dumps(spec), "--state-dir", str(folder / "state"),
+                           "--device", "cpu", "--no-progress", "--threads", "1",
+                           *[arg for key, path in outputs(folder).items()
+                             for arg in (f"--{key.replace('_', '-')}", str(path))]])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: models.m seed 0: training diverged at epoch 1: the loss became nan at batch 3 of 8 ")
+    assert "(lr 1e+12); lower `lr` in its recipe or overrides" in err[-1]
+    assert not any(path.exists() for path in outputs(folder).values())
+    assert not (folder / "state").exists()  # no epoch finished: nothing to resume
+    assert sorted(p.name for p in folder.rglob("*")) == []
+
+
+def test_weights_that_become_non_finite_in_the_last_batch_are_caught():
+    model = build_model("small_cnn", 4, in_channels=1, image_size=6)
+    train_module.check_finite(torch.tensor([1.0, 2.0]), [1, 2], model)  # finite: passes
+    with pytest.raises(train_module.Diverged, match=r"the loss became inf at batch 2 of 3"):
+        train_module.check_finite(torch.tensor([1.0, float("inf"), float("nan")]), [1, 2, 3], model)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    with pytest.raises(train_module.Diverged, match=r"weights features.0.weight are non-finite after the last batch \(2\)"):
+        train_module.check_finite(torch.tensor([1.0, 2.0]), [1, 2], model)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_weights_file_is_refused_before_training(value, data, tmp_path):
+    weights = save_weights(tmp_path / "init.pt", seed=1, scale=value)
+    spec = {**make_spec(epochs=1), "weights": str(weights)}
+    with pytest.raises(UserError) as caught:
+        train(spec, data, tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith(f"weights file {weights} holds non-finite values (inf or nan)") and "\n" not in message
+    assert not any(path.exists() for path in outputs(tmp_path / "run").values())
+
+
+def test_a_non_finite_checkpoint_is_refused_when_loading(data, tmp_path):
+    good = save_untrained_model(tmp_path / "good.pt", data)
+    payload = torch.load(good, weights_only=True)
+    payload["snapshots"] = {0: dict(payload["state_dict"])}  # a finite snapshot beside non-finite final weights
+    payload["state_dict"] = {k: v * float("nan") if v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()}
+    payload["epoch"] = 3
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(UserError, match=rf"^model checkpoint {tmp_path / 'nan.pt'} holds non-finite values"):
+        load_model(tmp_path / "nan.pt")
+    load_model(tmp_path / "nan.pt", epoch=0)  # the snapshot itself is fine
+
+
+def test_sis_of_a_model_with_non_finite_scores_is_one_line_and_no_file(data, tmp_path, capsys):
+    """Finite weights whose logits overflow (x 1e38): f is nan; refused, naming the model and the image
+    (before the fix every image got a full-image SIS with none = False)."""
+    path = save_untrained_model(tmp_path / "huge.pt", data)
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {k: v * 1e38 if k.endswith("weight") else v for k, v in payload["state_dict"].items()}
+    torch.save(payload, path)
+    out = tmp_path / "sis.h5"
+    with pytest.raises(SystemExit) as caught:
+        extract_module.main(["--model", str(path), "--dataset", str(data), "--spec", json.dumps(sis_spec()),
+                             "--out", str(out), "--device", "cpu", "--no-progress"])
+    assert caught.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    with h5py.File(data) as handle:
+        ids = handle["test/ids"][()]
+    assert line.startswith(f"error: model {path} gives a non-finite probability (f = nan) on ")
+    image = int(line.split("image id ")[1].split()[0])
+    assert image in ids and "retrain it" in line and "no SIS written" in line
+    assert not out.exists() and list(tmp_path.glob(".sis.h5.tmp*")) == []

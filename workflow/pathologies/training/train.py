@@ -202,10 +202,11 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
     """One pass over ``data`` in an order drawn from ``generator``; returns (mean loss, accuracy)."""
     model.train()
     order = torch.randperm(len(data), generator=generator)
-    losses, corrects = [], []  # kept on the device: no synchronisation per step
+    losses, corrects, steps = [], [], []  # kept on the device: no synchronisation per step
     batches = data.batches(recipe["batch_size"], order, generator)
-    for xb, yb in tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress,
-                       leave=False, file=sys.stderr, mininterval=5):
+    batches = tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress, leave=False,
+                   file=sys.stderr, mininterval=5)
+    for batch, (xb, yb) in enumerate(batches, start=1):
         if recipe["crop_padding"] or recipe["hflip"]:
             (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb)
         halves = [slice(0, len(xb) // 2), slice(len(xb) // 2, None)] if recipe["split_batch"] and len(xb) > 1 \
@@ -218,7 +219,26 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
             optimizer.step()
             losses.append(loss.detach() * logits.shape[0])
             corrects.append((logits.argmax(1) == yb[part]).sum())
-    return (torch.stack(losses).sum() / len(data)).item(), (torch.stack(corrects).sum() / len(data)).item()
+            steps.append(batch)
+    losses = torch.stack(losses)
+    check_finite(losses, steps, model)
+    return (losses.sum() / len(data)).item(), (torch.stack(corrects).sum() / len(data)).item()
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss or weights; the message says where within the epoch."""
+
+
+def check_finite(losses: torch.Tensor, steps: list[int], model: torch.nn.Module) -> None:
+    """Raise :class:`Diverged` at the first non-finite loss of an epoch (``steps``: batch of each loss),
+    or when the weights after it are not finite; one synchronisation per tensor, once per epoch."""
+    bad = torch.nonzero(~torch.isfinite(losses)).flatten()
+    if len(bad):
+        first = int(bad[0])
+        raise Diverged(f"the loss became {float(losses[first])} at batch {steps[first]} of {steps[-1]}")
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise Diverged(f"weights {name} are non-finite after the last batch ({steps[-1]})")
 
 
 def make_optimizer(model: torch.nn.Module, recipe: dict):
@@ -391,7 +411,12 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     for epoch in range(start_epoch, recipe["epochs"] + 1):
         began = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
+        try:
+            loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
+        except Diverged as err:  # nothing of this epoch is saved: no output, the state of the last good epoch
+            raise UserError(f"models.{spec['model']} seed {spec['seed']}: training diverged at epoch {epoch}: {err} "
+                            f"(lr {lr:g}); lower `lr` in its recipe or overrides (or check its `weights` file) "
+                            "and rerun") from None
         scheduler.step()
         for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], epoch).items():
             preds[name].append(dump)
