@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -379,7 +380,8 @@ def test_a_diverging_training_stops_with_one_line_and_writes_no_output(tmp_path,
                              for arg in (f"--{key.replace('_', '-')}", str(path))]])
     assert caught.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: models.m seed 0: training diverged at epoch 1: the loss became nan at batch 3 of 8 ")
+    assert err[-1].startswith("error: models.m seed 0: training diverged at epoch 1: "
+                              "the loss became nan at batch 3 of 8 ")
     assert "(lr 1e+12); lower `lr` in its recipe or overrides" in err[-1]
     assert not any(path.exists() for path in outputs(folder).values())
     assert not (folder / "state").exists()  # no epoch finished: nothing to resume
@@ -393,7 +395,7 @@ def test_weights_that_become_non_finite_in_the_last_batch_are_caught():
         train_module.check_finite(torch.tensor([1.0, float("inf"), float("nan")]), [1, 2, 3], model)
     with torch.no_grad():
         next(model.parameters())[0] = float("nan")
-    with pytest.raises(train_module.Diverged, match=r"weights features.0.weight are non-finite after the last batch \(2\)"):
+    with pytest.raises(train_module.Diverged, match=r"weights features.0.weight are non-finite after the last batch"):
         train_module.check_finite(torch.tensor([1.0, 2.0]), [1, 2], model)
 
 
@@ -416,7 +418,7 @@ def test_a_non_finite_checkpoint_is_refused_when_loading(data, tmp_path):
                              for k, v in payload["state_dict"].items()}
     payload["epoch"] = 3
     torch.save(payload, tmp_path / "nan.pt")
-    with pytest.raises(UserError, match=rf"^model checkpoint {tmp_path / 'nan.pt'} holds non-finite values"):
+    with pytest.raises(UserError, match=rf"^model checkpoint {re.escape(str(tmp_path / 'nan.pt'))} holds non-finite"):
         load_model(tmp_path / "nan.pt")
     load_model(tmp_path / "nan.pt", epoch=0)  # the snapshot itself is fine
 
