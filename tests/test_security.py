@@ -327,7 +327,7 @@ def test_a_participant_who_answers_every_item_right_scores_100_percent(classes, 
     with h5py.File(dataset) as handle:
         names = set(pio.read_json_attr(handle, "class_names"))
     assert set(key["class_name"]) <= names and len(set(key["class_name"])) > 1
-    right = dict(zip(key["item"], key["class_name"]))
+    right = dict(zip(key["item"], key["class_name"], strict=True))
     wrong_one = {**right, key["item"][0]: next(n for n in sorted(names) if n != key["class_name"][0])}
     for name, answers in (("right", right), ("one_wrong", wrong_one)):
         (tmp_path / f"{name}.json").write_text(json.dumps({"participant": name, "answers": answers}))
