@@ -247,8 +247,9 @@ def test_disk_full_while_saving_the_state_is_one_line(dataset, tmp_path, monkeyp
 def test_resume_state_holds_only_plain_data(dataset, tmp_path):
     train(spec3(), dataset, tmp_path, stop_after=2)
     state = torch.load(tmp_path / "state" / "state.pt", weights_only=True)
-    assert set(state["key"]) == {"spec", "dataset", "code_version"}
-    assert state["key"]["dataset"] == pio.h5_fingerprint(dataset)
+    assert set(state["key"]) == {"spec", "dataset", "code_version", "weights"}
+    assert state["key"]["dataset"] == pio.h5_fingerprint(dataset) and state["key"]["weights"] is None
+    assert state["checksum"] == pio.content_checksum({k: v for k, v in state.items() if k != "checksum"})
     assert all(isinstance(p, torch.Tensor) for rows in state["preds"].values() for pair in rows for p in pair)
     assert ResumeState(tmp_path / "state", state["key"]["spec"], state["key"]["dataset"],
                        state["key"]["code_version"]).load()["epoch"] == 2

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,11 @@ def read_h5(path: str | os.PathLike, what: str = "input file") -> Iterator[h5py.
         raise UserError(unreadable(path, err)) from None
 
 
-def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, ...] = ()):
+def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, ...] = (),
+             text_columns: tuple[str, ...] = ()):
     """Read a CSV input with pandas; a missing, empty or garbled file, or one lacking ``columns``,
-    is one UserError line naming the file."""
+    is one UserError line naming the file. ``text_columns`` are kept as written (strings: "007"
+    stays "007", "NA" stays "NA"), where pandas would otherwise guess numbers or missing values."""
     import pandas as pd
 
     path = Path(path)
@@ -122,6 +125,9 @@ def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, .
     if missing:
         raise UserError(f"{path} lacks columns {missing} (has {list(table.columns)}): it is damaged or "
                         f"from another version; delete it and rebuild it (snakemake {path})")
+    text = [column for column in text_columns if column in table.columns]
+    if text:
+        table[text] = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False)[text]
     return table
 
 
@@ -148,6 +154,52 @@ def h5_fingerprint(path: str | os.PathLike, chunk_bytes: int = 1 << 26) -> str:
                     block = obj[start : start + step]
                     digest.update(block.tobytes() if block.dtype.kind != "O" else repr(block.tolist()).encode())
     return digest.hexdigest()
+
+
+def fingerprint(path: str | os.PathLike, chunk_bytes: int = 1 << 26) -> str:
+    """sha256 of a file's content: :func:`h5_fingerprint` for an HDF5 file, else of its bytes
+    (e.g. a ``model.pt``), read in blocks of ``chunk_bytes``. What resume states are keyed on."""
+    path = Path(path)
+    if h5py.is_hdf5(path):
+        return h5_fingerprint(path, chunk_bytes)
+    digest = hashlib.sha256(b"bytes\0")
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_checksum(value: Any) -> str:
+    """sha256 of nested plain data: dicts (in sorted key order), lists, tuples, NumPy arrays, torch
+    tensors (dtype, shape, bytes), numbers, strings and None. Stored with a resume state so that an
+    edited or damaged state is noticed on loading; anything else is a TypeError."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest, value: Any) -> None:
+    if isinstance(value, dict):
+        digest.update(f"{{{len(value)}\0".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}{len(value)}\0".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, (np.ndarray, np.generic)):
+        array = np.ascontiguousarray(value)
+        digest.update(f"A{array.dtype.str}{array.shape}\0".encode())
+        digest.update(array.tobytes() if array.dtype.kind != "O" else repr(array.tolist()).encode())
+    elif (torch := sys.modules.get("torch")) is not None and isinstance(value, torch.Tensor):
+        tensor = value.detach().to("cpu").contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        digest.update(f"{type(value).__name__}:{value!r}\0".encode())
+    else:
+        raise TypeError(f"content_checksum: cannot hash a {type(value).__name__}")
 
 
 def code_version() -> str:

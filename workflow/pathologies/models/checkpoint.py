@@ -68,7 +68,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
 
     ``epoch``: the weights after that epoch (the final ones, or a snapshot); None = the final ones.
     """
-    from .registry import build_model
+    from .registry import build_model, check_finite_weights
 
     payload = read_checkpoint(path)
     model = build_model(payload["arch"], payload["num_classes"], in_channels=payload["in_channels"],
@@ -82,5 +82,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
                             f"{sorted(snapshots) or 'none'}, not epoch {epoch}; add it to the recipe's "
                             "snapshot_epochs and retrain")
         state = snapshots[epoch]
+    check_finite_weights(state, f"model checkpoint {path}" + ("" if epoch is None else f" (epoch {epoch})"))
     model.load_state_dict(state)
     return model.to(device).eval(), payload

@@ -488,7 +488,18 @@ def load_weights(net: nn.Module, path: str | Path, arch: str = "model") -> None:
         state = {key: value for key, value in state.items() if not key.startswith(unused)}
     target = net.net if isinstance(getattr(net, "input_dropout", None), PixelDropout) else net
     _check_fits(target, state, path, arch)
+    check_finite_weights(state, f"weights file {path}")
     target.load_state_dict(state)
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """UserError naming ``what`` when a floating-point tensor of ``state`` holds inf or nan."""
+    bad = [key for key, value in state.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise UserError(f"{what} holds non-finite values (inf or nan) in {len(bad)} tensor(s) (e.g. "
+                        f"{', '.join(bad[:3])}): the model it comes from diverged; retrain it (e.g. with a lower "
+                        "`lr`) or use other weights")
 
 
 def _extract_state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:

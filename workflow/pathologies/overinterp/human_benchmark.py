@@ -259,7 +259,8 @@ def plot_s11(scores: pd.DataFrame, table: pd.DataFrame, out: str | Path) -> None
 
 
 def _read_key(path: str | Path) -> pd.DataFrame:
-    return read_csv(path, "answer key", ("item", "fraction", "class_name"))
+    # items and class names are text: digits' class "3" (or "007") must not become the number 3 (7)
+    return read_csv(path, "answer key", ("item", "fraction", "class_name"), text_columns=("item", "class_name"))
 
 
 @cli

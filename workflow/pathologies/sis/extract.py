@@ -72,7 +72,7 @@ from ..cliargs import add_compute_options, json_object, positive_int
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, write_attrs
+from ..io import atomic_output, create_dataset, fingerprint, h5py, provenance, read_h5, write_attrs
 from ..models.checkpoint import load_model
 from . import orders, resume
 from .batch_size import add_cache_option, cache_key, candidate_sample, tuned_batch_size
@@ -295,7 +295,7 @@ def _tie_break_seeds(settings: Settings, rows: np.ndarray) -> list[int] | None:
 def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, ids: np.ndarray,
             settings: Settings, mean: Sequence[float], std: Sequence[float], device: torch.device,
             progress: bool = False, state_dir: str | Path | None = None, identity: str = "",
-            batch_size_cache: str | Path | None = None) -> Extraction:
+            batch_size_cache: str | Path | None = None, model_name: str = "the model") -> Extraction:
     """Backward selection, verified SIS per threshold and optional SIS collections of ``images``.
 
     ``images``: uint8 (n, H, W, C), normalised group by group (``lockstep_images`` at a time).
@@ -306,7 +306,8 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
     lockstep group and resume from them (:mod:`pathologies.sis.resume`; ``identity`` names the job).
     ``batch_size_cache``: score exact candidates at the fastest batch size up to ``batch_size`` for this
     model and device, measured once and cached in that JSON file (:mod:`pathologies.sis.batch_size`;
-    results are the same at every size, or the declared size is kept).
+    results are the same at every size, or the declared size is kept). A non-finite f (a diverged
+    model) stops the job with one line naming ``model_name`` and the image.
     """
     n, height, width = len(images), images.shape[1], images.shape[2]
     masking = settings.masking
@@ -342,6 +343,7 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
         for i, selection in enumerate(selections, start=begin):
             out.classes[i], out.f_full[i] = selection.class_index, selection.f_start
             out.order[i], out.curve[i] = selection.order, selection.values
+        check_finite_scores(out, part, model_name, settings.split)
         for threshold in settings.thresholds:
             found = sufficient_subsets(scorer, x, selections, threshold, masking=masking,
                                        batch_size=batch_size)
@@ -361,6 +363,22 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
             resume.save(state_dir, identity, min(begin + settings.lockstep_images, n), out, out.verified)
     bar.close()
     return out
+
+
+def check_finite_scores(out: Extraction, part: slice, model_name: str, split: str) -> None:
+    """UserError naming the model and the first image of ``part`` whose f (full or masked) is not finite:
+    every comparison with tau would be meaningless, and a NaN f would pass as a full-image SIS."""
+    finite = np.isfinite(out.f_full[part]) & np.isfinite(out.curve[part]).all(axis=1)
+    if finite.all():
+        return
+    i = range(len(out.f_full))[part][int(np.argmin(finite))]
+    if np.isfinite(out.f_full[i]):
+        where, value = "a masked copy of ", out.curve[i][~np.isfinite(out.curve[i])][0]
+    else:
+        where, value = "", out.f_full[i]
+    raise UserError(f"{model_name} gives a non-finite probability (f = {value}) on {where}image id {int(out.ids[i])} "
+                    f"(row {int(out.rows[i])} of split {split}): its logits overflow or are nan; retrain it (e.g. "
+                    "with a lower `lr`); no SIS written")
 
 
 def write_extraction(path: str | Path, result: Extraction, settings: Settings, attrs: Mapping[str, Any], *,
@@ -433,11 +451,14 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
     print(f"{settings.method} SIS of {len(rows)} images on {torch_device} ({settings.precision})", file=sys.stderr)
     scaled = {} if temperature is None else {"temperature": float(temperature)}
-    identity = resume.identity(spec=dict(spec), models=[str(path) for path in model_paths],
-                               dataset=str(dataset_path), shard=shard, num_shards=num_shards, rows=rows, **scaled)
+    identity = "" if state_dir is None else resume.identity(  # content, not paths: a retrained model is another job
+        spec=dict(spec), models=[fingerprint(path) for path in model_paths], dataset=fingerprint(dataset_path),
+        shard=shard, num_shards=num_shards, rows=rows, **scaled)
     result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
                      torch_device, progress=progress, state_dir=state_dir, identity=identity,
-                     batch_size_cache=batch_size_cache)
+                     batch_size_cache=batch_size_cache,
+                     model_name=f"model {model_paths[0]}" if len(model_paths) == 1 else
+                     f"ensemble of {', '.join(str(path) for path in model_paths)}")
     paths = [str(path) for path in model_paths]
     attrs = {
         "model": paths[0] if len(paths) == 1 else json.dumps(paths),

@@ -4,9 +4,12 @@ After every lockstep group, :mod:`pathologies.sis.extract` saves what it has so 
 its :class:`~pathologies.sis.extract.Extraction`, the number of images done, the verified-screen
 counts) to ``<state_dir>/state.npz``, atomically; this lies outside the rule's declared outputs
 (``results/resume/sis/...``, as training's ``results/resume/``). A restarted job with the same
-*identity* (spec, models, dataset, shard and rows) continues after the last finished group; every
-group depends only on its own images (random tie-breaks draw per dataset row), so the file is
-bit-identical to an uninterrupted run. A state of another identity is ignored (and overwritten).
+*identity* (spec, the *content* of the models and the dataset, shard and rows) continues after the
+last finished group; every group depends only on its own images (random tie-breaks draw per dataset
+row), so the file is bit-identical to an uninterrupted run. A state of another identity (e.g. the
+model was retrained at the same path) is ignored with one log line, and overwritten. The state
+carries a checksum of its content (:func:`pathologies.io.content_checksum`): an edited or damaged
+state is ignored the same way and the shard is recomputed, since a state is only a shortcut.
 The state is NumPy arrays only, read with ``allow_pickle=False``: loading it executes no code.
 """
 
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_output
+from ..io import atomic_output, content_checksum
 
 STATE_NAME = "state.npz"
 COUNTS = ("candidates", "rescored", "fallback_steps", "calibration_steps")
@@ -42,6 +46,7 @@ def save(state_dir: str | Path, ident: str, done: int, out, stats=None) -> None:
             arrays[f"none{i}"] = out.none[threshold]
     if stats is not None:
         arrays.update({f"stats_{key}": np.asarray(getattr(stats, key)) for key in COUNTS})
+    arrays["checksum"] = np.asarray(content_checksum(arrays))
     path = Path(state_dir) / STATE_NAME
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as handle:
@@ -60,22 +65,33 @@ def load(state_dir: str | Path | None, ident: str, out, stats=None) -> int:
             if str(state["identity"]) != ident:
                 print(f"{path} belongs to another extraction; starting from the first image", file=sys.stderr)
                 return 0
+            stored = str(state["checksum"]) if "checksum" in state else ""
+            if stored != content_checksum({name: state[name] for name in state.files if name != "checksum"}):
+                print(f"{path} does not match its checksum (edited or damaged); starting from the first image",
+                      file=sys.stderr)
+                return 0
             done = int(state["done"])
-            for name in ("classes", "f_full", "order", "curve"):
-                getattr(out, name)[:done] = state[name][:done]
+            # gather everything first: a state that fails half way must leave ``out`` untouched
+            targets = [(getattr(out, name), state[name]) for name in ("classes", "f_full", "order", "curve")]
             for i, threshold in enumerate(sorted(out.masks)):
-                out.masks[threshold][:done] = state[f"mask{i}"][:done]
+                targets.append((out.masks[threshold], state[f"mask{i}"]))
                 if threshold in out.members:
-                    out.members[threshold][:done] = state[f"member{i}"][:done]
-                    out.counts[threshold][:done] = state[f"count{i}"][:done]
+                    targets += [(out.members[threshold], state[f"member{i}"]),
+                                (out.counts[threshold], state[f"count{i}"])]
                 if threshold in out.none:
-                    out.none[threshold][:done] = state[f"none{i}"][:done]
-            if stats is not None and "stats_candidates" in state:
-                for key in COUNTS:
-                    setattr(stats, key, int(state[f"stats_{key}"]))
-    except (OSError, KeyError, ValueError) as err:
+                    targets.append((out.none[threshold], state[f"none{i}"]))
+            counts = ({key: int(state[f"stats_{key}"]) for key in COUNTS}
+                      if stats is not None and "stats_candidates" in state else {})
+            if not 0 <= done <= len(out.f_full) or any(value.shape[1:] != target.shape[1:] or len(value) < done
+                                                       for target, value in targets):
+                raise ValueError("arrays of another shape")
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         print(f"{path} is unreadable ({type(err).__name__}); starting from the first image", file=sys.stderr)
         return 0
+    for target, value in targets:
+        target[:done] = value[:done]
+    for key, value in counts.items():
+        setattr(stats, key, value)
     print(f"resuming from {path}: {done} images done", file=sys.stderr)
     return done
 

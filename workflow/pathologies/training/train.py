@@ -37,7 +37,9 @@ from ..errors import UserError, cli
 from ..io import (
     atomic_output,
     code_version,
+    content_checksum,
     create_dataset,
+    fingerprint,
     h5_fingerprint,
     h5py,
     provenance,
@@ -200,10 +202,11 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
     """One pass over ``data`` in an order drawn from ``generator``; returns (mean loss, accuracy)."""
     model.train()
     order = torch.randperm(len(data), generator=generator)
-    losses, corrects = [], []  # kept on the device: no synchronisation per step
+    losses, corrects, steps = [], [], []  # kept on the device: no synchronisation per step
     batches = data.batches(recipe["batch_size"], order, generator)
-    for xb, yb in tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress,
-                       leave=False, file=sys.stderr, mininterval=5):
+    batches = tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress, leave=False,
+                   file=sys.stderr, mininterval=5)
+    for batch, (xb, yb) in enumerate(batches, start=1):
         if recipe["crop_padding"] or recipe["hflip"]:
             (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb)
         halves = [slice(0, len(xb) // 2), slice(len(xb) // 2, None)] if recipe["split_batch"] and len(xb) > 1 \
@@ -216,7 +219,26 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
             optimizer.step()
             losses.append(loss.detach() * logits.shape[0])
             corrects.append((logits.argmax(1) == yb[part]).sum())
-    return (torch.stack(losses).sum() / len(data)).item(), (torch.stack(corrects).sum() / len(data)).item()
+            steps.append(batch)
+    losses = torch.stack(losses)
+    check_finite(losses, steps, model)
+    return (losses.sum() / len(data)).item(), (torch.stack(corrects).sum() / len(data)).item()
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss or weights; the message says where within the epoch."""
+
+
+def check_finite(losses: torch.Tensor, steps: list[int], model: torch.nn.Module) -> None:
+    """Raise :class:`Diverged` at the first non-finite loss of an epoch (``steps``: batch of each loss),
+    or when the weights after it are not finite; one synchronisation per tensor, once per epoch."""
+    bad = torch.nonzero(~torch.isfinite(losses)).flatten()
+    if len(bad):
+        first = int(bad[0])
+        raise Diverged(f"the loss became {float(losses[first])} at batch {steps[first]} of {steps[-1]}")
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise Diverged(f"weights {name} are non-finite after the last batch ({steps[-1]})")
 
 
 def make_optimizer(model: torch.nn.Module, recipe: dict):
@@ -254,18 +276,30 @@ def _cpu_copy(state_dict: dict) -> dict:
     return {key: value.detach().to("cpu", copy=True) for key, value in state_dict.items()}
 
 
+def _checksum_matches(state: dict) -> bool:
+    """Whether a loaded state's stored checksum (removed from it) is that of the rest of its content."""
+    stored = state.pop("checksum", None)
+    try:
+        return stored == content_checksum(state)
+    except TypeError:  # something no training saves
+        return False
+
+
 class ResumeState:
     """Per-epoch training state in a folder that is not a declared Snakemake output.
 
     The file holds tensors and plain Python containers only, so it loads with
     ``torch.load(weights_only=True)``: a planted file cannot run code. It is keyed on the run spec,
-    a fingerprint of the dataset file's content and the code version; a state saved under another
-    key is discarded with one log line (training then starts from epoch 0).
+    fingerprints of the dataset's and the initial ``weights`` file's content and the code version,
+    and carries a checksum of its content; a state saved under another key, or edited or damaged
+    since, is discarded with one log line (training then starts from epoch 0).
     """
 
-    def __init__(self, folder: Path, spec: dict, dataset_fingerprint: str = "", version: str = ""):
+    def __init__(self, folder: Path, spec: dict, dataset_fingerprint: str = "", version: str = "",
+                 weights_fingerprint: str | None = None):
         self.path = Path(folder) / "state.pt"
-        self.key = {"spec": spec, "dataset": dataset_fingerprint, "code_version": version}
+        self.key = {"spec": spec, "dataset": dataset_fingerprint, "code_version": version,
+                    "weights": weights_fingerprint}
 
     def load(self) -> dict | None:
         remove_stale_temporaries(self.path)
@@ -278,8 +312,12 @@ class ResumeState:
                   file=sys.stderr)
             return None
         if not isinstance(state, dict) or state.get("key") != self.key:
-            print(f"ignoring resume state {self.path}: it was saved for another run spec, dataset content or "
-                  "code version; starting from epoch 0", file=sys.stderr)
+            print(f"ignoring resume state {self.path}: it was saved for another run spec, weights file content, "
+                  "dataset content or code version; starting from epoch 0", file=sys.stderr)
+            return None
+        if not _checksum_matches(state):
+            print(f"ignoring resume state {self.path}: it does not match its checksum (edited or damaged); "
+                  "starting from epoch 0", file=sys.stderr)
             return None
         try:
             state["preds"] = {name: [(p.numpy(), c.numpy()) for p, c in rows] for name, rows in state["preds"].items()}
@@ -296,8 +334,9 @@ class ResumeState:
         state["preds"] = {name: [(torch.from_numpy(p), torch.from_numpy(c)) for p, c in rows]
                           for name, rows in state["preds"].items()}
         try:
+            payload = {"key": self.key, **state}
             with atomic_output(self.path) as tmp:
-                torch.save({"key": self.key, **state}, tmp)
+                torch.save({**payload, "checksum": content_checksum(payload)}, tmp)
         except (OSError, RuntimeError) as err:  # torch reports a full disk as RuntimeError
             detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"cannot write the resume state {self.path} ({detail[:160]}); is the disk full? "
@@ -350,7 +389,8 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
     order_gen = torch.Generator().manual_seed(recipe["order_seed"])
 
-    resume = ResumeState(Path(state_dir), spec, h5_fingerprint(dataset_path), code_version())
+    resume = ResumeState(Path(state_dir), spec, h5_fingerprint(dataset_path), code_version(),
+                         fingerprint(spec["weights"]) if spec.get("weights") else None)
     state = resume.load()
     if state is None:
         start_epoch, rows, snapshots = 1, [], {}
@@ -371,7 +411,12 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     for epoch in range(start_epoch, recipe["epochs"] + 1):
         began = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
+        try:
+            loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
+        except Diverged as err:  # nothing of this epoch is saved: no output, the state of the last good epoch
+            raise UserError(f"models.{spec['model']} seed {spec['seed']}: training diverged at epoch {epoch}: {err} "
+                            f"(lr {lr:g}); lower `lr` in its recipe or overrides (or check its `weights` file) "
+                            "and rerun") from None
         scheduler.step()
         for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], epoch).items():
             preds[name].append(dump)
