@@ -53,7 +53,10 @@ def random_model(arch="small_cnn", size=6, channels=1, seed=0) -> nn.Module:
 
 @pytest.mark.parametrize("screen", SCREENS + ["auto"])
 @pytest.mark.parametrize("seeds", [None, [11, 12, 13]])
-def test_equals_strict_on_a_random_model(screen, seeds):
+def test_equals_strict_on_a_random_model(screen, seeds, monkeypatch):
+    # no mid-run review: its switches follow wall-clock timings, which a loaded machine makes random (they
+    # re-measure the bound, 3 more calibration steps); the switching rule has its own tests
+    monkeypatch.setattr(verified_module, "REVIEW_STEPS", 10**9)
     images = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
     strict, verified, stats = both(Scorer(random_model()), images, screen, batch_size=16, tie_break_seeds=seeds)
     assert_same(strict, verified)
