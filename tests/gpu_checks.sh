@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks for a machine with a CUDA GPU and PyTorch (README, "GPU checks"): the CUDA tests and the
-# SIS benchmark figures quoted in the README, and the tiny workflow configs on the GPU.
+# GPU checks for a machine with a CUDA GPU and PyTorch (docs/testing.md, "GPU checks"): the CUDA tests and the
+# SIS benchmark figures quoted in docs/benchmarks.md, and the tiny workflow configs on the GPU.
 # Usage: bash tests/gpu_checks.sh [output-folder] [sections: any of tests bench verified workflow; default all]
 set -uo pipefail
 cd "$(dirname "$0")/.."

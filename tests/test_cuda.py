@@ -1,6 +1,6 @@
 """CUDA paths of training and SIS extraction, run where a GPU is present (skipped elsewhere).
 
-These run on a lent GPU machine (see README, "GPU checks"); CI has no GPU and skips them.
+These run on a lent GPU machine (see docs/testing.md, "GPU checks"); CI has no GPU and skips them.
 """
 
 from __future__ import annotations

@@ -543,7 +543,7 @@ def test_killed_snakemake_run_resumes_to_identical_outputs(tmp_path):
     proc.wait()
     assert state.exists() and not (work / target).exists(), "the kill must land mid-training"
 
-    # a killed Snakemake leaves its lock: README "After failures" says --unlock once, then rerun
+    # a killed Snakemake leaves its lock: docs/cluster_and_cost.md "After failures" says --unlock once, then rerun
     snakemake(target, "--unlock", "--configfile", "c.yaml", cwd=work)
     done = snakemake(target, "--cores", "1", "--configfile", "c.yaml", cwd=work)
     log = (work / "results" / "logs" / "train" / "digits_cnn" / "seed0.log").read_text()

@@ -85,7 +85,7 @@ def test_readme_scoring_command_aggregates_participants_into_table_s6_and_figure
     export(sis, [0.1, 0.5], 4, 0, tmp_path / "index.html", tmp_path / "key.csv")
     key = pd.read_csv(tmp_path / "key.csv")
     files = _answer_files(tmp_path, key, [{0.1: 1, 0.5: 4}, {0.1: 2, 0.5: 3}, {0.1: 0, 0.5: 4}])
-    # the README's command, exactly: no --sis, no --html-out
+    # the command of docs/file_formats.md, exactly: no --sis, no --html-out
     assert main(["--score", str(files[0]), "--key-out", str(tmp_path / "key.csv")]) == 0
     assert main(["--score", *map(str, files), "--key-out", str(tmp_path / "key.csv"), "--table-out",
                  str(tmp_path / "s6.csv"), "--figure-out", str(tmp_path / "s11.png")]) == 0

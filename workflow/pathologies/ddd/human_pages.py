@@ -12,7 +12,7 @@ and impossible images in random order, each with three questions. Writes into ``
 - ``pairs.csv`` (trial, left_id, right_id, trivial_id, impossible_id, easier: L / R) and ``pairs.html``;
 - ``questions.csv`` (trial, image_id, category, fraction_correct) and ``questions.html``;
 - ``answers_template_pairs.csv`` and ``answers_template_questions.csv``: what an observer fills in
-  (README "Human experiments"), scored by :mod:`pathologies.ddd.human_scores`.
+  (docs/ddd.md "Human experiments"), scored by :mod:`pathologies.ddd.human_scores`.
 
 Everything is drawn from ``human.seed``; the pages need no server or script (open them in a browser).
 Images of ``exclude_ids`` never appear: difficulty.csv holds none.

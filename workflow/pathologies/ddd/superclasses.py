@@ -73,8 +73,8 @@ def image_superclasses(difficulty: pd.DataFrame, source: str) -> pd.Series:
     try:
         table = pd.read_csv(source)
     except FileNotFoundError:
-        raise UserError(f"superclass map {source} does not exist; place it there (README 'Dichotomous data "
-                        "difficulty') or fix ddd.<experiment>.superclasses") from None
+        raise UserError(f"superclass map {source} does not exist; place it there (docs/ddd.md 'Data the user "
+                        "places') or fix ddd.<experiment>.superclasses") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise UserError(f"superclass map {source} is not a readable CSV file ({err})") from None
     keys = [key for key in ("image_id", "class") if key in table.columns]

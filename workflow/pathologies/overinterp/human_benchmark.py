@@ -7,7 +7,7 @@ Export (what the ``overinterp_human_benchmark`` rule runs)::
         --shares 35 35 30 --fractions 0.05 0.3 0.5 --images 100 --seed 0 \
         --html-out .../human_benchmark/index.html --key-out .../human_benchmark/key.csv
 
-Score (one or more participants' answer files; the README's command)::
+Score (one or more participants' answer files; the command in docs/file_formats.md)::
 
     python -m pathologies.overinterp.human_benchmark --score answers.json [more.json ...] --key-out key.csv \
         [--table-out human_accuracy.csv] [--figure-out human_accuracy.png]

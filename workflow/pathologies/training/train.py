@@ -457,7 +457,7 @@ def _log_row(epoch: int, loss: float, acc: float, preds: dict, eval_splits: dict
 
 
 def write_predictions(path, spec: dict, eval_splits: dict, preds: dict, dataset_name: str) -> None:
-    """Write the per-epoch prediction dump (layout in README 'Per-epoch prediction dumps')."""
+    """Write the per-epoch prediction dump (layout in docs/file_formats.md)."""
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         write_attrs(handle, {"model": spec["model"], "seed": spec["seed"], "arch": spec["arch"],
                              "dataset": dataset_name, "epochs": spec["recipe"]["epochs"],
