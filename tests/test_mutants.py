@@ -94,7 +94,7 @@ def test_condition_overrides_win_over_the_base_run_overrides():
 
 
 def documented_recipe_defaults() -> dict:
-    """The defaults column of config/README.md's recipe table (rows whose default is a value)."""
+    """The defaults column of config/README.md's recipe table (rows whose default is a value, not null)."""
     text = (ROOT / "config" / "README.md").read_text()
     table = text.split("## `recipes.<name>`", 1)[1].split("\n## ", 1)[0]
     defaults = {}
@@ -104,7 +104,7 @@ def documented_recipe_defaults() -> dict:
             value = float(value) if isinstance(value, str) else value  # YAML 1.1 reads 5e-4 as a string
         except ValueError:
             pass
-        if not isinstance(value, str) or key == "optimizer":
+        if value is not None and (not isinstance(value, str) or key == "optimizer"):
             defaults[key] = value
     return defaults
 
