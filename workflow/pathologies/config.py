@@ -38,8 +38,9 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The config schema as a dict (libyaml's safe loader where installed: the schema is read on every run)."""
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
