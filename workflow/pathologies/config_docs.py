@@ -27,7 +27,6 @@ from .config import SCHEMA_PATH, load_schema
 from .errors import UserError, cli
 from .io import atomic_output
 
-README = Path(__file__).resolve().parents[2] / "config" / "README.md"
 COMMAND = "python -m pathologies.config_docs --write config/README.md"
 BEGIN, END = "<!-- config-table: {} -->", "<!-- /config-table -->"
 MARKED = re.compile(r"(<!-- config-table: (?P<name>[\w.]+) -->\n)(?P<body>.*?)(<!-- /config-table -->)", re.S)
