@@ -83,10 +83,12 @@ def test_defaults_are_written_as_yaml(value, text):
 
 def test_prose_outside_the_markers_stays_and_markers_must_be_complete(schema):
     text = README.read_text()
-    stale = text.replace("| `lr` | `0.1` | Initial learning rate. |", "| `lr` | `0.2` | old |")
+    row = "| `momentum` | `0.9` | SGD momentum. |"
+    assert row in text
+    stale = text.replace(row, "| `momentum` | `0.5` | old |")
     stale = stale.replace("# Configuration", "# Configuration (hand-written)")
     fixed = config_docs.update(stale, schema)
-    assert "| `lr` | `0.1` | Initial learning rate. |" in fixed and "# Configuration (hand-written)" in fixed
+    assert row in fixed and "| `momentum` | `0.5` |" not in fixed and "# Configuration (hand-written)" in fixed
     without = text.replace("<!-- config-table: sis.runs -->", "<!-- no table -->")
     with pytest.raises(UserError, match="table 'sis.runs' is marked 0 times"):
         config_docs.update(without, schema)
@@ -97,7 +99,8 @@ def test_prose_outside_the_markers_stays_and_markers_must_be_complete(schema):
 
 def test_check_fails_on_a_stale_copy_and_write_fixes_it(tmp_path, capsys):
     copy_ = tmp_path / "README.md"
-    copy_.write_text(README.read_text().replace("Initial learning rate.", "Learning rate at first."))
+    assert "SGD momentum." in README.read_text()
+    copy_.write_text(README.read_text().replace("SGD momentum.", "Momentum of SGD."))
     assert config_docs.main(["--check", str(copy_)]) == 1
     assert config_docs.COMMAND in capsys.readouterr().err
     assert config_docs.main(["--write", str(copy_)]) == 0
