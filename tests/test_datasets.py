@@ -380,6 +380,49 @@ def test_cifar10c_mixed_sample_spans_corruptions_and_severities(fake_cifar10c, t
         mixed(0, 17)
 
 
+# Carter et al.'s additional_datasets.CIFAR10C.get_corruptions(), written out here (alphabetical)
+REFERENCE_CORRUPTIONS = [
+    "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_blur",
+    "gaussian_noise", "glass_blur", "impulse_noise", "jpeg_compression", "motion_blur", "pixelate", "saturate",
+    "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur",
+]
+
+
+def test_cifar10c_reference_mixed_draw_selects_the_papers_images_in_its_order(tmp_path):
+    """mixed_draw: reference == the reference's draw over 19 files concatenated alphabetically (same ids, order)."""
+    per_severity = 3
+    folder = tmp_path / "CIFAR-10-C"
+    folder.mkdir()
+    labels = np.tile(np.array([7, 2, 9], dtype=np.uint8), 5)
+    np.save(folder / "labels.npy", labels)
+    files = {}
+    for c, corruption in enumerate(REFERENCE_CORRUPTIONS):
+        images = np.random.default_rng(c).integers(0, 256, size=(5 * per_severity, 32, 32, 3), dtype=np.uint8)
+        np.save(folder / f"{corruption}.npy", images)
+        files[corruption] = images
+    # the reference: np.concatenate in get_corruptions() order, np.random.seed(1234), np.random.choice
+    data = np.concatenate([files[c] for c in REFERENCE_CORRUPTIONS])
+    targets = np.concatenate([labels] * len(REFERENCE_CORRUPTIONS))
+    np.random.seed(1234)
+    idxs = np.random.choice(data.shape[0], size=40, replace=False)
+    out = tmp_path / "c.h5"  # the listed corruptions and severities (their own splits) do not matter
+    prepare_dataset("c", {"kind": "cifar10c", "corruptions": ["snow", "fog"], "severities": [2], "mixed_sample": 40,
+                          "seed": 1234, "mixed_draw": "reference"}, tmp_path, out)
+    assert set(read_splits(out)) == {"snow_s2", "fog_s2", datasets.MIXED_SPLIT}
+    sample = read_splits(out)[datasets.MIXED_SPLIT]
+    np.testing.assert_array_equal(sample.images, data[idxs])
+    np.testing.assert_array_equal(sample.labels, targets[idxs])
+    known = datasets.CIFAR10C_CORRUPTIONS + datasets.CIFAR10C_EXTRA_CORRUPTIONS
+    per_corruption = 5 * per_severity
+    expected_ids = [(known.index(REFERENCE_CORRUPTIONS[i // per_corruption]) * 5 + (i % per_corruption)
+                     // per_severity) * per_severity + i % per_severity for i in idxs]
+    np.testing.assert_array_equal(sample.ids, expected_ids)
+    assert not np.array_equal(np.sort(idxs), idxs)  # draw order kept, not sorted
+    with pytest.raises(UserError, match="mixed_sample' must lie in 1..285"):
+        prepare_dataset("c", {"kind": "cifar10c", "mixed_sample": 286, "mixed_draw": "reference"}, tmp_path,
+                        tmp_path / "d.h5")
+
+
 def test_config_checks_know_the_cifar10c_splits_prepare_writes(fake_cifar10c, tmp_path):
     """`mixed` included, so an SIS run on it passes the checks made before any job (experiments.check_inputs)."""
     from pathologies.data.splits import expected_splits

@@ -23,6 +23,12 @@ ones are an error. Kinds:
                replacement) across every listed corruption, severity and image, so one sample
                stands for the whole set; its ids are (corruption, severity, index) encoded as
                ``(c * 5 + severity - 1) * n + index`` (c: position in the 19 known corruptions).
+               ``mixed_draw``: ``sorted`` (default) draws over the listed corruptions and severities with
+               ``default_rng([seed, 1])`` and keeps the rows in ascending (corruption, severity, index)
+               order; ``reference`` draws as Carter et al.'s code (:func:`reference_mixed_draw`): all 19
+               corruption files (listed or not) x 5 severities concatenated in alphabetical order,
+               ``np.random.seed(seed); np.random.choice(total, size, replace=False)``, rows in draw
+               order (seed 1234 and 2,000 images: the paper's sample).
 ``cifar10.1``  ``resources/CIFAR-10.1/cifar10.1_<version>_{data,labels}.npy``; split ``test``.
 ``mnist``, ``fashion_mnist``  the four IDX files in torchvision's raw layout under
                ``resources/<kind>/`` (or its legacy processed .pt files; Fashion-MNIST also from the
@@ -68,6 +74,7 @@ CIFAR10_TRAIN_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_TRAIN_STD = (0.24703223, 0.24348513, 0.26158784)
 
 CIFAR10_1_VERSIONS = ("v4", "v6")
+MIXED_DRAWS = ("sorted", "reference")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"test_fraction": 0.25, "seed": 0},
@@ -79,7 +86,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar100": {"download": False},
     "cifar10c": {
         "corruptions": list(CIFAR10C_CORRUPTIONS), "severities": list(CIFAR10C_SEVERITIES),
-        "sample": None, "seed": 0, "stats_from": None, "mixed_sample": None,
+        "sample": None, "seed": 0, "stats_from": None, "mixed_sample": None, "mixed_draw": "sorted",
     },
     "cifar10.1": {"version": "v6", "stats_from": None},
     "mnist": {"download": False, "train_sample": None, "test_sample": None, "seed": 0},
@@ -358,39 +365,73 @@ def _cifar10c(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
         if not 1 <= spec["sample"] <= per_severity:
             raise UserError(f"dataset {name!r}: option 'sample' must lie in 1..{per_severity}, got {spec['sample']}")
         ids = np.sort(np.random.default_rng(spec["seed"]).choice(per_severity, size=spec["sample"], replace=False))
-    mixed = None
-    if spec["mixed_sample"] is not None:
-        total = len(corruptions) * len(severities) * per_severity
-        if not 1 <= spec["mixed_sample"] <= total:
-            raise UserError(f"dataset {name!r}: option 'mixed_sample' must lie in 1..{total}, "
-                            f"got {spec['mixed_sample']}")
-        # a separate stream from `sample`'s: (seed, 1)
-        flat = np.sort(np.random.default_rng([spec["seed"], 1]).choice(total, size=spec["mixed_sample"], replace=False))
-        mixed = {"corruption": flat // (len(severities) * per_severity),
-                 "severity": np.asarray(severities)[(flat // per_severity) % len(severities)],
-                 "index": flat % per_severity, "images": []}
+    mixed_from, mixed = _mixed_choice(name, spec, per_severity)
     splits = {}
-    for c, corruption in enumerate(corruptions):
+    for corruption in dict.fromkeys([*corruptions, *mixed_from]):
         path = folder / f"{corruption}.npy"
         images = _load_npy(path, how)
         _check_images(path, images, len(labels))
-        for severity in severities:
+        for severity in severities if corruption in corruptions else ():
             block = images[(severity - 1) * per_severity : severity * per_severity]  # still memory-mapped
             splits[f"{corruption}_s{severity}"] = Split(
                 images=block if spec["sample"] is None else block[ids], labels=blocks[0][ids], ids=ids
             )
-        if mixed is not None:
-            mine = mixed["corruption"] == c
+        if corruption in mixed_from:
+            mine = np.flatnonzero(mixed["corruption"] == mixed_from.index(corruption))
             rows = (mixed["severity"][mine] - 1) * per_severity + mixed["index"][mine]
-            mixed["images"].append(np.asarray(images[rows]) if mine.any() else None)
+            if len(mine):  # memory-mapped reads in ascending order, placed at the rows' positions
+                ascending = np.argsort(rows, kind="stable")
+                mixed["images"][mine[ascending]] = np.asarray(images[rows[ascending]])
     if mixed is not None:
-        # rows come out grouped by corruption, then by (severity, index): the ascending flat order
-        images = np.concatenate([part for part in mixed["images"] if part is not None])
-        code = np.array([known.index(corruptions[c]) for c in mixed["corruption"]], dtype=np.int64)
+        known = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
+        code = np.array([known.index(mixed_from[c]) for c in mixed["corruption"]], dtype=np.int64)
         mixed_ids = (code * len(CIFAR10C_SEVERITIES) + mixed["severity"] - 1) * per_severity + mixed["index"]
-        splits[MIXED_SPLIT] = Split(images=images, labels=blocks[0][mixed["index"]], ids=mixed_ids.astype(np.int64))
+        splits[MIXED_SPLIT] = Split(images=mixed["images"], labels=blocks[0][mixed["index"]],
+                                    ids=mixed_ids.astype(np.int64))
     mean, std = _cifar10_stats(name, spec)
     return splits, list(CIFAR10_CLASSES), mean, std
+
+
+def _mixed_choice(name: str, spec: Mapping[str, Any], per_severity: int) -> tuple[list[str], dict | None]:
+    """(corruptions the ``mixed`` sample draws from, {corruption position, severity, index, images buffer})
+    of a cifar10c spec; ([], None) without ``mixed_sample``."""
+    if spec["mixed_draw"] not in MIXED_DRAWS:
+        raise UserError(f"dataset {name!r}: option 'mixed_draw' must be one of {list(MIXED_DRAWS)}, "
+                        f"got {spec['mixed_draw']!r}")
+    if spec["mixed_sample"] is None:
+        return [], None
+    if spec["mixed_draw"] == "reference":  # over all 19 files and 5 severities, whatever is listed
+        mixed_from = sorted(CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS)
+        severities = list(CIFAR10C_SEVERITIES)
+    else:
+        mixed_from, severities = list(spec["corruptions"]), list(spec["severities"])
+    total = len(mixed_from) * len(severities) * per_severity
+    if not 1 <= spec["mixed_sample"] <= total:
+        raise UserError(f"dataset {name!r}: option 'mixed_sample' must lie in 1..{total}, "
+                        f"got {spec['mixed_sample']}")
+    if spec["mixed_draw"] == "reference":
+        drawn = reference_mixed_draw(len(mixed_from), per_severity, spec["mixed_sample"], spec["seed"])
+        mixed = {"corruption": drawn[:, 0], "severity": drawn[:, 1], "index": drawn[:, 2]}
+    else:
+        # a separate stream from `sample`'s: (seed, 1)
+        flat = np.sort(np.random.default_rng([spec["seed"], 1]).choice(total, size=spec["mixed_sample"],
+                                                                         replace=False))
+        mixed = {"corruption": flat // (len(severities) * per_severity),
+                 "severity": np.asarray(severities)[(flat // per_severity) % len(severities)],
+                 "index": flat % per_severity}
+    mixed["images"] = np.zeros((spec["mixed_sample"], 32, 32, 3), dtype=np.uint8)
+    return mixed_from, mixed
+
+
+def reference_mixed_draw(corruptions: int, per_severity: int, size: int, seed: int) -> np.ndarray:
+    """(corruption position, severity, index) of each image Carter et al.'s CIFAR-10-C SIS sample draws,
+    in draw order, (size, 3) int64: ``corruptions`` files (alphabetical order) of 5 severities x
+    ``per_severity`` images concatenated, ``np.random.seed(seed)``, ``np.random.choice(total, size,
+    replace=False)`` (their ``CIFAR10C._get_sis_sample_idxs``; legacy ``RandomState`` = the seeded global)."""
+    per_corruption = len(CIFAR10C_SEVERITIES) * per_severity
+    flat = np.random.RandomState(seed).choice(corruptions * per_corruption, size=size, replace=False)
+    flat = np.asarray(flat, dtype=np.int64)
+    return np.stack([flat // per_corruption, (flat % per_corruption) // per_severity + 1, flat % per_severity], 1)
 
 
 def _cifar10_1(name: str, spec: Mapping[str, Any], resources: Path) -> Prepared:
