@@ -186,6 +186,20 @@ def test_mask_only_controls_beside_every_bs_retraining_and_noisy_linear_masking(
         config(masking="blur")
 
 
+def test_reference_rounding_and_random_draw_reach_the_subsets_job():
+    def args(cfg):
+        rules = OverinterpRules(cfg, run_specs(cfg), lambda m, s: f"results/models/{m}/seed{s}",
+                                lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
+        return rules.subset_args("exp")
+
+    default = args(config())
+    assert "--rounding" not in default and "--random-draw" not in default
+    paper = args(config(subset_rounding="ceil", random_draw="reference"))
+    assert " --rounding ceil --random-draw reference " in " ".join(paper)
+    with pytest.raises(UserError, match="subset_rounding"):
+        config(subset_rounding="floor")
+
+
 def test_a_second_sis_run_of_the_source_must_be_chosen_in_sis_runs():
     raw = copy.deepcopy(BASE)
     raw["sis"]["runs"]["ties"] = {"models": ["cnn"], "seeds": [0], "split": "test", "sample": 10,

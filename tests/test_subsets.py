@@ -26,6 +26,16 @@ def test_subset_size_rounds_half_up_and_keeps_at_least_one(fraction, count, expe
     assert subset_size(fraction, count) == expected
 
 
+def test_subset_size_ceil_keeps_the_reference_pixel_counts():
+    """rounding 'ceil' == the authors' int(np.ceil(1024 * frac_to_keep)) at 5/10/15/20 % (52 at 5 %)."""
+    fractions = (0.05, 0.1, 0.15, 0.2)
+    reference = [int(np.ceil(1024 * fraction)) for fraction in fractions]
+    assert [subset_size(f, 1024, "ceil") for f in fractions] == reference == [52, 103, 154, 205]
+    assert [subset_size(f, 1024) for f in fractions] == [51, 102, 154, 205]  # half up, the project's default
+    with pytest.raises(UserError, match="rounding 'floor' is not one of half_up, ceil"):
+        subset_size(0.05, 1024, "floor")
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_subset_size_rejects_fractions_outside_0_1(fraction):
     with pytest.raises(UserError, match="not in \\(0, 1\\]"):
@@ -117,6 +127,39 @@ def test_random_subset_datasets_are_reproducible_and_differ_between_draws(tmp_pa
     assert not np.array_equal(masks, read_masks(shifted, "train"))
     with h5py.File(shifted) as handle:
         assert handle.attrs["random_stream"] == "c10c"
+
+
+def _reference_random_masks(n_images, size, seed):
+    """The authors' RandomSubsetsCIFARDataset on 8x8 images: np.random.seed(seed), then per image in split order
+    create_random_mask((1, 8, 8), size) (np.random.choice over the C-order flat mask)."""
+    np.random.seed(seed)
+    masks = []
+    for _ in range(n_images):
+        flat = np.zeros(64, dtype=bool)
+        flat[np.random.choice(64, replace=False, size=size)] = True
+        masks.append(flat.reshape(8, 8))
+    return np.array(masks)
+
+
+def test_reference_random_subsets_are_the_authors_draw_for_every_model_seed_and_draw(tmp_path, quadrant_dataset):
+    """random_draw 'reference': train seed 1234, test 5678, one draw per image over the whole split (rows kept),
+    with ceil rounding; identical whatever the seed, draw number or rerun, so every model shares the subsets."""
+    outs = [_subset(tmp_path / name, quadrant_dataset, "random", seed=seed, draw=draw, rounding="ceil",
+                    random_draw="reference")[0]
+            for name, seed, draw in (("a", 0, 0), ("b", 0, 0), ("c", 7, 3))]
+    sizes = {split: len(load_split(quadrant_dataset, split).labels) for split in ("train", "test")}
+    size = int(np.ceil(64 * 0.1))  # 7, where half up keeps 6
+    for split, seed in (("train", 1234), ("test", 5678)):
+        with h5py.File(outs[0]) as handle:
+            rows = handle[f"{split}/rows"][()]
+            assert handle.attrs["random_draw"] == "reference" and handle.attrs["rounding"] == "ceil"
+            assert handle.attrs["features_kept"] == size
+        expected = _reference_random_masks(sizes[split], size, seed)[rows]
+        for out in outs:
+            np.testing.assert_array_equal(read_masks(out, split), expected)
+        np.testing.assert_array_equal(load_split(outs[2], split).images, load_split(outs[0], split).images)
+    with pytest.raises(UserError, match="--random-draw 'legacy' is not one of project, reference"):
+        _subset(tmp_path / "d", quadrant_dataset, "random", random_draw="legacy")
 
 
 @pytest.mark.parametrize("pad, flip", [(1, True), (2, False), (0, True)])

@@ -48,6 +48,18 @@ RESULTS = "results/overinterp"
 SUBSET_KIND = "pixel_subset"
 
 
+def protocol_args(options: Mapping[str, Any]) -> list[str]:
+    """The ``--rounding``/``--random-draw`` options (argv tokens) of :mod:`pathologies.overinterp.subsets` an
+    experiment's ``options`` ask for (``subset_rounding``, ``random_draw``); none for the defaults. Kept
+    here, not beside the subset code, so that building the DAG does not import torch."""
+    args = []
+    if options.get("subset_rounding", "half_up") != "half_up":
+        args += ["--rounding", options["subset_rounding"]]
+    if options.get("random_draw", "project") != "project":
+        args += ["--random-draw", options["random_draw"]]
+    return args
+
+
 def percent_name(fraction: float) -> str:
     """``0.05`` -> ``"5"``, ``0.125`` -> ``"12p5"``: a fraction as a name-safe percentage."""
     return f"{fraction * 100:g}".replace(".", "p")
@@ -533,7 +545,8 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
         calibrations=calibrations, calibrated_sis=calibrated, ensembles=ensembles, ensemble_sis={},
         options={"calibration": dict(calibration), "figures": dict(spec["figures"]),
                  "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"],
-                 "masking": spec["masking"], "topk": list(spec["topk"])},
+                 "masking": spec["masking"], "subset_rounding": spec["subset_rounding"],
+                 "random_draw": spec["random_draw"], "topk": list(spec["topk"])},
         sis=jobs)
     for m, s in calibrated:
         sis_files.append(SisFile(experiment.calibrated_sis_path(m, s), m, s, dataset, "test", "calibrated"))

@@ -72,7 +72,7 @@ def _sis_layout(path: Path, info: DatasetInfo, split_size: int) -> tuple[int, np
 
 def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: Mapping[str, str | Path],
                         requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "",
-                        masking: str = "mean") -> None:
+                        masking: str = "mean", rounding: str = "half_up") -> None:
     """Write every requested subset of an ImageNet index, each file atomically (see the module docstring)."""
     with read_h5(dataset_path) as handle:
         image_root, resize = str(read_json_attr(handle, "image_root")), int(handle.attrs["resize"])
@@ -87,7 +87,7 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
     height, width, _ = info.image_shape
     count = features.feature_count(height, width)
     colour = mask_colour(info.mean)
-    sizes = [subset_size(request.fraction, count) for request in requests]
+    sizes = [subset_size(request.fraction, count, rounding) for request in requests]
     with contextlib.ExitStack() as stack:
         outputs = [stack.enter_context(atomic_output(request.out)) for request in requests]
         for request, tmp in zip(requests, outputs, strict=True):
@@ -117,7 +117,7 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
         for request, size, out in zip(requests, sizes, handles, strict=True):
             write_attrs(out, {
                 "subset_kind": request.kind, "fraction": float(request.fraction),
-                "features_kept": size, "feature_count": count,
+                "features_kept": size, "feature_count": count, "rounding": rounding, "random_draw": "project",
                 "masking": "mean" if request.kind == "mask" else masking,
                 "patch": features.patch, "random_seed": seed, "random_stream": stream,
                 "draw": request.draw if request.kind == "random" else -1,

@@ -14,7 +14,7 @@ from ..config import RunSpec
 from ..errors import UserError
 from ..sis.jobs import sis_jobs
 from .derived_sis import DerivedSisJob, derived_sis_jobs
-from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments
+from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments, protocol_args
 
 TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
           "leakage.csv", "tables.md")
@@ -86,6 +86,7 @@ class OverinterpRules:
             args += ["--stream", origin]
         if experiment.options["masking"] != "mean":
             args += ["--masking", experiment.options["masking"]]
+        args += protocol_args(experiment.options)  # subset rounding and random draw
         for s in self._subsets(name, origin):
             args += ["--subset", s.kind, repr(s.fraction), str(s.draw), s.name, s.path]
         return args

@@ -27,13 +27,36 @@ from ..sis.engine import Masking
 
 KINDS = ("bs", "random", "mask")
 MASKINGS = ("mean", "noisy_linear")
+ROUNDINGS = ("half_up", "ceil")
+RANDOM_DRAWS = ("project", "reference")
+# Carter et al.'s RandomSubsetsCIFARDataset: one seed per split, the same for every model and run
+REFERENCE_RANDOM_SEEDS = {"train": 1234, "test": 5678}
 
 
-def subset_size(fraction: float, feature_count: int) -> int:
-    """Features a ``fraction`` subset of ``feature_count`` features keeps: round half up, at least 1."""
+def subset_size(fraction: float, feature_count: int, rounding: str = "half_up") -> int:
+    """Features a ``fraction`` subset of ``feature_count`` features keeps, at least 1: ``half_up`` rounds
+    half up (5 % of 1,024: 51), ``ceil`` as the authors' code, ``int(np.ceil(1024 * fraction))`` (52)."""
     if not 0.0 < fraction <= 1.0:
         raise UserError(f"pixel-subset fraction {fraction!r} is not in (0, 1]; use e.g. 0.05 for 5%")
+    if rounding not in ROUNDINGS:
+        raise UserError(f"pixel-subset rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
+    if rounding == "ceil":  # the same float product as the reference's, so its artefacts too
+        return max(1, math.ceil(feature_count * fraction))
     return max(1, math.floor(fraction * feature_count + 0.5))
+
+
+def reference_random_features(total: int, feature_count: int, size: int, split: str) -> np.ndarray:
+    """Random subsets of the ``total`` images of ``split`` drawn as the authors' code, (total, size) int64,
+    ascending per image: ``np.random.seed(1234)`` for ``train``, 5678 for any other split, then per image in
+    split order ``np.random.choice(feature_count, size, replace=False)`` over the flat (row-major) pixels.
+    The draw ignores model, seed and draw number, so every model trains and is evaluated on the same subsets."""
+    if not 1 <= size <= feature_count:
+        raise ValueError(f"subset size {size} is out of range for {feature_count} features")
+    rng = np.random.RandomState(REFERENCE_RANDOM_SEEDS.get(split, REFERENCE_RANDOM_SEEDS["test"]))
+    features = np.empty((total, size), dtype=np.int64)
+    for row in range(total):
+        features[row] = rng.choice(feature_count, replace=False, size=size)
+    return np.sort(features, axis=1)
 
 
 def backward_selection_features(order: np.ndarray, size: int) -> np.ndarray:

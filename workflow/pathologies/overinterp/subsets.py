@@ -1,10 +1,11 @@
 """Pixel-subset datasets (Carter et al. 2021, Section 4.2): backward-selection and random subsets.
 
-A *k% backward-selection (BS) subset* of an image keeps the last ``round(k% * p)`` of its p
-features in the stored backward-selection removal order (the features that kept the model
-confident longest) and masks the rest. A *k% random subset* keeps as many features drawn
+A *k% backward-selection (BS) subset* of an image keeps the last ``round(k% * p)`` (``--rounding``: half
+up, or ceil as the authors' code) of its p features in the stored backward-selection removal order (the
+features that kept the model confident longest) and masks the rest. A *k% random subset* keeps as many features drawn
 uniformly at random, one independent draw per image; draw ``d`` of seed ``s`` is reproducible and
-differs between draws. A feature is a pixel, or a ``patch`` x ``patch`` block as in the SIS file.
+differs between draws (``--random-draw reference``: the authors' draw instead, one per split, seeds 1234/5678,
+the same for every draw number). A feature is a pixel, or a ``patch`` x ``patch`` block as in the SIS file.
 A *k% mask-only* subset (``mask``) keeps the BS subset's mask and nothing of the image: kept pixels
 white, the others the mean colour (the leakage floor of retraining on BS subsets).
 With ``--masking noisy_linear`` the masked pixels of BS and random subsets hold ROAD's noisy linear
@@ -26,8 +27,9 @@ file's ``mean`` is the source mean rounded to the uint8 grid, ``round(255 mean) 
 pixels hold that uint8 colour; ``std`` is the source's. Extra content beyond the standard layout::
 
     /                attrs: subset_kind ("bs"|"random"|"mask"), masking ("mean"|"noisy_linear"), fraction,
-                            features_kept, feature_count, patch,
-                            random_seed, random_stream, draw (random only; -1 for bs), source_dataset, source_mean,
+                            features_kept, feature_count, patch, rounding ("half_up"|"ceil"),
+                            random_seed, random_stream, random_draw ("project"|"reference"),
+                            draw (random only; -1 for bs), source_dataset, source_mean,
                             source_sis (JSON {split: path}), source_model_run (JSON)
     /<split>/masks   bool (n, H, W)  True = pixel kept
     /<split>/rows    int64 (n,)      row of the image in the source dataset's split
@@ -58,11 +60,14 @@ from ..sis.orders import read_orders
 from .subset_masks import (
     KINDS,
     MASKINGS,
+    RANDOM_DRAWS,
+    ROUNDINGS,
     SubsetRequest,
     backward_selection_features,
     feature_masks,
     random_features,
     random_stream,
+    reference_random_features,
     stream_key,
     subset_size,
 )
@@ -98,9 +103,14 @@ def read_sis_orders(path: str | Path) -> SisOrders:
         raise UserError(f"{path} is not a readable HDF5 file ({err}); delete it and rebuild it") from None
 
 
-def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int, split: str,
-                 colour: np.ndarray, stream: str = "", masking: str = "mean") -> tuple[Split, np.ndarray, int]:
-    """The masked split of the images ``sis`` covers: (split, masks (n, H, W), features kept)."""
+def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int,
+                 split: str, colour: np.ndarray, stream: str = "", masking: str = "mean",
+                 rounding: str = "half_up", random_draw: str = "project") -> tuple[Split, np.ndarray, int]:
+    """The masked split of the images ``sis`` covers: (split, masks (n, H, W), features kept).
+
+    ``rounding``: :func:`subset_size`'s; ``random_draw``: ``project`` (seeded by (seed, draw, stream)) or
+    ``reference`` (the authors' per-split draw over every image of the split, :func:`reference_random_features`).
+    """
     height, width = source.images.shape[1:3]
     count = Masking(patch=sis.patch).feature_count(height, width)
     if sis.order.shape[1] != count:
@@ -109,9 +119,14 @@ def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed
     if len(sis.rows) and (sis.rows.min() < 0 or sis.rows.max() >= len(source)):
         raise UserError(f"SIS file {sis.path} indexes rows beyond the {len(source)} images of split {split!r}; "
                         "it belongs to a different dataset")
-    size = subset_size(fraction, count)
+    size = subset_size(fraction, count, rounding)
     if kind in ("bs", "mask"):
         features = backward_selection_features(sis.order, size)
+    elif random_draw == "reference":
+        if sis.patch != 1:
+            raise UserError(f"SIS file {sis.path} has patch {sis.patch}: random_draw 'reference' draws pixels "
+                            "(patch 1) as the authors' code; use random_draw 'project'")
+        features = reference_random_features(len(source), count, size, split)[sis.rows]
     else:
         features = random_features(len(sis.rows), count, size, seed, draw, stream_key(stream, split))
     masks = feature_masks(features, Masking(patch=sis.patch), height, width)
@@ -125,28 +140,42 @@ def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed
     return Split(images, source.labels[sis.rows], source.ids[sis.rows]), masks, size
 
 
-def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str | Path],
-                          requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "",
-                          masking: str = "mean") -> None:
-    """Write every requested subset dataset, with the splits of ``sis_files``, each file atomically.
-
-    The SIS files and the source splits are read once for all requests (one job per experiment).
-    ``stream`` prefixes the random streams (:func:`stream_key`); ``masking``: what masked pixels of BS
-    and random subsets hold (``mean`` colour or ``noisy_linear`` imputation).
-    """
+def _check_requests(sis_files: Mapping, requests: Sequence[SubsetRequest], masking: str, rounding: str,
+                    random_draw: str) -> None:
+    """One-line errors for options and requests :func:`build_subset_datasets` cannot serve."""
     if masking not in MASKINGS:
         raise UserError(f"--masking {masking!r} is not one of {', '.join(MASKINGS)}")
+    if random_draw not in RANDOM_DRAWS:
+        raise UserError(f"--random-draw {random_draw!r} is not one of {', '.join(RANDOM_DRAWS)}")
+    subset_size(0.5, 1, rounding)  # checks the rounding
     if not sis_files:
         raise UserError("no SIS file given; pass --sis <split>=<file> for every split of the subset dataset")
     for request in requests:
         if request.kind not in KINDS:
             raise UserError(f"pixel-subset kind {request.kind!r} is not one of {', '.join(KINDS)}")
         subset_size(request.fraction, 1)  # checks the fraction
+
+
+def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str | Path],
+                          requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "",
+                          masking: str = "mean", rounding: str = "half_up", random_draw: str = "project") -> None:
+    """Write every requested subset dataset, with the splits of ``sis_files``, each file atomically.
+
+    The SIS files and the source splits are read once for all requests (one job per experiment).
+    ``stream`` prefixes the random streams (:func:`stream_key`); ``masking``: what masked pixels of BS
+    and random subsets hold (``mean`` colour or ``noisy_linear`` imputation); ``rounding`` and
+    ``random_draw``: see :func:`subset_split`.
+    """
+    _check_requests(sis_files, requests, masking, rounding, random_draw)
     info = dataset_info(dataset_path)
     if info.storage == "index":
         from .index_subsets import build_index_subsets
 
-        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream, masking=masking)
+        if random_draw != "project":
+            raise UserError(f"{dataset_path} is an image index: random_draw {random_draw!r} is for in-memory "
+                            "datasets (the authors' CIFAR draw); use random_draw 'project'")
+        build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream, masking=masking,
+                            rounding=rounding)
         return
     orders = {split: read_sis_orders(path) for split, path in sis_files.items()}
     for sis in orders.values():
@@ -166,7 +195,7 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
         for split, sis in orders.items():
             splits[split], masks[split], size = subset_split(sources[split], sis, request.kind, request.fraction,
                                                              seed, request.draw, split, colour, stream,
-                                                             masking)
+                                                             masking, rounding, random_draw)
         with atomic_output(request.out) as tmp:
             write_dataset(tmp, name=request.name, kind="pixel_subset", splits=splits, class_names=info.class_names,
                           mean=colour / 255.0, std=info.std,
@@ -177,8 +206,8 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
                     "subset_kind": request.kind, "fraction": float(request.fraction), "features_kept": size,
                     "masking": "mean" if request.kind == "mask" else masking,
                     "feature_count": Masking(patch=patch).feature_count(height, width), "patch": patch,
-                    "random_seed": seed, "random_stream": stream,
-                    "draw": request.draw if request.kind == "random" else -1,
+                    "random_seed": seed, "random_stream": stream, "random_draw": random_draw,
+                    "rounding": rounding, "draw": request.draw if request.kind == "random" else -1,
                     "source_dataset": str(dataset_path), "source_mean": np.asarray(info.mean, dtype=np.float64),
                     "source_sis": json.dumps({split: str(path) for split, path in sis_files.items()}),
                     "source_model_run": json.dumps(next(iter(orders.values())).model_run, sort_keys=True),
@@ -190,11 +219,12 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
 
 def build_subset_dataset(out: str | Path, dataset_path: str | Path, sis_files: Mapping[str, str | Path], *,
                          kind: str, fraction: float, seed: int = 0, draw: int = 0, name: str | None = None,
-                         stream: str = "", masking: str = "mean") -> None:
+                         stream: str = "", masking: str = "mean", rounding: str = "half_up",
+                         random_draw: str = "project") -> None:
     """Write one ``kind`` pixel-subset dataset of ``fraction`` (see :func:`build_subset_datasets`)."""
     build_subset_datasets(dataset_path, sis_files,
                           [SubsetRequest(kind, fraction, draw, name or Path(out).stem, str(out))], seed=seed,
-                          stream=stream, masking=masking)
+                          stream=stream, masking=masking, rounding=rounding, random_draw=random_draw)
 
 
 def has_masks(path: str | Path, split: str) -> bool:
@@ -240,11 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", default="", help="prefix of the random streams (a shifted test set's name)")
     parser.add_argument("--masking", default="mean", choices=MASKINGS,
                         help="masked pixels of BS and random subsets: mean colour or ROAD noisy linear imputation")
+    parser.add_argument("--rounding", default="half_up", choices=ROUNDINGS,
+                        help="features kept: fraction x features rounded half up, or ceil (the authors' code)")
+    parser.add_argument("--random-draw", default="project", choices=RANDOM_DRAWS,
+                        help="random subsets: seeded by (seed, draw, stream), or the authors' per-split draw")
     args = parser.parse_args(argv)
     requests = [_request(values) for values in args.subset]
     sis_files = named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5")
     build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed, stream=args.stream,
-                          masking=args.masking)
+                          masking=args.masking, rounding=args.rounding, random_draw=args.random_draw)
     for request in requests:
         print(f"wrote {request.out}", file=sys.stderr)
     return 0
