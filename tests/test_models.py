@@ -43,8 +43,19 @@ def build_on_meta(arch: str, num_classes: int, **kwargs) -> nn.Module:
         return build_model(arch, num_classes, **kwargs)
 
 
+# the robustness library's models behind its input normalisation (tests/test_foreign_checkpoints.py):
+# kuangliu's / the library's CIFAR ResNet-50 (23.5M) and torchvision's ResNet-50
+FOREIGN_ARCHS = {"robustness_cifar_resnet50": (10, 23_520_842), "robustness_tv_resnet50": (1000, 25_557_032)}
+
+
 def test_registry_names():
-    assert set(ARCHITECTURES) == set(CIFAR_ARCHS) | set(TORCHVISION_ARCHS)
+    assert set(ARCHITECTURES) == set(CIFAR_ARCHS) | set(TORCHVISION_ARCHS) | set(FOREIGN_ARCHS)
+
+
+@pytest.mark.parametrize("arch", sorted(FOREIGN_ARCHS))
+def test_foreign_architecture_parameter_counts(arch):
+    classes, expected = FOREIGN_ARCHS[arch]
+    assert count_parameters(build_on_meta(arch, classes, image_size=32)) == expected
 
 
 # --- parameter counts ------------------------------------------------------------------------

@@ -13,7 +13,11 @@ Architectures (``ARCHITECTURES``):
   published checkpoints load. Global average pooling at the end lets them take small images too
   (16x16 benchmarks, 8x8 digits); on 32x32 they compute exactly what the references compute.
 - ``tv_*``: torchvision's ImageNet architectures, built without pretrained weights (nothing is
-  ever downloaded); pass a local file as ``weights`` to load trained ones.
+  ever downloaded); pass a local file as ``weights`` to load trained ones (``tv_vit_b_16`` also takes
+  pytorch_pretrained_vit's files, e.g. ``B_16_imagenet1k`` at 384 px).
+- ``robustness_cifar_resnet50``, ``robustness_tv_resnet50``: the robust models of Madry's ``robustness``
+  library with its input normalisation, loaded from its checkpoints
+  (:mod:`pathologies.models.foreign_checkpoints`).
 
 With ``input_dropout_keep < 1`` the classifier is wrapped as
 ``nn.Sequential(input_dropout=PixelDropout(keep), net=classifier)``. Weight files are matched
@@ -38,6 +42,7 @@ import torchvision
 from torch import nn
 
 from ..errors import UserError
+from .foreign_checkpoints import CifarResNet50, RobustnessModel, map_robustness, map_vit
 
 # ---------------------------------------------------------------------------------------------
 # Input dropout
@@ -369,13 +374,15 @@ class Architecture:
     rgb_only: bool = False
     patch_size: int = 1  # the image size must be a multiple of this (ViT patches)
     unused_weight_prefixes: tuple[str, ...] = ()
+    # (state, path, network) -> the network's state dict, for weight files in another library's layout
+    map_weights: Callable[[dict, Path, nn.Module], dict] | None = None
 
     def __call__(self, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
         return self.build(num_classes, in_channels, image_size)
 
 
 def _torchvision(constructor: Callable[..., nn.Module], min_image_size: int, patch_size: int = 1,
-                 unused_weight_prefixes: tuple[str, ...] = (), **options) -> Architecture:
+                 unused_weight_prefixes: tuple[str, ...] = (), map_weights=None, **options) -> Architecture:
     def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         kwargs = dict(options)
         if patch_size > 1:
@@ -383,7 +390,7 @@ def _torchvision(constructor: Callable[..., nn.Module], min_image_size: int, pat
         return constructor(weights=None, num_classes=num_classes, **kwargs)
 
     return Architecture(build, min_image_size=min_image_size, rgb_only=True, patch_size=patch_size,
-                        unused_weight_prefixes=unused_weight_prefixes)
+                        unused_weight_prefixes=unused_weight_prefixes, map_weights=map_weights)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -405,7 +412,15 @@ ARCHITECTURES: dict[str, Architecture] = {
                                     init_weights=False, transform_input=True),
     "tv_vgg11": _torchvision(torchvision.models.vgg11, min_image_size=32),
     "tv_alexnet": _torchvision(torchvision.models.alexnet, min_image_size=63),
-    "tv_vit_b_16": _torchvision(torchvision.models.vit_b_16, min_image_size=16, patch_size=16),
+    # weights: torchvision's, or pytorch_pretrained_vit's (B_16_imagenet1k at image_size 384, Carter et al. S6.4)
+    "tv_vit_b_16": _torchvision(torchvision.models.vit_b_16, min_image_size=16, patch_size=16, map_weights=map_vit),
+    # adversarially robust models of Madry's `robustness` library, loaded from its checkpoints
+    # (pathologies.models.foreign_checkpoints): its CIFAR ResNet-50, and its ImageNet (torchvision) ResNet-50
+    "robustness_cifar_resnet50": Architecture(lambda n, c, s: RobustnessModel(CifarResNet50(n, c), c),
+                                              min_image_size=1, map_weights=map_robustness),
+    "robustness_tv_resnet50": Architecture(
+        lambda n, c, s: RobustnessModel(torchvision.models.resnet50(weights=None, num_classes=n)),
+        min_image_size=1, rgb_only=True, map_weights=map_robustness),
 }
 
 
@@ -487,6 +502,8 @@ def load_weights(net: nn.Module, path: str | Path, arch: str = "model") -> None:
         unused = ARCHITECTURES[arch].unused_weight_prefixes
         state = {key: value for key, value in state.items() if not key.startswith(unused)}
     target = net.net if isinstance(getattr(net, "input_dropout", None), PixelDropout) else net
+    if arch in ARCHITECTURES and ARCHITECTURES[arch].map_weights is not None:
+        state = ARCHITECTURES[arch].map_weights(state, path, target)
     _check_fits(target, state, path, arch)
     check_finite_weights(state, f"weights file {path}")
     target.load_state_dict(state)

@@ -48,6 +48,7 @@ from ..io import (
     write_attrs,
 )
 from ..models.checkpoint import save_model
+from ..models.foreign_checkpoints import set_data_normalisation
 from ..models.registry import seed_eval_dropout
 
 EVAL_BATCH = 1024
@@ -385,6 +386,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     model = build_model(spec["arch"], info.num_classes, in_channels=channels, image_size=height,
                         input_dropout_keep=recipe["input_dropout_keep"], weights=spec.get("weights"),
                         dropout_at_eval=recipe["dropout_at_eval"]).to(device)
+    set_data_normalisation(model, info.mean, info.std)  # models behind a library's own normalisation
     optimizer, scheduler = make_optimizer(model, recipe)
     torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
     order_gen = torch.Generator().manual_seed(recipe["order_seed"])
