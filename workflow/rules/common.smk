@@ -12,6 +12,7 @@ sys.path.insert(0, PACKAGE_DIR)
 from pathologies.config import run_specs
 from pathologies.experiments import check_configfiles, validate
 from pathologies.errors import UserError
+from pathologies.models.weights import weights_file
 
 try:
     check_configfiles(workflow.overwrite_configfiles or ["config/config.yaml"])
@@ -48,7 +49,7 @@ def weights_input(wildcards):
     """The run's `weights` file as an input of its training, so replacing the file retrains. A missing
     file stops a real run before any job starts (Snakemake names it); a dry run only warns, so a config
     whose weights are not placed yet still shows its jobs."""
-    weights = run_spec(wildcards).weights
+    weights = weights_file(run_spec(wildcards).weights)  # None for torchvision's own weights
     if weights is None:
         return []
     if not workflow.dryrun or os.path.exists(weights):

@@ -43,6 +43,7 @@ from torch import nn
 
 from ..errors import UserError
 from .foreign_checkpoints import CifarResNet50, RobustnessModel, map_robustness, map_vit
+from .weights import check_sha256, fetch_torchvision, normalise, torchvision_weights
 
 # ---------------------------------------------------------------------------------------------
 # Input dropout
@@ -423,14 +424,19 @@ ARCHITECTURES: dict[str, Architecture] = {
         min_image_size=1, rgb_only=True, map_weights=map_robustness),
 }
 
+# Registry architectures built exactly as a torchvision model, so that torchvision's own weights of that
+# model load into them (``weights: {torchvision: <name>}``, :mod:`pathologies.models.weights`).
+TORCHVISION_WEIGHTS = {arch: arch[3:] for arch in ARCHITECTURES if arch.startswith("tv_")}
+
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
                 input_dropout_keep: float = 1.0, weights: str | Path | None = None,
                 dropout_at_eval: bool = False) -> nn.Module:
     """Build a classifier by registry name for square ``image_size`` inputs with ``in_channels``.
 
-    ``weights``: optional local file with a state dict (raw, or under key 'state_dict'/'model');
-    nothing is ever downloaded. ``input_dropout_keep < 1`` puts a :class:`PixelDropout` in front
+    ``weights``: optional local file with a state dict (raw, or under key 'state_dict'/'model'), or a
+    weights declaration of :mod:`pathologies.models.weights` (``{file, sha256}``: the digest is checked first;
+    ``{torchvision: name}``: torchvision's weights of a ``tv_*`` architecture). ``input_dropout_keep < 1`` puts a :class:`PixelDropout` in front
     (``model.input_dropout``; the classifier is then ``model.net``), active at evaluation too with
     ``dropout_at_eval``. Raises UserError for an
     unknown ``arch``, impossible sizes, a bad keep probability or unusable weights.
@@ -454,8 +460,13 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: i
             f"{multiple}, got image_size={image_size}; resize the dataset or pick another architecture"
         )
     net = spec(num_classes, in_channels, image_size)
-    if weights is not None:
-        load_weights(net, weights, arch=arch)
+    source = normalise(weights, "weights")
+    if source is not None and "torchvision" in source:
+        member = torchvision_weights(arch, TORCHVISION_WEIGHTS.get(arch), source["torchvision"])
+        load_state(net, fetch_torchvision(member, arch), f"torchvision weights {member}", arch)
+    elif source is not None:
+        check_sha256(source["file"], source["sha256"])
+        load_weights(net, source["file"], arch=arch)
     if keep < 1.0:
         return nn.Sequential(OrderedDict(input_dropout=PixelDropout(keep, at_eval=dropout_at_eval), net=net))
     return net
@@ -497,15 +508,21 @@ def load_weights(net: nn.Module, path: str | Path, arch: str = "model") -> None:
             f"weights file {path} is not a readable PyTorch state dict ({reason}); "
             "save it with torch.save(model.state_dict(), path)"
         ) from None
-    state = _extract_state_dict(checkpoint, path)
+    load_state(net, _extract_state_dict(checkpoint, f"weights file {path}"), f"weights file {path}", arch)
+
+
+def load_state(net: nn.Module, state: Mapping[str, torch.Tensor], source: str, arch: str = "model") -> None:
+    """Load ``state`` (wrapper prefixes removed) into ``net`` strictly; UserError naming ``source`` (e.g.
+    ``weights file <path>``) if it does not fit."""
+    state = _extract_state_dict(state, source)
     if arch in ARCHITECTURES:
         unused = ARCHITECTURES[arch].unused_weight_prefixes
         state = {key: value for key, value in state.items() if not key.startswith(unused)}
     target = net.net if isinstance(getattr(net, "input_dropout", None), PixelDropout) else net
     if arch in ARCHITECTURES and ARCHITECTURES[arch].map_weights is not None:
-        state = ARCHITECTURES[arch].map_weights(state, path, target)
-    _check_fits(target, state, path, arch)
-    check_finite_weights(state, f"weights file {path}")
+        state = ARCHITECTURES[arch].map_weights(state, str(source).removeprefix("weights file "), target)
+    _check_fits(target, state, source, arch)
+    check_finite_weights(state, str(source))
     target.load_state_dict(state)
 
 
@@ -519,7 +536,7 @@ def check_finite_weights(state: Mapping[str, torch.Tensor], what: str) -> None:
                         "`lr`) or use other weights")
 
 
-def _extract_state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
+def _extract_state_dict(checkpoint: object, source: str) -> dict[str, torch.Tensor]:
     if isinstance(checkpoint, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(checkpoint.get(key), Mapping):
@@ -529,7 +546,7 @@ def _extract_state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tenso
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in checkpoint.items()
     ):
         raise UserError(
-            f"weights file {path} holds no state dict (expected a dict of tensors, or one under "
+            f"{source} holds no state dict (expected a dict of tensors, or one under "
             "'state_dict' or 'model'); save it with torch.save(model.state_dict(), path)"
         )
     state = dict(checkpoint)
@@ -543,7 +560,7 @@ def _extract_state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tenso
     return state
 
 
-def _check_fits(net: nn.Module, state: Mapping[str, torch.Tensor], path: Path, arch: str) -> None:
+def _check_fits(net: nn.Module, state: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
     expected = net.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
@@ -559,6 +576,6 @@ def _check_fits(net: nn.Module, state: Mapping[str, torch.Tensor], path: Path, a
             problems.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
     if problems:
         raise UserError(
-            f"weights file {path} does not fit architecture {arch!r}: {'; '.join(problems)}; "
+            f"{source} does not fit architecture {arch!r}: {'; '.join(problems)}; "
             "check arch, num_classes, in_channels and image_size against the training config"
         )
