@@ -29,8 +29,8 @@ def normalise(weights: Any, where: str) -> dict | None:
     (None when there is none); one-line UserError naming ``where`` otherwise."""
     if weights is None:
         return None
-    if isinstance(weights, str):
-        return {"file": weights, "sha256": None}
+    if isinstance(weights, (str, Path)):
+        return {"file": str(weights), "sha256": None}
     if isinstance(weights, Mapping) and set(weights) in ({"file"}, {"file", "sha256"}):
         digest = weights.get("sha256")
         if digest is not None and not (isinstance(digest, str) and SHA256.fullmatch(digest.lower())):
