@@ -227,3 +227,93 @@ def test_label_errors_listed_by_file_name_are_excluded_in_snakemake(tmp_path):
     assert done.returncode != 0
     assert "1 of 1 file names are not images of split 'test' of results/data/inet.h5: n001/no_such_image.png" in log
 
+
+
+PRETRAINED_CONFIG = """
+device: cpu
+train_threads: 1
+datasets:
+  noise: {kind: gaussian, num_classes: 4, image_size: 6, train_per_class: 5, test_per_class: 15, std_step: 8.0}
+ddd:
+  zoo:
+    dataset: noise
+    pretrained:
+      alpha: {arch: mlp, weights: {file: resources/alpha.pt, sha256: %s}}
+      beta: {arch: small_cnn, weights: resources/beta.pt}
+    in_between_rule: strict
+    loose_max_exceptions: 0
+    n_boot: 5
+  published:
+    dataset: noise
+    per_image_results: {file: resources/published.npy, n_models: 5}
+    in_between_rule: loose
+"""
+
+
+def test_pretrained_models_and_published_per_image_results_run_in_snakemake(tmp_path):
+    """Two pretrained models built from generated weights files are evaluated without training into the
+    dump layout (checked against evaluating the weights directly), and a generated per-image array gives
+    the fractions and histogram of an independent count."""
+    import hashlib
+
+    import torch
+    from scipy import stats
+
+    from pathologies.data.layout import dataset_info, load_split, to_model_input
+    from pathologies.models.registry import build_model
+
+    work = copy_workflow(tmp_path)
+    resources = work / "resources"
+    resources.mkdir()
+    nets = {}
+    for seed, (name, arch) in enumerate((("alpha", "mlp"), ("beta", "small_cnn"))):
+        torch.manual_seed(100 + seed)
+        nets[name] = build_model(arch, 4, in_channels=3, image_size=6).eval()
+        for parameter in nets[name].parameters():  # not the run's own initialisation
+            parameter.data.add_(torch.randn_like(parameter))
+        torch.save(nets[name].state_dict(), resources / f"{name}.pt")
+    digest = hashlib.sha256((resources / "alpha.pt").read_bytes()).hexdigest()
+    counts = np.random.default_rng(5).integers(0, 6, 60)
+    np.save(resources / "published.npy", (counts / 5).reshape(-1, 1))
+    config = work / "zoo.yaml"
+    config.write_text(PRETRAINED_CONFIG % digest)
+    targets = [f"results/ddd/zoo/{table}.csv" for table in ("difficulty", "members", "kappa")]
+    targets += [f"results/ddd/published/{table}" for table in ("fractions.csv", "histogram.csv", "members.csv",
+                                                                "kappa.csv", "summary.txt", "figures/fig02_histogram.png")]
+    snakemake(*targets, "--cores", "2", "--configfile", str(config), cwd=work)
+
+    data = work / "results/data/noise.h5"
+    info, test = dataset_info(data), load_split(data, "test")
+    x = to_model_input(test.images, info.mean, info.std, torch.device("cpu"))
+    right = []
+    for name, net in nets.items():
+        from pathologies.io import h5py
+
+        with h5py.File(work / f"results/models/zoo.{name}/seed0/predictions.h5") as handle:
+            pred = handle["test/pred"][()]
+            assert handle.attrs["epochs"] == 0 and pred.shape == (1, 60)
+        with torch.no_grad():
+            direct = net(x).argmax(1).numpy()
+        assert np.array_equal(pred[0], direct), name
+        right.append(direct == test.labels)
+    folder = work / "results/ddd/zoo"
+    difficulty = pd.read_csv(folder / "difficulty.csv")
+    assert difficulty["n_correct"].tolist() == (right[0].astype(int) + right[1]).tolist()
+    members = pd.read_csv(folder / "members.csv").set_index("label")
+    assert members.loc["alpha", "accuracy"] == pytest.approx(right[0].mean())
+    row = pd.read_csv(folder / "kappa.csv").query("set == 'all'").iloc[0]
+    assert row["kappa"] == pytest.approx(kappa(right[0], right[1]))
+
+    folder = work / "results/ddd/published"
+    fractions = pd.read_csv(folder / "fractions.csv").set_index(["rule", "category"])
+    expected = {("strict", "trivial"): counts == 5, ("strict", "impossible"): counts == 0,
+                ("loose", "trivial"): counts >= 4, ("loose", "impossible"): counts <= 1}
+    for key, chosen in expected.items():
+        assert fractions.loc[key, "n_images"] == chosen.sum(), key
+        assert fractions.loc[key, "fraction"] == pytest.approx(chosen.mean()), key
+    histogram = pd.read_csv(folder / "histogram.csv")
+    assert histogram["observed"].tolist() == pytest.approx((np.bincount(counts, minlength=6) / 60).tolist())
+    assert histogram["binomial"].tolist() == pytest.approx(stats.binom.pmf(np.arange(6), 5, counts.mean() / 5).tolist())
+    assert pd.read_csv(folder / "members.csv")["accuracy"].tolist() == pytest.approx([counts.mean() / 5])
+    assert pd.read_csv(folder / "kappa.csv").empty
+    assert "DDD experiment 'published'" in (folder / "summary.txt").read_text()

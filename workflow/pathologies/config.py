@@ -118,6 +118,13 @@ def check_weights(model: Mapping[str, Any], where: str) -> None:
                             f"{where}.weights")
 
 
+def recipe_defaults(recipe: dict, schema: dict) -> dict:
+    """``recipe`` with every key the schema defaults filled in (a recipe the workflow adds itself)."""
+    recipe = copy.deepcopy(recipe)
+    _Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]}).validate(recipe)
+    return recipe
+
+
 def check_recipe(recipe: dict, where: str, schema: dict) -> None:
     """Validate a resolved recipe (e.g. a base recipe with overrides); errors name ``<where>.<recipe key>``."""
     validator = jsonschema.Draft202012Validator(schema["$defs"]["recipe"] | {"$defs": schema["$defs"]})

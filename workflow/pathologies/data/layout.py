@@ -164,6 +164,14 @@ def load_split(path: str | Path, split: str) -> Split:
         return Split(images=group["images"][()], labels=group["labels"][()], ids=group["ids"][()])
 
 
+def load_labels(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, labels) int64 of one split of a prepared dataset, in stored order (array or index storage)."""
+    with _open(path) as handle:
+        if split not in handle:
+            raise UserError(f"{path} has no split {split!r}; it has {sorted(handle.keys())}")
+        return handle[split]["ids"][()].astype(np.int64), handle[split]["labels"][()].astype(np.int64)
+
+
 def mask_colour(mean: Sequence[float]) -> np.ndarray:
     """The uint8 colour (C,) nearest to the per-channel ``mean`` (0-1 scale)."""
     return np.clip(np.floor(np.asarray(mean, dtype=np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)

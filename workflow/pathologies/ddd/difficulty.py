@@ -10,7 +10,9 @@ Everything is at the comparison epoch E except ``decision_changes.csv`` (every e
 Images of ``exclude_ids`` are left out of every table; ``histogram.csv`` counts them separately
 (``excluded_images``, ``excluded``: their share per k) for the overlay of Figure 2.
 "Models correct" counts the difficulty set: the last member of each condition (or every member
-with ``models_per_condition: all``); ``members.csv`` flags it.
+with ``models_per_condition: all``); ``members.csv`` flags it. Published per-image results
+(``per_image_results``) count the models right per image from the published array: one member
+``published`` (their mean accuracy), no per-model columns.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..errors import cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, check_targets, read_dump
 from .exclusion import excluded_ids, split_excluded
-from .experiment import check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
+from .experiment import PER_IMAGE, check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
 from .measures import (
     class_accuracy,
     classify_images,
@@ -148,7 +150,7 @@ def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
     classes = class_accuracy(final.correct[:, 0], final.targets, final.models)
     classes.insert(1, "condition", classes["model"].map({m["label"]: m["condition"] for m in members}))
     classes.insert(3, "class_name", np.asarray(class_names, dtype=object)[classes["class"].to_numpy()])
-    return {
+    tables = {
         "members": members_table(final, members, rows),
         "difficulty": difficulty_table(final, rows, spec, class_names),
         "fractions": fractions.assign(n_models=n_models),
@@ -158,6 +160,24 @@ def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
         "class_accuracy": classes.rename(columns={"model": "member"}),
         "changes": changes_table(spec),
     }
+    return per_image_tables(tables, spec) if spec.get("per_image_results") else tables
+
+
+def per_image_tables(tables: dict[str, pd.DataFrame], spec: dict) -> dict[str, pd.DataFrame]:
+    """Tables of published per-image results: their stand-in models (:func:`experiment._per_image`) mean
+    nothing one by one, so members.csv and class_accuracy.csv hold their mean as one member ``published``
+    and difficulty.csv has no ``correct.<label>`` columns."""
+    members = tables["members"]
+    row = {**members.iloc[0].to_dict(), "label": PER_IMAGE, "condition": PER_IMAGE,
+           "accuracy": members["accuracy"].mean(), "in_difficulty_set": True}
+    classes = tables["class_accuracy"]
+    mean = classes.groupby(["class", "class_name", "n_images"], sort=True, as_index=False)["accuracy"].mean()
+    mean.insert(0, "member", PER_IMAGE)
+    mean.insert(1, "condition", PER_IMAGE)
+    difficulty = tables["difficulty"]
+    return {**tables, "members": pd.DataFrame([row], columns=members.columns),
+            "class_accuracy": mean[classes.columns],
+            "difficulty": difficulty.drop(columns=[c for c in difficulty.columns if c.startswith("correct.")])}
 
 
 @cli

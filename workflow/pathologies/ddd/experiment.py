@@ -83,14 +83,21 @@ def load_final(spec: dict, keep_excluded: bool = False) -> tuple[Correctness, li
     first CSV fixes the images and their order. Images of ``exclude_ids`` are left out unless
     ``keep_excluded``.
     """
+    if spec.get("per_image_results"):
+        return _per_image(spec, keep_excluded)
     members = [dict(member, source=member["predictions"]) for member in spec["members"]]
     parts, labels = [], set()
     ids = targets = None
     if members:
         trained = load_epochs(spec, [spec["epochs"]], keep_excluded=True)
         parts, labels, ids, targets = [trained], set(trained.models), trained.ids, trained.targets
+    for member in spec.get("pretrained", []):  # 0 epochs trained: the dump's only row
+        part = read_dump(member["predictions"], spec["split"], "last")
+        parts.append(replace(part, models=[member["label"]], epochs=[spec["epochs"]]))
+        members.append(dict(member, source=member["predictions"]))
+        labels.add(member["label"])
     if not members and not spec.get("predictions_csv"):
-        raise UserError(f"experiment {spec['name']!r} has neither trained models nor predictions_csv")
+        raise UserError(f"experiment {spec['name']!r} has neither trained nor pretrained models nor predictions_csv")
     for path in spec.get("predictions_csv", []):
         external = load_predictions_csv(path, ids, targets)
         ids, targets = external.ids, external.targets
@@ -104,6 +111,53 @@ def load_final(spec: dict, keep_excluded: bool = False) -> tuple[Correctness, li
                      "compare": "base", "arch": None, "source": str(path)} for name in external.models]
     merged = merge(parts)
     return (merged if keep_excluded else split_excluded(merged, excluded_ids(spec))[0]), members
+
+
+PER_IMAGE = "published"  # label prefix of the stand-in models of per_image_results
+
+
+def read_per_image(path: str | Path, n_models: int, n_images: int) -> np.ndarray:
+    """Models right per image, int (N,), from a (N,) or (N, 1) array of mean correctness k / ``n_models``;
+    one-line errors for another length or values that are not multiples of 1 / ``n_models``."""
+    where = f"per_image_results file {path}"
+    try:
+        values = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{where} does not exist; place it there or fix ddd.<experiment>.per_image_results.file") from None
+    except (ValueError, OSError) as err:
+        raise UserError(f"{where} is not a plain .npy array ({err}); save it with np.save") from None
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.dtype.kind not in "fiub":
+        raise UserError(f"{where} must be a numeric (N,) or (N, 1) array, not {values.dtype} of shape {values.shape}")
+    if len(values) != n_images:
+        raise UserError(f"{where} has {len(values)} values, but the split has {n_images} images; it must hold one "
+                        "value per image of the split, in the prepared split's order")
+    counts = np.rint(values.astype(np.float64) * n_models)
+    bad = ~np.isfinite(counts) | (counts < 0) | (counts > n_models) | (np.abs(counts - values * n_models) > 1e-6)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{where}: {int(bad.sum())} values are not k / {n_models} for k = 0..{n_models} (e.g. "
+                        f"{values[first]!r} at row {first}); check n_models")
+    return counts.astype(np.int64)
+
+
+def _per_image(spec: dict, keep_excluded: bool) -> tuple[Correctness, list[dict]]:
+    """Published per-image results as ``n_models`` stand-in models: image i is right for the first k_i of
+    them, so counts, fractions and histograms equal the published ones (single models mean nothing)."""
+    from ..data.layout import load_labels
+
+    source = spec["per_image_results"]
+    ids, targets = load_labels(spec["dataset_file"], spec["split"])
+    counts = read_per_image(source["file"], source["n_models"], len(ids))
+    m = source["n_models"]
+    correct = (np.arange(m)[:, None] < counts[None, :])[:, None, :]
+    labels = [f"{PER_IMAGE}.{i + 1}" for i in range(m)]
+    data = Correctness(models=labels, epochs=[spec["epochs"]], ids=ids, targets=targets, correct=correct,
+                       model_epochs=np.full((m, 1), -1), sources=[str(source["file"])] * m)
+    members = [{"label": label, "condition": label, "model": PER_IMAGE, "seed": None, "epoch": None,
+                "compare": "base", "arch": None, "source": str(source["file"])} for label in labels]
+    return (data if keep_excluded else split_excluded(data, excluded_ids(spec))[0]), members
 
 
 def difficulty_rows(members: Sequence[dict], per_condition: str = "last") -> list[int]:

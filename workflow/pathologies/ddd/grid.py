@@ -32,6 +32,10 @@ once: the later member points at the earlier model and no entry is added for it.
 Every member is compared at epoch ``epochs`` of the base recipe (conditions cannot change it). A
 member is labelled ``<condition>`` when its condition has one model, else ``<condition>.s<seed>``
 (seeds) or ``<condition>.<i>`` (variants).
+
+Pretrained models (``pretrained: {<label>: {arch, weights}}``, e.g. the paper's SOTA set) become
+``<experiment>.<label>`` entries that train 0 epochs: their dump's only row is the given weights evaluated
+on the split. They join the comparison at E like models of ``predictions_csv``, without a base run.
 """
 
 from __future__ import annotations
@@ -42,14 +46,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..config import check_recipe
+from ..config import check_recipe, recipe_defaults
 from ..errors import UserError
 
 RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
 # Keys of a `ddd` experiment that configure the analysis rather than the models.
 ANALYSIS_KEYS = ("n_boot", "ci_level", "analysis_seed", "loose_max_exceptions", "in_between_rule",
                  "models_per_condition", "rsa_images", "rsa_layers", "predictions_csv", "exclude_ids",
-                 "superclasses", "label_ambiguity", "human", "condition_order")
+                 "superclasses", "label_ambiguity", "human", "condition_order", "exclude_format",
+                 "per_image_results", "fig02_errors")
+PRETRAINED_RECIPE = "pretrained"  # the recipe of pretrained entries that name none: schema defaults, 0 epochs
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,11 @@ class Experiment:
     epochs: int
     members: tuple[Member, ...]
     options: Mapping[str, Any]
+    pretrained: tuple[Member, ...] = ()
 
     def runs(self) -> list[tuple[str, int]]:
-        """The distinct training runs (model, seed) behind the members, in member order."""
-        return list(dict.fromkeys((m.model, m.seed) for m in self.members))
+        """The distinct training runs (model, seed) behind the members and pretrained models, in order."""
+        return list(dict.fromkeys((m.model, m.seed) for m in (*self.members, *self.pretrained)))
 
     def rsa_members(self) -> list[Member]:
         """First member of each condition (every member of the base run: its checkpoint keeps
@@ -94,10 +101,13 @@ class Experiment:
 
     def as_dict(self, run_dir: Callable[[str, int], str]) -> dict:
         """JSON-ready description for the analysis modules; ``run_dir(model, seed)`` locates a run."""
-        members = [{**asdict(m), "predictions": f"{run_dir(m.model, m.seed)}/predictions.h5",
-                    "checkpoint": f"{run_dir(m.model, m.seed)}/model.pt"} for m in self.members]
+        def described(member: Member) -> dict:
+            return {**asdict(member), "predictions": f"{run_dir(member.model, member.seed)}/predictions.h5",
+                    "checkpoint": f"{run_dir(member.model, member.seed)}/model.pt"}
+
         return {"name": self.name, "dataset": self.dataset, "split": self.split, "epochs": self.epochs,
-                "members": members, "rsa_members": [m.label for m in self.rsa_members()], **self.options}
+                "members": [described(m) for m in self.members], "pretrained": [described(m) for m in self.pretrained],
+                "rsa_members": [m.label for m in self.rsa_members()], **self.options}
 
 
 def add_experiment_models(config: dict, schema: dict) -> None:
@@ -108,7 +118,10 @@ def add_experiment_models(config: dict, schema: dict) -> None:
     """
     for name, experiment in config.get("ddd", {}).items():
         _check_experiment(name, experiment, config, schema)
+        if any(entry.get("recipe") is None for entry in experiment["pretrained"].values()):
+            config["recipes"].setdefault(PRETRAINED_RECIPE, recipe_defaults({"epochs": 0}, schema))
         models, _ = _expand(name, experiment, config)
+        models.update(_pretrained_models(name, experiment))
         for model_name, entry in models.items():
             existing = config.setdefault("models", {}).get(model_name)
             if existing is not None and existing != entry:
@@ -122,11 +135,22 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
     result = {}
     for name, experiment in config.get("ddd", {}).items():
         _, members = _expand(name, experiment, config)
+        epochs = _base_recipe(experiment, config)["epochs"] if "base" in experiment else 0
+        pretrained = tuple(Member(label, label, f"{name}.{label}", 0, 0, "base", entry["arch"])
+                           for label, entry in experiment["pretrained"].items())
         result[name] = Experiment(
-            name=name, dataset=experiment["dataset"], split=experiment["split"],
-            epochs=_base_recipe(experiment, config)["epochs"] if "base" in experiment else 0, members=tuple(members),
-            options={key: experiment[key] for key in ANALYSIS_KEYS})
+            name=name, dataset=experiment["dataset"], split=experiment["split"], epochs=epochs,
+            members=tuple(members), options={key: experiment[key] for key in ANALYSIS_KEYS}, pretrained=pretrained)
     return result
+
+
+def _pretrained_models(name: str, experiment: Mapping) -> dict[str, dict]:
+    """``models`` entries of the experiment's pretrained models: 0 epochs, the split dumped, their weights."""
+    return {f"{name}.{label}": {"dataset": experiment["dataset"], "arch": entry["arch"],
+                                "recipe": entry.get("recipe") or PRETRAINED_RECIPE,
+                                "overrides": {**entry["overrides"], "epochs": 0}, "seeds": [0],
+                                "dump_splits": [experiment["split"]], "weights": entry["weights"]}
+            for label, entry in experiment["pretrained"].items()}
 
 
 def _base_recipe(experiment: Mapping, config: Mapping) -> dict:
@@ -204,10 +228,27 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
     if reference is not None and (reference == name or reference not in config.get("ddd", {})):
         raise UserError(f"config key {key}.condition_order: {reference!r} is not another ddd experiment "
                         f"(have: {', '.join(sorted(set(config['ddd']) - {name}))})")
+    for label, entry in experiment["pretrained"].items():
+        if "." in label or RESERVED_CONDITIONS.fullmatch(label):
+            raise UserError(f"config key {key}.pretrained.{label}: pretrained model labels may not contain '.' "
+                            "nor be 'base' or 'plus<k>ep'")
+        recipe = entry.get("recipe")
+        if recipe is not None and recipe not in config["recipes"]:
+            raise UserError(f"config key {key}.pretrained.{label}.recipe: {recipe!r} is not a recipe; define it "
+                            f"under `recipes` or leave it out (have: {', '.join(sorted(config['recipes']))})")
+    if experiment["per_image_results"] is not None:
+        others = [k for k in ("base", "conditions") if k in experiment]
+        others += [k for k in ("predictions_csv", "pretrained") if experiment[k]]
+        if others:
+            raise UserError(f"config key {key}.per_image_results: published per-image results hold no decisions "
+                            f"of single models, so they cannot be compared with {', '.join(others)}; declare them "
+                            "in an experiment of their own")
+        return
     if "base" not in experiment or "conditions" not in experiment:
-        if "base" in experiment or "conditions" in experiment or not experiment["predictions_csv"]:
-            raise UserError(f"config key {key}: give a base run and conditions, or only predictions_csv "
-                            "(an experiment of models trained elsewhere)")
+        if "base" in experiment or "conditions" in experiment or not (
+                experiment["predictions_csv"] or experiment["pretrained"]):
+            raise UserError(f"config key {key}: give a base run and conditions, or only models trained elsewhere "
+                            "(predictions_csv, pretrained) or per_image_results")
         return
     base = experiment["base"]
     if base["recipe"] not in config["recipes"]:

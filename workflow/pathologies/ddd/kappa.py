@@ -11,7 +11,8 @@ epoch E only (NaN before). ``conditions.csv``: at epoch E, each member against t
 (``compare: base``) or against the other members of its condition (``compare: within``).
 ``epoch_kappa.csv``: every pair of epochs of the base run (0..E + max extra), all images. Images of
 ``exclude_ids`` are left out of all three. An experiment of external models only has epoch E = 0 alone,
-an empty ``conditions.csv`` (there is no base) and an empty ``epoch_kappa.csv``.
+an empty ``conditions.csv`` (there is no base) and an empty ``epoch_kappa.csv``. Published per-image results
+(``per_image_results``) hold no decisions of single models: all three tables are empty (header only).
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def epoch_table(correct: np.ndarray, epochs: list[int]) -> pd.DataFrame:
 
 def build_tables(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(kappa, conditions, epoch_kappa) tables of the experiment described by ``spec``."""
+    if spec.get("per_image_results"):  # no decisions of single models: no pairs to compare
+        kappa_columns = ["set", "epoch", "model_a", "condition_a", "model_b", "condition_b", *STATISTICS]
+        return (pd.DataFrame(columns=kappa_columns), pd.DataFrame(columns=CONDITION_COLUMNS),
+                pd.DataFrame(columns=["epoch_a", "epoch_b", *STATISTICS]))
     final, members = load_final(spec)
     per_epoch = load_epochs(spec) if spec["members"] else None
     rows = difficulty_rows(members, spec["models_per_condition"])

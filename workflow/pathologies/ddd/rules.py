@@ -45,6 +45,8 @@ TABLE_FIGURES = {
 
 # Figures that need a trained base run (left out of an experiment of external models only).
 TRAINED_ONLY = ("fig03_conditions", "fig07_rsa", "fig08_base_epochs", "fig09_kl_accuracy", "fig17_decision_changes")
+# Figures that need decisions of single models (left out of an experiment of published per-image results).
+SINGLE_MODELS_ONLY = ("fig04_decisions", "fig05_kappa_heatmaps")
 
 
 class DddRules:
@@ -107,7 +109,10 @@ class DddRules:
                                   for m in self.experiment(name).rsa_members()))
 
     def external(self, name: str) -> list[str]:
-        return list(self.experiment(name).options["predictions_csv"])
+        """predictions_csv files; the per_image_results file and the prepared dataset (its ids and labels)."""
+        options = self.experiment(name).options
+        per_image = [options["per_image_results"]["file"], self.dataset(name)] if options["per_image_results"] else []
+        return [*options["predictions_csv"], *per_image]
 
     def dataset(self, name: str) -> str:
         return self.dataset_file(self.experiment(name).dataset)
@@ -161,6 +166,8 @@ class DddRules:
             "fig06_human_questions", "fig25_human_answers", "fig27_human_observers"}
         if not self.trained(name):  # external models only: no base, no epochs
             skip |= set(TRAINED_ONLY)
+        if options["per_image_results"]:
+            skip |= set(SINGLE_MODELS_ONLY)
         names = sorted({*TABLE_FIGURES, "fig08_base_epochs"} - skip)
         return [f"{RESULTS}/{name}/figures/{figure}.png" for figure in names]
 
