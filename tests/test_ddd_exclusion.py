@@ -38,7 +38,7 @@ def test_read_ids_from_npy_or_csv_with_one_line_errors(tmp_path):
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "two.csv", index=False)
     pd.DataFrame({"image_id": [1.5]}).to_csv(tmp_path / "float.csv", index=False)
     for name, message in [("objects.npy", "not a plain .npy array"), ("ids.json", "give a .npy, .csv or .txt file"),
-                          ("two.csv", "needs a column 'image_id' or 'file_name'"), ("float.csv", "integer image ids"),
+                          ("two.csv", "needs a column 'image_id', 'file_name' or 'mask'"), ("float.csv", "integer image ids"),
                           ("missing.npy", "does not exist")]:
         with pytest.raises(UserError, match=message):
             read_ids(tmp_path / name)
@@ -212,8 +212,8 @@ def test_an_experiment_of_external_predictions_only(experiment, tmp_path):
 
 
 @pytest.mark.parametrize("experiment_keys, message", [
-    ({"predictions_csv": []}, "give a base run and conditions, or only predictions_csv"),
-    ({"base": {"arch": "mlp"}}, "give a base run and conditions, or only predictions_csv"),
+    ({"predictions_csv": []}, "give a base run and conditions, or only models trained elsewhere"),
+    ({"base": {"arch": "mlp"}}, "give a base run and conditions, or only models trained elsewhere"),
 ])
 def test_an_experiment_needs_a_base_or_external_predictions(experiment_keys, message):
     raw = {"datasets": {"toy": {"kind": "gaussian"}},

@@ -138,7 +138,7 @@ def read_per_image(path: str | Path, n_models: int, n_images: int) -> np.ndarray
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise UserError(f"{where}: {int(bad.sum())} values are not k / {n_models} for k = 0..{n_models} (e.g. "
-                        f"{values[first]!r} at row {first}); check n_models")
+                        f"{values[first].item()!r} at row {first}); check n_models")
     return counts.astype(np.int64)
 
 

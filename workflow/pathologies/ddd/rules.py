@@ -61,7 +61,7 @@ class DddRules:
         self.kinds = {name: spec["kind"] for name, spec in config["datasets"].items()}
         self.run_dir = run_dir
         self.dataset_file = dataset_file
-        self._lists_names: dict[str, bool] = {}  # exclude_ids file -> whether it lists file names
+        self._needs_dataset: dict[tuple, bool] = {}  # (exclude_ids file, format) -> names or mask
 
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:
@@ -88,16 +88,17 @@ class DddRules:
         return bool(self.experiment(name).members)
 
     def exclude(self, name: str) -> list[str]:
-        """[the exclude_ids file] when the experiment sets one, else []; when it lists file names, the
-        prepared dataset too (it converts them to image ids)."""
-        path = self.experiment(name).options["exclude_ids"]
+        """[the exclude_ids file] when the experiment sets one, else []; when it lists file names or is a mask,
+        the prepared dataset too (it converts them to image ids)."""
+        options = self.experiment(name).options
+        path, key = options["exclude_ids"], (options["exclude_ids"], options["exclude_format"])
         if not path:
             return []
-        if path not in self._lists_names:
-            from .exclusion import lists_names  # reads the file with numpy/pandas: only when it is set
+        if key not in self._needs_dataset:
+            from .exclusion import needs_dataset  # reads the file with numpy/pandas: only when it is set
 
-            self._lists_names[path] = lists_names(path)
-        return [path, self.dataset(name)] if self._lists_names[path] else [path]
+            self._needs_dataset[key] = needs_dataset(*key)
+        return [path, self.dataset(name)] if self._needs_dataset[key] else [path]
 
     def base_predictions(self, name: str) -> str:
         base = self.experiment(name).members[0]
