@@ -34,7 +34,12 @@ TORCHVISION_ARCHS = {
     "tv_vgg11": (torchvision.models.vgg11, {}, 132_863_336),
     "tv_alexnet": (torchvision.models.alexnet, {}, 61_100_840),
     "tv_vit_b_16": (torchvision.models.vit_b_16, {}, 86_567_656),
+    "tv_resnet152": (torchvision.models.resnet152, {}, 60_192_808),
+    "tv_squeezenet1_1": (torchvision.models.squeezenet1_1, {}, 1_235_496),
+    # Yalniz et al.'s SWSL ResNeXt-101 32x16d: 194M parameters
+    "tv_resnext101_32x16d": (torchvision.models.resnext101_32x8d, {"width_per_group": 16}, 194_026_792),
 }
+CIFAR_STEM_ARCHS = ("tv_resnet18_cifar", "tv_densenet121_cifar")  # Meding et al.'s CIFAR-100 networks
 
 
 
@@ -49,13 +54,52 @@ FOREIGN_ARCHS = {"robustness_cifar_resnet50": (10, 23_520_842), "robustness_tv_r
 
 
 def test_registry_names():
-    assert set(ARCHITECTURES) == set(CIFAR_ARCHS) | set(TORCHVISION_ARCHS) | set(FOREIGN_ARCHS)
+    assert set(ARCHITECTURES) == set(CIFAR_ARCHS) | set(TORCHVISION_ARCHS) | set(FOREIGN_ARCHS) | set(CIFAR_STEM_ARCHS)
 
 
 @pytest.mark.parametrize("arch", sorted(FOREIGN_ARCHS))
 def test_foreign_architecture_parameter_counts(arch):
     classes, expected = FOREIGN_ARCHS[arch]
     assert count_parameters(build_on_meta(arch, classes, image_size=32)) == expected
+
+
+
+
+def test_authors_cifar_resnet18_is_torchvision_with_a_3x3_stride_1_stem_and_the_max_pool():
+    """Meding et al.'s ResNet18CIFAR: torchvision resnet18, conv1 -> 3x3/1/1 without bias, max-pool kept, 100 outputs."""
+    model = build_model("tv_resnet18_cifar", 100, image_size=32).eval()
+    reference = torchvision.models.resnet18(weights=None, num_classes=100)
+    conv = model.conv1
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.bias) == (
+        3, 64, (3, 3), (1, 1), (1, 1), None)
+    assert isinstance(model.maxpool, nn.MaxPool2d) and model.maxpool.kernel_size == 3 and model.maxpool.stride == 2
+    assert model.fc.out_features == 100
+    # every other parameter has torchvision's shape; conv1 has 64*3*3*3 instead of 64*3*7*7 weights
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    expected = {k: v.shape for k, v in reference.state_dict().items()}
+    assert shapes.keys() == expected.keys()
+    assert [k for k in shapes if shapes[k] != expected[k]] == ["conv1.weight"]
+    assert count_parameters(model) == count_parameters(reference) - 64 * 3 * (49 - 9)
+    # 32x32 -> 32x32 after the stem, 16x16 after the max-pool, 2x2 at the last stage
+    features = {}
+    model.layer4.register_forward_hook(lambda m, i, o: features.update(layer4=tuple(o.shape)))
+    model.maxpool.register_forward_hook(lambda m, i, o: features.update(maxpool=tuple(o.shape)))
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    assert features == {"maxpool": (2, 64, 16, 16), "layer4": (2, 512, 2, 2)}
+
+
+def test_authors_cifar_densenet121_has_a_3x3_stem_the_pool_and_a_new_classifier():
+    torch.manual_seed(0)
+    model = build_model("tv_densenet121_cifar", 100, image_size=32).eval()
+    conv = model.features.conv0
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.bias) == ((3, 3), (1, 1), (1, 1), None)
+    assert isinstance(model.features.pool0, nn.MaxPool2d)
+    assert (model.classifier.in_features, model.classifier.out_features) == (1024, 100)
+    # replaced after construction: default nn.Linear init, not torchvision's zero bias
+    assert model.classifier.bias.abs().sum() > 0
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
 
 
 # --- parameter counts ------------------------------------------------------------------------
@@ -85,6 +129,9 @@ def test_parameter_count_scales_with_classes_and_channels():
 def test_torchvision_parameter_counts(arch):
     constructor, options, published = TORCHVISION_ARCHS[arch]
     image_size = 224  # only the ViT uses it
+    if arch == "tv_resnext101_32x16d":
+        constructor = lambda weights, **kw: torchvision.models.resnet.ResNet(  # noqa: E731
+            torchvision.models.resnet.Bottleneck, [3, 4, 23, 3], groups=32, **kw)
     assert count_parameters(build_on_meta(arch, 1000, image_size=image_size)) == published
     with torch.device("meta"):
         reference = constructor(weights=None, num_classes=7, **options)

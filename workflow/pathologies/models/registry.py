@@ -394,6 +394,30 @@ def _torchvision(constructor: Callable[..., nn.Module], min_image_size: int, pat
                         unused_weight_prefixes=unused_weight_prefixes, map_weights=map_weights)
 
 
+def _resnet18_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision ResNet-18 with a 3x3, stride-1, padding-1 first convolution and the max-pool kept: the
+    CIFAR-100 network of Meding et al. (their ``ResNet18CIFAR``: torchvision's net, ``conv1`` replaced)."""
+    net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    return net
+
+
+def _densenet121_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision DenseNet-121 with a 3x3, stride-1, padding-1 ``features.conv0`` (pool0 kept) and a new
+    linear classifier (default init, as the authors' ``DenseNet121CIFAR`` replaces it after construction)."""
+    net = torchvision.models.densenet121(weights=None)
+    net.features.conv0 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.classifier = nn.Linear(net.classifier.in_features, num_classes)
+    return net
+
+
+def _resnext101_32x16d(weights=None, num_classes: int = 1000, **options) -> nn.Module:
+    """ResNeXt-101 32x16d (the SWSL model of Yalniz et al. 2019; torchvision has no weights of it)."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=16, num_classes=num_classes, **options)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     # Minimum image sizes are the smallest inputs each network accepts (checked in the tests).
     "small_cnn": Architecture(lambda n, c, s: SmallCNN(n, c), min_image_size=1),
@@ -422,11 +446,18 @@ ARCHITECTURES: dict[str, Architecture] = {
     "robustness_tv_resnet50": Architecture(
         lambda n, c, s: RobustnessModel(torchvision.models.resnet50(weights=None, num_classes=n)),
         min_image_size=1, rgb_only=True, map_weights=map_robustness),
+    "tv_resnet152": _torchvision(torchvision.models.resnet152, min_image_size=1),
+    "tv_squeezenet1_1": _torchvision(torchvision.models.squeezenet1_1, min_image_size=17),
+    "tv_resnext101_32x16d": _torchvision(_resnext101_32x16d, min_image_size=1),
+    # Meding et al.'s CIFAR-100 networks: torchvision's, with a CIFAR stem (rgb_only: the stem takes 3 channels)
+    "tv_resnet18_cifar": Architecture(_resnet18_cifar, min_image_size=1, rgb_only=True),
+    "tv_densenet121_cifar": Architecture(_densenet121_cifar, min_image_size=15, rgb_only=True),
 }
 
 # Registry architectures built exactly as a torchvision model, so that torchvision's own weights of that
 # model load into them (``weights: {torchvision: <name>}``, :mod:`pathologies.models.weights`).
-TORCHVISION_WEIGHTS = {arch: arch[3:] for arch in ARCHITECTURES if arch.startswith("tv_")}
+TORCHVISION_WEIGHTS = {arch: arch[3:] for arch in ARCHITECTURES
+                       if arch.startswith("tv_") and arch[3:] in torchvision.models.list_models()}
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
