@@ -42,26 +42,30 @@ def run_spec(wildcards):
     return RUNS[key]
 
 
-_WARNED_WEIGHTS = set()
+_WARNED_PLACED = set()
+
+
+def placed(paths, key, what="file"):
+    """Files the user places (weights, published results): inputs of their jobs, so replacing one reruns them.
+    A missing file stops a real run before any job starts (Snakemake names it); a dry run only warns, so a
+    config whose files are not placed yet still shows its jobs."""
+    kept = []
+    for path in paths:
+        if not workflow.dryrun or os.path.exists(path) or path.startswith("results/"):
+            kept.append(path)
+        elif path not in _WARNED_PLACED:
+            _WARNED_PLACED.add(path)
+            print(
+                f"warning: {what} {path} ({key}) does not exist yet; a real run stops until it is placed",
+                file=sys.stderr,
+            )
+    return kept
 
 
 def weights_input(wildcards):
-    """The run's `weights` file as an input of its training, so replacing the file retrains. A missing
-    file stops a real run before any job starts (Snakemake names it); a dry run only warns, so a config
-    whose weights are not placed yet still shows its jobs."""
-    weights = weights_file(run_spec(wildcards).weights)  # None for torchvision's own weights
-    if weights is None:
-        return []
-    if not workflow.dryrun or os.path.exists(weights):
-        return [weights]
-    if weights not in _WARNED_WEIGHTS:
-        _WARNED_WEIGHTS.add(weights)
-        print(
-            f"warning: weights file {weights} (models.{wildcards.model}.weights) does not exist yet; "
-            "a real run stops until it is placed",
-            file=sys.stderr,
-        )
-    return []
+    """The run's `weights` file as an input of its training (none for torchvision's own weights)."""
+    weights = weights_file(run_spec(wildcards).weights)
+    return placed([weights] if weights else [], f"models.{wildcards.model}.weights", "weights file")
 
 
 def dataset_file(name):

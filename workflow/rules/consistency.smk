@@ -35,8 +35,8 @@ rule ddd_kappa:
     input:
         spec="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
-        external=lambda wildcards: DDD.external(wildcards.experiment),
-        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
+        external=lambda wildcards: placed(DDD.external(wildcards.experiment), f"ddd.{wildcards.experiment}"),
+        exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
     output:
         kappa="results/ddd/{experiment}/kappa.csv",
         conditions="results/ddd/{experiment}/conditions.csv",
@@ -62,8 +62,8 @@ rule ddd_difficulty:
     input:
         spec="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
-        external=lambda wildcards: DDD.external(wildcards.experiment),
-        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
+        external=lambda wildcards: placed(DDD.external(wildcards.experiment), f"ddd.{wildcards.experiment}"),
+        exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
         members="results/ddd/{experiment}/members.csv",

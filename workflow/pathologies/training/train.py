@@ -50,6 +50,7 @@ from ..io import (
 from ..models.checkpoint import save_model
 from ..models.foreign_checkpoints import set_data_normalisation
 from ..models.registry import seed_eval_dropout
+from .transforms import eval_generator, input_stats, random_resized_crop
 
 EVAL_BATCH = 1024
 
@@ -64,11 +65,12 @@ def subset_indices(n: int, fraction: float, part: int, seed: int) -> np.ndarray:
 
 
 def augment_batch(generator: torch.Generator, crop_padding: int, hflip: bool,
-                  *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                  *tensors: torch.Tensor, fill: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Random crop (zero padding) and horizontal flip, the same draw applied to every tensor.
 
     All tensors are (B, C, H, W) with equal B, H, W: pass an image batch and its masks together to
-    keep them aligned. Padding value 0 is the mean colour after normalisation.
+    keep them aligned. Padding value 0 is the mean colour after normalisation; ``fill`` (C,) pads the first
+    tensor with another value (black: torchvision's RandomCrop pads the image before normalising).
     """
     first = tensors[0]
     batch, _, height, width = first.shape
@@ -81,8 +83,9 @@ def augment_batch(generator: torch.Generator, crop_padding: int, hflip: bool,
         cols = (torch.arange(width, device=device) + dx[:, None])[:, None, None, :]
         bidx = torch.arange(batch, device=device)[:, None, None, None]
         cropped = []
-        for t in tensors:
-            padded = F.pad(t, (pad, pad, pad, pad))
+        for k, t in enumerate(tensors):
+            shift = fill.view(1, -1, 1, 1).to(t) if fill is not None and k == 0 else None
+            padded = F.pad(t, (pad, pad, pad, pad)) if shift is None else F.pad(t - shift, (pad, pad, pad, pad)) + shift
             cidx = torch.arange(t.shape[1], device=device)[None, :, None, None]
             cropped.append(padded[bidx, cidx, rows, cols])
         tensors = tuple(cropped)
@@ -104,7 +107,9 @@ class InMemorySplit:
              keep: np.ndarray | None = None) -> InMemorySplit:
         data = load_split(dataset_path, split)
         rows = slice(None) if keep is None else keep
-        return cls(to_model_input(data.images[rows], mean, std, device), data.labels[rows], data.ids[rows])
+        split = cls(to_model_input(data.images[rows], mean, std, device), data.labels[rows], data.ids[rows])
+        split.mean, split.std = mean, std  # what crop_fill needs
+        return split
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -162,10 +167,7 @@ def open_split(dataset_path: str | Path, split: str, info, device: torch.device,
     """
     if info.storage == "index":
         return StreamedSplit(dataset_path, split, info.mean, info.std, device, keep, workers, random_resized_crop)
-    if random_resized_crop:
-        raise UserError(f"recipe key random_resized_crop: {dataset_path} stores {info.kind} images at their "
-                        "final size; it applies to ImageNet index datasets only (use crop_padding here)")
-    return InMemorySplit.load(dataset_path, split, info.mean, info.std, device, keep)
+    return InMemorySplit.load(dataset_path, split, info.mean, info.std, device, keep)  # crops: train_epoch
 
 
 @torch.inference_mode()
@@ -188,14 +190,31 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATC
     return predict_batches(model, ((x[i : i + batch_size], None) for i in range(0, len(x), batch_size)))
 
 
-def predict_splits(model: torch.nn.Module, splits: dict, seed: int, epoch: int) -> dict:
-    """{split: (pred, conf)} of the dump of ``epoch``. Input dropout kept at evaluation draws its masks from
-    (seed, epoch, split) alone, so a resumed run dumps the same predictions as an uninterrupted one."""
+def predict_splits(model: torch.nn.Module, splits: dict, seed: int, epoch: int, crop: int | None = None) -> dict:
+    """{split: (pred, conf)} of the dump of ``epoch``. Input dropout kept at evaluation and random resized crops
+    (``crop``: their size, recipe ``eval_random_resized_crop``) draw from (seed, epoch, split) alone, so a
+    resumed run dumps the same predictions as an uninterrupted one."""
     dumps = {}
     for name, split in splits.items():
         seed_eval_dropout(model, seed, epoch, name)
-        dumps[name] = predict_batches(model, split.batches(EVAL_BATCH))
+        batches = split.batches(EVAL_BATCH)
+        if crop:
+            generator = eval_generator(seed, epoch, name)
+            batches = ((random_resized_crop(xb, crop, generator), yb) for xb, yb in batches)
+        dumps[name] = predict_batches(model, batches)
     return dumps
+
+
+def eval_crop(recipe: dict, image_size: int) -> int | None:
+    """Size of the random resized crops at evaluation (None: the images as stored)."""
+    return (recipe.get("crop_size") or image_size) if recipe.get("eval_random_resized_crop") else None
+
+
+def model_image_size(recipe: dict, info) -> int:
+    """The side of the images the model sees: the crop size of array-storage random resized crops, else the stored size."""
+    if info.storage != "index" and recipe.get("random_resized_crop") and recipe.get("crop_size"):
+        return recipe["crop_size"]
+    return info.image_shape[0]
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Split,
@@ -205,11 +224,14 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
     order = torch.randperm(len(data), generator=generator)
     losses, corrects, steps = [], [], []  # kept on the device: no synchronisation per step
     batches = data.batches(recipe["batch_size"], order, generator)
+    fill = crop_fill(recipe, data)
     batches = tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress, leave=False,
                    file=sys.stderr, mininterval=5)
     for batch, (xb, yb) in enumerate(batches, start=1):
+        if recipe["random_resized_crop"] and isinstance(data, InMemorySplit):  # index datasets crop when loading
+            xb = random_resized_crop(xb, recipe.get("crop_size") or xb.shape[-1], generator)
         if recipe["crop_padding"] or recipe["hflip"]:
-            (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb)
+            (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb, fill=fill)
         halves = [slice(0, len(xb) // 2), slice(len(xb) // 2, None)] if recipe["split_batch"] and len(xb) > 1 \
             else [slice(None)]
         for part in halves:
@@ -240,6 +262,14 @@ def check_finite(losses: torch.Tensor, steps: list[int], model: torch.nn.Module)
     for name, value in model.state_dict().items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise Diverged(f"weights {name} are non-finite after the last batch ({steps[-1]})")
+
+
+def crop_fill(recipe: dict, data) -> torch.Tensor | None:
+    """What ``crop_padding`` pads with in normalised units: None (0, the mean colour) or black (``crop_fill: black``,
+    as torchvision's RandomCrop pads the image before it is normalised)."""
+    if recipe.get("crop_fill", "mean") != "black" or not hasattr(data, "mean"):
+        return None
+    return -torch.as_tensor(data.mean, dtype=torch.float32) / torch.as_tensor(data.std, dtype=torch.float32)
 
 
 def make_optimizer(model: torch.nn.Module, recipe: dict):
@@ -366,8 +396,10 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     device = resolve_device(device)
     print(f"training {spec['model']} seed {spec['seed']} on {device}", file=sys.stderr)
     set_determinism(recipe["deterministic"])
-    info = dataset_info(dataset_path)
-    height, width, channels = info.image_shape
+    info = input_stats(dataset_info(dataset_path), recipe)
+    _, _, channels = info.image_shape
+    height = model_image_size(recipe, info)
+    crop = eval_crop(recipe, height)
     with read_h5(dataset_path, "prepared dataset") as handle:
         if "train" not in handle:
             raise UserError(f"{dataset_path} has no split 'train' (it has {sorted(handle)}); "
@@ -398,7 +430,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
         start_epoch, rows, snapshots = 1, [], {}
         if 0 in recipe["snapshot_epochs"]:
             snapshots[0] = _cpu_copy(model.state_dict())
-        preds = {name: [dump] for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], 0).items()}
+        preds = {name: [dump] for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], 0, crop).items()}
         rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
     else:
         model.load_state_dict(state["model"])
@@ -420,7 +452,7 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
                             f"(lr {lr:g}); lower `lr` in its recipe or overrides (or check its `weights` file) "
                             "and rerun") from None
         scheduler.step()
-        for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], epoch).items():
+        for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], epoch, crop).items():
             preds[name].append(dump)
         rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
         print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
