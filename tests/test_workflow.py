@@ -107,9 +107,11 @@ EXPECTED_JOBS = {
     # adds the superclass table and Figures 11-12 (built-in coarse classes)
     # ImageNet: the ResNet-18 grid and the A.3 base controls (VGG-11, DenseNet-121 grids: Figures 15-16);
     # ImageNet and CIFAR-100 also export the human-experiment pages (Figures 18 / 19)
-    "ddd_imagenet.yaml": {"train": 3 * DDD_TRAININGS, "ddd_class_extremes": 3, "ddd_table1_class_extremes": 3,
-                          "ddd_fig13_accuracy": 3, "ddd_fig03_conditions": 3, "ddd_human_pages": 1,
-                          "ddd_fig18_pairs": 1, "total": 149},
+    # + the SOTA set's 6 pretrained models (epochs 0: evaluation only) and the published per-image results,
+    # neither with Figure 3 (no base run); the published results without Figures 4 and 5 (no single models)
+    "ddd_imagenet.yaml": {"train": 3 * DDD_TRAININGS + 6, "ddd_class_extremes": 5, "ddd_table1_class_extremes": 5,
+                          "ddd_fig13_accuracy": 5, "ddd_fig03_conditions": 3, "ddd_fig05_kappa_heatmaps": 4,
+                          "ddd_fig04_decisions": 4, "ddd_human_pages": 1, "ddd_fig18_pairs": 1, "total": 177},
     "ddd_cifar100.yaml": {"train": DDD_TRAININGS, "ddd_superclasses": 1, "ddd_fig11_superclasses": 1,
                           "ddd_fig12_superclass_categories": 1, "ddd_human_pages": 1, "ddd_fig18_pairs": 1,
                           "total": 56},
