@@ -94,3 +94,89 @@ def test_pages_and_scores_from_planted_observers(experiment, tmp_path, capsys):
     pd.DataFrame({"trial": [99], "answer": ["L"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(UserError, match="do not match the page"):
         human_scores.pair_scores(pairs, {"bad": str(tmp_path / "bad.csv")})
+
+
+def test_pair_scores_carry_a_one_sided_binomial_test_against_chance(tmp_path):
+    """Per observer: P(X >= k) for X ~ Binomial(n, 1/2), written out with math.comb."""
+    import math
+
+    pairs = pd.DataFrame({"trial": np.arange(1, 150), "easier": np.where(np.arange(149) % 2, "L", "R")})
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, k in (("good", 107), ("guess", 75)):
+        right = np.zeros(149, bool)
+        right[rng.choice(149, k, replace=False)] = True
+        answer = np.where(right, pairs["easier"], np.where(pairs["easier"] == "L", "R", "L"))
+        pd.DataFrame({"trial": pairs["trial"], "answer": answer}).to_csv(tmp_path / f"{name}.csv", index=False)
+        paths[name] = str(tmp_path / f"{name}.csv")
+    table = human_scores.pair_scores(pairs, paths).set_index("observer")
+
+    def tail(k: int, n: int) -> float:
+        return sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+
+    assert table.loc["good", "n_correct"] == 107 and table.loc["good", "p_value"] == pytest.approx(tail(107, 149))
+    assert table.loc["good", "p_value"] == pytest.approx(5.0e-8, rel=0.01)  # the paper's 72 % observer
+    assert table.loc["guess", "p_value"] == pytest.approx(tail(75, 149))
+    assert table.loc["all", "p_value"] == pytest.approx(tail(182, 298))
+
+
+def authors_balance(categories: np.ndarray, errors: np.ndarray, seed: int = 1312) -> np.ndarray:
+    """The authors' notebook (06_figure_6), rewritten on plain arrays: positions of the 300 items kept.
+    Categories coded as theirs: 0 impossible, 1 in-between, 2 trivial."""
+    np.random.seed(seed)
+    positions = np.arange(len(categories))
+    error_inds = np.where(errors == 1)[0]
+    kept = np.delete(positions, np.concatenate((error_inds, [43, 221, 253])))
+    codes = categories[kept]
+    impossible, inbetween, trivial = (np.where(codes == c)[0] for c in (0, 1, 2))
+    rm_inbetween = np.random.choice(inbetween, len(inbetween) - len(impossible), replace=False)
+    rm_trivial = np.random.choice(trivial, len(trivial) - len(impossible), replace=False)
+    return np.delete(kept, np.concatenate((rm_inbetween, rm_trivial)))
+
+
+def test_experiment_two_items_are_balanced_as_the_authors_draw_them():
+    from pathologies.ddd.human_analysis import analysis_items
+
+    rng = np.random.default_rng(3)
+    categories = rng.permutation(np.repeat([0, 1, 2], 100))
+    errors = np.zeros(300, int)  # label errors mostly among impossible items (the smallest category then)
+    errors[rng.choice(np.flatnonzero(categories == 0), 30, replace=False)] = 1
+    errors[rng.choice(np.flatnonzero(categories != 0), 10, replace=False)] = 1
+    names = np.array(["impossible", "in_between", "trivial"])[categories]
+    questions = pd.DataFrame({"trial": np.arange(1, 301), "image_id": 1000 + np.arange(300), "category": names,
+                              "fraction_correct": rng.random(300)})
+    items = analysis_items(questions, [44, 222, 254], 1000 + np.flatnonzero(errors), balance=True, seed=1312)
+    expected = authors_balance(categories, errors)
+    assert items["trial"].tolist() == (expected + 1).tolist()
+    counts = items["category"].value_counts()
+    assert counts.nunique() == 1 and counts["impossible"] == np.count_nonzero(
+        (categories == 0) & (errors == 0) & ~np.isin(np.arange(300), [43, 221, 253]))
+    unbalanced = analysis_items(questions, [44, 222, 254])
+    assert len(unbalanced) == 297 and not set(unbalanced["trial"]) & {44, 222, 254}
+
+
+def test_model_accuracy_by_answer_and_q1_correlation_with_observer_exclusion():
+    from pathologies.ddd.human_analysis import drop_observers, model_accuracy_table
+
+    rng = np.random.default_rng(1)
+    items = pd.DataFrame({"trial": np.arange(1, 31), "image_id": np.arange(30), "category": "trivial",
+                          "fraction_correct": rng.random(30)})
+    rows = []
+    for observer in ("o1", "o2", "o3"):
+        rows.append(pd.DataFrame({"observer": observer, "trial": items["trial"], "question": "q1",
+                                  "answer": rng.integers(0, 5, 30).astype(str)}))
+        rows.append(pd.DataFrame({"observer": observer, "trial": items["trial"], "question": "q2",
+                                  "answer": rng.choice(["no", "maybe", "yes"], 30)}))
+    long = drop_observers(pd.concat(rows, ignore_index=True), {"q2": ["o2"]})
+    assert set(long.loc[long["question"] == "q2", "observer"]) == {"o1", "o3"}
+    assert set(long.loc[long["question"] == "q1", "observer"]) == {"o1", "o2", "o3"}
+    table = model_accuracy_table(items, long, {"q2": ("no", "maybe", "yes")}).set_index(["question", "answer"])
+
+    q1 = np.mean([rows[2 * i]["answer"].astype(float).to_numpy() for i in range(3)], axis=0)
+    r = np.corrcoef(q1, items["fraction_correct"])[0, 1]
+    assert table.loc[("q1", ""), "value"] == pytest.approx(r)
+    accuracy = items["fraction_correct"].to_numpy()
+    for answer in ("no", "maybe", "yes"):
+        chosen = [accuracy[rows[2 * i + 1]["answer"].to_numpy() == answer] for i in (0, 2)]  # o1, o3
+        assert table.loc[("q2", answer), "value"] == pytest.approx(np.concatenate(chosen).mean())
+        assert table.loc[("q2", answer), "n"] == sum(len(c) for c in chosen)

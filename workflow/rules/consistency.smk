@@ -197,12 +197,15 @@ rule ddd_human_scores:
     """A.10-A.11: observers' accuracy and consistency, answer shares, Krippendorff's alpha."""
     input:
         human="results/ddd/{experiment}/human",
+        spec="results/ddd/{experiment}/experiment.json",
+        exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
         pair_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "pairs"),
         question_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "questions"),
     output:
         pairs="results/ddd/{experiment}/human_pairs.csv",
         questions="results/ddd/{experiment}/human_questions.csv",
         agreement="results/ddd/{experiment}/human_agreement.csv",
+        model_accuracy="results/ddd/{experiment}/human_model_accuracy.csv",
     log:
         "results/logs/ddd/{experiment}/human_scores.log",
     conda:
@@ -213,8 +216,9 @@ rule ddd_human_scores:
     shell:
         "python -m pathologies.ddd.human_scores --pairs {input.human:q}/pairs.csv "
         "--questions {input.human:q}/questions.csv --pair-answers {input.pair_answers:q} "
-        "--question-answers {input.question_answers:q} --pairs-out {output.pairs:q} "
-        "--questions-out {output.questions:q} --agreement-out {output.agreement:q} > {log:q} 2>&1"
+        "--question-answers {input.question_answers:q} --spec {input.spec:q} --pairs-out {output.pairs:q} "
+        "--questions-out {output.questions:q} --agreement-out {output.agreement:q} "
+        "--model-accuracy-out {output.model_accuracy:q} > {log:q} 2>&1"
 
 
 rule ddd_rsa:

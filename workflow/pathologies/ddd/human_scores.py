@@ -10,14 +10,22 @@ templates :mod:`pathologies.ddd.human_pages` writes: experiment 1 ``trial,answer
 object categories (integer >= 0), q2 in no / maybe / yes (is there a main category) and q3 in no /
 slightly / very (is the presentation unusual). Empty cells are unanswered trials.
 
-- ``human_pairs.csv``: per observer n_trials, n_answered, accuracy (chose the trivial image) and
-  mean_kappa (error consistency with each other observer, the paper's 0.41-0.75), then a row ``all``.
+- ``human_pairs.csv``: per observer n_trials, n_answered, n_correct, accuracy (chose the trivial image),
+  p_value (one-sided exact binomial test of n_correct of n_answered against chance, 1/2: the paper's "72 %
+  gives p = 5e-8") and mean_kappa (error consistency with each other observer, the paper's 0.41-0.75), then
+  a row ``all`` (pooled).
 - ``human_questions.csv``: per observer (and ``all``, pooled) x question x answer x category: n,
   share_of_answer (the categories of one answer sum to 1: Figure 6), share_of_question (the answers of one
   question sum to 1: Figures 25-28), mean_accuracy (mean fraction of models right on those images).
 - ``human_agreement.csv``: per question, Krippendorff's alpha across all observers (q1 interval, q2 and q3
   ordinal) and over each pair of observers (mean, min, max), and for q1 the mean / min / max pairwise
   Pearson correlation.
+- ``human_model_accuracy.csv`` (with ``--model-accuracy-out``): :mod:`pathologies.ddd.human_analysis`.
+
+With ``--spec`` (the experiment description), experiment 2 is analysed on the items and observers its
+``human`` options select (drop_trials, filter_excluded, balance, balance_seed, exclude_observers;
+:mod:`pathologies.ddd.human_analysis`): ``human_questions.csv``, ``human_agreement.csv`` and
+``human_model_accuracy.csv`` all use them.
 """
 
 from __future__ import annotations
@@ -31,8 +39,11 @@ import pandas as pd
 
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
+from scipy import stats
+
 from .agreement import krippendorff_alpha, pairwise_alpha
 from .consistency import pair_stats
+from .human_analysis import analysis_items, drop_observers, model_accuracy_table
 
 SCALES = {"q2": ("no", "maybe", "yes"), "q3": ("no", "slightly", "very")}
 
@@ -71,16 +82,27 @@ def pair_scores(pairs: pd.DataFrame, answers: dict[str, str]) -> pd.DataFrame:
         answered.append((given != "").to_numpy())
         correct.append((given == pairs["easier"].to_numpy()).to_numpy())
     correct, answered = np.array(correct), np.array(answered)
+    n_correct, n_answered = correct.sum(axis=1), answered.sum(axis=1)
     kappa = pair_stats(correct).kappa if len(names) > 1 else np.full((1, 1), np.nan)
     off_diagonal = np.where(np.eye(len(names), dtype=bool), np.nan, kappa)
     with np.errstate(invalid="ignore"):
         mean_kappa = np.nanmean(off_diagonal, axis=1) if len(names) > 1 else [np.nan]
-    table = pd.DataFrame({"observer": names, "n_trials": len(pairs), "n_answered": answered.sum(axis=1),
-                          "accuracy": correct.sum(axis=1) / np.maximum(answered.sum(axis=1), 1),
+    table = pd.DataFrame({"observer": names, "n_trials": len(pairs), "n_answered": n_answered,
+                          "n_correct": n_correct, "accuracy": n_correct / np.maximum(n_answered, 1),
+                          "p_value": [chance_p_value(k, n) for k, n in zip(n_correct, n_answered)],
                           "mean_kappa": mean_kappa})
-    total = {"observer": "all", "n_trials": len(pairs) * len(names), "n_answered": int(answered.sum()),
-             "accuracy": correct.sum() / max(answered.sum(), 1), "mean_kappa": float(np.nanmean(mean_kappa))}
+    total = {"observer": "all", "n_trials": len(pairs) * len(names), "n_answered": int(n_answered.sum()),
+             "n_correct": int(n_correct.sum()), "accuracy": n_correct.sum() / max(n_answered.sum(), 1),
+             "p_value": chance_p_value(int(n_correct.sum()), int(n_answered.sum())),
+             "mean_kappa": float(np.nanmean(mean_kappa))}
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+def chance_p_value(n_correct: int, n_answered: int) -> float:
+    """One-sided exact binomial test of ``n_correct`` right of ``n_answered`` against guessing (p = 1/2)."""
+    if n_answered == 0:
+        return float("nan")
+    return float(stats.binomtest(int(n_correct), int(n_answered), 0.5, alternative="greater").pvalue)
 
 
 def question_answers(questions: pd.DataFrame, answers: dict[str, str]) -> pd.DataFrame:
@@ -158,16 +180,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", required=True)
     parser.add_argument("--pair-answers", nargs="*", default=[])
     parser.add_argument("--question-answers", nargs="*", default=[])
+    parser.add_argument("--spec", help="experiment.json: the human options and exclude_ids of the analysis")
     for name in ("pairs", "questions", "agreement"):
         parser.add_argument(f"--{name}-out", required=True)
+    parser.add_argument("--model-accuracy-out")
     args = parser.parse_args(argv)
     pairs, questions = read_csv(args.pairs, "pairs table"), read_csv(args.questions, "questions table")
     pair_table = (pair_scores(pairs, _observers(args.pair_answers)) if args.pair_answers
-                  else pd.DataFrame(columns=["observer", "n_trials", "n_answered", "accuracy", "mean_kappa"]))
+                  else pd.DataFrame(columns=["observer", "n_trials", "n_answered", "n_correct", "accuracy", "p_value",
+                                             "mean_kappa"]))
     long = (question_answers(questions, _observers(args.question_answers)) if args.question_answers
             else pd.DataFrame(columns=["observer", "trial", "question", "answer"]))
-    tables = {args.pairs_out: pair_table, args.questions_out: question_table(questions, long),
+    items = questions
+    if args.spec:
+        from .exclusion import excluded_ids
+        from .experiment import read_spec
+
+        spec = read_spec(args.spec)
+        human = spec.get("human") or {}
+        excluded = excluded_ids(spec) if human.get("filter_excluded", True) else []
+        items = analysis_items(questions, human.get("drop_trials", []), excluded, human.get("balance", False),
+                               human.get("balance_seed", 1312))
+        long = drop_observers(long[long["trial"].isin(items["trial"])], human.get("exclude_observers", {}))
+    tables = {args.pairs_out: pair_table, args.questions_out: question_table(items, long),
               args.agreement_out: agreement_table(long)}
+    if args.model_accuracy_out:
+        tables[args.model_accuracy_out] = model_accuracy_table(items, long, SCALES)
     for path, table in tables.items():
         with atomic_output(path) as tmp:
             table.to_csv(tmp, index=False)

@@ -152,7 +152,8 @@ class DddRules:
         extra += ["superclasses.csv", "superclass_kappa.csv"] if options["superclasses"] else []
         extra += ["label_ambiguity.csv"] if options["label_ambiguity"] else []
         extra += ["human"] if options["human"] else []  # the folder of the static pages
-        extra += ["human_pairs.csv", "human_questions.csv", "human_agreement.csv"] if self._human_scored(name) else []
+        extra += (["human_pairs.csv", "human_questions.csv", "human_agreement.csv", "human_model_accuracy.csv"]
+                  if self._human_scored(name) else [])
         return [f"{RESULTS}/{name}/{table}" for table in (*TABLES, *extra)]
 
     def figures(self, name: str) -> list[str]:
