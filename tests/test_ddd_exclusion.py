@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,21 @@ def test_planted_label_errors_leave_every_table_and_are_counted(experiment, tmp_
            "(42 ids listed, 2 of them not in the split)" in text
     assert f"{N_IMAGES - 40} test images" in text
 
-    data = figures.plot_histogram(histogram, tmp_path / "fig02.png")  # the red overlay of the excluded images
-    assert (tmp_path / "fig02.png").stat().st_size > 0 and len(data) == 2 * 5
+    # Figure 2a as the paper draws it: all images in blue, the excluded ones in red, both shares of all images
+    data = figures.plot_histogram(histogram, tmp_path / "fig02.png")
+    assert (tmp_path / "fig02.png").stat().st_size > 0 and len(data) == 3 * 5
+
+    def drawn(frame, source):
+        return frame[frame["source"] == source].sort_values("k")["fraction"].tolist()
+
+    assert drawn(data, "observed") == pytest.approx((np.bincount(stack, minlength=5) / N_IMAGES).tolist())
+    assert drawn(data, "excluded") == pytest.approx((np.bincount(stack[planted], minlength=5) / N_IMAGES).tolist())
+    p_all = stack.mean() / 4
+    assert drawn(data, "binomial") == pytest.approx([math.comb(4, k) * p_all**k * (1 - p_all)**(4 - k) for k in range(5)])
+    # the other reading: kept images in blue, the excluded ones normalised among themselves
+    separate = figures.plot_histogram(histogram, tmp_path / "fig02s.png", errors="separate")
+    assert drawn(separate, "observed") == pytest.approx((np.bincount(stack[keep], minlength=5) / keep.sum()).tolist())
+    assert drawn(separate, "excluded") == pytest.approx((np.bincount(stack[planted], minlength=5) / 40).tolist())
 
 
 def sota_config(csv: str, **options) -> dict:

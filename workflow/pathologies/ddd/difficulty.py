@@ -146,6 +146,7 @@ def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
     excluded_counts = np.bincount(excluded.correct[rows, 0].sum(axis=0), minlength=n_models + 1)
     histogram["excluded_images"] = excluded_counts
     histogram["excluded"] = excluded_counts / max(1, excluded_counts.sum())
+    histogram = histogram.join(all_images_columns(n_correct, excluded_counts, n_models))
     profiles, histograms = difficulty_model_tables(n_correct, n_models, spec["analysis_seed"])
     classes = class_accuracy(final.correct[:, 0], final.targets, final.models)
     classes.insert(1, "condition", classes["model"].map({m["label"]: m["condition"] for m in members}))
@@ -161,6 +162,17 @@ def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
         "changes": changes_table(spec),
     }
     return per_image_tables(tables, spec) if spec.get("per_image_results") else tables
+
+
+def all_images_columns(n_correct: np.ndarray, excluded_counts: np.ndarray, n_models: int) -> pd.DataFrame:
+    """Figure 2a as the paper draws it: every image (kept and excluded) as a share of all images (``all``,
+    its binomial ``binomial_all``), and the excluded ones as a share of all images too (``excluded_of_all``)."""
+    counts = np.bincount(n_correct, minlength=n_models + 1) + excluded_counts
+    total = max(1, int(counts.sum()))
+    mean_accuracy = (counts * np.arange(n_models + 1)).sum() / total / n_models
+    return pd.DataFrame({"all_images": counts, "all": counts / total,
+                         "binomial_all": stats.binom.pmf(np.arange(n_models + 1), n_models, mean_accuracy),
+                         "excluded_of_all": excluded_counts / total})
 
 
 def per_image_tables(tables: dict[str, pd.DataFrame], spec: dict) -> dict[str, pd.DataFrame]:

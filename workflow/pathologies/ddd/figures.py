@@ -32,6 +32,7 @@ Every plotting function saves a PNG and returns the data it plotted.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -65,12 +66,23 @@ def _theme() -> None:
     sns.set_theme(style="whitegrid", context="paper")
 
 
-def plot_histogram(histogram: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 2: fraction of images that k of M models get right, observed vs binomial."""
+def plot_histogram(histogram: pd.DataFrame, out: str | Path, errors: str = "paper") -> pd.DataFrame:
+    """Figure 2: fraction of images that k of M models get right, observed vs binomial; returns what is drawn
+    (source, k, models correct, fraction).
+
+    With excluded images (label errors), ``errors="paper"`` draws them as the paper's Figures 2a / 22a: every
+    image in blue and the binomial of all images, the excluded ones in red as a share of all images;
+    ``"separate"`` draws the kept images in blue and the excluded ones normalised among themselves.
+    """
     _theme()
+    histogram = histogram.sort_values("k")
     n_models = int(histogram["k"].max())
     names = {0: "None", n_models: "All"}
-    data = histogram.melt(id_vars="k", value_vars=["observed", "binomial"], var_name="source", value_name="fraction")
+    excluded = "excluded_images" in histogram and histogram["excluded_images"].sum() > 0
+    paper = excluded and errors == "paper" and "all" in histogram
+    blue, green = ("all", "binomial_all") if paper else ("observed", "binomial")
+    data = pd.DataFrame({"k": histogram["k"], "observed": histogram[blue], "binomial": histogram[green]}).melt(
+        id_vars="k", value_vars=["observed", "binomial"], var_name="source", value_name="fraction")
     data["models correct"] = data["k"].map(lambda k: names.get(k, str(k)))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * (n_models + 1) + 1.5), 3))
     sns.barplot(data=data, x="models correct", y="fraction", hue="source", ax=ax,
@@ -78,13 +90,25 @@ def plot_histogram(histogram: pd.DataFrame, out: str | Path) -> pd.DataFrame:
                 palette={"observed": "#3182bd", "binomial": "#31a354"})
     ax.set_ylabel("fraction of images")
     ax.set_title(f"How many of {n_models} models classify an image correctly")
-    if "excluded_images" in histogram and histogram["excluded_images"].sum() > 0:  # the paper's red overlay
+    if excluded:  # the paper's red label errors
         n_excluded = int(histogram["excluded_images"].sum())
-        ax.plot(range(n_models + 1), histogram.sort_values("k")["excluded"], color="#de2d26", marker="o",
-                markersize=3, linewidth=1, label=f"excluded images (n = {n_excluded})")
+        red = histogram["excluded_of_all" if paper else "excluded"].to_numpy()
+        if paper:
+            ax.bar(range(n_models + 1), red, width=0.4, color="#de2d26", label=f"excluded images (n = {n_excluded})")
+        else:
+            ax.plot(range(n_models + 1), red, color="#de2d26", marker="o", markersize=3, linewidth=1,
+                    label=f"excluded images (n = {n_excluded}), share among them")
         ax.legend(fontsize="small")
+        data = pd.concat([data, pd.DataFrame({"k": histogram["k"], "source": "excluded", "fraction": red,
+                                              "models correct": histogram["k"].map(lambda k: names.get(k, str(k)))})],
+                         ignore_index=True)
     _save(fig, out)
-    return data
+    return data[["source", "k", "models correct", "fraction"]]
+
+
+def _fig02(args) -> pd.DataFrame:
+    spec = json.loads(Path(args.spec).read_text()) if args.spec else {}
+    return plot_histogram(_read_csv(args.histogram), args.out, spec.get("fig02_errors", "paper"))
 
 
 def plot_conditions(conditions: pd.DataFrame, out: str | Path, order_by: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -496,7 +520,7 @@ def _read_csv(path: str) -> pd.DataFrame:
 
 
 FIGURES = {
-    "fig02_histogram": (("histogram",), lambda a: plot_histogram(_read_csv(a.histogram), a.out)),
+    "fig02_histogram": (("histogram",), _fig02),
     "fig03_conditions": (("conditions",), lambda a: plot_conditions(
         _read_csv(a.conditions), a.out, _read_csv(a.order) if a.order else None)),
     "fig04_decisions": (("difficulty",), lambda a: plot_decisions(_read_csv(a.difficulty), a.out)),
@@ -526,7 +550,8 @@ FIGURES = {
 }
 
 
-OPTIONAL = {"fig03_conditions": ("order",)}  # --order: conditions.csv of the experiment to order by
+# --order: conditions.csv of the experiment to order by; --spec: experiment.json (fig02_errors)
+OPTIONAL = {"fig03_conditions": ("order",), "fig02_histogram": ("spec",)}
 
 
 @cli

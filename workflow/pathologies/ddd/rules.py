@@ -21,7 +21,7 @@ TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoc
           "class_accuracy.csv", "decision_changes.csv", "class_extremes.csv")
 # Figures drawn from tables alone: figure -> {option of pathologies.ddd.figures: table}.
 TABLE_FIGURES = {
-    "fig02_histogram": {"histogram": "histogram.csv"},
+    "fig02_histogram": {"histogram": "histogram.csv", "spec": "experiment.json"},
     "fig03_conditions": {"conditions": "conditions.csv"},
     "fig04_decisions": {"difficulty": "difficulty.csv"},
     "fig05_kappa_heatmaps": {"kappa": "kappa.csv"},
