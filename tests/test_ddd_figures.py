@@ -109,12 +109,13 @@ def test_base_epochs(tmp_path):
     assert data["decisions"].tolist() == [[1], [1], [0]] and data["kappa"].tolist() == [[1]]
 
 
-def test_kl_accuracy(tmp_path):
-    kl = pd.DataFrame({"class": [0, 1, 2], "std": [1.0, 2.0, 3.0], "kl_to_next": [5.0, 2.0, np.nan],
-                       "accuracy": [1.0, 0.5, 0.2], "mean_accuracy": [0.9, 0.5, 0.3]})
+def test_kl_accuracy_scatter_skips_the_first_20_classes_as_the_paper(tmp_path):
+    n = 25
+    kl = pd.DataFrame({"class": np.arange(n), "std": np.arange(1.0, n + 1), "kl_to_next": [*np.linspace(5, 1, n - 1), np.nan],
+                       "accuracy": np.linspace(1, 0, n), "mean_accuracy": np.linspace(1, 0, n)})
     data = figures.plot_kl_accuracy(kl, tmp_path / "fig09.png")
     assert is_png(tmp_path / "fig09.png")
-    assert data["class"].tolist() == [0, 1]
+    assert data["class"].tolist() == [20, 21, 22, 23]  # classes 21..24 (1-based) with a next class
 
 
 def test_difficulty_models_figure(tmp_path):
@@ -146,7 +147,7 @@ def test_class_accuracy_sorted_by_base(tmp_path):
                           "accuracy": [0.2, 0.9, 0.5, 0.4, 0.7, 0.6]})
     data = figures.plot_class_accuracy(table, tmp_path / "fig20.png")
     assert is_png(tmp_path / "fig20.png")
-    assert data["class"].tolist() == [1, 2, 0]
+    assert data["class"].tolist() == [1, 2, 0] and data["class_name"].tolist() == ["1", "2", "0"]
     assert data["min"].tolist() == [0.7, 0.5, 0.2] and data["max"].tolist() == [0.9, 0.6, 0.4]
 
 

@@ -93,3 +93,19 @@ def test_table1_lists_easiest_and_hardest_classes_of_the_base(tmp_path):
     assert table.loc[0, "mean_accuracy"] == pytest.approx(0.7)
     figures.plot_class_extremes(table, tmp_path / "t1.png")
     assert (tmp_path / "t1.png").stat().st_size > 0
+    assert table["label"].tolist() == table["class_name"].tolist()
+
+
+def test_imagenet_wordnet_ids_get_readable_names_in_table1_and_figure20(tmp_path):
+    """The 1,000 sorted WordNet ids become torchvision's category names (class 0 tench, 999 toilet tissue;
+    the paper's Table 1 names 'earthstar', class 995)."""
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    names = class_extremes.readable_names(wnids)
+    assert (names[0], names[995], names[999]) == ("tench", "earthstar", "toilet tissue")
+    assert class_extremes.readable_names(["n00000001", "cat"]) == ["n00000001", "cat"]
+    accuracy = np.linspace(0, 1, 1000)
+    rows = pd.DataFrame({"member": "base", "class": range(1000), "class_name": wnids, "accuracy": accuracy})
+    table = class_extremes.class_extremes(rows, n=1)
+    assert table["label"].tolist() == ["toilet tissue", "tench"]
+    data = figures.plot_class_accuracy(rows, tmp_path / "fig20.png")
+    assert data["class_name"].iloc[0] == "toilet tissue"

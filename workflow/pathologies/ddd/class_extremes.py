@@ -2,20 +2,37 @@
 
     python -m pathologies.ddd.class_extremes --class-accuracy class_accuracy.csv --out class_extremes.csv [--n 10]
 
-Rows: side (easiest / hardest), rank (1 = most extreme), class, class_name, accuracy (the base member at
-E; without a base member, external models only, the mean over the models) and mean_accuracy (all models).
+Rows: side (easiest / hardest), rank (1 = most extreme), class, class_name, label (a readable name: for the
+1,000 ImageNet classes, named by WordNet ids in the prepared dataset, torchvision's category names, as the
+paper's Table 1 lists 'earthstar' ... 'screen, CRT screen'; else the class name), accuracy (the base member
+at E; without a base member, external models only, the mean over the models) and mean_accuracy (all models).
 Easiest come in descending, hardest in ascending accuracy; ties keep the class order.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
 import numpy as np
 import pandas as pd
 
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
+
+
+WNID = re.compile(r"n\d{8}")
+
+
+def readable_names(class_names) -> list[str]:
+    """Readable class names: the 1,000 ImageNet WordNet ids (sorted, the class order of every ImageNet
+    classifier) become torchvision's category names; other names stay as they are."""
+    names = [str(name) for name in class_names]
+    if len(names) == 1000 and names == sorted(names) and all(WNID.fullmatch(name) for name in names):
+        from torchvision.models import ResNet18_Weights
+
+        return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return names
 
 
 def class_extremes(class_accuracy: pd.DataFrame, n: int = 10) -> pd.DataFrame:
@@ -25,12 +42,14 @@ def class_extremes(class_accuracy: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     wide = class_accuracy.pivot_table(index=["class", "class_name"], columns="member", values="accuracy")
     reference = wide["base"] if "base" in wide.columns else wide.mean(axis=1)
     table = pd.DataFrame({"accuracy": reference, "mean_accuracy": wide.mean(axis=1)}).reset_index()
+    table["label"] = readable_names(table["class_name"]) if len(table) == 1000 else table["class_name"].astype(str)
     count = min(n, len(table) // 2) or 1
     easiest = table.iloc[np.argsort(-table["accuracy"].to_numpy(), kind="stable")[:count]]
     hardest = table.iloc[np.argsort(table["accuracy"].to_numpy(), kind="stable")[:count]]
     parts = [part.assign(side=side, rank=np.arange(1, len(part) + 1))
              for side, part in (("easiest", easiest), ("hardest", hardest))]
-    return pd.concat(parts, ignore_index=True)[["side", "rank", "class", "class_name", "accuracy", "mean_accuracy"]]
+    columns = ["side", "rank", "class", "class_name", "label", "accuracy", "mean_accuracy"]
+    return pd.concat(parts, ignore_index=True)[columns]
 
 
 @cli

@@ -48,6 +48,7 @@ from matplotlib.ticker import MaxNLocator
 from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import read_dump
+from .class_extremes import readable_names
 from .exclusion import excluded_ids, split_excluded
 from .experiment import read_spec
 from .summary import rsa_reference
@@ -260,8 +261,12 @@ def plot_base_epochs(correct: np.ndarray, epoch_kappa: pd.DataFrame, out: str | 
     return {"decisions": decisions, "kappa": matrix.to_numpy()}
 
 
+KL_SKIP_CLASSES = 20  # Figure 9 (right): "we skip the first 20 classes (with accuracy close to 1)"
+
+
 def plot_kl_accuracy(kl: pd.DataFrame, out: str | Path) -> pd.DataFrame:
-    """Figure 9: KL(class i || class i+1), accuracy of class i, and the two against each other."""
+    """Figure 9: KL(class i || class i+1), accuracy of class i, and the two against each other (classes from
+    the 21st on, as the paper); returns the points of the scatter."""
     _theme()
     data = kl.dropna(subset=["kl_to_next"])
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
@@ -272,11 +277,12 @@ def plot_kl_accuracy(kl: pd.DataFrame, out: str | Path) -> pd.DataFrame:
     axes[1].plot(kl["class"], kl["mean_accuracy"], marker=".", alpha=0.6, label="mean of all models")
     axes[1].set(xlabel="class i", ylabel="accuracy", title="Class accuracy")
     axes[1].legend(fontsize="small")
-    axes[2].scatter(data["kl_to_next"], data["accuracy"], c=data["class"], cmap="viridis", s=14)
+    shown = data[data["class"] >= KL_SKIP_CLASSES]  # the paper's right panel skips the first 20 classes
+    axes[2].scatter(shown["kl_to_next"], shown["accuracy"], c=shown["class"], cmap="viridis", s=14)
     axes[2].set(xlabel="KL(class i, class i+1) per value", ylabel="accuracy of class i", xscale="log",
-                title="KL vs accuracy")
+                title=f"KL vs accuracy (classes {KL_SKIP_CLASSES + 1}+)")
     _save(fig, out)
-    return data
+    return shown
 
 
 def plot_difficulty_models(profiles: pd.DataFrame, histograms: pd.DataFrame, out: str | Path) -> pd.DataFrame:
@@ -325,11 +331,18 @@ def plot_class_accuracy(class_accuracy: pd.DataFrame, out: str | Path) -> pd.Dat
     label = "base" if "base" in wide.columns else "mean of the models"
     order = np.argsort(-reference.to_numpy(), kind="stable")
     wide, reference = wide.iloc[order], reference.iloc[order]
-    data = pd.DataFrame({"class": wide.index, "rank": np.arange(len(wide)), "base": reference.to_numpy(),
+    names = class_accuracy.drop_duplicates("class").set_index("class")["class_name"] \
+        if "class_name" in class_accuracy else pd.Series(wide.index.astype(str), index=wide.index)
+    readable = dict(zip(names.index, readable_names(names.to_numpy())))
+    data = pd.DataFrame({"class": wide.index, "class_name": [readable[c] for c in wide.index],
+                         "rank": np.arange(len(wide)), "base": reference.to_numpy(),
                          "min": wide.min(axis=1).to_numpy(), "max": wide.max(axis=1).to_numpy()})
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.fill_between(data["rank"], data["min"], data["max"], color="0.8", label="range over all models")
     ax.plot(data["rank"], data["base"], color="#3182bd", marker="." if len(data) <= 100 else None, label=label)
+    for row in pd.concat([data.head(3), data.tail(3)]).drop_duplicates("rank").itertuples():  # name the extremes
+        ax.annotate(str(row.class_name), (row.rank, row.base), fontsize=6, rotation=30,
+                    xytext=(2, 4 if row.rank < len(data) / 2 else -10), textcoords="offset points")
     ax.set(xlabel=f"classes, sorted by the accuracy of the {label}", ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.legend(fontsize="small")
     _save(fig, out)
@@ -413,7 +426,7 @@ def plot_class_extremes(extremes: pd.DataFrame, out: str | Path) -> pd.DataFrame
     for ax, (side, colour) in zip(axes, (("easiest", "#74c476"), ("hardest", "#de2d26")), strict=True):
         part = extremes[extremes["side"] == side]
         ax.barh(range(len(part)), part["accuracy"], color=colour)
-        ax.set_yticks(range(len(part)), part["class_name"].astype(str))
+        ax.set_yticks(range(len(part)), part["label" if "label" in part else "class_name"].astype(str))
         ax.invert_yaxis()
         ax.set(xlim=(0, 1), xlabel="accuracy", title=f"{side} classes")
     _save(fig, out)
