@@ -39,7 +39,8 @@ def test_read_ids_from_npy_or_csv_with_one_line_errors(tmp_path):
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "two.csv", index=False)
     pd.DataFrame({"image_id": [1.5]}).to_csv(tmp_path / "float.csv", index=False)
     for name, message in [("objects.npy", "not a plain .npy array"), ("ids.json", "give a .npy, .csv or .txt file"),
-                          ("two.csv", "needs a column 'image_id', 'file_name' or 'mask'"), ("float.csv", "integer image ids"),
+                          ("two.csv", "needs a column 'image_id', 'file_name' or 'mask'"),
+                          ("float.csv", "integer image ids"),
                           ("missing.npy", "does not exist")]:
         with pytest.raises(UserError, match=message):
             read_ids(tmp_path / name)
@@ -170,7 +171,8 @@ def test_planted_label_errors_leave_every_table_and_are_counted(experiment, tmp_
     assert drawn(data, "observed") == pytest.approx((np.bincount(stack, minlength=5) / N_IMAGES).tolist())
     assert drawn(data, "excluded") == pytest.approx((np.bincount(stack[planted], minlength=5) / N_IMAGES).tolist())
     p_all = stack.mean() / 4
-    assert drawn(data, "binomial") == pytest.approx([math.comb(4, k) * p_all**k * (1 - p_all)**(4 - k) for k in range(5)])
+    pmf = [math.comb(4, k) * p_all**k * (1 - p_all) ** (4 - k) for k in range(5)]
+    assert drawn(data, "binomial") == pytest.approx(pmf)
     # the other reading: kept images in blue, the excluded ones normalised among themselves
     separate = figures.plot_histogram(histogram, tmp_path / "fig02s.png", errors="separate")
     assert drawn(separate, "observed") == pytest.approx((np.bincount(stack[keep], minlength=5) / keep.sum()).tolist())

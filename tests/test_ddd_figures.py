@@ -111,7 +111,8 @@ def test_base_epochs(tmp_path):
 
 def test_kl_accuracy_scatter_skips_the_first_20_classes_as_the_paper(tmp_path):
     n = 25
-    kl = pd.DataFrame({"class": np.arange(n), "std": np.arange(1.0, n + 1), "kl_to_next": [*np.linspace(5, 1, n - 1), np.nan],
+    kl = pd.DataFrame({"class": np.arange(n), "std": np.arange(1.0, n + 1),
+                       "kl_to_next": [*np.linspace(5, 1, n - 1), np.nan],
                        "accuracy": np.linspace(1, 0, n), "mean_accuracy": np.linspace(1, 0, n)})
     data = figures.plot_kl_accuracy(kl, tmp_path / "fig09.png")
     assert is_png(tmp_path / "fig09.png")

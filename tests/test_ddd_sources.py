@@ -95,7 +95,8 @@ def test_pretrained_models_expand_into_zero_epoch_runs_with_their_weights():
     assert done["recipes"]["pretrained"]["epochs"] == 0 and done["recipes"]["pretrained"]["batch_size"] == 128
     assert two["recipe"] == "r" and two["overrides"] == {"epochs": 0} and two["weights"] == weights
     experiment = experiments(done)["zoo"]
-    assert [(m.label, m.model, m.epoch) for m in experiment.pretrained] == [("one", "zoo.one", 0), ("two", "zoo.two", 0)]
+    members = [(m.label, m.model, m.epoch) for m in experiment.pretrained]
+    assert members == [("one", "zoo.one", 0), ("two", "zoo.two", 0)]
     rules = DddRules(done, lambda m, s: f"{m}/{s}", lambda name: f"{name}.h5")
     assert rules.predictions("zoo") == ["zoo.one/0/predictions.h5", "zoo.two/0/predictions.h5"]
     names = {path.rsplit("/", 1)[1] for path in rules.figures("zoo")}

@@ -278,8 +278,9 @@ def test_pretrained_models_and_published_per_image_results_run_in_snakemake(tmp_
     config = work / "zoo.yaml"
     config.write_text(PRETRAINED_CONFIG % digest)
     targets = [f"results/ddd/zoo/{table}.csv" for table in ("difficulty", "members", "kappa")]
-    targets += [f"results/ddd/published/{table}" for table in ("fractions.csv", "histogram.csv", "members.csv",
-                                                                "kappa.csv", "summary.txt", "figures/fig02_histogram.png")]
+    published = ("fractions.csv", "histogram.csv", "members.csv", "kappa.csv", "summary.txt",
+                 "figures/fig02_histogram.png")
+    targets += [f"results/ddd/published/{table}" for table in published]
     snakemake(*targets, "--cores", "2", "--configfile", str(config), cwd=work)
 
     data = work / "results/data/noise.h5"

@@ -66,7 +66,8 @@ def test_foreign_architecture_parameter_counts(arch):
 
 
 def test_authors_cifar_resnet18_is_torchvision_with_a_3x3_stride_1_stem_and_the_max_pool():
-    """Meding et al.'s ResNet18CIFAR: torchvision resnet18, conv1 -> 3x3/1/1 without bias, max-pool kept, 100 outputs."""
+    """Meding et al.'s ResNet18CIFAR: torchvision resnet18, conv1 -> 3x3/1/1 without bias, max-pool kept,
+    100 outputs."""
     model = build_model("tv_resnet18_cifar", 100, image_size=32).eval()
     reference = torchvision.models.resnet18(weights=None, num_classes=100)
     conv = model.conv1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from conftest import ROOT, make_quadrant_dataset, make_spec
@@ -38,7 +37,7 @@ def test_random_resized_crops_are_torchvisions_boxes_resized_and_seeded():
         assert 0.08 * 1024 - (h + w) - 1 <= h * w <= 1024
     crops = random_resized_crop(x, 224, torch.Generator().manual_seed(1))
     assert crops.shape == (6, 3, 224, 224)
-    for image, crop, (top, left, h, w) in zip(x, crops, boxes):
+    for image, crop, (top, left, h, w) in zip(x, crops, boxes, strict=True):
         # the same as cropping and resizing with torch's own bilinear interpolation
         expected = torch.nn.functional.interpolate(image[None, :, top:top + h, left:left + w], size=(224, 224),
                                                    mode="bilinear", align_corners=False, antialias=True)[0]

@@ -20,7 +20,6 @@ import pandas as pd
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
 
-
 WNID = re.compile(r"n\d{8}")
 
 

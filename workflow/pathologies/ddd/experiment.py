@@ -123,7 +123,8 @@ def read_per_image(path: str | Path, n_models: int, n_images: int) -> np.ndarray
     try:
         values = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise UserError(f"{where} does not exist; place it there or fix ddd.<experiment>.per_image_results.file") from None
+        raise UserError(f"{where} does not exist; place it there or fix ddd.<experiment>.per_image_results.file"
+                        ) from None
     except (ValueError, OSError) as err:
         raise UserError(f"{where} is not a plain .npy array ({err}); save it with np.save") from None
     if values.ndim == 2 and values.shape[1] == 1:

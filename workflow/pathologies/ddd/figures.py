@@ -333,7 +333,7 @@ def plot_class_accuracy(class_accuracy: pd.DataFrame, out: str | Path) -> pd.Dat
     wide, reference = wide.iloc[order], reference.iloc[order]
     names = class_accuracy.drop_duplicates("class").set_index("class")["class_name"] \
         if "class_name" in class_accuracy else pd.Series(wide.index.astype(str), index=wide.index)
-    readable = dict(zip(names.index, readable_names(names.to_numpy())))
+    readable = dict(zip(names.index, readable_names(names.to_numpy()), strict=True))
     data = pd.DataFrame({"class": wide.index, "class_name": [readable[c] for c in wide.index],
                          "rank": np.arange(len(wide)), "base": reference.to_numpy(),
                          "min": wide.min(axis=1).to_numpy(), "max": wide.max(axis=1).to_numpy()})

@@ -228,6 +228,25 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
     if reference is not None and (reference == name or reference not in config.get("ddd", {})):
         raise UserError(f"config key {key}.condition_order: {reference!r} is not another ddd experiment "
                         f"(have: {', '.join(sorted(set(config['ddd']) - {name}))})")
+    if _check_sources(key, experiment, config):
+        return
+    base = experiment["base"]
+    if base["recipe"] not in config["recipes"]:
+        raise UserError(f"config key {key}.base.recipe: {base['recipe']!r} is not a recipe; define it under "
+                        f"`recipes` (have: {', '.join(sorted(config['recipes']))})")
+    recipe = _base_recipe(experiment, config)
+    check_recipe(recipe, f"{key}.base.overrides", schema)
+    for condition, spec in experiment["conditions"].items():
+        _check_condition(condition, spec, recipe, base, f"{key}.conditions.{condition}", schema)
+    if experiment["rsa_images"] == 1:
+        raise UserError(f"config key {key}.rsa_images: RSA needs at least 2 images (0 turns it off)")
+    if not experiment["predictions_csv"] and not experiment["pretrained"]:  # those add models of their own
+        _check_exceptions(key, experiment, base)
+
+
+def _check_sources(key: str, experiment: Mapping, config: Mapping) -> bool:
+    """Check pretrained models and per-image results; True when the experiment has no base run (nothing
+    more to check)."""
     for label, entry in experiment["pretrained"].items():
         if "." in label or RESERVED_CONDITIONS.fullmatch(label):
             raise UserError(f"config key {key}.pretrained.{label}: pretrained model labels may not contain '.' "
@@ -243,25 +262,14 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
             raise UserError(f"config key {key}.per_image_results: published per-image results hold no decisions "
                             f"of single models, so they cannot be compared with {', '.join(others)}; declare them "
                             "in an experiment of their own")
-        return
+        return True
     if "base" not in experiment or "conditions" not in experiment:
         if "base" in experiment or "conditions" in experiment or not (
                 experiment["predictions_csv"] or experiment["pretrained"]):
             raise UserError(f"config key {key}: give a base run and conditions, or only models trained elsewhere "
                             "(predictions_csv, pretrained) or per_image_results")
-        return
-    base = experiment["base"]
-    if base["recipe"] not in config["recipes"]:
-        raise UserError(f"config key {key}.base.recipe: {base['recipe']!r} is not a recipe; define it under "
-                        f"`recipes` (have: {', '.join(sorted(config['recipes']))})")
-    recipe = _base_recipe(experiment, config)
-    check_recipe(recipe, f"{key}.base.overrides", schema)
-    for condition, spec in experiment["conditions"].items():
-        _check_condition(condition, spec, recipe, base, f"{key}.conditions.{condition}", schema)
-    if experiment["rsa_images"] == 1:
-        raise UserError(f"config key {key}.rsa_images: RSA needs at least 2 images (0 turns it off)")
-    if not experiment["predictions_csv"]:
-        _check_exceptions(key, experiment, base)
+        return True
+    return False
 
 
 def _check_condition(condition: str, spec: Mapping, recipe: dict, base: Mapping, where: str, schema: dict) -> None:

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,8 @@ CATEGORY_ORDER = ("in_between", "trivial", "impossible")  # the order in which s
 
 def analysis_items(questions: pd.DataFrame, drop_trials: Iterable[int] = (), excluded_ids: Iterable[int] = (),
                    balance: bool = False, seed: int = 1312) -> pd.DataFrame:
-    """The rows of ``questions`` (trial, image_id, category, fraction_correct) that enter the analysis, in trial order."""
+    """The rows of ``questions`` (trial, image_id, category, fraction_correct) that enter the analysis, in
+    trial order."""
     kept = questions.sort_values("trial", kind="stable")
     kept = kept[~kept["trial"].isin(list(drop_trials)) & ~kept["image_id"].isin(list(excluded_ids))]
     if not balance:
@@ -53,7 +54,8 @@ def drop_observers(long: pd.DataFrame, exclude: Mapping[str, Iterable[str]]) -> 
     return long[keep]
 
 
-def model_accuracy_table(items: pd.DataFrame, long: pd.DataFrame, scales: Mapping[str, tuple[str, ...]]) -> pd.DataFrame:
+def model_accuracy_table(items: pd.DataFrame, long: pd.DataFrame,
+                         scales: Mapping[str, tuple[str, ...]]) -> pd.DataFrame:
     """Pearson r of mean Q1 per item vs model accuracy, and mean model accuracy per Q2 / Q3 answer."""
     data = long.merge(items[["trial", "fraction_correct"]], on="trial")
     rows = []

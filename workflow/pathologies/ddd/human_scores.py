@@ -36,11 +36,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
-from scipy import stats
-
 from .agreement import krippendorff_alpha, pairwise_alpha
 from .consistency import pair_stats
 from .human_analysis import analysis_items, drop_observers, model_accuracy_table
@@ -89,7 +88,7 @@ def pair_scores(pairs: pd.DataFrame, answers: dict[str, str]) -> pd.DataFrame:
         mean_kappa = np.nanmean(off_diagonal, axis=1) if len(names) > 1 else [np.nan]
     table = pd.DataFrame({"observer": names, "n_trials": len(pairs), "n_answered": n_answered,
                           "n_correct": n_correct, "accuracy": n_correct / np.maximum(n_answered, 1),
-                          "p_value": [chance_p_value(k, n) for k, n in zip(n_correct, n_answered)],
+                          "p_value": [chance_p_value(k, n) for k, n in zip(n_correct, n_answered, strict=True)],
                           "mean_kappa": mean_kappa})
     total = {"observer": "all", "n_trials": len(pairs) * len(names), "n_answered": int(n_answered.sum()),
              "n_correct": int(n_correct.sum()), "accuracy": n_correct.sum() / max(n_answered.sum(), 1),

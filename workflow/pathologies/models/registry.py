@@ -467,10 +467,10 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: i
 
     ``weights``: optional local file with a state dict (raw, or under key 'state_dict'/'model'), or a
     weights declaration of :mod:`pathologies.models.weights` (``{file, sha256}``: the digest is checked first;
-    ``{torchvision: name}``: torchvision's weights of a ``tv_*`` architecture). ``input_dropout_keep < 1`` puts a :class:`PixelDropout` in front
-    (``model.input_dropout``; the classifier is then ``model.net``), active at evaluation too with
-    ``dropout_at_eval``. Raises UserError for an
-    unknown ``arch``, impossible sizes, a bad keep probability or unusable weights.
+    ``{torchvision: name}``: torchvision's weights of a ``tv_*`` architecture). ``input_dropout_keep < 1``
+    puts a :class:`PixelDropout` in front (``model.input_dropout``; the classifier is then ``model.net``),
+    active at evaluation too with ``dropout_at_eval``. Raises UserError for an unknown ``arch``, impossible
+    sizes, a bad keep probability or unusable weights.
     """
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown model architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")

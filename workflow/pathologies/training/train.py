@@ -211,7 +211,8 @@ def eval_crop(recipe: dict, image_size: int) -> int | None:
 
 
 def model_image_size(recipe: dict, info) -> int:
-    """The side of the images the model sees: the crop size of array-storage random resized crops, else the stored size."""
+    """The side of the images the model sees: the crop size of array-storage random resized crops, else the
+    stored size."""
     if info.storage != "index" and recipe.get("random_resized_crop") and recipe.get("crop_size"):
         return recipe["crop_size"]
     return info.image_shape[0]
@@ -430,7 +431,8 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
         start_epoch, rows, snapshots = 1, [], {}
         if 0 in recipe["snapshot_epochs"]:
             snapshots[0] = _cpu_copy(model.state_dict())
-        preds = {name: [dump] for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], 0, crop).items()}
+        dumps = predict_splits(model, eval_splits, recipe["order_seed"], 0, crop)
+        preds = {name: [dump] for name, dump in dumps.items()}
         rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
     else:
         model.load_state_dict(state["model"])

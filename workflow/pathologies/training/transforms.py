@@ -53,7 +53,7 @@ def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator) 
     (antialiased) to ``size`` x ``size`` as torchvision does on tensors."""
     boxes = crop_boxes(x.shape[2], x.shape[3], len(x), generator)
     return torch.stack([TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
-                        for image, (top, left, h, w) in zip(x, boxes)])
+                        for image, (top, left, h, w) in zip(x, boxes, strict=True)])
 
 
 def eval_generator(seed: int, epoch: int, split: str) -> torch.Generator:
