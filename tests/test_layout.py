@@ -28,7 +28,7 @@ ALLOWED = {
     "bench": {"data", "models", "training", "sis", "ddd", "overinterp"},
 }
 # Experiment expansion composes the stages' grids in one place, above every stage.
-COMPOSITION = {"pathologies.experiments": {"data", "ddd", "overinterp", "sis"},
+COMPOSITION = {"pathologies.experiments": {"data", "ddd", "models", "overinterp", "sis"},  # models: weights names
                # the bill of a config: expanded config, SIS jobs (calibrated and ensemble SIS: overinterp),
                # dataset sizes, model FLOPs
                "pathologies.cost": {"data", "models", "sis", "overinterp"}}

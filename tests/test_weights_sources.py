@@ -7,8 +7,8 @@ import hashlib
 import pytest
 import torch
 
-from pathologies.config import check_weights
 from pathologies.errors import UserError
+from pathologies.experiments import check_weights
 from pathologies.models import weights as W
 from pathologies.models.registry import TORCHVISION_WEIGHTS, build_model
 

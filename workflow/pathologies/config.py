@@ -102,20 +102,6 @@ def _check_references(config: dict, schema: dict) -> None:
             raise UserError(f"config key models.{name}.recipe: {model['recipe']!r} is not a recipe; "
                             f"define it under `recipes` (have: {', '.join(sorted(recipes))})")
         check_recipe({**recipes[model["recipe"]], **model["overrides"]}, f"models.{name}.overrides", schema)
-        check_weights(model, f"models.{name}")
-
-
-def check_weights(model: Mapping[str, Any], where: str) -> None:
-    """A model's ``weights`` declaration is well formed; a torchvision weights name exists for its arch."""
-    from .models.weights import normalise
-
-    source = normalise(model.get("weights"), f"{where}.weights")
-    if source is not None and "torchvision" in source:  # imports torch: only when torchvision weights are declared
-        from .models.registry import TORCHVISION_WEIGHTS
-        from .models.weights import torchvision_weights
-
-        torchvision_weights(model["arch"], TORCHVISION_WEIGHTS.get(model["arch"]), source["torchvision"],
-                            f"{where}.weights")
 
 
 def recipe_defaults(recipe: dict, schema: dict) -> dict:

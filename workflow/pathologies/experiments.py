@@ -33,9 +33,24 @@ def validate(config: Mapping[str, Any], schema: dict | None = None) -> dict:
     config = validate_schema(config, schema)
     add_experiment_models(config, schema)  # the DDD variant grid becomes ordinary `models` entries
     check_models(config, schema)
+    for name, model in config["models"].items():
+        check_weights(model, f"models.{name}")
     add_overinterp_models(config, schema)  # pixel-subset datasets and the models trained on them
     check_inputs(config)
     return config
+
+
+def check_weights(model: Mapping[str, Any], where: str) -> None:
+    """A model's ``weights`` declaration is well formed; a torchvision weights name exists for its arch."""
+    from .models.weights import normalise
+
+    source = normalise(model.get("weights"), f"{where}.weights")
+    if source is not None and "torchvision" in source:  # imports torch: only when torchvision weights are declared
+        from .models.registry import TORCHVISION_WEIGHTS
+        from .models.weights import torchvision_weights
+
+        torchvision_weights(model["arch"], TORCHVISION_WEIGHTS.get(model["arch"]), source["torchvision"],
+                            f"{where}.weights")
 
 
 def check_inputs(config: dict) -> None:
