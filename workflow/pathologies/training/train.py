@@ -50,6 +50,7 @@ from ..io import (
 from ..models.checkpoint import save_model
 from ..models.foreign_checkpoints import set_data_normalisation
 from ..models.registry import seed_eval_dropout
+from ..models.weights import weights_file
 from .transforms import eval_generator, input_stats, random_resized_crop
 
 EVAL_BATCH = 1024
@@ -424,8 +425,9 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
     torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
     order_gen = torch.Generator().manual_seed(recipe["order_seed"])
 
+    weights = weights_file(spec.get("weights"))  # a placed file (torchvision weights: their name is in the spec)
     resume = ResumeState(Path(state_dir), spec, h5_fingerprint(dataset_path), code_version(),
-                         fingerprint(spec["weights"]) if spec.get("weights") else None)
+                         fingerprint(weights) if weights else None)
     state = resume.load()
     if state is None:
         start_epoch, rows, snapshots = 1, [], {}
