@@ -310,10 +310,30 @@ def test_bad_option_exits_2_naming_the_option(case, small, tmp_path, capsys):
         main(args + extra)
     assert caught.value.code == 2
     err = capsys.readouterr().err.strip()
-    last = err.splitlines()[-1]
-    assert expected in last and "Traceback" not in err, err
-    assert not last.startswith("error: config key"), "an option is not a config key"
+    assert len(err.splitlines()) == 1, f"one line, no usage lines: {err}"
+    assert expected in err and "Traceback" not in err, err
+    if "argument --" in expected:  # argparse's own mistakes name the program the user ran
+        program = "pathologies.sis.extract" if tool == "sis" else "pathologies.training.train"
+        assert err.startswith(f"error: python -m {program}: argument --"), err
+    assert not err.startswith("error: config key"), "an option is not a config key"
     assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("module, args, expected", [
+    ("pathologies.overinterp.calibrated_sis", ["--num-shards", "0"], "argument --num-shards: 0 must be at least 1"),
+    ("pathologies.cost", [], "the following arguments are required: --configfile"),
+    ("pathologies.ddd.kappa",
+     ["--spec", "s", "--kappa-out", "k", "--conditions-out", "c", "--epochs-out", "e", "--nope"],
+     "unrecognized arguments: --nope"),
+])
+def test_command_line_mistake_of_any_module_is_one_line_naming_the_program(module, args, expected):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          cwd=ROOT / "workflow", timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: python -m {module}: {expected} (see python -m {module} --help)", done.stderr
 
 
 def test_damaged_batch_size_cache_is_one_line_naming_it(small, tmp_path, capsys):

@@ -8,6 +8,17 @@ import json
 from .errors import UserError
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of a ``python -m pathologies.<module>`` command: a mistake on its command line is
+    one :class:`UserError` line naming the program and the option (no usage lines; ``--help`` shows them)."""
+
+    def __init__(self, module: str, **kwargs) -> None:
+        super().__init__(prog=f"python -m {module}", **kwargs)
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def add_compute_options(parser: argparse.ArgumentParser, *, device: str = "auto", progress: bool = True) -> None:
     """Add ``--device``, ``--threads`` and (with ``progress``) ``--no-progress`` to ``parser``."""
     parser.add_argument("--device", default=device, choices=["auto", "cpu", "cuda"])

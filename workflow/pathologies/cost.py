@@ -20,13 +20,13 @@ figures) are minutes each and are not billed.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .cliargs import CommandParser
 from .config import run_specs
 from .data.splits import expected_splits
 from .errors import UserError, cli
@@ -173,7 +173,7 @@ def render(table: list[dict], device: str) -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.cost", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", required=True,
                         help="a workflow config, e.g. config/cifar10_overinterpretation.yaml")
     parser.add_argument("--device", default="h200", help="device label of the throughput table (e.g. h200, cpu2)")

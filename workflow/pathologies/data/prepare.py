@@ -51,7 +51,6 @@ CLI (what the ``prepare_dataset`` rule calls)::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -61,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD, prepare_imagenet
 from .layout import Split, dataset_info, write_dataset
@@ -492,7 +492,7 @@ def prepare_dataset(name: str, spec: Mapping[str, Any], resources: Path, out_pat
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.data.prepare", description=__doc__.split("\n")[0])
+    parser = CommandParser(__spec__.name, description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="dataset name (recorded in the file)")
     parser.add_argument("--spec-json", required=True, help='the dataset spec as JSON, e.g. \'{"kind": "digits"}\'')
     parser.add_argument("--resources", type=Path, default=Path("resources"), help="folder of raw sources")

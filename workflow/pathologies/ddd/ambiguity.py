@@ -12,11 +12,10 @@ impossible under ``in_between_rule``) and ``all``: n_images, n_rated, n_ambiguou
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
 from .experiment import read_spec
@@ -58,7 +57,7 @@ def ambiguity_table(difficulty: pd.DataFrame, ambiguous: pd.Series, rule: str) -
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.ambiguity", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--difficulty", required=True)
     parser.add_argument("--out", required=True)

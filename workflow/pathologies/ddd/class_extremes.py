@@ -11,12 +11,12 @@ Easiest come in descending, hardest in ascending accuracy; ties keep the class o
 
 from __future__ import annotations
 
-import argparse
 import re
 
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
 
@@ -53,8 +53,7 @@ def class_extremes(class_accuracy: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.class_extremes",
-                                     description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--class-accuracy", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--n", type=int, default=10)

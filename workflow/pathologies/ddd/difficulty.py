@@ -17,12 +17,11 @@ with ``models_per_condition: all``); ``members.csv`` flags it. Published per-ima
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from ..cliargs import CommandParser
 from ..data.layout import dataset_info
 from ..errors import cli
 from ..io import atomic_output
@@ -194,8 +193,7 @@ def per_image_tables(tables: dict[str, pd.DataFrame], spec: dict) -> dict[str, p
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.difficulty",
-                                     description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--dataset", required=True, help="the prepared dataset (class names)")
     outputs = ("members", "difficulty", "fractions", "histogram", "profiles", "histograms", "class_accuracy",

@@ -18,7 +18,6 @@ are dropped from every table (:mod:`pathologies.ddd.exclusion`).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, load_predictions_csv, merge, read_dump
@@ -196,8 +196,7 @@ def in_between_mask(correct: np.ndarray, spec: dict) -> np.ndarray:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.experiment",
-                                     description="Write the experiment description the DDD analysis modules read.")
+    parser = CommandParser(__spec__.name, description="Write the experiment description the DDD analysis modules read.")
     parser.add_argument("--spec-json", required=True, help="grid.Experiment.as_dict as JSON")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

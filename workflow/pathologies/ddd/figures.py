@@ -45,6 +45,7 @@ import seaborn as sns
 from matplotlib.colors import ListedColormap
 from matplotlib.ticker import MaxNLocator
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import read_dump
@@ -569,7 +570,7 @@ OPTIONAL = {"fig03_conditions": ("order",), "fig02_histogram": ("spec",)}
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.figures", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     figures = parser.add_subparsers(dest="figure", required=True)
     for name, (inputs, _) in FIGURES.items():
         sub = figures.add_parser(name)

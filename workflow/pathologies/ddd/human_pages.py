@@ -20,7 +20,6 @@ Images of ``exclude_ids`` never appear: difficulty.csv holds none.
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import shutil
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import read_csv, read_h5
 from ..models.activations import split_images
@@ -131,7 +131,7 @@ def atomic_folder(path: Path) -> Iterator[Path]:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.human_pages", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--difficulty", required=True)
     parser.add_argument("--dataset", required=True)

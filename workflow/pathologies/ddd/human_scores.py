@@ -30,7 +30,6 @@ With ``--spec`` (the experiment description), experiment 2 is analysed on the it
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
 from .agreement import krippendorff_alpha, pairwise_alpha
@@ -174,7 +174,7 @@ def _observers(paths: list[str]) -> dict[str, str]:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.human_scores", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", required=True)
     parser.add_argument("--questions", required=True)
     parser.add_argument("--pair-answers", nargs="*", default=[])

@@ -17,11 +17,10 @@ an empty ``conditions.csv`` (there is no base) and an empty ``epoch_kappa.csv``.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..errors import cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, read_dump
@@ -122,7 +121,7 @@ def build_tables(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.kappa", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--kappa-out", required=True)
     parser.add_argument("--conditions-out", required=True)

@@ -10,11 +10,10 @@ accuracy (the base member at epoch E) and mean_accuracy (all members).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..data.layout import dataset_info
 from ..data.prepare import gaussian_class_std
 from ..errors import UserError, cli
@@ -45,7 +44,7 @@ def gaussian_stds(dataset: str) -> tuple[np.ndarray, int]:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.kl", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--class-accuracy", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", required=True)

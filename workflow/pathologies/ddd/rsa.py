@@ -16,14 +16,13 @@ model_b, condition_a, condition_b, epoch_a, epoch_b, rsa, n_images.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..cliargs import add_compute_options
+from ..cliargs import CommandParser, add_compute_options
 from ..data.layout import dataset_info
 from ..errors import UserError, cli
 from ..io import atomic_output, read_h5
@@ -85,7 +84,7 @@ def _split_ids(dataset: str, split: str) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     from ..device import resolve_device
 
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.rsa", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", required=True)

@@ -7,10 +7,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output
 from .exclusion import excluded_ids
@@ -107,7 +106,7 @@ def rsa_reference(rsa: pd.DataFrame, members: pd.DataFrame) -> tuple[str, int, p
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.summary", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
     for name in ("members", "difficulty", "kappa", "conditions", "histograms", "out"):
         parser.add_argument(f"--{name}", required=True)

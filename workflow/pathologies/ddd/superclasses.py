@@ -18,12 +18,12 @@ kappa.csv).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
 from .consistency import consistency_table
@@ -124,7 +124,7 @@ def superclass_tables(difficulty: pd.DataFrame, superclass: pd.Series, rule: str
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathologies.ddd.superclasses", description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--difficulty", required=True)
     parser.add_argument("--out", required=True)

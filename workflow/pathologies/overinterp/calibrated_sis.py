@@ -15,11 +15,9 @@ threshold and their SIS grow. The file's root gains the attributes ``temperature
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from ..cliargs import add_compute_options, json_object, positive_int
+from ..cliargs import CommandParser, add_compute_options, json_object, positive_int
 from ..errors import cli
 from ..sis import extract
 from ..sis.batch_size import add_cache_option
@@ -38,7 +36,7 @@ def run(model_path: str, calibration_path: str, dataset_path: str, spec: dict, o
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model.pt checkpoint")
     parser.add_argument("--calibration", required=True, help="calibration JSON (pathologies.overinterp.calibration)")
     parser.add_argument("--dataset", required=True)

@@ -16,7 +16,6 @@ bins, seed, evaluation, dataset, split.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output
 from .evaluate import read_evaluation
@@ -112,7 +112,7 @@ def read_temperature(path: str | Path) -> float:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--evaluation", required=True, help="evaluation file (pathologies.overinterp.evaluate)")
     parser.add_argument("--dataset", required=True, help="dataset group of the evaluation file")
     parser.add_argument("--split", default="test")

@@ -27,7 +27,6 @@ File layout::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cliargs import add_compute_options, named_files
+from ..cliargs import CommandParser, add_compute_options, named_files
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
@@ -179,7 +178,7 @@ def evaluation_splits(path: str | Path, dataset: str) -> list[str]:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model.pt checkpoint")
     parser.add_argument("--dataset", action="append", required=True, metavar="NAME=FILE",
                         help="prepared dataset (pixel-subset datasets included); repeat for more")

@@ -29,7 +29,6 @@ Pixels outside an SIS are drawn in the dataset's mean colour, which is what the 
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..cliargs import CommandParser
 from ..data.layout import dataset_info, mask_colour
 from ..errors import UserError, cli
 from ..io import atomic_output, h5py, read_csv, read_h5, read_json_attr
@@ -329,7 +329,7 @@ def plot_shifted(by_split: pd.DataFrame, out: str | Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     heat = commands.add_parser("heatmaps")
     heat.add_argument("--sis", required=True)

@@ -31,7 +31,6 @@ subset size, one dot per participant, mean ± std.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -46,6 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..data.fill import apply_masks
 from ..data.layout import dataset_info, mask_colour
 from ..errors import UserError, cli
@@ -265,7 +265,7 @@ def _read_key(path: str | Path) -> pd.DataFrame:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--sis", action="append", help="merged SIS file of the test split (repeat per source model)")
     parser.add_argument("--shares", type=float, nargs="+", help="share of each --sis file's images (default equal)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.3, 0.5])

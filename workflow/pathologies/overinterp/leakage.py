@@ -23,7 +23,6 @@ agreement with the source on all images and on those the source got wrong.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
 
@@ -109,7 +109,7 @@ def plot_leakage(table: pd.DataFrame, out: str | Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--leakage", required=True, help="tables/leakage.csv of an experiment")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

@@ -23,7 +23,6 @@ file's rows (tidy CSV). Columns:
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_h5
 
@@ -176,7 +176,7 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="JSON file: [{path, <metadata>...}] or {sis_files: [...]}")
     for name in ANALYSES:
         parser.add_argument(f"--{name.replace('_', '-')}-out", required=True)

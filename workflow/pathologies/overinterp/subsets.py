@@ -41,7 +41,6 @@ pixels filled (mean colour, noisy linear imputation, or the mask alone) as the i
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -50,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cliargs import named_files
+from ..cliargs import CommandParser, named_files
 from ..data.fill import apply_masks, noisy_linear_impute, render_masks
 from ..data.layout import Split, dataset_info, load_split, mask_colour, write_dataset
 from ..errors import UserError, cli
@@ -259,7 +258,7 @@ def _request(values: Sequence[str]) -> SubsetRequest:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="the prepared dataset the SIS were extracted on")
     parser.add_argument("--sis", action="append", required=True, metavar="SPLIT=FILE",
                         help="merged SIS file of one split (repeat per split)")

@@ -36,7 +36,6 @@ several splits (CIFAR-10-C) is the mean over its splits. Files written to ``--ou
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..cliargs import CommandParser
 from ..data.prepare import MIXED_SPLIT
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
@@ -333,7 +333,7 @@ def build_tables(spec: dict, sis_summary: pd.DataFrame, out_dir: str | Path) -> 
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="the experiment's spec.json")
     parser.add_argument("--sis-summary", required=True, help="summary.csv of pathologies.overinterp.sis_sizes")
     parser.add_argument("--out-dir", required=True)

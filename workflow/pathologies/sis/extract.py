@@ -53,7 +53,6 @@ a suffix of the order: the last ``len`` features removed for some ``len``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -68,7 +67,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cliargs import add_compute_options, json_object, positive_int
+from ..cliargs import CommandParser, add_compute_options, json_object, positive_int
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
@@ -477,7 +476,7 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True,
                         help="model.pt checkpoint (repeat for an ensemble)")
     parser.add_argument("--dataset", required=True, help="prepared dataset (.h5)")

@@ -11,7 +11,6 @@ step against the fraction of pixels removed, one line per image, one panel per f
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from ..cliargs import CommandParser
 from ..data.layout import dataset_info
 from ..errors import UserError, cli
 from ..io import atomic_output, read_h5, read_json_attr
@@ -148,7 +148,7 @@ def _save(figure, out: str | Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--sis", nargs="+", required=True, help="merged SIS files of one run")
     parser.add_argument("--examples-out", required=True)
     parser.add_argument("--curves-out", required=True)

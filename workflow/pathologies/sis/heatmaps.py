@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_h5
 from .engine import Masking
@@ -116,7 +117,7 @@ def _labelled(value: str) -> tuple[str, str]:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--sis", type=_labelled, action="append", required=True, metavar="LABEL=FILE")
     parser.add_argument("--fraction", type=float, default=0.05, help="BS-subset size (fraction of features)")
     parser.add_argument("--out", required=True)

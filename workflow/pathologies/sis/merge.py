@@ -14,13 +14,13 @@ in :mod:`pathologies.sis.extract`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import COMPRESSION, atomic_output, h5py, read_h5, unreadable
 
@@ -115,7 +115,7 @@ def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--shards", nargs="+", required=True, help="shard files of one extraction")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

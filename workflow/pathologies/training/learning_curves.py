@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from ..cliargs import CommandParser
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
 
@@ -68,7 +68,7 @@ def plot_learning_curves(logs: pd.DataFrame, out: str | Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--logs", nargs="+", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

@@ -16,7 +16,6 @@ state (weights, optimizer, scheduler, random generators, log rows, predictions s
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..cliargs import add_compute_options, json_object
+from ..cliargs import CommandParser, add_compute_options, json_object
 from ..data.layout import dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
@@ -510,7 +509,7 @@ def write_predictions(path, spec: dict, eval_splits: dict, preds: dict, dataset_
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="prepared dataset (.h5)")
     parser.add_argument("--spec", required=True, help="RunSpec as JSON (from the workflow config)")
     parser.add_argument("--model-out", required=True)
