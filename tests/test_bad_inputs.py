@@ -435,3 +435,38 @@ def test_sis_failing_verification_is_written_as_none_not_as_an_empty_sis(small, 
         none, size, mask = (handle[f"sis/0.01/{key}"][()] for key in ("none", "size", "mask"))
     np.testing.assert_array_equal(none, [False, True, False])
     assert size[1] == 0 and not mask[1].any()
+
+
+# ---------------------------------------------------------------------------------------------
+# the throughput table the bill reads (python -m pathologies.cost)
+
+
+_HEADER = "device,arch,image_size,precision,forward_per_s,measured,how\n"
+_ROW = "gpu,small_cnn,{size},fp32,{rate},2026-01-01,bench\n"
+
+THROUGHPUT_CASES = {
+    "rate_zero": (_HEADER + _ROW.format(size=8, rate=0), "line 2: forward_per_s 0.0 is not a positive finite rate"),
+    "rate_negative": (_HEADER + _ROW.format(size=8, rate=-5), "line 2: forward_per_s -5.0 is not a positive finite"),
+    "rate_inf": (_HEADER + _ROW.format(size=8, rate="inf"), "line 2: forward_per_s inf is not a positive finite"),
+    "rate_nan": (_HEADER + _ROW.format(size=8, rate="nan"), "line 2: forward_per_s nan is not a positive finite"),
+    "image_size_zero": (_HEADER + _ROW.format(size=0, rate=10), "line 2: image_size 0 must be at least 1"),
+    "same_key_twice": (_HEADER + _ROW.format(size=8, rate=10) + _ROW.format(size=8, rate=100000),
+                       "line 3: {'device': 'gpu', 'arch': 'small_cnn', 'image_size': 8, 'precision': 'fp32'} is "
+                       "already on line 2; keep one row"),
+    "binary_file": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "is not a CSV text file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(THROUGHPUT_CASES))
+def test_bad_throughput_table_is_one_line_naming_file_line_and_value(case, tmp_path, capsys):
+    from pathologies import cost
+
+    content, expected = THROUGHPUT_CASES[case]
+    path = tmp_path / "throughput.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SystemExit) as caught:
+        cost.main(["--configfile", str(ROOT / "config" / "config.yaml"), "--throughput", str(path)])
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and str(path) in captured.err, captured.err
+    assert expected in captured.err and "hours" not in captured.out, captured.err
