@@ -336,17 +336,29 @@ def test_command_line_mistake_of_any_module_is_one_line_naming_the_program(modul
     assert done.stderr.strip() == f"error: python -m {module}: {expected} (see python -m {module} --help)", done.stderr
 
 
-def test_damaged_batch_size_cache_is_one_line_naming_it(small, tmp_path, capsys):
+_ENTRY = {"declared": 64, "measured": "2026-01-01T00:00:00+00:00", "invariant": True}
+
+
+@pytest.mark.parametrize("content, detail", [
+    ('{"half written": ', "Expecting value"),
+    (json.dumps({"cpu|m": {**_ENTRY, "batch_size": 0}}), "entry 'cpu|m' has batch_size 0, not an integer in 1..64"),
+    (json.dumps({"cpu|m": {**_ENTRY, "batch_size": 65}}), "entry 'cpu|m' has batch_size 65, not an integer in"),
+    (json.dumps({"cpu|m": {**_ENTRY, "batch_size": "32"}}), "entry 'cpu|m' has batch_size '32', not an integer"),
+    (json.dumps({"cpu|m": {**_ENTRY, "batch_size": 8, "declared": 0}}), "entry 'cpu|m' has declared 0"),
+    (json.dumps({"cpu|m": 32}), "entry 'cpu|m' is not a JSON object"),
+])
+def test_damaged_batch_size_cache_is_one_line_naming_it(content, detail, small, tmp_path, capsys):
     from pathologies.sis.extract import main as sis_main
 
     cache = tmp_path / "cache.json"
-    cache.write_text('{"half written": ')
+    cache.write_text(content)
     out = tmp_path / "out" / "x.h5"
     with pytest.raises(SystemExit) as caught:
         sis_main(_sis_args(small, out, "--device", "cpu", "--batch-size-cache", str(cache)))
     assert caught.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert f"batch-size cache {cache} is damaged" in err.splitlines()[-1] and "delete it" in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]  # the rest is the job's log
+    assert f"batch-size cache {cache} is damaged" in line and "delete it" in line and detail in line, err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 

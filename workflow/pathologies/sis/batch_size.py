@@ -126,9 +126,27 @@ def read_cache(path: str | os.PathLike) -> dict:
         entries = json.loads(path.read_text())
         if not isinstance(entries, dict):
             raise ValueError("not a JSON object")
+        for key, entry in entries.items():
+            check_entry(key, entry)
         return entries
     except (ValueError, OSError) as err:
         raise UserError(f"batch-size cache {path} is damaged ({err}); delete it and it is measured again") from err
+
+
+def check_entry(key: str, entry) -> None:
+    """A ValueError naming ``key`` unless ``entry`` holds a batch size in 1..declared and when it was measured."""
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {key!r} is not a JSON object")
+    if not count(entry.get("declared")):
+        raise ValueError(f"entry {key!r} has declared {entry.get('declared')!r}, not an integer >= 1")
+    if not count(entry.get("batch_size")) or entry["batch_size"] > entry["declared"]:
+        raise ValueError(f"entry {key!r} has batch_size {entry.get('batch_size')!r}, not an integer in "
+                         f"1..{entry['declared']} (its declared size)")
+    if not isinstance(entry.get("measured"), str):
+        raise ValueError(f"entry {key!r} lacks the time it was measured")
 
 
 def write_cache(path: str | os.PathLike, key: str, entry: dict) -> None:
