@@ -482,3 +482,19 @@ def test_bad_throughput_table_is_one_line_naming_file_line_and_value(case, tmp_p
     captured = capsys.readouterr()
     assert len(captured.err.strip().splitlines()) == 1 and str(path) in captured.err, captured.err
     assert expected in captured.err and "hours" not in captured.out, captured.err
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset source files
+
+
+def test_idx_header_whose_dimensions_overflow_64_bits_is_one_line(tmp_path):
+    """2^31 x 2^31 x 4 = 2^64 wraps to 0 in int64: an empty body must not pass the size check."""
+    from pathologies.data.mnist import read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (2**31, 2**31, 4)))
+    with pytest.raises(UserError) as caught:
+        read_idx(path, 0x803)
+    assert str(caught.value) == (f"{path} holds 0 data bytes but its header announces shape (2147483648, 2147483648, "
+                                 "4) (18446744073709551616 bytes): the file is truncated or corrupt; replace it")

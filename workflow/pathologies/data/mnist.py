@@ -18,6 +18,7 @@ The files are parsed here, not by torchvision, so that a truncated or foreign fi
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,9 +113,10 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise UserError(f"{path} is not an IDX file of uint8 with {ndim} dimension(s) "
                         f"(magic {magic:08x} expected, found {found}): replace it with a fresh copy")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) != header + int(np.prod(shape)):
+    size = math.prod(shape)  # Python integers: numpy's int64 product wraps around for a garbled header
+    if len(raw) != header + size:
         raise UserError(f"{path} holds {len(raw) - header} data bytes but its header announces shape {shape} "
-                        f"({int(np.prod(shape))} bytes): the file is truncated or corrupt; replace it")
+                        f"({size} bytes): the file is truncated or corrupt; replace it")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
