@@ -498,3 +498,38 @@ def test_idx_header_whose_dimensions_overflow_64_bits_is_one_line(tmp_path):
         read_idx(path, 0x803)
     assert str(caught.value) == (f"{path} holds 0 data bytes but its header announces shape (2147483648, 2147483648, "
                                  "4) (18446744073709551616 bytes): the file is truncated or corrupt; replace it")
+
+
+# ---------------------------------------------------------------------------------------------
+# human-answer files (DDD experiment 2's questions; the overinterpretation benchmark's answers.json)
+
+
+@pytest.mark.parametrize("q1, expected", [
+    ("²", "trial 2: q1 must be a count (0, 1, 2, ... 1000000), found '²'"),
+    ("1" * 30, f"trial 2: q1 must be a count (0, 1, 2, ... 1000000), found '{'1' * 30}'"),
+    ("-1", "trial 2: q1 must be a count (0, 1, 2, ... 1000000), found '-1'"),
+    ("1.5", "trial 2: q1 must be a count (0, 1, 2, ... 1000000), found '1.5'"),
+])
+def test_question_answer_that_is_no_count_is_one_line_naming_file_and_trial(q1, expected, tmp_path):
+    import pandas as pd
+
+    from pathologies.ddd.human_scores import question_answers
+
+    path = tmp_path / "observer.csv"
+    pd.DataFrame({"trial": [1, 2, 3], "q1": ["1", q1, "2"], "q2": ["yes", "no", ""], "q3": ""}).to_csv(path, index=False)
+    with pytest.raises(UserError) as caught:
+        question_answers(pd.DataFrame({"trial": [1, 2, 3]}), {"observer": str(path)})
+    assert str(caught.value) == f"answer file {path}: {expected}"
+
+
+@pytest.mark.parametrize("answer, shown", [(["cat"], '["cat"] (list)'), ({"class": "cat"}, '{"class": "cat"} (dict)'),
+                                           (3, "3 (int)"), (None, "null (NoneType)")])
+def test_benchmark_answer_that_is_no_class_name_is_one_line_naming_file_and_item(answer, shown, tmp_path):
+    from pathologies.overinterp.human_benchmark import read_answers
+
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps({"participant": "p", "answers": {"0.05/0": "cat", "0.05/1": answer}}))
+    with pytest.raises(UserError) as caught:
+        read_answers(path)
+    assert str(caught.value) == (f"answers file {path}: item '0.05/1' has the answer {shown}, not a class name; "
+                                 "use the file the answer page downloads")

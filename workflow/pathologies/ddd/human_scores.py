@@ -31,6 +31,7 @@ With ``--spec`` (the experiment description), experiment 2 is analysed on the it
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from .agreement import krippendorff_alpha, pairwise_alpha
 from .consistency import pair_stats
 from .human_analysis import analysis_items, drop_observers, model_accuracy_table
 
+Q1_MAX = 1_000_000  # q1 counts object categories in one image; more is a typing slip
 SCALES = {"q2": ("no", "maybe", "yes"), "q3": ("no", "slightly", "very")}
 
 
@@ -112,13 +114,15 @@ def question_answers(questions: pd.DataFrame, answers: dict[str, str]) -> pd.Dat
         for question in ("q1", "q2", "q3"):
             given = table[question].str.strip().str.lower()
             allowed = SCALES.get(question)
-            if allowed is None:
-                bad = [v for v in given if v and not v.isdigit()]
+            if allowed is None:  # ASCII digits only: str.isdigit also takes '²', which int() refuses
+                bad = [(t, v) for t, v in given.items()
+                       if v and not (re.fullmatch(r"[0-9]+", v) and int(v) <= Q1_MAX)]
             else:
-                bad = [v for v in given if v and v not in allowed]
+                bad = [(t, v) for t, v in given.items() if v and v not in allowed]
             if bad:
-                expected = "a count (0, 1, 2, ...)" if allowed is None else " / ".join(allowed)
-                raise UserError(f"answer file {path}: {question} must be {expected}, found {bad[0]!r}")
+                trial, value = bad[0]
+                expected = f"a count (0, 1, 2, ... {Q1_MAX})" if allowed is None else " / ".join(allowed)
+                raise UserError(f"answer file {path}: trial {trial}: {question} must be {expected}, found {value!r}")
             rows.append(pd.DataFrame({"observer": name, "trial": table.index, "question": question, "answer": given}))
     long = pd.concat(rows, ignore_index=True)
     return long[long["answer"] != ""]

@@ -205,6 +205,10 @@ def read_answers(path: str | Path) -> dict:
         raise UserError(f"answers file {path} is not JSON ({err}); use the file the answer page downloads") from None
     if not isinstance(answers, dict) or not isinstance(answers.get("answers"), dict):
         raise UserError(f"answers file {path} has no 'answers' object; use the file the answer page downloads")
+    for item, answer in answers["answers"].items():
+        if not isinstance(answer, str):
+            raise UserError(f"answers file {path}: item {item!r} has the answer {json.dumps(answer)} "
+                            f"({type(answer).__name__}), not a class name; use the file the answer page downloads")
     return answers
 
 
