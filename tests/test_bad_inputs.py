@@ -533,3 +533,20 @@ def test_benchmark_answer_that_is_no_class_name_is_one_line_naming_file_and_item
         read_answers(path)
     assert str(caught.value) == (f"answers file {path}: item '0.05/1' has the answer {shown}, not a class name; "
                                  "use the file the answer page downloads")
+
+
+# ---------------------------------------------------------------------------------------------
+# DDD experiments
+
+
+@pytest.mark.parametrize("module", ["kappa", "difficulty"])
+def test_excluding_every_image_of_an_experiment_is_one_line_naming_the_list(module, experiment, tmp_path):
+    from pathologies.ddd import difficulty, kappa
+
+    np.save(tmp_path / "everything.npy", experiment["ids"])
+    spec = {**experiment["spec"], "exclude_ids": str(tmp_path / "everything.npy")}
+    with pytest.raises(UserError) as caught:
+        kappa.build_tables(spec) if module == "kappa" else difficulty.build_tables(spec, experiment["dataset"])
+    assert str(caught.value) == (f"exclude_ids file {tmp_path}/everything.npy of experiment 'toy' excludes all "
+                                 f"{len(experiment['ids'])} images of split 'test': no images are left to analyse; "
+                                 "shorten the list or remove ddd.toy.exclude_ids")

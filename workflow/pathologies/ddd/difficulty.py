@@ -122,7 +122,7 @@ def changes_table(spec: dict) -> pd.DataFrame:
             continue
         seen.add(run)
         dump = split_excluded(read_dump(member["predictions"], spec["split"], "all", with_predictions=True),
-                              excluded)[0]
+                              spec, excluded)[0]
         table = decision_changes(dump.predictions, [member["label"]], dump.epochs)
         table.insert(1, "condition", member["condition"])
         frames.append(table)
@@ -132,7 +132,7 @@ def changes_table(spec: dict) -> pd.DataFrame:
 def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
     """Every table of this module by output name (members, difficulty, fractions, ...)."""
     everything, members = load_final(spec, keep_excluded=True)
-    final, excluded = split_excluded(everything, excluded_ids(spec))
+    final, excluded = split_excluded(everything, spec)
     rows = difficulty_rows(members, spec["models_per_condition"])
     check_exceptions(spec, len(rows))
     class_names = dataset_info(dataset).class_names

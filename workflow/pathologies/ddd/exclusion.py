@@ -202,9 +202,16 @@ def excluded_ids(spec: dict) -> np.ndarray:
     return read_ids(path, spec.get("dataset_file"), spec["split"], spec.get("exclude_format", "auto"))
 
 
-def split_excluded(data: Correctness, excluded: np.ndarray) -> tuple[Correctness, Correctness]:
-    """(kept, excluded) images of ``data``: the columns whose id is not / is in ``excluded``."""
+def split_excluded(data: Correctness, spec: dict, excluded: np.ndarray | None = None
+                   ) -> tuple[Correctness, Correctness]:
+    """(kept, excluded) images of ``data``: the columns whose id is not / is in the experiment's ``exclude_ids``
+    (``excluded``: those ids, when already read). Excluding every image is a UserError naming the list."""
+    excluded = excluded_ids(spec) if excluded is None else excluded
     drop = np.isin(data.ids, excluded)
+    if drop.size and drop.all():
+        raise UserError(f"exclude_ids file {spec.get('exclude_ids')} of experiment {spec.get('name')!r} excludes all "
+                        f"{drop.size} images of split {spec.get('split')!r}: no images are left to analyse; shorten "
+                        f"the list or remove ddd.{spec.get('name')}.exclude_ids")
 
     def columns(mask: np.ndarray) -> Correctness:
         return replace(data, ids=data.ids[mask], targets=data.targets[mask], correct=data.correct[..., mask],

@@ -30,7 +30,7 @@ from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, load_predictions_csv, merge, read_dump
 from .consistency import image_subset
-from .exclusion import excluded_ids, split_excluded
+from .exclusion import split_excluded
 
 
 def check_spec(spec: object, source: str) -> dict:
@@ -72,7 +72,7 @@ def load_epochs(spec: dict, epochs: Sequence[int] | None = None, with_prediction
         part = read_dump(member["predictions"], spec["split"], [e + offset for e in clock], with_predictions)
         parts.append(replace(part, models=[member["label"]], epochs=clock))
     merged = merge(parts)
-    return merged if keep_excluded else split_excluded(merged, excluded_ids(spec))[0]
+    return merged if keep_excluded else split_excluded(merged, spec)[0]
 
 
 def load_final(spec: dict, keep_excluded: bool = False) -> tuple[Correctness, list[dict]]:
@@ -110,7 +110,7 @@ def load_final(spec: dict, keep_excluded: bool = False) -> tuple[Correctness, li
         members += [{"label": name, "condition": name, "model": name, "seed": None, "epoch": None,
                      "compare": "base", "arch": None, "source": str(path)} for name in external.models]
     merged = merge(parts)
-    return (merged if keep_excluded else split_excluded(merged, excluded_ids(spec))[0]), members
+    return (merged if keep_excluded else split_excluded(merged, spec)[0]), members
 
 
 PER_IMAGE = "published"  # label prefix of the stand-in models of per_image_results
@@ -158,7 +158,7 @@ def _per_image(spec: dict, keep_excluded: bool) -> tuple[Correctness, list[dict]
                        model_epochs=np.full((m, 1), -1), sources=[str(source["file"])] * m)
     members = [{"label": label, "condition": label, "model": PER_IMAGE, "seed": None, "epoch": None,
                 "compare": "base", "arch": None, "source": str(source["file"])} for label in labels]
-    return (data if keep_excluded else split_excluded(data, excluded_ids(spec))[0]), members
+    return (data if keep_excluded else split_excluded(data, spec)[0]), members
 
 
 def difficulty_rows(members: Sequence[dict], per_condition: str = "last") -> list[int]:

@@ -50,7 +50,7 @@ from ..errors import UserError, cli
 from ..io import atomic_output
 from ..training.predictions import read_dump
 from .class_extremes import readable_names
-from .exclusion import excluded_ids, split_excluded
+from .exclusion import split_excluded
 from .experiment import read_spec
 from .summary import rsa_reference
 
@@ -522,7 +522,7 @@ def plot_pairs(pairs: pd.DataFrame, images: Path, out: str | Path, n: int = 6) -
 def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
     spec = read_spec(args.spec)
-    run = split_excluded(read_dump(args.predictions, spec["split"], "all"), excluded_ids(spec))[0]
+    run = split_excluded(read_dump(args.predictions, spec["split"], "all"), spec)[0]
     return plot_base_epochs(run.correct[0], _read_csv(args.epoch_kappa), args.out, spec["epochs"])
 
 

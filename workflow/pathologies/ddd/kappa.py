@@ -25,7 +25,7 @@ from ..errors import cli
 from ..io import atomic_output
 from ..training.predictions import Correctness, read_dump
 from .consistency import COLUMNS, consistency_table, pair_stats
-from .exclusion import excluded_ids, split_excluded
+from .exclusion import split_excluded
 from .experiment import difficulty_rows, in_between_mask, load_epochs, load_final, read_spec
 
 STATISTICS = COLUMNS[3:]  # c_obs ... acc_b
@@ -115,7 +115,7 @@ def build_tables(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if not spec["members"]:
         return kappa, conditions_rows, pd.DataFrame(columns=["epoch_a", "epoch_b", *STATISTICS])
     base = next(member for member in spec["members"] if member["label"] == "base")
-    run = split_excluded(read_dump(base["predictions"], spec["split"], "all"), excluded_ids(spec))[0]
+    run = split_excluded(read_dump(base["predictions"], spec["split"], "all"), spec)[0]
     return kappa, conditions_rows, epoch_table(run.correct[0], run.epochs)
 
 
