@@ -566,3 +566,49 @@ def test_a_full_disk_inside_a_reader_is_not_blamed_on_the_input(dataset, tmp_pat
         with read_h5(dataset):
             raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.h5"))
     assert not isinstance(caught.value, UserError) and caught.value.errno == errno.ENOSPC
+
+
+# ---------------------------------------------------------------------------------------------
+# an ImageNet index whose image was damaged after indexing
+
+
+@pytest.mark.parametrize("damage, detail", [
+    (lambda path: path.write_text("not an image any more"), "cannot identify image file"),
+    (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]), "truncated"),
+])
+def test_damaged_image_of_an_imagenet_index_is_one_line_also_from_a_loader_worker(damage, detail, tmp_path, capsys):
+    """A missing image already gave one line; an image replaced by text or cut short gives one too, also
+    when a DataLoader worker decodes it (the worker's traceback is not shown)."""
+    from PIL import Image
+
+    from pathologies.data.imagenet import ImageIndexDataset
+    from pathologies.data.prepare import prepare_dataset
+    from pathologies.errors import cli
+
+    root = tmp_path / "resources" / "imagenet"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for wnid in ("n01", "n02"):
+            (root / split / wnid).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(root / split / wnid / "a.jpg",
+                                                                              quality=95)
+    index = tmp_path / "imagenet.h5"
+    prepare_dataset("imagenet", {"kind": "imagenet", "image_size": 8, "resize": 8}, tmp_path / "resources", index)
+    image = root / "val" / "n02" / "a.jpg"
+    damage(image)
+    capsys.readouterr()  # the indexing log
+    with pytest.raises(UserError) as caught:
+        ImageIndexDataset(index, "test")[1]
+    assert str(caught.value).startswith(f"image {image} listed in the ImageNet index cannot be decoded (")
+    assert detail in str(caught.value) and "replace it with a good copy" in str(caught.value)
+
+    @cli
+    def main(argv=None):
+        for _ in torch.utils.data.DataLoader(ImageIndexDataset(index, "test"), batch_size=2, num_workers=1):
+            pass
+
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {caught.value}", err

@@ -92,7 +92,8 @@ def index_image_folder(root: Path) -> tuple[dict[str, IndexSplit], list[str]]:
 
 
 def open_rgb(path: str | Path) -> Image.Image:
-    """An image file of the index as RGB; a missing file is one line saying what to do."""
+    """An image file of the index as RGB; a missing file, or one that does not decode (text, truncated),
+    is one line saying what to do."""
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
@@ -100,6 +101,11 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise UserError(
             f"image {path} listed in the ImageNet index is missing; restore it or rebuild the index"
         ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        # PIL: UnidentifiedImageError (not an image), "image file is truncated", SyntaxError for a broken header
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"image {path} listed in the ImageNet index cannot be decoded ({detail}): it is damaged "
+                        "or not an image; replace it with a good copy, or remove it and rebuild the index") from None
 
 
 def load_image(path: str | Path, resize: int, image_size: int) -> np.ndarray:
