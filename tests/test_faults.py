@@ -8,6 +8,8 @@ deterministic; ``tests/test_train.py`` kills a real process (slow).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -612,3 +614,108 @@ def test_damaged_image_of_an_imagenet_index_is_one_line_also_from_a_loader_worke
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {caught.value}", err
+
+
+# ---------------------------------------------------------------------------------------------
+# a full disk, for real: the writing process runs under a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored),
+# so its writes fail in the kernel as on a full disk (EFBIG instead of ENOSPC, the same code paths)
+
+
+def _limited(args: list[str], limit: int, cwd: Path) -> subprocess.CompletedProcess:
+    import resource
+    import signal
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120,
+                          preexec_fn=limit_file_size)
+
+
+def _assert_one_disk_full_line(done: subprocess.CompletedProcess, output: Path, reason: str = "File too large"
+                               ) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: no space left to write {output} ({reason}); free space or raise the quota "
+                      "and rerun"], done.stderr[-3000:]
+    assert not output.exists() and leftovers(output.parent) == []
+
+
+@pytest.mark.parametrize("share", [0.1, 0.99])
+def test_full_disk_while_preparing_a_dataset_is_one_line_and_leaves_nothing(share, tmp_path):
+    """Was: 66 lines of h5py "Exception ignored" tracebacks, then a segfault (rc 139). ``share`` of the
+    finished file's size: the limit is met while writing image chunks, or at the end (the last metadata,
+    written when the file closes)."""
+    from pathologies.data.prepare import prepare_dataset
+
+    spec = {"kind": "gaussian", "train_per_class": 20, "test_per_class": 10}
+    prepare_dataset("g", spec, tmp_path, tmp_path / "whole.h5")
+    out = tmp_path / "out" / "g.h5"
+    out.parent.mkdir()
+    done = _limited(["-m", "pathologies.data.prepare", "--name", "g", "--spec-json", json.dumps(spec), "--out",
+                     str(out)], int((tmp_path / "whole.h5").stat().st_size * share), tmp_path)
+    _assert_one_disk_full_line(done, out)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """This process's writes beyond ``limit`` bytes of a file fail (EFBIG) while the block runs."""
+    import resource
+    import signal
+
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def _assert_one_line(err: str, output: Path, reason: str) -> None:
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: no space left to write {output} ({reason}); free space or raise the quota and rerun"], err
+    assert not output.exists() and leftovers(output.parent) == []
+
+
+def test_full_disk_while_saving_a_model_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    """torch.save reports a failed write as a RuntimeError ("unexpected pos ..."): was a traceback. It does not
+    say why the write failed, so the line says what is most likely."""
+    from pathologies.errors import cli
+    from pathologies.models.checkpoint import save_model
+    from pathologies.models.registry import build_model
+
+    model = build_model("small_cnn", 4, in_channels=1, image_size=8)
+    out = tmp_path / "out" / "model.pt"
+    out.parent.mkdir()
+
+    @cli
+    def main():
+        with file_size_limit(4096):
+            save_model(out, model, arch="small_cnn", num_classes=4, in_channels=1, image_size=8, mean=[0.5],
+                       std=[0.2])
+
+    with pytest.raises(SystemExit) as caught:
+        main()
+    assert caught.value.code == 2
+    _assert_one_line(capsys.readouterr().err, out, "No space left on device")
+
+
+def test_full_disk_in_a_sis_shard_is_one_line_and_leaves_nothing(dataset, tmp_path, capsys):
+    """Was: the error over two lines (h5py's message holds a newline)."""
+    from overinterp_fixtures import save_untrained_model
+    from test_sis_extract import sis_spec
+
+    from pathologies.sis.extract import main
+
+    model = save_untrained_model(tmp_path / "m.pt", dataset)
+    out = tmp_path / "out" / "sis.h5"
+    out.parent.mkdir()
+    with pytest.raises(SystemExit) as caught, file_size_limit(2048):
+        main(["--model", str(model), "--dataset", str(dataset), "--spec", json.dumps(sis_spec(sample=4)), "--out",
+              str(out), "--device", "cpu", "--no-progress"])
+    assert caught.value.code == 2
+    _assert_one_line(capsys.readouterr().err, out, "File too large")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 
@@ -15,10 +16,14 @@ class UserError(Exception):
     """
 
 
+# a full disk, a full quota, a file-size limit (ulimit -f): the output could not be written in full
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def is_disk_full(err: OSError) -> bool:
     """Whether ``err`` says the disk or quota is full (h5py reports it in the message, not in errno)."""
     text = str(err)
-    return err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text or "Disk quota" in text
+    return err.errno in DISK_FULL_ERRNOS or "No space left on device" in text or "Disk quota" in text
 
 
 def one_line(err: UserError) -> str:
@@ -45,7 +50,8 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
             if not is_disk_full(err):
                 raise
             # outputs are written atomically, so nothing half-written is left behind
-            print(f"error: no space left to write {err.filename or 'an output'} ({err.strerror}); free space or "
+            reason = os.strerror(err.errno) if err.errno else str(err).strip().splitlines()[0]
+            print(f"error: no space left to write {err.filename or 'an output'} ({reason}); free space or "
                   "raise the quota and rerun", file=sys.stderr)
             raise SystemExit(2) from None
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import UserError, is_disk_full
+from .errors import DISK_FULL_ERRNOS, UserError, is_disk_full
 
 # Cluster file systems (NFS, Lustre) often do not support HDF5's file locking; every file
 # here has exactly one writer (the Snakemake job that owns it), so locking buys nothing.
@@ -44,9 +46,66 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
+    except OSError as err:
+        if not is_disk_full(err) or err.filename == str(path):
+            raise
+        # name the output, not its temporary, and drop HDF5's multi-line detail
+        code = err.errno if err.errno in DISK_FULL_ERRNOS else errno.ENOSPC
+        raise OSError(code, os.strerror(code), str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def write_h5(path: str | os.PathLike, mode: str = "w") -> Iterator[h5py.File]:
+    """Open an HDF5 file for writing (the temporary of an :func:`atomic_output`) and close it at the end.
+
+    The file has no chunk cache: HDF5 then writes each chunk inside the call that writes it, so a full
+    disk raises an OSError there. With a cache, chunks reach the disk when a dataset object is freed,
+    where the error can only be printed, and closing the file afterwards crashes the interpreter.
+    A failure while closing (the last metadata) is an OSError naming ``path``.
+    """
+    handle = h5py.File(path, mode, rdcc_nbytes=0)
+    try:
+        yield handle
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error that stopped the writer is the one to report
+            handle.close()
+        raise
+    try:
+        handle.close()
+    except (OSError, RuntimeError) as err:
+        code = write_errno(err)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically; a write that fails (a full disk) is an OSError naming
+    ``path`` (torch reports it as a RuntimeError such as "unexpected pos 576 vs 534")."""
+    import torch
+
+    with atomic_output(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            text = str(err)
+            if not any(sign in text for sign in ("unexpected pos", "failed writing", "file write failed")):
+                raise
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (torch.save: {text.strip().splitlines()[0]})",
+                          str(path)) from None
+
+
+def write_errno(err: BaseException) -> int | None:
+    """The errno of a failed write that ``err`` reports (h5py puts it in the message: ``errno = 28``), when
+    it is one of a full disk, quota or file-size limit; else None."""
+    code = getattr(err, "errno", None)
+    if code not in DISK_FULL_ERRNOS:
+        found = re.search(r"errno = (\d+)", str(err))
+        code = int(found.group(1)) if found else None
+    return code if code in DISK_FULL_ERRNOS else None
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> None:

@@ -33,7 +33,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.transforms import functional as TF
 
 from ..errors import UserError
-from ..io import atomic_output, create_dataset, h5py, read_h5, read_json_attr, unreadable
+from ..io import atomic_output, create_dataset, h5py, read_h5, read_json_attr, unreadable, write_h5
 from .fill import apply_masks, image_noise, noisy_linear_impute, render_masks
 from .layout import block_channel_stats, mask_colour, write_root_attrs
 
@@ -161,7 +161,7 @@ def write_index(
     spec: Mapping | None = None,
 ) -> None:
     """Write index splits in the ``storage = "index"`` layout, atomically."""
-    with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_output(out_path) as tmp, write_h5(tmp) as handle:
         write_root_attrs(handle, name=name, kind=kind, class_names=class_names,
                          image_shape=[image_size, image_size, 3], mean=mean, std=std, storage="index",
                          spec=spec, image_root=str(image_root), resize=resize)

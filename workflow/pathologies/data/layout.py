@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, read_json_attr, write_attrs
+from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, read_json_attr, write_attrs, write_h5
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def write_dataset(
         raise ValueError(f"all splits must share one image shape, got {sorted(shapes)}")
     if mean is None or std is None:
         mean, std = channel_stats(splits["train"].images)
-    with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_output(out_path) as tmp, write_h5(tmp) as handle:
         write_root_attrs(handle, name=name, kind=kind, class_names=class_names, image_shape=shapes.pop(),
                          mean=mean, std=std, storage="array", spec=spec)
         for split_name, split in splits.items():

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..io import atomic_output, code_version
+from ..io import code_version, save_torch
 
 
 def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_classes: int, in_channels: int,
@@ -42,8 +42,7 @@ def save_model(path: str | Path, model: torch.nn.Module, *, arch: str, num_class
         "snapshots": {int(e): {k: v.detach().cpu() for k, v in sd.items()} for e, sd in (snapshots or {}).items()},
         "code_version": code_version(),
     }
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from ..cliargs import CommandParser, add_compute_options, named_files
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, write_attrs
+from ..io import atomic_output, create_dataset, h5py, provenance, read_h5, write_attrs, write_h5
 from ..models.checkpoint import load_model
 from .subsets import read_masks, zeroes_masked_pixels
 
@@ -137,7 +137,7 @@ def evaluate(model_path: str | Path, datasets: Mapping[str, str | Path], out: st
         for split in chosen:
             results[(name, split)] = evaluate_split(model, meta, path, split, device=torch_device,
                                                     batch_size=batch_size, workers=workers)
-    with atomic_output(out) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_output(out) as tmp, write_h5(tmp) as handle:
         write_attrs(handle, {"model": str(model_path), "datasets": {k: str(v) for k, v in datasets.items()},
                              **provenance(model_run=meta.get("run", {}))})
         for (name, split), result in results.items():

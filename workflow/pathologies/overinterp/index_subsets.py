@@ -32,7 +32,7 @@ import numpy as np
 from ..data.imagenet import IndexSplit, write_index
 from ..data.layout import DatasetInfo, mask_colour
 from ..errors import UserError
-from ..io import COMPRESSION, atomic_output, h5py, read_h5, read_json_attr, write_attrs
+from ..io import COMPRESSION, atomic_output, read_h5, read_json_attr, write_attrs, write_h5
 from ..sis.engine import Masking
 from ..sis.orders import read_orders
 from .subset_masks import (
@@ -96,7 +96,7 @@ def build_index_subsets(dataset_path: str | Path, info: DatasetInfo, sis_files: 
             write_index(tmp, name=request.name, kind="pixel_subset", splits=splits, class_names=info.class_names,
                         image_root=image_root, image_size=height, resize=resize, mean=colour / 255.0, std=info.std,
                         spec={"kind": request.kind, "fraction": request.fraction, "seed": seed, "draw": request.draw})
-        handles = [stack.enter_context(h5py.File(tmp, "a")) for tmp in outputs]
+        handles = [stack.enter_context(write_h5(tmp, "a")) for tmp in outputs]
         for split, path in sis_files.items():
             _, rows, _ = layouts[split]
             rngs = [random_stream(seed, r.draw, stream_key(stream, split)) if r.kind == "random" else None

@@ -53,7 +53,7 @@ from ..cliargs import CommandParser, named_files
 from ..data.fill import apply_masks, noisy_linear_impute, render_masks
 from ..data.layout import Split, dataset_info, load_split, mask_colour, write_dataset
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs
+from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs, write_h5
 from ..sis.engine import Masking
 from ..sis.orders import read_orders
 from .subset_masks import (
@@ -200,7 +200,7 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
                           mean=colour / 255.0, std=info.std,
                           spec={"kind": request.kind, "fraction": request.fraction, "seed": seed,
                                 "draw": request.draw})
-            with h5py.File(tmp, "a") as handle:
+            with write_h5(tmp, "a") as handle:
                 write_attrs(handle, {
                     "subset_kind": request.kind, "fraction": float(request.fraction), "features_kept": size,
                     "masking": "mean" if request.kind == "mask" else masking,

@@ -71,7 +71,7 @@ from ..cliargs import CommandParser, add_compute_options, json_object, positive_
 from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
-from ..io import atomic_output, create_dataset, fingerprint, h5py, provenance, read_h5, write_attrs
+from ..io import atomic_output, create_dataset, fingerprint, provenance, read_h5, write_attrs, write_h5
 from ..models.checkpoint import load_model
 from . import orders, resume
 from .batch_size import add_cache_option, cache_key, candidate_sample, tuned_batch_size
@@ -390,7 +390,7 @@ def write_extraction(path: str | Path, result: Extraction, settings: Settings, a
     p = result.order.shape[1]
     if order_format is None:
         order_format = "block" if settings.method == "gradient" else "full"
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_output(path) as tmp, write_h5(tmp) as handle:
         write_attrs(handle, {
             "method": settings.method, "thresholds": np.asarray(settings.thresholds, dtype=np.float64),
             "block": settings.block, "patch": settings.patch, "tie_break": settings.tie_break,

@@ -40,11 +40,11 @@ from ..io import (
     create_dataset,
     fingerprint,
     h5_fingerprint,
-    h5py,
     provenance,
     read_h5,
     remove_stale_temporaries,
     write_attrs,
+    write_h5,
 )
 from ..models.checkpoint import save_model
 from ..models.foreign_checkpoints import set_data_normalisation
@@ -495,7 +495,7 @@ def _log_row(epoch: int, loss: float, acc: float, preds: dict, eval_splits: dict
 
 def write_predictions(path, spec: dict, eval_splits: dict, preds: dict, dataset_name: str) -> None:
     """Write the per-epoch prediction dump (layout in docs/file_formats.md)."""
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_output(path) as tmp, write_h5(tmp) as handle:
         write_attrs(handle, {"model": spec["model"], "seed": spec["seed"], "arch": spec["arch"],
                              "dataset": dataset_name, "epochs": spec["recipe"]["epochs"],
                              **provenance(recipe=spec["recipe"])})
