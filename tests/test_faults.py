@@ -433,6 +433,29 @@ def test_corrupt_sis_shard_names_that_shard_and_writes_no_merge(sis_file, tmp_pa
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("given, expected", [
+    ([0, 0], "SIS shards [0, 0] given, but {first} is one of 2 shards (0..1): shard(s) [0] given more than once, "
+             "shard(s) [1] missing; pass each shard exactly once"),
+    ([1], "SIS shards [1] given, but {first} is one of 2 shards (0..1): shard(s) [0] missing; pass each shard "
+          "exactly once"),
+    ([0, 1, 1], "SIS shards [0, 1, 1] given, but {first} is one of 2 shards (0..1): shard(s) [1] given more than "
+                "once; pass each shard exactly once"),
+])
+def test_sis_merge_refuses_a_shard_given_twice_or_missing(given, expected, sis_file, tmp_path):
+    """``merge s0 s0`` has the right number of shards, but would write shard 0's images twice and none of shard 1's."""
+    from pathologies.sis.merge import merge_shards
+
+    shards = [_copy(sis_file, tmp_path / f"shard{i}of2.h5") for i in range(2)]
+    for i, shard in enumerate(shards):
+        with h5py.File(shard, "a") as handle:
+            handle.attrs["shard"], handle.attrs["num_shards"] = i, 2
+    out = tmp_path / "merged.h5"
+    with pytest.raises(UserError) as caught:
+        merge_shards([shards[i] for i in given], out)
+    assert str(caught.value) == expected.format(first=shards[given[0]])
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("content, expected", [
     ("", "is not a readable CSV file"),
     ("\x00\x01\x02garbage\xff\n", "is not a readable CSV file"),

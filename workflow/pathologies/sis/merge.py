@@ -22,7 +22,7 @@ import numpy as np
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import COMPRESSION, atomic_output, h5py, read_h5, unreadable
+from ..io import COMPRESSION, atomic_output, h5py, read_h5, unreadable, write_h5
 
 VARYING_ATTRS = ("shard", "code_version")
 # verified precision: what each shard's screen did (summed over the shards in the merged file)
@@ -53,9 +53,14 @@ def check_shards(handles: Sequence[h5py.File], paths: Sequence[Path]) -> list[in
     first, first_path = handles[0], paths[0]
     shard_numbers = [int(handle.attrs["shard"]) for handle in handles]
     expected = int(first.attrs["num_shards"])
-    if sorted(shard_numbers) != list(range(expected)):
+    if sorted(shard_numbers) != list(range(expected)):  # a count check alone lets shard 0 stand in for shard 1
+        twice = sorted({n for n in shard_numbers if shard_numbers.count(n) > 1})
+        missing = sorted(set(range(expected)) - set(shard_numbers))
+        problems = ([f"shard(s) {twice} given more than once"] if twice else []) + \
+                   ([f"shard(s) {missing} missing"] if missing else [])
         raise UserError(f"SIS shards {sorted(shard_numbers)} given, but {first_path} is one of {expected} shards "
-                        f"(0..{expected - 1}); pass each shard exactly once")
+                        f"(0..{expected - 1}): {', '.join(problems) or 'shard numbers out of range'}; "
+                        "pass each shard exactly once")
     layout = {name: (ds.dtype, ds.shape[1:]) for name, ds in _datasets(first).items()}
     for handle, path in zip(handles[1:], paths[1:], strict=True):
         for key in set(first.attrs) | set(handle.attrs):
@@ -87,7 +92,7 @@ def merge_shards(shard_paths: Sequence[str | Path], out: str | Path) -> None:
         handles = [stack.enter_context(read_h5(path, "SIS shard")) for path in paths]
         positions = check_shards(handles, paths)
         order = [handles[i] for i in positions]
-        with atomic_output(out) as tmp, h5py.File(tmp, "w") as merged:
+        with atomic_output(out) as tmp, write_h5(tmp) as merged:
             for key, value in order[0].attrs.items():
                 merged.attrs[key] = value
             versions = sorted({str(handle.attrs["code_version"]) for handle in order})
