@@ -117,3 +117,215 @@ def test_schema_recipe_defaults_are_the_documented_ones():
     assert documented == schema_defaults
     # the CIFAR recipe of Carter et al. (DESIGN.md): batch 128, Nesterov-free momentum 0.9, wd 5e-4
     assert (documented["weight_decay"], documented["momentum"], documented["batch_size"]) == (5e-4, 0.9, 128)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 22, "Tests that catch the bugs that matter": each test fails when its one-line bug is put in
+
+
+def test_bootstrap_interval_is_the_central_quantiles_of_the_replicates():
+    """A 95 % interval is the 2.5 % and 97.5 % quantiles of the replicates (a tail of 1 - level would
+    silently make it a 90 % interval)."""
+    from pathologies.ddd.consistency import bootstrap_ci, bootstrap_kappa
+
+    rng = np.random.default_rng(7)
+    truth = rng.random(60) < 0.6
+    correct = np.stack([truth ^ (rng.random(60) < 0.2), truth ^ (rng.random(60) < 0.3), rng.random(60) < 0.5])
+    replicates = bootstrap_kappa(correct, n_boot=400, seed=3)
+    for level in (0.95, 0.8):
+        low, high = bootstrap_ci(correct, n_boot=400, level=level, seed=3)
+        np.testing.assert_allclose(low, np.quantile(replicates, (1 - level) / 2, axis=0))
+        np.testing.assert_allclose(high, np.quantile(replicates, 1 - (1 - level) / 2, axis=0))
+        assert (high[0, 1] - low[0, 1]) > 0
+
+
+def test_bootstrap_draws_every_image_equally_often_on_average():
+    """Resampling draws each of the n images, the last one included, about B times over B replicates."""
+    from pathologies.ddd.consistency import resample_weights
+
+    n, replicates = 4, 2000
+    drawn = np.sum([resample_weights(n, seed=0, replicate=b) for b in range(replicates)], axis=0)
+    assert drawn.sum() == n * replicates
+    np.testing.assert_allclose(drawn / replicates, 1.0, atol=0.1)  # binomial sd of the mean: ~0.02
+
+
+def test_screen_logits_are_temperature_scaled_like_the_strict_ones():
+    """A calibrated model's screen divides by T as the fp32 scorer does (else it is off by a factor T)."""
+    import torch
+
+    from pathologies.models.registry import build_model
+    from pathologies.sis.engine import Scorer
+    from pathologies.sis.screen import Screen
+
+    torch.manual_seed(0)
+    models = [build_model("small_cnn", 4, in_channels=1, image_size=8) for _ in range(2)]
+    x = torch.randn(5, 1, 8, 8)
+    for temperature in (1.0, 2.5):
+        scorer = Scorer(models, temperature=temperature)
+        screen = Screen("channels_last", scorer, torch.device("cpu"))
+        with torch.inference_mode():
+            strict = scorer.logits(x)
+        torch.testing.assert_close(screen.logits(x), strict, rtol=1e-4, atol=1e-5)
+
+
+def test_an_image_with_f_exactly_at_tau_gets_an_sis():
+    """Only images with f >= tau get an SIS: f == tau gets one (all features, here), f just below does not."""
+    import torch
+
+    from pathologies.sis.engine import FunctionScorer, backward_selection, find_sis
+
+    x = torch.tensor([[[[0.125, 0.0625], [0.25, 0.03125]]]])  # dyadic: the sums are exact
+    (selection,) = backward_selection(FunctionScorer(lambda v: v.sum(dim=(1, 2, 3))), x)
+    assert selection.f_start == 0.46875
+    assert find_sis(selection, 0.46875).tolist() == [3, 1, 0, 2]
+    assert find_sis(selection, np.nextafter(0.46875, 1.0)) is None
+
+
+def test_ece_bins_are_closed_on_the_right():
+    """Bins are (b/B, (b+1)/B]: with 4 bins, confidence 0.5 lies in (0.25, 0.5], apart from 0.625 in
+    (0.5, 0.75]. By hand: 0.5 * |1 - 0.5| + 0.5 * |0 - 0.625| = 0.5625 (one shared bin would give 0.0625)."""
+    probs = np.array([[0.5, 0.25, 0.25], [0.625, 0.1875, 0.1875]])
+    labels = np.array([0, 1])  # the first right, the second wrong
+    assert expected_calibration_error(probs, labels, bins=4) == pytest.approx(0.5625)
+
+
+def _readme_defaults() -> list[tuple[str, object]]:
+    """(key, default) of every row of config/README.md's key tables whose default parses as a value. Keys of
+    the top-level table are full paths; others are suffixes (``*.calibration.bins``). A row naming several
+    keys (`a`, `b` | 1, 2) gives one pair each; a mapping default ({pairs: 149, ...}) one per entry."""
+    def split_top(text: str) -> list[str]:
+        parts, depth, current = [], 0, ""
+        for char in text:
+            depth += (char in "[{") - (char in "]}")
+            if char == "," and depth == 0:
+                parts.append(current.strip())
+                current = ""
+            else:
+                current += char
+        return [*parts, current.strip()]
+
+    def value(text: str):
+        text = text.strip().strip("`")
+        span = re.fullmatch(r"\[(\d+)\.\.(\d+)\]", text)
+        if span:
+            return list(range(int(span.group(1)), int(span.group(2)) + 1))
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        try:
+            return float(parsed) if isinstance(parsed, str) else parsed  # YAML 1.1 reads 5e-4 as text
+        except ValueError:
+            return parsed
+
+    rows, section, kinds = [], "", []
+    for line in (ROOT / "config" / "README.md").read_text().splitlines():
+        section = line[3:] if line.startswith("## ") else section
+        if not line.startswith("|"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if section.startswith("`datasets.") and len(cells) == 4:  # kind | option | default | meaning
+            kinds = re.findall(r"`([\w.]+)`", cells[0]) or kinds
+            option = re.fullmatch(r"`(\w+)`", cells[1])
+            if option:
+                rows += [(f"datasets.<{kind}>.{option.group(1)}", value(cells[2])) for kind in kinds]
+            continue
+        for i, cell in enumerate(cells[:-1]):
+            keys = re.findall(r"`([\w.]+)`", cell)
+            if keys and re.fullmatch(r"(`[\w.]+`(, )?)+", cell):
+                defaults = split_top(cells[i + 1]) if len(keys) > 1 else [cells[i + 1]]
+                if len(defaults) == len(keys):
+                    rows += [(key if section == "Top level" else f"*.{key}", value(default))
+                             for key, default in zip(keys, defaults)]
+                break
+    expanded = []
+    while rows:
+        key, default = rows.pop()
+        expanded.append((key, default))
+        if isinstance(default, dict):
+            rows += [(f"{key}.{name}", item) for name, item in default.items()]
+    return expanded
+
+
+def _filled_by_defaults(raw, full, path: tuple = ()) -> list[tuple[str, object]]:
+    """(dotted path, value) of every leaf the schema's defaults added to ``raw``."""
+    found = []
+    for key, value in full.items():
+        if isinstance(raw, dict) and key in raw:
+            if isinstance(value, dict):
+                found += _filled_by_defaults(raw[key], value, (*path, key))
+        elif isinstance(value, dict) and value:
+            found += _filled_by_defaults({}, value, (*path, key))
+        else:
+            found.append((".".join(map(str, (*path, key))), value))
+    return found
+
+
+def test_every_schema_default_the_shipped_configs_rely_on_is_the_documented_one():
+    """Each config in config/ (the paper configs and the default) takes many values from the schema's
+    defaults (e.g. overinterpretation.<name>.calibration.bins: 15, the ECE bins of Guo et al. and the
+    authors' code). Every such value must be the default config/README.md states for that key, so a
+    default changed in the schema alone (bins 15 -> 10) changes no paper run silently."""
+    from pathologies.config import validate_schema
+
+    documented = _readme_defaults()
+    checked, wrong = set(), []
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        full = validate_schema(raw)
+        for key, value in _filled_by_defaults(raw, full):
+            if key.startswith("datasets."):  # documented per kind: datasets.<kind>.<option>
+                name = next(name for name in full["datasets"] if key.startswith(f"datasets.{name}."))
+                key = f"datasets.<{full['datasets'][name]['kind']}>.{key[len(f'datasets.{name}.'):]}"
+            stated = [default for name, default in documented if key == name
+                      or (name.startswith("*.") and key.endswith(name[1:]))]
+            values = [default for default in stated if not isinstance(default, str) or default == value]
+            if values:  # prose defaults ("the model's seed") are not compared
+                checked.add(key)
+                if value not in values:
+                    wrong.append(f"{path.name}: {key} = {value!r}, config/README.md says {values}")
+    assert not wrong, "\n".join(wrong)
+    assert len(checked) > 300
+    assert {"overinterpretation.resnet20.calibration.bins", "ddd.resnet18_variants.ci_level",
+            "recipes.paper.nesterov", "datasets.<gaussian>.mean"} <= checked
+
+
+def test_an_mnist_sample_as_large_as_its_split_is_the_whole_split(tmp_path, monkeypatch):
+    from test_mnist import fake_arrays, place
+
+    from pathologies.data import mnist
+
+    monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
+    arrays = fake_arrays(n_train=30, n_test=12)
+    place(tmp_path / "mnist" / "MNIST" / "raw", arrays)
+    splits, _ = mnist.load_mnist("m", {"kind": "mnist", "train_sample": 30, "test_sample": 12, "seed": 0,
+                                       "download": False}, tmp_path)
+    np.testing.assert_array_equal(splits["test"].ids, np.arange(12))
+    np.testing.assert_array_equal(splits["train"].ids, np.arange(30))
+    with pytest.raises(UserError, match=r"option 'test_sample' must lie in 1..12, got 13"):
+        mnist.load_mnist("m", {"kind": "mnist", "train_sample": None, "test_sample": 13, "seed": 0,
+                               "download": False}, tmp_path)
+
+
+def test_an_sis_sample_as_large_as_its_split_selects_every_image():
+    from pathologies.sis.extract import shard_rows
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["sis"]["runs"]["digits_exact"]["sample"] = 450  # digits/test holds 450 images
+    validate(config)
+    np.testing.assert_array_equal(shard_rows(450, 450, seed=0, shard=0, num_shards=1), np.arange(450))
+    np.testing.assert_array_equal(np.concatenate([shard_rows(450, 450, 0, shard, 3) for shard in range(3)]),
+                                  np.arange(450))
+    config["sis"]["runs"]["digits_exact"]["sample"] = 451
+    with pytest.raises(UserError, match="451 images exceed the 450 images of digits/test"):
+        validate(config)
+
+
+def test_a_snapshot_at_the_final_epoch_is_allowed():
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    epochs = run_specs(validate(config))[("digits_cnn", 0)].recipe["epochs"]
+    config["models"]["digits_cnn"]["overrides"] = {"snapshot_epochs": [0, epochs]}
+    assert run_specs(validate(config))[("digits_cnn", 0)].recipe["snapshot_epochs"] == [0, epochs]
+    config["models"]["digits_cnn"]["overrides"] = {"snapshot_epochs": [epochs + 1]}
+    with pytest.raises(UserError, match=rf"snapshot_epochs \[{epochs + 1}\] lie beyond its {epochs} epochs"):
+        validate(config)
