@@ -516,7 +516,8 @@ def test_question_answer_that_is_no_count_is_one_line_naming_file_and_trial(q1, 
     from pathologies.ddd.human_scores import question_answers
 
     path = tmp_path / "observer.csv"
-    pd.DataFrame({"trial": [1, 2, 3], "q1": ["1", q1, "2"], "q2": ["yes", "no", ""], "q3": ""}).to_csv(path, index=False)
+    answers = pd.DataFrame({"trial": [1, 2, 3], "q1": ["1", q1, "2"], "q2": ["yes", "no", ""], "q3": ""})
+    answers.to_csv(path, index=False)
     with pytest.raises(UserError) as caught:
         question_answers(pd.DataFrame({"trial": [1, 2, 3]}), {"observer": str(path)})
     assert str(caught.value) == f"answer file {path}: {expected}"

@@ -700,7 +700,8 @@ def file_size_limit(limit: int):
 def _assert_one_line(err: str, output: Path, reason: str) -> None:
     assert "Traceback" not in err and "Exception ignored" not in err, err
     errors = [line for line in err.splitlines() if "error" in line.lower()]
-    assert errors == [f"error: no space left to write {output} ({reason}); free space or raise the quota and rerun"], err
+    expected = f"error: no space left to write {output} ({reason}); free space or raise the quota and rerun"
+    assert errors == [expected], err
     assert not output.exists() and leftovers(output.parent) == []
 
 
@@ -730,9 +731,8 @@ def test_full_disk_while_saving_a_model_is_one_line_and_leaves_nothing(tmp_path,
 def test_full_disk_in_a_sis_shard_is_one_line_and_leaves_nothing(dataset, tmp_path, capsys):
     """Was: the error over two lines (h5py's message holds a newline)."""
     from overinterp_fixtures import save_untrained_model
-    from test_sis_extract import sis_spec
-
     from pathologies.sis.extract import main
+    from test_sis_extract import sis_spec
 
     model = save_untrained_model(tmp_path / "m.pt", dataset)
     out = tmp_path / "out" / "sis.h5"

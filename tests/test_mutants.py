@@ -189,35 +189,52 @@ def test_ece_bins_are_closed_on_the_right():
     assert expected_calibration_error(probs, labels, bins=4) == pytest.approx(0.5625)
 
 
+def _split_top(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets: "15, [1, 2]" -> ["15", "[1, 2]"]."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()]
+
+
+def _documented_value(text: str):
+    """A default cell as a value ("15" -> 15, "[1..5]" -> [1, ..., 5]); prose stays text."""
+    text = text.strip().strip("`")
+    span = re.fullmatch(r"\[(\d+)\.\.(\d+)\]", text)
+    if span:
+        return list(range(int(span.group(1)), int(span.group(2)) + 1))
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    try:
+        return float(parsed) if isinstance(parsed, str) else parsed  # YAML 1.1 reads 5e-4 as text
+    except ValueError:
+        return parsed
+
+
+def _row_defaults(cells: list[str], section: str) -> list[tuple[str, object]]:
+    """(key, default) of one row `key` | default | meaning (or `a`, `b` | 1, 2 | ...)."""
+    for i, cell in enumerate(cells[:-1]):
+        keys = re.findall(r"`([\w.]+)`", cell)
+        if keys and re.fullmatch(r"(`[\w.]+`(, )?)+", cell):
+            defaults = _split_top(cells[i + 1]) if len(keys) > 1 else [cells[i + 1]]
+            if len(defaults) != len(keys):
+                return []
+            return [(key if section == "Top level" else f"*.{key}", _documented_value(default))
+                    for key, default in zip(keys, defaults, strict=True)]
+    return []
+
+
 def _readme_defaults() -> list[tuple[str, object]]:
     """(key, default) of every row of config/README.md's key tables whose default parses as a value. Keys of
-    the top-level table are full paths; others are suffixes (``*.calibration.bins``). A row naming several
-    keys (`a`, `b` | 1, 2) gives one pair each; a mapping default ({pairs: 149, ...}) one per entry."""
-    def split_top(text: str) -> list[str]:
-        parts, depth, current = [], 0, ""
-        for char in text:
-            depth += (char in "[{") - (char in "]}")
-            if char == "," and depth == 0:
-                parts.append(current.strip())
-                current = ""
-            else:
-                current += char
-        return [*parts, current.strip()]
-
-    def value(text: str):
-        text = text.strip().strip("`")
-        span = re.fullmatch(r"\[(\d+)\.\.(\d+)\]", text)
-        if span:
-            return list(range(int(span.group(1)), int(span.group(2)) + 1))
-        try:
-            parsed = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-        try:
-            return float(parsed) if isinstance(parsed, str) else parsed  # YAML 1.1 reads 5e-4 as text
-        except ValueError:
-            return parsed
-
+    the top-level table are full paths; dataset options are ``datasets.<kind>.<option>``; others are
+    suffixes (``*.calibration.bins``). A mapping default ({pairs: 149, ...}) gives one pair per entry."""
     rows, section, kinds = [], "", []
     for line in (ROOT / "config" / "README.md").read_text().splitlines():
         section = line[3:] if line.startswith("## ") else section
@@ -228,16 +245,9 @@ def _readme_defaults() -> list[tuple[str, object]]:
             kinds = re.findall(r"`([\w.]+)`", cells[0]) or kinds
             option = re.fullmatch(r"`(\w+)`", cells[1])
             if option:
-                rows += [(f"datasets.<{kind}>.{option.group(1)}", value(cells[2])) for kind in kinds]
-            continue
-        for i, cell in enumerate(cells[:-1]):
-            keys = re.findall(r"`([\w.]+)`", cell)
-            if keys and re.fullmatch(r"(`[\w.]+`(, )?)+", cell):
-                defaults = split_top(cells[i + 1]) if len(keys) > 1 else [cells[i + 1]]
-                if len(defaults) == len(keys):
-                    rows += [(key if section == "Top level" else f"*.{key}", value(default))
-                             for key, default in zip(keys, defaults)]
-                break
+                rows += [(f"datasets.<{kind}>.{option.group(1)}", _documented_value(cells[2])) for kind in kinds]
+        else:
+            rows += _row_defaults(cells, section)
     expanded = []
     while rows:
         key, default = rows.pop()
@@ -291,9 +301,8 @@ def test_every_schema_default_the_shipped_configs_rely_on_is_the_documented_one(
 
 
 def test_an_mnist_sample_as_large_as_its_split_is_the_whole_split(tmp_path, monkeypatch):
-    from test_mnist import fake_arrays, place
-
     from pathologies.data import mnist
+    from test_mnist import fake_arrays, place
 
     monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     arrays = fake_arrays(n_train=30, n_test=12)

@@ -50,8 +50,9 @@ def read_throughput(path: str | Path = THROUGHPUT) -> list[dict]:
                             "`python -m pathologies.bench sis --record`")
         key = tuple(row[k] for k in KEY)
         if key in seen:
-            raise UserError(f"{path} line {i}: {dict(zip(KEY, key))} is already on line {seen[key]}; keep one "
-                            "row per (device, arch, image_size, precision)")
+            named = dict(zip(KEY, key, strict=True))
+            raise UserError(f"{path} line {i}: {named} is already on line {seen[key]}; keep one row per "
+                            "(device, arch, image_size, precision)")
         seen[key] = i
     return rows
 
