@@ -12,8 +12,9 @@ class CommandParser(argparse.ArgumentParser):
     """The argument parser of a ``python -m pathologies.<module>`` command: a mistake on its command line is
     one :class:`UserError` line naming the program and the option (no usage lines; ``--help`` shows them)."""
 
-    def __init__(self, module: str, **kwargs) -> None:
-        super().__init__(prog=f"python -m {module}", **kwargs)
+    def __init__(self, module: str | None = None, **kwargs) -> None:
+        # argparse makes subcommand parsers of this class too, naming them with ``prog``
+        super().__init__(**({"prog": f"python -m {module}"} if module else {}), **kwargs)
 
     def error(self, message: str):
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
