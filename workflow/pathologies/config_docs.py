@@ -14,7 +14,6 @@ compares). A schema property without a ``description`` is an error: every key ge
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cliargs import CommandParser
 from .config import SCHEMA_PATH, load_schema
 from .errors import UserError, cli
 from .io import atomic_output
@@ -157,7 +157,7 @@ def update(text: str, schema: dict, source: str = "config/README.md") -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(__spec__.name, description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", type=Path, metavar="README", help="rewrite the marked tables of this file")
     action.add_argument("--check", type=Path, metavar="README", help="exit 1 when the tables are out of date")
