@@ -104,7 +104,7 @@ def documented_recipe_defaults() -> dict:
             value = float(value) if isinstance(value, str) else value  # YAML 1.1 reads 5e-4 as a string
         except ValueError:
             pass
-        if value is not None and (not isinstance(value, str) or key == "optimizer"):
+        if value is not None:
             defaults[key] = value
     return defaults
 
