@@ -16,11 +16,12 @@ state (weights, optimizer, scheduler, random generators, log rows, predictions s
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,10 @@ from ..models.checkpoint import save_model
 from ..models.foreign_checkpoints import set_data_normalisation
 from ..models.registry import seed_eval_dropout
 from ..models.weights import weights_file
+from .budget import EXIT_CODE, BudgetReached, TimeBudget
+from .distributed import World, finish, init_world, wrap
+from .precision import Precision
+from .step import optimizer_step
 from .transforms import eval_generator, input_stats, random_resized_crop
 
 EVAL_BATCH = 1024
@@ -65,32 +70,40 @@ def subset_indices(n: int, fraction: float, part: int, seed: int) -> np.ndarray:
 
 
 def augment_batch(generator: torch.Generator, crop_padding: int, hflip: bool,
-                  *tensors: torch.Tensor, fill: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                  *tensors: torch.Tensor, fill: torch.Tensor | None = None, batch: int | None = None,
+                  rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Random crop (zero padding) and horizontal flip, the same draw applied to every tensor.
 
     All tensors are (B, C, H, W) with equal B, H, W: pass an image batch and its masks together to
     keep them aligned. Padding value 0 is the mean colour after normalisation; ``fill`` (C,) pads the first
-    tensor with another value (black: torchvision's RandomCrop pads the image before normalising).
+    tensor with another value (black: torchvision's RandomCrop pads the image before normalising). With
+    ``rows`` the tensors are those rows of a batch of ``batch`` images (one data-parallel rank's share): the
+    draws are made for the whole batch, as one process would, and the share's are applied.
     """
     first = tensors[0]
-    batch, _, height, width = first.shape
+    n, _, height, width = first.shape
+    batch = n if batch is None else batch
     device = first.device
+
+    def mine(draw: torch.Tensor) -> torch.Tensor:
+        return (draw if rows is None else draw[rows]).to(device)
+
     if crop_padding:
         pad = crop_padding
-        dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(device)
-        dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(device)
-        rows = (torch.arange(height, device=device) + dy[:, None])[:, None, :, None]
+        dy = mine(torch.randint(0, 2 * pad + 1, (batch,), generator=generator))
+        dx = mine(torch.randint(0, 2 * pad + 1, (batch,), generator=generator))
+        rows_ = (torch.arange(height, device=device) + dy[:, None])[:, None, :, None]
         cols = (torch.arange(width, device=device) + dx[:, None])[:, None, None, :]
-        bidx = torch.arange(batch, device=device)[:, None, None, None]
+        bidx = torch.arange(n, device=device)[:, None, None, None]
         cropped = []
         for k, t in enumerate(tensors):
             shift = fill.view(1, -1, 1, 1).to(t) if fill is not None and k == 0 else None
             padded = F.pad(t, (pad, pad, pad, pad)) if shift is None else F.pad(t - shift, (pad, pad, pad, pad)) + shift
             cidx = torch.arange(t.shape[1], device=device)[None, :, None, None]
-            cropped.append(padded[bidx, cidx, rows, cols])
+            cropped.append(padded[bidx, cidx, rows_, cols])
         tensors = tuple(cropped)
     if hflip:
-        flip = (torch.rand(batch, generator=generator) < 0.5).to(device)[:, None, None, None]
+        flip = mine(torch.rand(batch, generator=generator) < 0.5)[:, None, None, None]
         tensors = tuple(torch.where(flip, t.flip(3), t) for t in tensors)
     return tensors
 
@@ -144,16 +157,33 @@ class StreamedSplit:
         return len(self.labels)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in ``order``; with random crops, ``generator`` seeds the workers (one draw per call)."""
+                generator: torch.Generator | None = None,
+                rows: Callable[[int], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order``; with random crops, ``generator`` seeds the workers (one draw per call);
+        with ``rows`` (see :func:`batch_rows`), only those rows of each batch are decoded."""
         seed = None if generator is None or not self.random_resized_crop else torch.Generator().manual_seed(
             int(torch.randint(2**62, (1,), generator=generator)))
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, num_workers=self.workers, generator=seed,
-            sampler=None if order is None else order.tolist(), pin_memory=self.device.type == "cuda")
-        for images, labels in loader:
+        plan = None if order is None else [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if plan is not None and rows is not None:
+            plan = [idx[rows(len(idx))] for idx in plan]
+        batching = {"batch_size": batch_size} if plan is None else {"batch_sampler": [p.tolist() for p in plan if len(p)]}
+        loader = iter(torch.utils.data.DataLoader(
+            self.dataset, num_workers=self.workers, generator=seed, pin_memory=self.device.type == "cuda",
+            **batching))
+        for idx in plan or itertools.repeat(None):  # without a plan: every batch the loader gives
+            if idx is not None and not len(idx):  # a data-parallel share of a batch smaller than the world
+                yield self._empty(), torch.zeros(0, dtype=torch.long, device=self.device)
+                continue
+            try:
+                images, labels = next(loader)
+            except StopIteration:
+                return
             yield (to_model_input(images, self.mean, self.std, self.device),
                    labels.to(self.device, non_blocking=True))
+
+    def _empty(self) -> torch.Tensor:
+        size = self.dataset.dataset.image_size
+        return torch.zeros((0, 3, size, size), device=self.device)
 
 
 Split = InMemorySplit | StreamedSplit
@@ -218,35 +248,61 @@ def model_image_size(recipe: dict, info) -> int:
     return info.image_shape[0]
 
 
+def batch_rows(n: int, split_batch: bool, world: World) -> list[tuple[range, int]]:
+    """(this rank's rows, global rows) of each optimizer step of a batch of ``n`` images: one step,
+    or two halves with ``split_batch``."""
+    parts = [(0, n // 2), (n // 2, n)] if split_batch and n > 1 else [(0, n)]
+    return [(world.share(a, b), b - a) for a, b in parts]
+
+
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Split,
-                recipe: dict, generator: torch.Generator, progress: bool = False) -> tuple[float, float]:
-    """One pass over ``data`` in an order drawn from ``generator``; returns (mean loss, accuracy)."""
+                recipe: dict, generator: torch.Generator, progress: bool = False,
+                precision: Precision | None = None, world: World | None = None) -> tuple[float, float]:
+    """One pass over ``data`` in an order drawn from ``generator``; returns (mean loss, accuracy).
+
+    Every rank draws the same order and augmentation and trains on its share of each batch: an
+    in-memory batch is augmented whole and then cut, a streamed one is decoded for the share only.
+    """
     model.train()
+    precision = precision or Precision("fp32", torch.device("cpu"))
+    world = world or World()
     order = torch.randperm(len(data), generator=generator)
-    losses, corrects, steps = [], [], []  # kept on the device: no synchronisation per step
-    batches = data.batches(recipe["batch_size"], order, generator)
+    batch_size, split_batch = recipe["batch_size"], recipe["split_batch"]
+
+    def rows(n: int) -> torch.Tensor:
+        return torch.tensor([i for share, _ in batch_rows(n, split_batch, world) for i in share], dtype=torch.long)
+
+    streamed_share = rows if world.size > 1 and not isinstance(data, InMemorySplit) else None
     fill = crop_fill(recipe, data)
-    batches = tqdm(batches, total=math.ceil(len(data) / recipe["batch_size"]), disable=not progress, leave=False,
-                   file=sys.stderr, mininterval=5)
-    for batch, (xb, yb) in enumerate(batches, start=1):
+    losses, corrects, steps = [], [], []  # kept on the device: no synchronisation per step
+    starts = range(0, len(data), batch_size)
+    batches = enumerate(zip(starts, data.batches(batch_size, order, generator, streamed_share)), start=1)
+    for batch, (start, (xb, yb)) in tqdm(batches, total=len(starts), disable=not progress, leave=False,
+                                         file=sys.stderr, mininterval=5):
+        n = min(batch_size, len(data) - start)
         if recipe["random_resized_crop"] and isinstance(data, InMemorySplit):  # index datasets crop when loading
             xb = random_resized_crop(xb, recipe.get("crop_size") or xb.shape[-1], generator)
         if recipe["crop_padding"] or recipe["hflip"]:
-            (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb, fill=fill)
-        halves = [slice(0, len(xb) // 2), slice(len(xb) // 2, None)] if recipe["split_batch"] and len(xb) > 1 \
-            else [slice(None)]
-        for part in halves:
-            logits = model(xb[part])
-            loss = F.cross_entropy(logits, yb[part])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach() * logits.shape[0])
-            corrects.append((logits.argmax(1) == yb[part]).sum())
+            (xb,) = augment_batch(generator, recipe["crop_padding"], recipe["hflip"], xb, fill=fill, batch=n,
+                                  rows=None if streamed_share is None else rows(n))
+        if world.size > 1 and streamed_share is None:  # the whole batch, augmented: keep this rank's share
+            mine = rows(n).to(xb.device)
+            xb, yb = xb[mine], yb[mine]
+        offset = 0
+        for share, total in batch_rows(n, split_batch, world):
+            part = slice(offset, offset + len(share))
+            offset += len(share)
+            loss, correct = optimizer_step(model, optimizer, xb[part], yb[part], total, precision, world,
+                                           recipe.get("grad_accumulation", 1))
+            losses.append(loss)
+            corrects.append(correct)
             steps.append(batch)
     losses = torch.stack(losses)
-    check_finite(losses, steps, model)
-    return (losses.sum() / len(data)).item(), (torch.stack(corrects).sum() / len(data)).item()
+    loss_sum, correct_sum = world.sum(losses.sum()), world.sum(torch.stack(corrects).sum())
+    check_finite(losses, steps, model)  # this rank's losses and the weights every rank shares
+    if not bool(torch.isfinite(loss_sum)):  # another rank's loss (every rank sees the sum)
+        raise Diverged(f"the loss of another data-parallel rank became {float(loss_sum)} in this epoch")
+    return (loss_sum / len(data)).item(), (correct_sum / len(data)).item()
 
 
 class Diverged(Exception):
@@ -385,17 +441,37 @@ class ResumeState:
 
 def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, log_out: str | Path,
               predictions_out: str | Path, state_dir: str | Path, device: str = "auto",
-              progress: bool = True, workers: int = 4, stop_after: int | None = None) -> None:
+              progress: bool = True, workers: int = 4, stop_after: int | None = None,
+              time_budget: float | None = None) -> None:
     """Train the run described by ``spec`` (a RunSpec dict) and write its three outputs.
 
     With ``stop_after`` = k, return after saving the resume state of epoch k without writing any
-    output (as if the job had been killed then): a later call resumes from there.
+    output (as if the job had been killed then): a later call resumes from there. With
+    ``time_budget`` (seconds), raise :class:`BudgetReached` after the epoch whose successor would
+    end past the budget, its state saved. Under ``torchrun`` every rank calls this; rank 0 writes.
     """
+    budget = TimeBudget(time_budget)
+    recipe = spec["recipe"]
+    device = resolve_device(device)
+    precision_name = recipe.get("precision", "fp32")
+    Precision(precision_name, device)  # refuse a precision the device lacks before any work
+    world, device = init_world(device)
+    try:
+        precision = Precision(precision_name, device, recipe.get("channels_last", False))
+        print(f"training {spec['model']} seed {spec['seed']} on {device}"
+              + (f" (rank {world.rank} of {world.size})" if world.size > 1 else "")
+              + (f" at {precision_name}" if precision_name != "fp32" else ""), file=sys.stderr)
+        _train(spec, dataset_path, model_out, log_out, predictions_out, state_dir, device, progress, workers,
+               stop_after, budget, world, precision)
+    finally:
+        finish(world)
+
+
+def _train(spec, dataset_path, model_out, log_out, predictions_out, state_dir, device, progress, workers,
+           stop_after, budget, world, precision) -> None:
     from ..models.registry import build_model
 
     recipe = spec["recipe"]
-    device = resolve_device(device)
-    print(f"training {spec['model']} seed {spec['seed']} on {device}", file=sys.stderr)
     set_determinism(recipe["deterministic"])
     info = input_stats(dataset_info(dataset_path), recipe)
     _, _, channels = info.image_shape
@@ -413,70 +489,94 @@ def train_run(spec: dict, dataset_path: str | Path, *, model_out: str | Path, lo
                         "use a larger data_fraction")
     train = open_split(dataset_path, "train", info, device, keep, workers, recipe["random_resized_crop"])
     eval_splits = {name: open_split(dataset_path, name, info, device, workers=workers)
-                   for name in spec["dump_splits"]}
+                   for name in spec["dump_splits"]} if world.main else {}
 
     torch.manual_seed(recipe["init_seed"])
     model = build_model(spec["arch"], info.num_classes, in_channels=channels, image_size=height,
                         input_dropout_keep=recipe["input_dropout_keep"], weights=spec.get("weights"),
                         dropout_at_eval=recipe["dropout_at_eval"]).to(device)
     set_data_normalisation(model, info.mean, info.std)  # models behind a library's own normalisation
+    model = precision.prepare_model(model)
     optimizer, scheduler = make_optimizer(model, recipe)
     torch.manual_seed(recipe["order_seed"])  # global stream: input dropout
     order_gen = torch.Generator().manual_seed(recipe["order_seed"])
 
     weights = weights_file(spec.get("weights"))  # a placed file (torchvision weights: their name is in the spec)
-    resume = ResumeState(Path(state_dir), spec, h5_fingerprint(dataset_path), code_version(),
+    resume = ResumeState(Path(state_dir), resume_key_spec(spec), h5_fingerprint(dataset_path), code_version(),
                          fingerprint(weights) if weights else None)
     state = resume.load()
     if state is None:
-        start_epoch, rows, snapshots = 1, [], {}
+        start_epoch, rows, snapshots, preds = 1, [], {}, {}
         if 0 in recipe["snapshot_epochs"]:
             snapshots[0] = _cpu_copy(model.state_dict())
-        dumps = predict_splits(model, eval_splits, recipe["order_seed"], 0, crop)
-        preds = {name: [dump] for name, dump in dumps.items()}
-        rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
+        if world.main:
+            dumps = predict_splits(model, eval_splits, recipe["order_seed"], 0, crop)
+            preds = {name: [dump] for name, dump in dumps.items()}
+            rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         order_gen.set_state(state["order_gen"])
         _set_rng_state(state["rng"])
+        precision.load_state_dict(state.get("scaler", {}))
         start_epoch, rows, preds = state["epoch"] + 1, state["rows"], state["preds"]
         snapshots = state.get("snapshots", {})
         print(f"resuming {spec['model']} seed {spec['seed']} after epoch {state['epoch']}", file=sys.stderr)
+    trained = wrap(model, world, device, recipe.get("sync_batchnorm", False))
 
     for epoch in range(start_epoch, recipe["epochs"] + 1):
         began = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         try:
-            loss, acc = train_epoch(model, optimizer, train, recipe, order_gen, progress=progress)
+            loss, acc = train_epoch(trained, optimizer, train, recipe, order_gen, progress=progress and world.main,
+                                    precision=precision, world=world)
         except Diverged as err:  # nothing of this epoch is saved: no output, the state of the last good epoch
             raise UserError(f"models.{spec['model']} seed {spec['seed']}: training diverged at epoch {epoch}: {err} "
                             f"(lr {lr:g}); lower `lr` in its recipe or overrides (or check its `weights` file) "
                             "and rerun") from None
         scheduler.step()
-        for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], epoch, crop).items():
-            preds[name].append(dump)
-        rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
-        print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
-              + " ".join(f"{acc_column(k)} {rows[-1][acc_column(k)]:.4f}" for k in eval_splits), file=sys.stderr)
         if epoch in recipe["snapshot_epochs"]:
             snapshots[epoch] = _cpu_copy(model.state_dict())
-        resume.save(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), order_gen=order_gen.get_state(), rng=_rng_state(),
-                    rows=rows, preds=preds, snapshots=snapshots)
+        if world.main:
+            for name, dump in predict_splits(model, eval_splits, recipe["order_seed"], epoch, crop).items():
+                preds[name].append(dump)
+            rows.append(_log_row(epoch, loss, acc, preds, eval_splits, lr, time.perf_counter() - began))
+            print(f"epoch {epoch}/{recipe['epochs']} loss {loss:.4f} train_acc {acc:.4f} "
+                  + " ".join(f"{acc_column(k)} {rows[-1][acc_column(k)]:.4f}" for k in eval_splits), file=sys.stderr)
+            resume.save(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), order_gen=order_gen.get_state(), rng=_rng_state(),
+                        rows=rows, preds=preds, snapshots=snapshots, scaler=precision.state_dict())
+        world.barrier()  # the state of this epoch is on disk before any rank may stop
+        budget.lap(time.perf_counter() - began)
         if stop_after is not None and epoch >= stop_after:
             return
+        if epoch < recipe["epochs"] and world.any(budget.exhausted(), device):
+            raise BudgetReached(epoch, recipe["epochs"], budget.used(), str(resume.path))
 
-    save_model(model_out, model, arch=spec["arch"], num_classes=info.num_classes, in_channels=channels,
-               image_size=height, mean=info.mean, std=info.std,
-               input_dropout_keep=recipe["input_dropout_keep"], dropout_at_eval=recipe["dropout_at_eval"],
-               run=spec, epoch=recipe["epochs"],
-               snapshots={e: w for e, w in snapshots.items() if e != recipe["epochs"]})
-    with atomic_output(log_out) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    write_predictions(predictions_out, spec, eval_splits, preds, info.name)
-    resume.clear()
+    if world.main:
+        save_model(model_out, model, arch=spec["arch"], num_classes=info.num_classes, in_channels=channels,
+                   image_size=height, mean=info.mean, std=info.std,
+                   input_dropout_keep=recipe["input_dropout_keep"], dropout_at_eval=recipe["dropout_at_eval"],
+                   run=spec, epoch=recipe["epochs"],
+                   snapshots={e: w for e, w in snapshots.items() if e != recipe["epochs"]})
+        with atomic_output(log_out) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        write_predictions(predictions_out, spec, eval_splits, preds, info.name,
+                          compute={"world_size": world.size, "device": _device_name(device),
+                                   "precision": precision.name, "channels_last": precision.channels_last})
+        resume.clear()
+    world.barrier()
+
+
+def resume_key_spec(spec: dict) -> dict:
+    """The run spec a resume state is keyed on: without ``gpus``, which changes neither the batches nor
+    the order, so a run may resume on another number of GPUs."""
+    return {**spec, "recipe": {k: v for k, v in spec["recipe"].items() if k != "gpus"}}
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def acc_column(split: str) -> str:
@@ -493,12 +593,15 @@ def _log_row(epoch: int, loss: float, acc: float, preds: dict, eval_splits: dict
     return row
 
 
-def write_predictions(path, spec: dict, eval_splits: dict, preds: dict, dataset_name: str) -> None:
-    """Write the per-epoch prediction dump (layout in docs/file_formats.md)."""
+def write_predictions(path, spec: dict, eval_splits: dict, preds: dict, dataset_name: str,
+                      compute: dict | None = None) -> None:
+    """Write the per-epoch prediction dump (layout in docs/file_formats.md); ``compute`` (ranks, device,
+    precision) goes into its provenance."""
+    extra = {} if compute is None else {"compute": compute}
     with atomic_output(path) as tmp, write_h5(tmp) as handle:
         write_attrs(handle, {"model": spec["model"], "seed": spec["seed"], "arch": spec["arch"],
                              "dataset": dataset_name, "epochs": spec["recipe"]["epochs"],
-                             **provenance(recipe=spec["recipe"])})
+                             **provenance(recipe=spec["recipe"], **extra)})
         for name, split in eval_splits.items():
             group = handle.create_group(name)
             create_dataset(group, "targets", split.labels.astype(np.int64))
@@ -516,13 +619,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-out", required=True)
     parser.add_argument("--predictions-out", required=True)
     parser.add_argument("--state-dir", required=True, help="resume state (not a workflow output)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds this job may train; then it saves its state and exits with code "
+                             f"{EXIT_CODE} so that it is resubmitted (default: no limit)")
     add_compute_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = json_object(args.spec)
-    train_run(spec, args.dataset, model_out=args.model_out, log_out=args.log_out,
-              predictions_out=args.predictions_out, state_dir=args.state_dir, device=args.device,
-              progress=not args.no_progress, workers=args.threads)
+    try:
+        train_run(spec, args.dataset, model_out=args.model_out, log_out=args.log_out,
+                  predictions_out=args.predictions_out, state_dir=args.state_dir, device=args.device,
+                  progress=not args.no_progress, workers=args.threads, time_budget=args.time_budget)
+    except BudgetReached as stop:
+        print(stop, file=sys.stderr)
+        return EXIT_CODE
     return 0
 
 
