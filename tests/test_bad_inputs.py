@@ -127,6 +127,26 @@ CONFIG_CASES = {
         lambda c: (_set("datasets/c10c", {"kind": "cifar10c"})(c),
                    _set("sis/runs/c10c_mixed", {"models": ["digits_cnn"], "dataset": "c10c", "split": "mixed"})(c)),
         "config key sis.runs.c10c_mixed.split: dataset 'c10c' has no split 'mixed' (it has brightness_s1,"),
+    # precision and GPUs of a training run (docs/training_at_scale.md)
+    "precision_unknown": (_set("recipes/quick/precision", "fp8"),
+                          "config key recipes.quick.precision: 'fp8' is not one of fp32, bf16, fp16"),
+    "gpus_zero": (_set("models/digits_cnn/overrides", {"gpus": 0}),
+                  "config key models.digits_cnn.overrides.gpus: 0 is less than the minimum of 1"),
+    "gpus_as_text": (_set("recipes/quick/gpus", "two"), "config key recipes.quick.gpus: 'two' is not of type 'integer'"),
+    "grad_accumulation_zero": (_set("recipes/quick/grad_accumulation", 0),
+                               "config key recipes.quick.grad_accumulation: 0 is less than the minimum of 1"),
+    "batch_smaller_than_gpus_times_accumulation": (
+        _set("models/digits_cnn/overrides", {"gpus": 8, "grad_accumulation": 16}),
+        "config key models.digits_cnn.overrides.batch_size: 64 images cannot be split over 8 GPU(s) x 16"),
+    "fp16_on_cpu": (lambda c: (_set("device", "cpu")(c), _set("recipes/quick/precision", "fp16")(c)),
+                    "config key models.digits_cnn: recipe precision fp16 needs a CUDA GPU but config key device is cpu"),
+    "ddd_condition_mixes_precision": (
+        _set("ddd/gaussian_variants/conditions/optimizer/overrides", {"nesterov": True, "precision": "bf16"}),
+        "config key ddd.gaussian_variants.conditions.optimizer.overrides.precision: bf16 differs from the base "
+        "run's fp32"),
+    "ddd_variant_mixes_precision": (
+        _set("ddd/gaussian_variants/conditions/lr/variants", [{"lr": 0.048}, {"lr": 0.052, "precision": "bf16"}]),
+        "config key ddd.gaussian_variants.conditions.lr.variants.1.precision: bf16 differs"),
     "sis_model_undefined": (_set("sis/runs/digits_exact/models", ["nope"]),
                             "config key sis.runs.digits_exact.models: 'nope' is not a model"),
     "sis_threshold_above_one": (_set("sis/runs/digits_exact/thresholds", [1.5]),
@@ -151,6 +171,15 @@ def test_bad_config_value_is_one_line_naming_the_key(case):
     message = str(caught.value)
     assert expected in message and "\n" not in message, message
     assert "unknown key" not in message or "unknown_key" in case or "option_of" in case or "top_level" in case
+
+
+def test_a_ddd_experiment_may_vary_precision_when_it_declares_so():
+    config = copy.deepcopy(DEFAULT)
+    experiment = config["ddd"]["gaussian_variants"]
+    experiment["conditions"]["optimizer"]["overrides"]["precision"] = "bf16"
+    experiment["vary_precision"] = True
+    models = validate(config)["models"]
+    assert models["gaussian_variants.optimizer"]["overrides"]["precision"] == "bf16"
 
 
 def test_schema_architectures_are_the_registry_ones():

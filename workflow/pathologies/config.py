@@ -118,6 +118,12 @@ def check_recipe(recipe: dict, where: str, schema: dict) -> None:
     if error is not None:
         path = ".".join(str(part) for part in error.absolute_path)
         raise UserError(f"config key {where}.{path}: {error.message}")
+    per_step = recipe["gpus"] * recipe["grad_accumulation"] * (2 if recipe["split_batch"] else 1)
+    if per_step > recipe["batch_size"]:
+        raise UserError(f"config key {where}.batch_size: {recipe['batch_size']} images cannot be split over "
+                        f"{recipe['gpus']} GPU(s) x {recipe['grad_accumulation']} accumulated micro-batches"
+                        + (" x 2 halves (split_batch)" if recipe["split_batch"] else "")
+                        + f"; use a batch_size of at least {per_step} or fewer gpus / grad_accumulation")
     parts = round(1 / recipe["data_fraction"])
     if recipe["data_part"] >= parts:
         raise UserError(f"config key {where}.data_part: {recipe['data_part']} is out of range for data_fraction "

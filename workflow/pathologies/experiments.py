@@ -63,6 +63,9 @@ def check_inputs(config: dict) -> None:
         sizes = expected_splits(config["datasets"][spec.dataset])
         n_train = (sizes or {}).get("train")
         parts = round(1 / spec.recipe["data_fraction"])
+        if spec.recipe["precision"] == "fp16" and config["device"] == "cpu":
+            raise UserError(f"config key models.{name}: recipe precision fp16 needs a CUDA GPU but config key "
+                            "device is cpu; use bf16 or fp32, or device cuda/auto")
         if n_train is not None and parts > n_train:
             raise UserError(f"config key models.{name}: data_fraction {spec.recipe['data_fraction']} cuts the "
                             f"{n_train} training images of {spec.dataset!r} into {parts} parts, some of them "

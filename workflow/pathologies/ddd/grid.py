@@ -238,6 +238,7 @@ def _check_experiment(name: str, experiment: Mapping, config: Mapping, schema: d
     check_recipe(recipe, f"{key}.base.overrides", schema)
     for condition, spec in experiment["conditions"].items():
         _check_condition(condition, spec, recipe, base, f"{key}.conditions.{condition}", schema)
+        _check_precision(experiment, recipe, {**recipe, **spec["overrides"]}, spec, f"{key}.conditions.{condition}")
     if experiment["rsa_images"] == 1:
         raise UserError(f"config key {key}.rsa_images: RSA needs at least 2 images (0 turns it off)")
     if not experiment["predictions_csv"] and not experiment["pretrained"]:  # those add models of their own
@@ -292,6 +293,21 @@ def _check_condition(condition: str, spec: Mapping, recipe: dict, base: Mapping,
     if spec["compare"] == "within" and count < 2:
         raise UserError(f"config key {where}.compare: 'within' compares the models of the condition with "
                         f"each other, but it has only {count}; add seeds or variants, or use 'base'")
+
+
+def _check_precision(experiment: Mapping, base: dict, condition: dict, spec: Mapping, where: str) -> None:
+    """Every member trains at the base's precision unless the experiment varies precision on purpose:
+    otherwise a condition's errors would mix its own factor with floating-point differences."""
+    if experiment["vary_precision"]:
+        return
+    variants = spec.get("variants", [{}])
+    for i, variant in enumerate(variants):
+        precision = variant.get("precision", condition["precision"])
+        if precision != base["precision"]:
+            at = f"{where}.variants.{i}" if "variants" in spec and "precision" in variant else f"{where}.overrides"
+            raise UserError(f"config key {at}.precision: {precision} differs from the base run's {base['precision']}; "
+                            "every member of a DDD experiment trains at one precision (set it in base.overrides), "
+                            "or set vary_precision: true when precision is the factor the experiment studies")
 
 
 def _check_variant(variant: Mapping, recipe: dict, where: str, schema: dict) -> None:
