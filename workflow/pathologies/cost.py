@@ -35,6 +35,7 @@ from .overinterp.derived_sis import derived_sis_jobs
 from .overinterp.grid import experiments
 from .sis.jobs import sis_jobs
 from .sis.throughput import THROUGHPUT, read_throughput
+from .training.throughput import TRAIN_THROUGHPUT, read_train_throughput
 
 TRAIN_FORWARDS = 3  # one training step ~ a forward and a backward pass ~ 3 forward passes
 GRADIENT_FORWARDS = 3  # Batched Gradient SIS: a forward and a backward pass per block
@@ -116,8 +117,10 @@ def sis_forwards(settings: Mapping[str, Any], image_size: int) -> int:
     return math.ceil(p / settings["block"]) * GRADIENT_FORWARDS
 
 
-def bill(config: Mapping, rows: list[dict], device: str) -> list[dict]:
-    """One row per (rule, arch, image size, precision): jobs, work, rate, hours and how the rate was found."""
+def bill(config: Mapping, rows: list[dict], device: str, train_rows: list[dict] = ()) -> list[dict]:
+    """One row per (rule, arch, image size, precision): jobs, work, rate, hours and how the rate was found.
+
+    Training lines come from :func:`train_jobs` (``train_rows``: the training throughput table)."""
     datasets, runs = config["datasets"], run_specs(config)
     lines: dict[tuple, dict] = {}
 
@@ -129,12 +132,15 @@ def bill(config: Mapping, rows: list[dict], device: str) -> list[dict]:
         line["jobs"] += jobs
         line["forwards"] += forwards
 
-    for spec in runs.values():
-        sizes, size = dataset_sizes(spec.dataset, datasets, config)
-        recipe = spec.recipe
-        images = math.ceil(sizes.get("train", 0) * recipe["data_fraction"])
-        if recipe["epochs"] > 0:
-            add("train", spec.arch, size, "fp32", 1, recipe["epochs"] * images * TRAIN_FORWARDS)
+    train_lines = {}
+    for job in train_jobs(config, rows, device, train_rows):
+        line = train_lines.setdefault((job["arch"], job["image_size"], job["precision"], job["gpus"]), {
+            "rule": "train", "arch": job["arch"], "image_size": job["image_size"],
+            "precision": job["precision"] + (f"x{job['gpus']}" if job["gpus"] > 1 else ""), "jobs": 0, "forwards": 0,
+            "forward_per_s": job["images_per_s"] * TRAIN_FORWARDS, "rate": job["rate"], "hours": 0.0})
+        line["jobs"] += job["jobs"]
+        line["forwards"] += job["jobs"] * job["epochs"] * job["images"] * TRAIN_FORWARDS
+        line["hours"] += job["jobs"] * job["gpu_hours"]
     jobs = sis_jobs(config, runs)
     for job in jobs.values():
         sizes, size = dataset_sizes(job.dataset, datasets, config)
@@ -151,10 +157,9 @@ def bill(config: Mapping, rows: list[dict], device: str) -> list[dict]:
                 add(f"overinterp_{derived.kind}_sis", runs[member].arch, size,
                     source.settings.get("precision", "fp32"), derived.shards if i == 0 else 0,
                     images * sis_forwards(source.settings, size))
-    table = sorted(lines.values(), key=lambda r: (r["rule"], r["arch"], r["image_size"]))
-    for line in table:
+    for line in lines.values():
         line["hours"] = line["forwards"] / line["forward_per_s"] / 3600
-    return table
+    return sorted([*lines.values(), *train_lines.values()], key=lambda r: (r["rule"], r["arch"], r["image_size"]))
 
 
 def render(table: list[dict], device: str) -> str:
@@ -171,6 +176,95 @@ def render(table: list[dict], device: str) -> str:
     return "\n".join(out)
 
 
+# --- training jobs: wall time at the recipe's precision and GPU count, attempts within a time limit ---
+
+DDP_EFFICIENCY = 0.9  # assumed (not measured here): each GPU beyond the first adds 90% of one GPU's rate
+
+
+def train_rate(rows: list[dict], train_rows: list[dict], device: str, arch: str, image_size: int,
+               precision: str, channels_last: bool) -> Rate:
+    """Training images/s of one GPU (returned in ``forward_per_s``): a measured training row (real JPEG data
+    path first, matching memory format first), else the inference rate / 3 (a step ~ 3 forward passes)."""
+    mine = [r for r in train_rows if (r["device"], r["arch"], r["image_size"], r["precision"]) ==
+            (device, arch, image_size, precision)]
+    if mine:
+        best = max(mine, key=lambda r: (r["data"] == "jpeg", (r["channels_last"] == "true") == channels_last))
+        layout = ", channels_last" if best["channels_last"] == "true" else ""
+        return Rate(best["images_per_s"], f"measured training ({best['data']} data{layout}, {best['measured']})")
+    forward = find_rate(rows, device, arch, image_size, "bf16" if precision == "bf16" else "fp32")
+    return Rate(forward.forward_per_s / TRAIN_FORWARDS, f"inference rate / {TRAIN_FORWARDS}, {forward.how}")
+
+
+def speedup(gpus: int) -> float:
+    return 1 + (gpus - 1) * DDP_EFFICIENCY
+
+
+def train_jobs(config: Mapping, rows: list[dict], device: str, train_rows: list[dict] = (),
+               precision: str | None = None) -> list[dict]:
+    """One entry per model entry (its seeds cost alike): per job, epochs x images at the training rate on
+    its GPUs, plus the per-epoch dumps (epochs + 1 evaluations of the dumped splits at the fp32 forward rate).
+    ``precision`` prices every run at that precision (with channels_last) instead of its recipe's."""
+    datasets, entries = config["datasets"], {}
+    for (model, _seed), spec in run_specs(config).items():
+        recipe = spec.recipe
+        if recipe["epochs"] == 0:
+            continue
+        if model in entries:
+            entries[model]["jobs"] += 1
+            continue
+        sizes, size = dataset_sizes(spec.dataset, datasets, config)
+        images = math.ceil(sizes.get("train", 0) * recipe["data_fraction"])
+        dumped = sum(sizes.get(split, 0) for split in spec.dump_splits)
+        if precision is not None:
+            recipe = {**recipe, "precision": precision, "channels_last": True}
+        rate = train_rate(rows, list(train_rows), device, spec.arch, size, recipe["precision"], recipe["channels_last"])
+        evaluate = find_rate(rows, device, spec.arch, size, "fp32").forward_per_s
+        gpus = recipe["gpus"]
+        train_s = recipe["epochs"] * images / (rate.forward_per_s * speedup(gpus))
+        dump_s = (recipe["epochs"] + 1) * dumped / evaluate
+        wall_h = (train_s + dump_s) / 3600
+        entries[model] = {"model": model, "jobs": 1, "arch": spec.arch, "image_size": size,
+                          "precision": recipe["precision"], "gpus": gpus, "epochs": recipe["epochs"], "images": images,
+                          "images_per_s": rate.forward_per_s, "rate": rate.how + (
+                              f"; x{speedup(gpus):.2f} on {gpus} GPUs (DDP scaling {DDP_EFFICIENCY:.0%}, assumed)"
+                              if gpus > 1 else ""),
+                          "wall_hours": wall_h, "epoch_minutes": wall_h * 60 / recipe["epochs"],
+                          "gpu_hours": wall_h * gpus}
+    return sorted(entries.values(), key=lambda e: e["model"])
+
+
+def attempts_needed(job: Mapping, budget_minutes: float) -> int | None:
+    """Submissions a job needs when each may train ``budget_minutes``, stopping between epochs; None = never
+    (one epoch is longer than the budget)."""
+    per_attempt = math.floor(budget_minutes / job["epoch_minutes"]) if job["epoch_minutes"] > 0 else job["epochs"]
+    if per_attempt < 1:
+        return None
+    return math.ceil(job["epochs"] / per_attempt)
+
+
+def render_train_jobs(jobs: list[dict], settings: Mapping, device: str) -> str:
+    """Per training job: wall time at its precision and GPU count, and whether limit x attempts covers it."""
+    limit, margin, attempts = settings["time_limit"], settings["save_margin"], settings["attempts"]
+    out = [f"training jobs on {device} (per job; time limit "
+           + (f"{limit:g} min, {margin:g} min kept to save" if limit else "none") + ")",
+           f"{'model':<40} {'jobs':>5} {'prec':<5} {'gpus':>4} {'epochs':>6} {'min/epoch':>10} {'wall h':>8} "
+           f"{'attempts':>8}"]
+    warnings = []
+    for job in jobs:
+        need = attempts_needed(job, limit - margin) if limit else 1
+        out.append(f"{job['model']:<40} {job['jobs']:>5} {job['precision']:<5} {job['gpus']:>4} {job['epochs']:>6} "
+                   f"{job['epoch_minutes']:>10,.1f} {job['wall_hours']:>8,.1f} {need if need else 'never':>8}")
+        if limit and need is None:
+            warnings.append(f"warning: {job['model']}: one epoch takes {job['epoch_minutes']:,.0f} min, longer than "
+                            f"the {limit - margin:g} min a job may train (train_jobs.time_limit - save_margin); "
+                            "use more gpus, bf16, or a longer time_limit")
+        elif limit and attempts is not None and need > attempts:
+            warnings.append(f"warning: {job['model']}: needs {need} attempts of {limit:g} min but train_jobs.attempts "
+                            f"is {attempts}; it cannot finish within limit x attempts ({limit * attempts:g} min); "
+                            "raise attempts (or set it to null: from the bill) or use more gpus / bf16")
+    return "\n".join(out + warnings)
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
@@ -178,8 +272,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="a workflow config, e.g. config/cifar10_overinterpretation.yaml")
     parser.add_argument("--device", default="h200", help="device label of the throughput table (e.g. h200, cpu2)")
     parser.add_argument("--throughput", default=str(THROUGHPUT), help="throughput table (CSV)")
+    parser.add_argument("--train-throughput", default=str(TRAIN_THROUGHPUT), help="training throughput table (CSV)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="minutes per training job (default: the config's train_jobs.time_limit)")
     args = parser.parse_args(argv)
-    print(render(bill(load(args.configfile), read_throughput(args.throughput), args.device), args.device))
+    config, rows = load(args.configfile), read_throughput(args.throughput)
+    train_rows = read_train_throughput(args.train_throughput)
+    settings = dict(config["train_jobs"])
+    if args.time_limit is not None:
+        settings["time_limit"] = args.time_limit
+    jobs = train_jobs(config, rows, args.device, train_rows)
+    if jobs:
+        print(render_train_jobs(jobs, settings, args.device))
+        fp32 = [job for job in jobs if job["precision"] == "fp32"]
+        if fp32:
+            as_bf16 = {j["model"]: j for j in train_jobs(config, rows, args.device, train_rows, precision="bf16")}
+            before = sum(j["jobs"] * j["gpu_hours"] for j in fp32)
+            after = sum(j["jobs"] * as_bf16[j["model"]]["gpu_hours"] for j in fp32)
+            print(f"the fp32 training jobs at bf16 + channels_last: {after:,.1f} instead of {before:,.1f} "
+                  f"{args.device}-hours ({1 - after / before:.0%} less; rate {as_bf16[fp32[0]['model']]['rate']})")
+            if not as_bf16[fp32[0]["model"]]["rate"].startswith("measured"):
+                print("  (an estimate from inference rates: record training rows on the GPU with "
+                      "`bash tests/gpu_checks.sh OUT scale` to replace it)")
+        print()
+    print(render(bill(config, rows, args.device, train_rows), args.device))
     return 0
 
 
