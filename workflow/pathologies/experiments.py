@@ -59,6 +59,10 @@ def check_inputs(config: dict) -> None:
     has, with a sample that fits in it. (A missing ``weights`` file is a missing input of rule
     ``train``: Snakemake names it before any job runs.)"""
     runs = run_specs(config)
+    limit, margin = config["train_jobs"]["time_limit"], config["train_jobs"]["save_margin"]
+    if limit is not None and margin >= limit:
+        raise UserError(f"config key train_jobs.save_margin: {margin:g} min leaves nothing of the time_limit of "
+                        f"{limit:g} min to train; use a save_margin below time_limit")
     for (name, _seed), spec in runs.items():
         sizes = expected_splits(config["datasets"][spec.dataset])
         n_train = (sizes or {}).get("train")

@@ -12,12 +12,14 @@ sys.path.insert(0, PACKAGE_DIR)
 from pathologies.config import run_specs
 from pathologies.experiments import check_configfiles, validate
 from pathologies.errors import UserError
+from pathologies.jobplan import plan as plan_training_jobs
 from pathologies.models.weights import weights_file
 
 try:
     check_configfiles(workflow.overwrite_configfiles or ["config/config.yaml"])
     config = validate(config)
     RUNS = run_specs(config)
+    TRAIN_PLANS, TRAIN_ATTEMPTS = plan_training_jobs(config)
 except UserError as err:
     # One line naming the key, no traceback: the message says everything the user needs.
     print(f"error: {err}", file=sys.stderr)
@@ -94,3 +96,25 @@ def all_targets():
         *DDD.targets(),  # consistency.smk
         *OVERINTERP.targets(),  # overinterpretation.smk
     ]
+
+
+def train_gpus(wildcards):
+    """GPUs of one training job: its recipe's gpus (data-parallel ranks), none when config device is cpu."""
+    return 0 if config["device"] == "cpu" else run_spec(wildcards).recipe["gpus"]
+
+
+def train_launcher(wildcards):
+    """Arguments between `python` and `-m pathologies.training.train`: torchrun for several ranks."""
+    ranks = run_spec(wildcards).recipe["gpus"]
+    return [] if ranks == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+
+
+def train_budget(wildcards):
+    """`--time-budget SECONDS` when train_jobs.time_limit is set (pathologies.jobplan)."""
+    budget = TRAIN_PLANS[(wildcards.model, int(wildcards.seed))].budget_s
+    return [] if budget is None else ["--time-budget", f"{budget:.0f}"]
+
+
+def train_runtime(wildcards, attempt):
+    job = TRAIN_PLANS[(wildcards.model, int(wildcards.seed))]
+    return job.runtime * attempt if job.scales_with_attempt else job.runtime

@@ -14,16 +14,20 @@ rule train:
     conda:
         ENV
     threads: config["train_threads"]
+    retries: None if TRAIN_ATTEMPTS is None else TRAIN_ATTEMPTS - 1  # a job stopped by its time budget resumes
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=lambda wildcards, attempt: 60 * attempt,
-        gpu=uses_gpu(),
+        runtime=train_runtime,
+        gpu=train_gpus,
     params:
         spec=lambda wildcards: json.dumps(run_spec(wildcards).as_dict(), sort_keys=True),
         state_dir="results/resume/{model}/seed{seed}",
         device=config["device"],
+        launch=train_launcher,
+        budget=train_budget,
+        rank_threads=lambda wildcards, threads: max(1, threads // run_spec(wildcards).recipe["gpus"]),
     shell:
-        "python -m pathologies.training.train --dataset {input.dataset:q} --spec {params.spec:q} "
+        "python {params.launch:q} -m pathologies.training.train --dataset {input.dataset:q} --spec {params.spec:q} "
         "--model-out {output.model:q} --log-out {output.log_csv:q} "
         "--predictions-out {output.predictions:q} --state-dir {params.state_dir:q} "
-        "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
+        "--device {params.device:q} --threads {params.rank_threads:q} {params.budget:q} > {log:q} 2>&1"
