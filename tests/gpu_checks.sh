@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU checks for a machine with a CUDA GPU and PyTorch (docs/testing.md, "GPU checks"): the CUDA tests and the
 # SIS benchmark figures quoted in docs/benchmarks.md, and the tiny workflow configs on the GPU.
-# Usage: bash tests/gpu_checks.sh [output-folder] [sections: any of tests bench verified workflow; default all]
+# Usage: bash tests/gpu_checks.sh [output-folder] [sections: any of tests bench verified workflow scale; default all]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-checks}
-sections=${2:-tests bench verified workflow}
+sections=${2:-tests bench verified workflow scale}
 want() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$out"
 export PYTHONPATH=$PWD/workflow${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -15,7 +15,7 @@ device=${DEVICE:-cuda}  # DEVICE=cpu tries the workflow section on a machine wit
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$out/device.txt"
-want tests && timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_sis.py tests/test_sis_verified.py tests/test_sis_batch_size.py tests/test_train.py \
+want tests && timeout 180 $python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_scale.py tests/test_sis.py tests/test_sis_verified.py tests/test_sis_batch_size.py tests/test_train.py \
   "tests/test_sis_extract.py::test_a_tuned_batch_size_extraction_equals_the_declared_one" \
   2>&1 | tail -15 | tee "$out/pytest.txt"
 # every rate measured goes into $out/throughput.csv (copy its rows into config/throughput.csv for the bill)
@@ -36,6 +36,18 @@ verified 300 --arch resnet18 --patch 2 --images 8 --lockstep 8 --batch-size 4096
 # the issue's per-image targets (pixel features, 1,024 per CIFAR image): ResNet20 <= 1 s, ResNet18 <= 5 s, fp32-identical
 verified 200 --arch resnet20 --patch 1 --images 4 --lockstep 4 --batch-size 8192
 verified 400 --arch resnet18 --patch 1 --images 4 --lockstep 4 --batch-size 8192
+
+# Training at scale (docs/training_at_scale.md): ResNet-18 and ResNet-50 training at 224 px, fp32 against
+# bf16 + channels_last, on synthetic batches and on the real JPEG path (PIL decode in $(nproc) DataLoader
+# workers); rows for config/train_throughput.csv (the bill's training rates) go into $out/train_throughput.csv,
+# with the decode rates per core and the cores one GPU needs at each recorded rate.
+scale() { want scale || return 0; timeout 420 $python -m pathologies.bench train --device cuda --sections precision,decode \
+  --precision-size 224 --precision-batch 256 --steps 20 --workers "$(nproc)" --record "$out/train_throughput.csv" \
+  --device-label "${DEVICE_LABEL:-gpu}" --gpu-label "${DEVICE_LABEL:-gpu}" "$@" 2>&1 | tee -a "$out/bench_train.txt"; }
+scale --precision-arch tv_resnet18
+scale --precision-arch tv_resnet50
+# the issue's bar: ResNet-50 bf16 + channels_last >= 2.5x fp32 images/s on synthetic data
+want scale && grep -h "bf16_speedup" "$out/bench_train.txt" | tee -a "$out/scale.txt"
 
 # The tiny workflow configs with device=cuda through Snakemake (when it is importable): every GPU rule
 # (training, SIS, evaluation, calibration, ensembles, RSA) on the GPU; GPU_JOBS (4) tiny jobs share it.
