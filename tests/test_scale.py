@@ -196,3 +196,34 @@ def test_a_killed_two_rank_run_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming m seed 0 after epoch {epoch}" in done.stderr
     assert_close_to(reference, out)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (tests/gpu_checks.sh runs it)")
+
+
+@CUDA
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_cuda_and_keeps_fp32_weights(tmp_path, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    dataset = make_quadrant_dataset(tmp_path / "q.h5", n_train=512, n_test=64)
+    spec = make_spec(epochs=4, arch="resnet20", precision=precision, channels_last=True, deterministic=False)
+    paths = {"model_out": tmp_path / "model.pt", "log_out": tmp_path / "log.csv", "predictions_out": tmp_path / "p.h5"}
+    train_run(spec, dataset, **paths, state_dir=tmp_path / "state", device="cuda", progress=False)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in weights(paths["model_out"]).values())
+    assert pd.read_csv(paths["log_out"])["test_acc"].iloc[-1] > 0.8
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL)")
+def test_two_gpus_train_as_one(tmp_path):
+    dataset = make_quadrant_dataset(tmp_path / "q.h5", n_train=256, n_test=32)
+    spec = make_spec(epochs=2, arch="mlp", gpus=2)
+    paths = {"model_out": tmp_path / "one" / "model.pt", "log_out": tmp_path / "one" / "log.csv",
+             "predictions_out": tmp_path / "one" / "predictions.h5"}
+    train_run(spec, dataset, **paths, state_dir=tmp_path / "one" / "state", device="cuda", progress=False)
+    cmd = [c if c != "cpu" else "cuda" for c in torchrun_cmd(spec, dataset, tmp_path / "two")]
+    done = subprocess.run(cmd, env={**ENV, "PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    want, got = weights(paths["model_out"]), weights(tmp_path / "two" / "model.pt")
+    for key in want:  # TF32 and NCCL reductions: looser than the CPU tolerance
+        torch.testing.assert_close(got[key].cpu(), want[key].cpu(), atol=1e-3, rtol=0)
