@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -227,3 +228,95 @@ def test_two_gpus_train_as_one(tmp_path):
     want, got = weights(paths["model_out"]), weights(tmp_path / "two" / "model.pt")
     for key in want:  # TF32 and NCCL reductions: looser than the CPU tolerance
         torch.testing.assert_close(got[key].cpu(), want[key].cpu(), atol=1e-3, rtol=0)
+
+
+# --- the bill of training jobs and the resources the rule derives from it ----------------------------
+
+def scale_config(**train_jobs) -> dict:
+    from pathologies.experiments import validate
+
+    return validate({
+        "device": "auto",
+        "datasets": {"gaussian": {"kind": "gaussian", "train_per_class": 100, "test_per_class": 20}},  # 1,000 / 200
+        "recipes": {"r": {"epochs": 10, "batch_size": 50}},
+        "models": {"wide": {"dataset": "gaussian", "arch": "mlp", "recipe": "r", "seeds": [0, 1],
+                            "overrides": {"gpus": 2, "precision": "bf16"}},
+                   "plain": {"dataset": "gaussian", "arch": "mlp", "recipe": "r", "seeds": [0]}},
+        "train_jobs": train_jobs,
+    })
+
+
+def scale_rows():
+    forward = [{"device": "gpu", "arch": "mlp", "image_size": 8, "precision": p, "forward_per_s": 3000.0,
+                "measured": "2026-12-06", "how": "test"} for p in ("fp32", "bf16")]
+    train = [{"device": "gpu", "arch": "mlp", "image_size": 8, "precision": "bf16", "channels_last": "true",
+              "data": "synthetic", "images_per_s": 400.0, "measured": "2026-12-06", "how": "test"}]
+    return forward, train
+
+
+def test_training_jobs_are_billed_at_their_precision_and_gpus():
+    from pathologies import cost
+
+    forward, train = scale_rows()
+    jobs = {job["model"]: job for job in cost.train_jobs(scale_config(), forward, "gpu", train)}
+    dumps = 11 * 200 / 3000  # epochs + 1 evaluations of the 200 test images at the fp32 forward rate
+    wide, plain = jobs["wide"], jobs["plain"]
+    assert wide["jobs"] == 2 and wide["rate"].startswith("measured training")
+    assert wide["wall_hours"] * 3600 == pytest.approx(10 * 1000 / (400 * (1 + cost.DDP_EFFICIENCY)) + dumps)
+    assert wide["gpu_hours"] == pytest.approx(2 * wide["wall_hours"])
+    assert plain["rate"].startswith("inference rate / 3")  # no fp32 training row: forward rate / 3
+    assert plain["wall_hours"] * 3600 == pytest.approx(10 * 1000 / (3000 / 3) + dumps)
+    lines = {line["precision"]: line for line in cost.bill(scale_config(), forward, "gpu", train) if line["rule"] == "train"}
+    assert lines["bf16x2"]["hours"] == pytest.approx(2 * wide["gpu_hours"]) and lines["fp32"]["jobs"] == 1
+
+
+def test_attempts_and_the_warning_when_limit_times_attempts_is_too_short():
+    from pathologies import cost
+
+    forward, train = scale_rows()
+    plain = next(j for j in cost.train_jobs(scale_config(), forward, "gpu", train) if j["model"] == "plain")
+    epoch = plain["epoch_minutes"]  # 10 epochs; a budget of 3.5 epochs trains 3 per attempt
+    assert cost.attempts_needed(plain, 3.5 * epoch) == 4 and cost.attempts_needed(plain, 0.5 * epoch) is None
+    text = cost.render_train_jobs([plain], {"time_limit": 3.5 * epoch + 1, "save_margin": 1, "attempts": 3}, "gpu")
+    assert "warning: plain: needs 4 attempts" in text and "cannot finish within limit x attempts" in text
+    text = cost.render_train_jobs([plain], {"time_limit": 0.5 * epoch + 1, "save_margin": 1, "attempts": 3}, "gpu")
+    assert "never" in text and "warning: plain: one epoch takes" in text
+
+
+def test_job_plan_gives_time_budget_runtime_and_attempts(monkeypatch):
+    from pathologies import jobplan
+
+    plans, attempts = jobplan.plan(scale_config())
+    assert attempts is None and plans[("wide", 0)] == jobplan.JobPlan(60, None, True)
+    plans, attempts = jobplan.plan(scale_config(time_limit=90, save_margin=10))
+    assert attempts == 2 and plans[("plain", 0)] == jobplan.JobPlan(90, 80 * 60, False)
+    forward, train = scale_rows()
+    monkeypatch.setattr("pathologies.sis.throughput.read_throughput", lambda *a: forward)
+    monkeypatch.setattr("pathologies.training.throughput.read_train_throughput", lambda *a: train)
+    from pathologies import cost
+
+    jobs = {j["model"]: j for j in cost.train_jobs(scale_config(), forward, "gpu", train)}
+    limit = 3.5 * jobs["plain"]["epoch_minutes"] + 1
+    plans, attempts = jobplan.plan(scale_config(time_limit=limit, save_margin=1, bill_device="gpu"))
+    # the slowest job's attempts (10 epochs, as many whole epochs per attempt as fit) plus one spare
+    assert attempts == max(math.ceil(10 / math.floor((limit - 1) / j["epoch_minutes"])) for j in jobs.values()) + 1
+    assert attempts == 6  # wide: 2 epochs per attempt (its 2 GPUs at 400/s x 1.9 vs plain's 1,000/s)
+    job = plans[("plain", 0)]
+    assert job.budget_s == pytest.approx((limit - 1) * 60) and job.runtime == math.ceil(limit)
+
+
+def test_dry_run_launches_torchrun_with_the_recipe_gpus_and_a_time_budget(tmp_path):
+    import yaml
+
+    from test_workflow import copy_workflow, snakemake
+
+    work = copy_workflow(tmp_path)
+    config = yaml.safe_load((ROOT / "tests/slurm/config.yaml").read_text())
+    config["device"] = "auto"
+    config["models"]["digits_cnn"]["overrides"] = {"gpus": 2}
+    config["train_jobs"] = {"time_limit": 30, "save_margin": 5, "attempts": 4}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake("-n", "-p", "--forceall", "--configfile", str(tmp_path / "c.yaml"), cwd=work)
+    out = done.stdout + done.stderr
+    assert "python -m torch.distributed.run --standalone --nproc_per_node=2 -m pathologies.training.train" in out
+    assert "--time-budget 1500" in out and "gpu=2" in out and "runtime=30" in out
