@@ -67,16 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     sections = set(args.sections.split(","))
     print(f"device {device_name(device)}; torch {torch.__version__}; {torch.get_num_threads()} threads")
-    if "loop" in sections:
-        loop_section(args)
+    if args.record and not args.device_label:
+        parser.error("--record needs --device-label (the label the bill looks rows up by, e.g. h200)")
+    results = {}  # key=value lines, printed last (train_ratio the very last)
     if "precision" in sections:
-        precision_section(args, device)
+        results.update(precision_section(args, device))
     if args.record:
-        if not args.device_label:
-            parser.error("--record needs --device-label (the label the bill looks rows up by, e.g. h200)")
         record_section(args, device)
     if "decode" in sections:
-        decode_section(args, device)
+        results.update(decode_section(args, device))
+    if "loop" in sections:
+        results.update(loop_section(args))
+    for key, value in results.items():
+        print(f"{key}={value}")
     return 0
 
 
@@ -90,7 +93,7 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({model}, {os.cpu_count()} cores)"
 
 
-def loop_section(args) -> None:
+def loop_section(args) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.images, args.channels, args.image_size, args.image_size, generator=gen)
     y = torch.randint(0, 10, (args.images,), generator=gen)
@@ -121,7 +124,7 @@ def loop_section(args) -> None:
     rates = {name: args.images / seconds for name, seconds in timings.items()}
     for name, rate in rates.items():
         print(f"{name:>20}: {rate:10.0f} images/s")
-    print(f"train_ratio={rates['pathologies.training.train'] / rates['reference']:.3f}")
+    return {"train_ratio": f"{rates['pathologies.training.train'] / rates['reference']:.3f}"}
 
 
 def step_rate(arch: str, size: int, batch: int, steps: int, device: torch.device, precision: str,
@@ -157,7 +160,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def precision_section(args, device: torch.device) -> None:
+def precision_section(args, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rates = {}
@@ -170,10 +173,10 @@ def precision_section(args, device: torch.device) -> None:
           f"{args.steps} steps on {device_name(device)}")
     for name, rate in rates.items():
         print(f"{name:>20}: {rate:10.1f} images/s ({1000 * args.precision_batch / rate:8.1f} ms/step)")
-    print(f"bf16_speedup={rates['bf16+channels_last'] / rates['fp32']:.3f}")
+    return {"bf16_speedup": f"{rates['bf16+channels_last'] / rates['fp32']:.3f}"}
 
 
-def decode_section(args, device: torch.device) -> None:
+def decode_section(args, device: torch.device) -> dict:
     import tempfile
 
     from . import decode
@@ -198,8 +201,9 @@ def decode_section(args, device: torch.device) -> None:
               "GPU (bash tests/gpu_checks.sh OUT scale) to size cores per GPU")
     for row in rows:
         cl = " channels_last" if row["channels_last"] == "true" else ""
-        print(f"cores_per_gpu {row['arch']} {row['precision']}{cl} ({row['images_per_s']:,.0f} images/s on "
-              f"{args.gpu_label}): {math.ceil(row['images_per_s'] / train_rate)} at {train_rate:.0f} images/s per core")
+        print(f"cores_per_gpu {row['arch']} {row['precision']}{cl} {row['data']} ({row['images_per_s']:,.0f} images/s "
+              f"on {args.gpu_label}): {math.ceil(row['images_per_s'] / train_rate)} at {train_rate:.0f} images/s per core")
+    return {"decode_per_core": f"{train_rate:.1f}"}
 
 
 def record_section(args, device: torch.device) -> None:
