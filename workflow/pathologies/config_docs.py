@@ -49,6 +49,7 @@ SECTIONS: dict[str, Section] = {
     "datasets": Section(("$defs", "dataset")),
     "recipe": Section(("$defs", "recipe")),
     "model": Section(("$defs", "model")),
+    "train_jobs": Section(("properties", "train_jobs")),
     "sis": Section(("properties", "sis"), own_table=frozenset({"runs"})),
     "sis.runs": Section(("properties", "sis", "properties", "runs", "additionalProperties")),
     "ddd": Section(("$defs", "ddd_experiment"), own_table=frozenset({"conditions"})),
