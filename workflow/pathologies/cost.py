@@ -285,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     if jobs:
         print(render_train_jobs(jobs, settings, args.device))
         fp32 = [job for job in jobs if job["precision"] == "fp32"]
-        if fp32:
+        try:
             as_bf16 = {j["model"]: j for j in train_jobs(config, rows, args.device, train_rows, precision="bf16")}
+        except UserError:
+            print(f"(no bf16 rates for {args.device}: the same jobs at bf16 are not priced)")
+            fp32 = []
+        if fp32:
             before = sum(j["jobs"] * j["gpu_hours"] for j in fp32)
             after = sum(j["jobs"] * as_bf16[j["model"]]["gpu_hours"] for j in fp32)
             print(f"the fp32 training jobs at bf16 + channels_last: {after:,.1f} instead of {before:,.1f} "
