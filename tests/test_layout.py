@@ -30,8 +30,10 @@ ALLOWED = {
 # Experiment expansion composes the stages' grids in one place, above every stage.
 COMPOSITION = {"pathologies.experiments": {"data", "ddd", "models", "overinterp", "sis"},  # models: weights names
                # the bill of a config: expanded config, SIS jobs (calibrated and ensemble SIS: overinterp),
-               # dataset sizes, model FLOPs
-               "pathologies.cost": {"data", "models", "sis", "overinterp"}}
+               # dataset sizes, model FLOPs, the training throughput table
+               "pathologies.cost": {"data", "models", "sis", "overinterp", "training"},
+               # training jobs' runtime, time budget and attempts, from the bill (read by the train rule)
+               "pathologies.jobplan": {"sis", "training"}}
 
 
 def module_name(path: Path) -> str:
