@@ -320,3 +320,37 @@ def test_dry_run_launches_torchrun_with_the_recipe_gpus_and_a_time_budget(tmp_pa
     out = done.stdout + done.stderr
     assert "python -m torch.distributed.run --standalone --nproc_per_node=2 -m pathologies.training.train" in out
     assert "--time-budget 1500" in out and "gpu=2" in out and "runtime=30" in out
+
+
+def test_bench_records_training_rows_and_sizes_cores_per_gpu(tmp_path, capsys):
+    from pathologies.bench.train import main as bench_train
+    from pathologies.training.throughput import read_train_throughput
+
+    table = tmp_path / "train_throughput.csv"
+    assert bench_train(["--sections", "decode", "--device", "cpu", "--record", str(table), "--device-label", "cpu2",
+                        "--gpu-label", "cpu2", "--precision-arch", "small_cnn", "--precision-size", "224",
+                        "--precision-batch", "2", "--steps", "1", "--jpegs", "3", "--workers", "0"]) == 0
+    rows = read_train_throughput(table)
+    assert {(r["precision"], r["channels_last"], r["data"]) for r in rows} == {
+        (p, c, d) for p, c in (("fp32", "false"), ("bf16", "true")) for d in ("synthetic", "jpeg")}
+    assert all(r["device"] == "cpu2" and r["images_per_s"] > 0 for r in rows)
+    out = capsys.readouterr().out
+    per_core = float(out.split("decode_per_core=")[1].split()[0])
+    for row in rows:  # cores one "GPU" (here the CPU rows just recorded) needs at each rate
+        assert f"{math.ceil(row['images_per_s'] / per_core)} at {per_core:.0f} images/s per core" in out
+    assert "PIL vs decode_jpeg resize+crop images: max |difference|" in out
+
+
+@pytest.mark.parametrize("line, message", [
+    ("cpu2,mlp,8,fp32,maybe,synthetic,10,2026-12-06,x", "channels_last must be true or false"),
+    ("cpu2,mlp,8,fp32,false,synthetic,-1,2026-12-06,x", "images_per_s must be positive"),
+    ("cpu2,mlp,eight,fp32,false,synthetic,10,2026-12-06,x", "image_size must be an integer"),
+])
+def test_bad_training_throughput_row_is_one_line(tmp_path, line, message):
+    from pathologies.training.throughput import COLUMNS, read_train_throughput
+
+    path = tmp_path / "t.csv"
+    path.write_text(",".join(COLUMNS) + "\n" + line + "\n")
+    with pytest.raises(UserError, match=f"{path} line 2: .*{message}") as err:
+        read_train_throughput(path)
+    assert "\n" not in str(err.value)
