@@ -247,8 +247,8 @@ def render_train_jobs(jobs: list[dict], settings: Mapping, device: str) -> str:
     limit, margin, attempts = settings["time_limit"], settings["save_margin"], settings["attempts"]
     out = [f"training jobs on {device} (per job; time limit "
            + (f"{limit:g} min, {margin:g} min kept to save" if limit else "none") + ")",
-           f"{'model':<40} {'jobs':>5} {'prec':<5} {'gpus':>4} {'epochs':>6} {'min/epoch':>10} {'wall h':>8} "
-           f"{'attempts':>8}"]
+           (f"{'model':<40} {'jobs':>5} {'prec':<5} {'gpus':>4} {'epochs':>6} {'min/epoch':>10} {'wall h':>8} "
+            f"{'attempts':>8}")]
     warnings = []
     for job in jobs:
         need = attempts_needed(job, limit - margin) if limit else 1

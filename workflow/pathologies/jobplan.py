@@ -9,8 +9,8 @@ with ``bill_device``, what the bill expects of it, when that is shorter) and tra
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .errors import UserError
 

@@ -88,8 +88,10 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    model = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
     return f"cpu ({model}, {os.cpu_count()} cores)"
 
 
@@ -179,8 +181,8 @@ def precision_section(args, device: torch.device) -> dict:
 def decode_section(args, device: torch.device) -> dict:
     import tempfile
 
-    from . import decode
     from ..training.throughput import TRAIN_THROUGHPUT, read_train_throughput
+    from . import decode
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = decode.make_jpegs(Path(tmp), args.jpegs)
@@ -211,8 +213,8 @@ def record_section(args, device: torch.device) -> None:
     import datetime
     import tempfile
 
-    from . import decode
     from ..training.throughput import record
+    from . import decode
 
     today = datetime.date.today().isoformat()
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ the smaller batches (their statistics are computed per micro-batch and per rank)
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ def micro_slices(n: int, parts: int) -> list[slice]:
     bounds = [0]
     for i in range(parts):
         bounds.append(bounds[-1] + base + (i < extra))
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
