@@ -286,7 +286,7 @@ def test_job_plan_gives_time_budget_runtime_and_attempts(monkeypatch):
     from pathologies import jobplan
 
     plans, attempts = jobplan.plan(scale_config())
-    assert attempts is None and plans[("wide", 0)] == jobplan.JobPlan(60, None, True)
+    assert attempts is None and plans[("wide", 0)] == jobplan.JobPlan(480, None, True)
     plans, attempts = jobplan.plan(scale_config(time_limit=90, save_margin=10))
     assert attempts == 2 and plans[("plain", 0)] == jobplan.JobPlan(90, 80 * 60, False)
     forward, train = scale_rows()

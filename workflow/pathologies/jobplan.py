@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import UserError
 
-DEFAULT_RUNTIME = 60  # minutes per attempt without a time limit or a bill
+DEFAULT_RUNTIME = 480  # minutes per attempt without a time limit or a bill (the profile's former 8 h)
 HEADROOM = 1.25  # a job's runtime asks for the bill's estimate times this
 
 
