@@ -261,20 +261,28 @@ def wait_for_running_training(cluster: LocalSlurm, state: Path, run: subprocess.
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_time_budget_of_seconds_finishes_in_several_attempts(cluster, node_profile, local_run, tmp_path):
-    """train_jobs.time_limit of 4 s: each SLURM job trains a few epochs, saves its state and exits 75; the
-    rule's retries resubmit it until the run is done, and the outputs equal the uninterrupted local run."""
-    work = copy_workflow(tmp_path)
-    config = {**load_yaml(CONFIG), "train_jobs": {"time_limit": 4 / 60, "save_margin": 0, "attempts": 10}}
+def test_a_time_budget_finishes_in_several_attempts(cluster, node_profile, tmp_path):
+    """train_jobs.time_limit of 6 ms: every SLURM job trains one epoch (a job always trains at least one),
+    saves its state and exits 75; the rule's retries resubmit it until its 3 epochs are done, and the
+    outputs equal those of an uninterrupted local run."""
+    config = load_yaml(CONFIG)
+    config["recipes"]["slurm_test"]["epochs"] = 3
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(config))
+    config["train_jobs"] = {"time_limit": 0.0001, "save_margin": 0, "attempts": 5}
     (tmp_path / "budget.yaml").write_text(yaml.safe_dump(config))
     target = f"{MODEL_DIRS[0]}/predictions.h5"
+    (tmp_path / "local").mkdir()
+    (tmp_path / "slurm").mkdir()
+    local = copy_workflow(tmp_path / "local")
+    snakemake(target, "--cores", "2", "--configfile", str(tmp_path / "plain.yaml"), cwd=local)
+    work = copy_workflow(tmp_path / "slurm")
     done = snakemake(target, "--workflow-profile", str(node_profile), "--configfile", str(tmp_path / "budget.yaml"),
                      cwd=work)
     output = done.stdout + done.stderr
     trainings = {job: log for job, log in submitted_jobs(output).items() if "rule_train" in str(log)}
-    assert len(trainings) >= 2, f"expected several attempts of the training job, got {len(trainings)}"
+    assert len(trainings) == 3, f"expected one attempt per epoch, got {len(trainings)}"
     stopped = [job for job, log in trainings.items() if "exit status 75" in log.read_text()]
-    assert len(stopped) == len(trainings) - 1, {job: log.read_text()[-500:] for job, log in trainings.items()}
-    assert "resuming digits_cnn seed 0 after epoch" in (work / "results/logs/train/digits_cnn/seed0.log").read_text()
+    assert len(stopped) == 2, {job: log.read_text()[-500:] for job, log in trainings.items()}
+    assert "resuming digits_cnn seed 0 after epoch 2" in (work / "results/logs/train/digits_cnn/seed0.log").read_text()
     assert not (work / "results/resume/digits_cnn/seed0/state.pt").exists()
-    assert_same_outputs(local_run, work, MODEL_DIRS[:1])
+    assert_same_outputs(local, work, MODEL_DIRS[:1])

@@ -14,7 +14,9 @@ rule train:
     conda:
         ENV
     threads: config["train_threads"]
-    retries: None if TRAIN_ATTEMPTS is None else TRAIN_ATTEMPTS - 1  # a job stopped by its time budget resumes
+    # a job stopped by its time budget is resubmitted and resumes; not inside a cluster job (remote mode),
+    # where a retry would rerun it in the same allocation, under the same time limit
+    retries: None if TRAIN_ATTEMPTS is None or workflow.remote_exec else TRAIN_ATTEMPTS - 1
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=train_runtime,
