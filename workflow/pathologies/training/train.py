@@ -128,13 +128,18 @@ class InMemorySplit:
         return len(self.labels)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in ``order`` (a permutation of row indices) or in stored order (``generator``: unused)."""
+                generator: torch.Generator | None = None,
+                rows: Callable[[int], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in ``order`` (a permutation of row indices) or in stored order (``generator``: unused);
+        with ``rows`` (see :func:`batch_rows`), only those rows of each batch."""
         for start in range(0, len(self), batch_size):
             if order is None:
                 yield self.x[start : start + batch_size], self.y[start : start + batch_size]
             else:
-                idx = order[start : start + batch_size].to(self.x.device)
+                idx = order[start : start + batch_size]
+                if rows is not None:
+                    idx = idx[rows(len(idx))]
+                idx = idx.to(self.x.device)
                 yield self.x[idx], self.y[idx]
 
 
