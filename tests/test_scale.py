@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from conftest import ROOT, make_quadrant_dataset, make_spec
 from pathologies.errors import UserError
 from pathologies.io import h5py
@@ -105,7 +106,8 @@ def test_gradient_accumulation_equals_the_large_batch_without_batch_norm(tmp_pat
     want, got = weights(reference["model_out"]), weights(accumulated["model_out"])
     for key in want:  # four partial sums instead of one: float32 rounding only
         torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=0)
-    np.testing.assert_array_equal(dump(reference["predictions_out"])["pred"], dump(accumulated["predictions_out"])["pred"])
+    np.testing.assert_array_equal(dump(reference["predictions_out"])["pred"],
+                                  dump(accumulated["predictions_out"])["pred"])
 
 
 def test_mixed_precision_is_refused_in_one_line_where_the_device_lacks_it(tmp_path, monkeypatch):
@@ -160,7 +162,8 @@ def test_two_ranks_train_as_one_process(tmp_path):
     spec = make_spec(epochs=3, arch="mlp", crop_padding=1, hflip=True, split_batch=True, grad_accumulation=2, gpus=2)
     reference = run(spec, dataset, tmp_path / "single")
     out = tmp_path / "ddp"
-    done = subprocess.run(torchrun_cmd(spec, dataset, out), env=ENV, capture_output=True, text=True, timeout=240, check=False)
+    done = subprocess.run(torchrun_cmd(spec, dataset, out), env=ENV, capture_output=True, text=True, timeout=240,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "(rank 1 of 2)" in done.stderr
     assert_close_to(reference, out)
@@ -192,7 +195,8 @@ def test_a_killed_two_rank_run_resumes(tmp_path):
     assert 1 <= epoch < 6, f"the kill should land mid-run (state after epoch {epoch})"
     assert not (out / "model.pt").exists()
 
-    done = subprocess.run(torchrun_cmd(spec, dataset, out), env=ENV, capture_output=True, text=True, timeout=240, check=False)
+    done = subprocess.run(torchrun_cmd(spec, dataset, out), env=ENV, capture_output=True, text=True, timeout=240,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming m seed 0 after epoch {epoch}" in done.stderr
     assert_close_to(reference, out)
@@ -222,7 +226,8 @@ def test_two_gpus_train_as_one(tmp_path):
              "predictions_out": tmp_path / "one" / "predictions.h5"}
     train_run(spec, dataset, **paths, state_dir=tmp_path / "one" / "state", device="cuda", progress=False)
     cmd = [c if c != "cpu" else "cuda" for c in torchrun_cmd(spec, dataset, tmp_path / "two")]
-    done = subprocess.run(cmd, env={**ENV, "PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(cmd, env={**ENV, "PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     want, got = weights(paths["model_out"]), weights(tmp_path / "two" / "model.pt")
     for key in want:  # TF32 and NCCL reductions: looser than the CPU tolerance
@@ -265,7 +270,8 @@ def test_training_jobs_are_billed_at_their_precision_and_gpus():
     assert wide["gpu_hours"] == pytest.approx(2 * wide["wall_hours"])
     assert plain["rate"].startswith("inference rate / 3")  # no fp32 training row: forward rate / 3
     assert plain["wall_hours"] * 3600 == pytest.approx(10 * 1000 / (3000 / 3) + dumps)
-    lines = {line["precision"]: line for line in cost.bill(scale_config(), forward, "gpu", train) if line["rule"] == "train"}
+    lines = {line["precision"]: line for line in cost.bill(scale_config(), forward, "gpu", train)
+             if line["rule"] == "train"}
     assert lines["bf16x2"]["hours"] == pytest.approx(2 * wide["gpu_hours"]) and lines["fp32"]["jobs"] == 1
 
 
@@ -306,6 +312,7 @@ def test_job_plan_gives_time_budget_runtime_and_attempts(monkeypatch):
 
 def test_dry_run_launches_torchrun_with_the_recipe_gpus_and_a_time_budget(tmp_path):
     import yaml
+
     from test_workflow import copy_workflow, snakemake
 
     work = copy_workflow(tmp_path)

@@ -204,7 +204,8 @@ def decode_section(args, device: torch.device) -> dict:
     for row in rows:
         cl = " channels_last" if row["channels_last"] == "true" else ""
         print(f"cores_per_gpu {row['arch']} {row['precision']}{cl} {row['data']} ({row['images_per_s']:,.0f} images/s "
-              f"on {args.gpu_label}): {math.ceil(row['images_per_s'] / train_rate)} at {train_rate:.0f} images/s per core")
+              f"on {args.gpu_label}): {math.ceil(row['images_per_s'] / train_rate)} at {train_rate:.0f} images/s "
+              "per core")
     return {"decode_per_core": f"{train_rate:.1f}"}
 
 
