@@ -132,14 +132,16 @@ CONFIG_CASES = {
                           "config key recipes.quick.precision: 'fp8' is not one of fp32, bf16, fp16"),
     "gpus_zero": (_set("models/digits_cnn/overrides", {"gpus": 0}),
                   "config key models.digits_cnn.overrides.gpus: 0 is less than the minimum of 1"),
-    "gpus_as_text": (_set("recipes/quick/gpus", "two"), "config key recipes.quick.gpus: 'two' is not of type 'integer'"),
+    "gpus_as_text": (_set("recipes/quick/gpus", "two"),
+                     "config key recipes.quick.gpus: 'two' is not of type 'integer'"),
     "grad_accumulation_zero": (_set("recipes/quick/grad_accumulation", 0),
                                "config key recipes.quick.grad_accumulation: 0 is less than the minimum of 1"),
     "batch_smaller_than_gpus_times_accumulation": (
         _set("models/digits_cnn/overrides", {"gpus": 8, "grad_accumulation": 16}),
         "config key models.digits_cnn.overrides.batch_size: 64 images cannot be split over 8 GPU(s) x 16"),
-    "fp16_on_cpu": (lambda c: (_set("device", "cpu")(c), _set("recipes/quick/precision", "fp16")(c)),
-                    "config key models.digits_cnn: recipe precision fp16 needs a CUDA GPU but config key device is cpu"),
+    "fp16_on_cpu": (
+        lambda c: (_set("device", "cpu")(c), _set("recipes/quick/precision", "fp16")(c)),
+        "config key models.digits_cnn: recipe precision fp16 needs a CUDA GPU but config key device is cpu"),
     "ddd_condition_mixes_precision": (
         _set("ddd/gaussian_variants/conditions/optimizer/overrides", {"nesterov": True, "precision": "bf16"}),
         "config key ddd.gaussian_variants.conditions.optimizer.overrides.precision: bf16 differs from the base "

@@ -168,10 +168,12 @@ class StreamedSplit:
         with ``rows`` (see :func:`batch_rows`), only those rows of each batch are decoded."""
         seed = None if generator is None or not self.random_resized_crop else torch.Generator().manual_seed(
             int(torch.randint(2**62, (1,), generator=generator)))
-        plan = None if order is None else [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        starts = range(0, 0 if order is None else len(order), batch_size)
+        plan = None if order is None else [order[start : start + batch_size] for start in starts]
         if plan is not None and rows is not None:
             plan = [idx[rows(len(idx))] for idx in plan]
-        batching = {"batch_size": batch_size} if plan is None else {"batch_sampler": [p.tolist() for p in plan if len(p)]}
+        batching = ({"batch_size": batch_size} if plan is None
+                    else {"batch_sampler": [p.tolist() for p in plan if len(p)]})
         loader = iter(torch.utils.data.DataLoader(
             self.dataset, num_workers=self.workers, generator=seed, pin_memory=self.device.type == "cuda",
             **batching))
@@ -281,7 +283,8 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: 
     fill = crop_fill(recipe, data)
     losses, corrects, steps = [], [], []  # kept on the device: no synchronisation per step
     starts = range(0, len(data), batch_size)
-    batches = enumerate(zip(starts, data.batches(batch_size, order, generator, streamed_share)), start=1)
+    batches = enumerate(zip(starts, data.batches(batch_size, order, generator, streamed_share), strict=True),
+                        start=1)
     for batch, (start, (xb, yb)) in tqdm(batches, total=len(starts), disable=not progress, leave=False,
                                          file=sys.stderr, mininterval=5):
         n = min(batch_size, len(data) - start)
@@ -511,22 +514,9 @@ def _train(spec, dataset_path, model_out, log_out, predictions_out, state_dir, d
                          fingerprint(weights) if weights else None)
     state = resume.load()
     if state is None:
-        start_epoch, rows, snapshots, preds = 1, [], {}, {}
-        if 0 in recipe["snapshot_epochs"]:
-            snapshots[0] = _cpu_copy(model.state_dict())
-        if world.main:
-            dumps = predict_splits(model, eval_splits, recipe["order_seed"], 0, crop)
-            preds = {name: [dump] for name, dump in dumps.items()}
-            rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
+        start_epoch, rows, snapshots, preds = _epoch_zero(model, optimizer, recipe, eval_splits, crop, world)
     else:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        order_gen.set_state(state["order_gen"])
-        _set_rng_state(state["rng"])
-        precision.load_state_dict(state.get("scaler", {}))
-        start_epoch, rows, preds = state["epoch"] + 1, state["rows"], state["preds"]
-        snapshots = state.get("snapshots", {})
+        start_epoch, rows, snapshots, preds = _restore(state, model, optimizer, scheduler, order_gen, precision)
         print(f"resuming {spec['model']} seed {spec['seed']} after epoch {state['epoch']}", file=sys.stderr)
     trained = wrap(model, world, device, recipe.get("sync_batchnorm", False))
 
@@ -572,6 +562,29 @@ def _train(spec, dataset_path, model_out, log_out, predictions_out, state_dir, d
                                    "precision": precision.name, "channels_last": precision.channels_last})
         resume.clear()
     world.barrier()
+
+
+def _epoch_zero(model, optimizer, recipe, eval_splits, crop, world) -> tuple[int, list, dict, dict]:
+    """(first epoch, log rows, snapshots, prediction dumps) of a fresh run: the untrained model's."""
+    rows, snapshots, preds = [], {}, {}
+    if 0 in recipe["snapshot_epochs"]:
+        snapshots[0] = _cpu_copy(model.state_dict())
+    if world.main:
+        dumps = predict_splits(model, eval_splits, recipe["order_seed"], 0, crop)
+        preds = {name: [dump] for name, dump in dumps.items()}
+        rows.append(_log_row(0, math.nan, math.nan, preds, eval_splits, optimizer.param_groups[0]["lr"], 0.0))
+    return 1, rows, snapshots, preds
+
+
+def _restore(state, model, optimizer, scheduler, order_gen, precision) -> tuple[int, list, dict, dict]:
+    """Load a resume state into the run's objects; (first epoch to train, log rows, snapshots, dumps)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    order_gen.set_state(state["order_gen"])
+    _set_rng_state(state["rng"])
+    precision.load_state_dict(state.get("scaler", {}))
+    return state["epoch"] + 1, state["rows"], state.get("snapshots", {}), state["preds"]
 
 
 def resume_key_spec(spec: dict) -> dict:
