@@ -347,15 +347,21 @@ def test_bench_records_training_rows_and_sizes_cores_per_gpu(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("cpu2,mlp,8,fp32,maybe,synthetic,10,2026-12-06,x", "channels_last must be true or false"),
-    ("cpu2,mlp,8,fp32,false,synthetic,-1,2026-12-06,x", "images_per_s must be positive"),
+    ("cpu2,mlp,8,fp32,maybe,synthetic,10,2026-12-06,x", "channels_last 'maybe' is not one of true, false"),
+    ("cpu2,mlp,8,fp32,false,disk,10,2026-12-06,x", "data 'disk' is not one of synthetic, jpeg"),
+    ("cpu2,mlp,8,fp32,false,synthetic,-1,2026-12-06,x", "images_per_s -1.0 is not a positive finite rate"),
+    ("cpu2,mlp,8,fp32,false,synthetic,inf,2026-12-06,x", "images_per_s inf is not a positive finite rate"),
+    ("cpu2,mlp,8,fp32,false,synthetic,nan,2026-12-06,x", "images_per_s nan is not a positive finite rate"),
+    ("cpu2,mlp,0,fp32,false,synthetic,10,2026-12-06,x", "image_size 0 must be at least 1"),
     ("cpu2,mlp,eight,fp32,false,synthetic,10,2026-12-06,x", "image_size must be an integer"),
+    ("cpu2,mlp,8,fp32,false,synthetic,10,2026-12-06,x\ncpu2,mlp,8,fp32,false,synthetic,99,2026-12-07,y",
+     "is already on line 2"),
 ])
 def test_bad_training_throughput_row_is_one_line(tmp_path, line, message):
     from pathologies.training.throughput import COLUMNS, read_train_throughput
 
     path = tmp_path / "t.csv"
     path.write_text(",".join(COLUMNS) + "\n" + line + "\n")
-    with pytest.raises(UserError, match=f"{path} line 2: .*{message}") as err:
+    with pytest.raises(UserError, match=f"{path} line [23]: .*{message}") as err:
         read_train_throughput(path)
     assert "\n" not in str(err.value)
