@@ -17,7 +17,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sis.smk"
 include: "workflow/rules/figures.smk"
-include: "workflow/rules/consistency.smk"
+include: "workflow/rules/ddd.smk"
 include: "workflow/rules/overinterpretation.smk"
 
 

@@ -91,6 +91,6 @@ def all_targets():
         *all_model_outputs("predictions.h5"),
         *(["results/figures/learning_curves.png"] if RUNS else []),  # none when a DDD experiment only reads CSVs
         *SIS.targets(),  # sis.smk
-        *DDD.targets(),  # consistency.smk
+        *DDD.targets(),  # ddd.smk
         *OVERINTERP.targets(),  # overinterpretation.smk
     ]

@@ -1,4 +1,4 @@
-"""Inputs, parameters and targets of the DDD rules (workflow/rules/consistency.smk), per experiment.
+"""Inputs, parameters and targets of the DDD rules (workflow/rules/ddd.smk), per experiment.
 
 Kept out of the rule file so that it holds rules only and this logic is testable without Snakemake.
 Every method takes the experiment name (the ``experiment`` wildcard).
