@@ -34,13 +34,6 @@ def bs_subset_size(fraction: float, features: int) -> int:
     return max(1, math.floor(fraction * features + 0.5))
 
 
-def bs_subset_frequency(order: np.ndarray, fraction: float, patch: int, height: int, width: int) -> np.ndarray:
-    """(H, W) share of images whose ``fraction`` BS subset (last features removed, half rounds up) holds each pixel."""
-    p = order.shape[1]
-    counts = _bs_counts(order, bs_subset_size(fraction, p))
-    return Masking(patch=patch).feature_map(counts / max(len(order), 1), height, width)
-
-
 def _bs_counts(order: np.ndarray, size: int) -> np.ndarray:
     p = order.shape[1]
     return np.bincount(np.asarray(order[:, p - size:], dtype=np.int64).ravel(), minlength=p)

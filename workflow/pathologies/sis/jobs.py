@@ -8,7 +8,7 @@ whose random tie-breaking seeds are ``tie_break_seed + i``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,18 +113,3 @@ def sis_jobs(config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec])
                     jobs[job.key] = job
     return jobs
 
-
-def find_job(jobs: Mapping[tuple, SisJob], model: str, seed: int, dataset: str, split: str,
-             allowed: Collection[str] | None = None, where: str = "") -> SisJob | None:
-    """The one job extracting (model, seed) on dataset/split among runs ``allowed`` (None = any run).
-
-    None when there is none; UserError naming ``where`` when several runs do and none is chosen.
-    """
-    found = [job for job in jobs.values()
-             if (job.model, job.seed, job.dataset, job.split) == (model, seed, dataset, split)
-             and (allowed is None or job.run in allowed or job.group in allowed)]
-    if len(found) > 1:
-        names = ", ".join(job.run for job in found)
-        raise UserError(f"config key {where}: SIS runs {names} all extract {model} seed {seed} on {dataset}/{split}; "
-                        "name the one to read in `source.sis_runs`")
-    return found[0] if found else None
