@@ -99,11 +99,11 @@ class Experiment:
             chosen.setdefault(member.condition, member)
         return list(chosen.values())
 
-    def as_dict(self, run_dir: Callable[[str, int], str]) -> dict:
-        """JSON-ready description for the analysis modules; ``run_dir(model, seed)`` locates a run."""
+    def as_dict(self, model_dir: Callable[[str, int], str]) -> dict:
+        """JSON-ready description for the analysis modules; ``model_dir(model, seed)`` locates a run."""
         def described(member: Member) -> dict:
-            return {**asdict(member), "predictions": f"{run_dir(member.model, member.seed)}/predictions.h5",
-                    "checkpoint": f"{run_dir(member.model, member.seed)}/model.pt"}
+            return {**asdict(member), "predictions": f"{model_dir(member.model, member.seed)}/predictions.h5",
+                    "checkpoint": f"{model_dir(member.model, member.seed)}/model.pt"}
 
         return {"name": self.name, "dataset": self.dataset, "split": self.split, "epochs": self.epochs,
                 "members": [described(m) for m in self.members], "pretrained": [described(m) for m in self.pretrained],

@@ -52,14 +52,14 @@ SINGLE_MODELS_ONLY = ("fig04_decisions", "fig05_kappa_heatmaps")
 class DddRules:
     """The DDD experiments of a validated config, with the paths their rules need.
 
-    ``run_dir(model, seed)`` and ``dataset_file(name)`` are the workflow's path helpers.
+    ``model_dir(model, seed)`` and ``dataset_file(name)`` are the workflow's path helpers.
     """
 
-    def __init__(self, config: Mapping[str, Any], run_dir: Callable[[str, int], str],
+    def __init__(self, config: Mapping[str, Any], model_dir: Callable[[str, int], str],
                  dataset_file: Callable[[str], str]):
         self.experiments = experiments(config)
         self.kinds = {name: spec["kind"] for name, spec in config["datasets"].items()}
-        self.run_dir = run_dir
+        self.model_dir = model_dir
         self.dataset_file = dataset_file
         self._needs_dataset: dict[tuple, bool] = {}  # (exclude_ids file, format) -> names or mask
 
@@ -72,11 +72,11 @@ class DddRules:
     def spec(self, name: str) -> str:
         """The experiment as JSON for the analysis modules (``--spec``), with its prepared dataset's path
         (``dataset_file``: it converts the file names of ``exclude_ids`` to image ids)."""
-        return json.dumps({**self.experiment(name).as_dict(self.run_dir), "dataset_file": self.dataset(name)},
+        return json.dumps({**self.experiment(name).as_dict(self.model_dir), "dataset_file": self.dataset(name)},
                           sort_keys=True)
 
     def predictions(self, name: str) -> list[str]:
-        return [f"{self.run_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
+        return [f"{self.model_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
 
     def condition_order(self, name: str) -> list[str]:
         """[conditions.csv of the experiment named by ``condition_order``] (Figures 15 / 16), else []."""
@@ -102,11 +102,11 @@ class DddRules:
 
     def base_predictions(self, name: str) -> str:
         base = self.experiment(name).members[0]
-        return f"{self.run_dir(base.model, base.seed)}/predictions.h5"
+        return f"{self.model_dir(base.model, base.seed)}/predictions.h5"
 
     def checkpoints(self, name: str) -> list[str]:
         """model.pt of every run whose members enter the RSA (the base run's once, for all its epochs)."""
-        return list(dict.fromkeys(f"{self.run_dir(m.model, m.seed)}/model.pt"
+        return list(dict.fromkeys(f"{self.model_dir(m.model, m.seed)}/model.pt"
                                   for m in self.experiment(name).rsa_members()))
 
     def external(self, name: str) -> list[str]:

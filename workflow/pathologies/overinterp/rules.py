@@ -23,16 +23,16 @@ TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration
 class OverinterpRules:
     """The overinterpretation experiments of a validated config, with the paths their rules need.
 
-    ``runs``: the training runs (:func:`pathologies.config.run_specs`); ``run_dir(model, seed)``
+    ``runs``: the training runs (:func:`pathologies.config.run_specs`); ``model_dir(model, seed)``
     and ``dataset_file(name)`` are the workflow's path helpers.
     """
 
     def __init__(self, config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec],
-                 run_dir: Callable[[str, int], str], dataset_file: Callable[[str], str]):
+                 model_dir: Callable[[str, int], str], dataset_file: Callable[[str], str]):
         self.runs = runs
         self.jobs = sis_jobs(config, runs)
         self.experiments = experiments(config, self.jobs)
-        self.run_dir = run_dir
+        self.model_dir = model_dir
         self.dataset_file = dataset_file
         self.derived = {name: derived_sis_jobs(e) for name, e in self.experiments.items()}  # by merged file
 
@@ -50,7 +50,7 @@ class OverinterpRules:
         """model.pt of a training run of the config (UserError for one that is not)."""
         if (model, int(seed)) not in self.runs:
             raise UserError(f"models/{model}/seed{seed} is not a training run of the config")
-        return f"{self.run_dir(model, seed)}/model.pt"
+        return f"{self.model_dir(model, seed)}/model.pt"
 
     # -- pixel subsets (one job per experiment and source dataset writes them all: each job would
     #    mostly load torch). ``origin``: the dataset the subsets are cut from, the experiment's by default.

@@ -22,14 +22,14 @@ __all__ = ["SisRules", "sis_file", "shard_file", "FIGURE_KINDS"]
 class SisRules:
     """The SIS jobs of a validated config, with the paths and parameters their rules need.
 
-    ``runs``: the training runs (:func:`pathologies.config.run_specs`); ``run_dir(model, seed)``
+    ``runs``: the training runs (:func:`pathologies.config.run_specs`); ``model_dir(model, seed)``
     is the workflow's folder of a trained model.
     """
 
     def __init__(self, config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec],
-                 run_dir: Callable[[str, int], str]):
+                 model_dir: Callable[[str, int], str]):
         self.jobs = sis_jobs(config, runs)
-        self.run_dir = run_dir
+        self.model_dir = model_dir
         self.heatmap_fraction = {name: entry.get("heatmap_fraction", 0.05)
                                  for name, entry in config["sis"]["runs"].items()}
 
@@ -49,7 +49,7 @@ class SisRules:
     def checkpoints(self, run: str, model: str, seed: int | str, dataset: str, split: str) -> list[str]:
         """model.pt file(s) an extraction scores (the place to map an ensemble name to its members)."""
         job = self.job(run, model, seed, dataset, split)
-        return [f"{self.run_dir(job.model, job.seed)}/model.pt"]
+        return [f"{self.model_dir(job.model, job.seed)}/model.pt"]
 
     def spec(self, run: str, model: str, seed: int | str, dataset: str, split: str, shards: int | str) -> str:
         """The job as JSON for ``python -m pathologies.sis.extract --spec``."""
