@@ -13,12 +13,12 @@ wildcard_constraints:
     ensemble=r"[A-Za-z0-9][A-Za-z0-9_]*",
 
 
-rule overinterp_spec:
+rule overinterp_experiment:
     """The expanded experiment (every evaluation, SIS file and table row) for the analysis modules."""
     output:
-        "results/overinterp/{experiment}/spec.json",
+        "results/overinterp/{experiment}/experiment.json",
     log:
-        "results/logs/overinterp/{experiment}/spec.log",
+        "results/logs/overinterp/{experiment}/experiment.log",
     resources:
         mem_mb=1000,
         runtime=5,
@@ -215,7 +215,7 @@ rule overinterp_ensemble_sis_merge:
 rule overinterp_sis_sizes:
     """SIS size of correct vs wrong images per threshold, by class, and summaries (Figures 5, S3, S4, S16)."""
     input:
-        spec="results/overinterp/{experiment}/spec.json",
+        spec="results/overinterp/{experiment}/experiment.json",
         sis=lambda wildcards: OVERINTERP.sis_files(wildcards.experiment),
     output:
         correctness="results/overinterp/{experiment}/sis_sizes/correctness.csv",
@@ -238,7 +238,7 @@ rule overinterp_sis_sizes:
 rule overinterp_tables:
     """Every table of the experiment as tidy CSV plus a Markdown rendering, recomputed from the evaluations."""
     input:
-        spec="results/overinterp/{experiment}/spec.json",
+        spec="results/overinterp/{experiment}/experiment.json",
         evaluations=lambda wildcards: OVERINTERP.evaluations(wildcards.experiment),
         calibrations=lambda wildcards: OVERINTERP.calibration_files(wildcards.experiment),
         sis_summary="results/overinterp/{experiment}/sis_sizes/summary.csv",

@@ -17,8 +17,8 @@ import pandas as pd
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
-from .experiment import read_spec
+from ..io import atomic_output, read_csv, read_experiment
+from .experiment import KEYS
 from .measures import CATEGORIES
 
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--difficulty", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.spec, KEYS)
     if not spec.get("label_ambiguity"):
         raise UserError(f"experiment {spec['name']!r} sets no label_ambiguity file")
     table = ambiguity_table(read_csv(args.difficulty, "difficulty table"), read_ambiguity(spec["label_ambiguity"]),

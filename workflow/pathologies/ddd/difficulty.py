@@ -24,10 +24,10 @@ from scipy import special, stats
 from ..cliargs import CommandParser
 from ..data.layout import dataset_info
 from ..errors import cli
-from ..io import atomic_output
+from ..io import atomic_output, read_experiment
 from ..training.predictions import Correctness, check_targets, read_dump
 from .exclusion import excluded_ids, split_excluded
-from .experiment import PER_IMAGE, check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
+from .experiment import KEYS, PER_IMAGE, check_exceptions, difficulty_rows, in_between_mask, load_final
 from .measures import (
     class_accuracy,
     classify_images,
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in outputs:
         parser.add_argument(f"--{name.replace('_', '-')}-out", required=True)
     args = parser.parse_args(argv)
-    tables = build_tables(read_spec(args.spec), args.dataset)
+    tables = build_tables(read_experiment(args.spec, KEYS), args.dataset)
     for name in outputs:
         with atomic_output(getattr(args, f"{name}_out")) as tmp:
             tables[name].to_csv(tmp, index=False)

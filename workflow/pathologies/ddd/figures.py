@@ -47,11 +47,11 @@ from matplotlib.ticker import MaxNLocator
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_experiment
 from ..training.predictions import read_dump
 from .class_extremes import readable_names
 from .exclusion import split_excluded
-from .experiment import read_spec
+from .experiment import KEYS
 from .summary import rsa_reference
 
 CORRECT_WRONG_REDS = ListedColormap(["#fcbba1", "#a50f15"])  # Figure 4: light = right, dark = wrong
@@ -521,7 +521,7 @@ def plot_pairs(pairs: pd.DataFrame, images: Path, out: str | Path, n: int = 6) -
 
 def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.spec, KEYS)
     run = split_excluded(read_dump(args.predictions, spec["split"], "all"), spec)[0]
     return plot_base_epochs(run.correct[0], _read_csv(args.epoch_kappa), args.out, spec["epochs"])
 

@@ -33,9 +33,9 @@ from PIL import Image
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import read_csv, read_h5
+from ..io import read_csv, read_experiment, read_h5
 from ..models.activations import split_images
-from .experiment import read_spec
+from .experiment import KEYS
 
 MIN_PIXELS = 160  # small images are enlarged (nearest neighbour) to at least this size on the page
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.spec, KEYS)
     human = spec.get("human")
     if not human:
         raise UserError(f"experiment {spec['name']!r} sets no human experiments (key human)")

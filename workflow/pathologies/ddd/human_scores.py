@@ -40,7 +40,7 @@ from scipy import stats
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
+from ..io import atomic_output, read_csv, read_experiment
 from .agreement import krippendorff_alpha, pairwise_alpha
 from .consistency import pair_stats
 from .human_analysis import analysis_items, drop_observers, model_accuracy_table
@@ -197,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     items = questions
     if args.spec:
         from .exclusion import excluded_ids
-        from .experiment import read_spec
+        from .experiment import KEYS
 
-        spec = read_spec(args.spec)
+        spec = read_experiment(args.spec, KEYS)
         human = spec.get("human") or {}
         excluded = excluded_ids(spec) if human.get("filter_excluded", True) else []
         items = analysis_items(questions, human.get("drop_trials", []), excluded, human.get("balance", False),

@@ -25,10 +25,10 @@ import torch
 from ..cliargs import CommandParser, add_compute_options
 from ..data.layout import dataset_info
 from ..errors import UserError, cli
-from ..io import atomic_output, read_h5
+from ..io import atomic_output, read_experiment, read_h5
 from ..models.activations import checkpoint_activations, split_images
 from .exclusion import excluded_ids
-from .experiment import read_spec
+from .experiment import KEYS
 from .measures import rsa_image_sample, rsa_table
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     print(f"RSA activations on {device}", file=sys.stderr)
-    table = build_table(read_spec(args.spec), args.dataset, device)
+    table = build_table(read_experiment(args.spec, KEYS), args.dataset, device)
     with atomic_output(args.out) as tmp:
         table.to_csv(tmp, index=False)
     return 0

@@ -11,9 +11,9 @@ import pandas as pd
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_experiment
 from .exclusion import excluded_ids
-from .experiment import read_spec
+from .experiment import KEYS
 from .measures import histogram_distances, summary_text
 
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read table {path} ({err}); rebuild it with snakemake") from None
     with atomic_output(args.out) as tmp:
-        tmp.write_text(summary(read_spec(args.spec), **tables))
+        tmp.write_text(summary(read_experiment(args.spec, KEYS), **tables))
     return 0
 
 

@@ -25,9 +25,9 @@ import pandas as pd
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
+from ..io import atomic_output, read_csv, read_experiment
 from .consistency import consistency_table
-from .experiment import read_spec
+from .experiment import KEYS
 from .measures import CATEGORIES
 
 CIFAR100_COARSE = {
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--kappa-out", required=True)
     args = parser.parse_args(argv)
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.spec, KEYS)
     if not spec.get("superclasses"):
         raise UserError(f"experiment {spec['name']!r} sets no superclasses map")
     difficulty = read_csv(args.difficulty, "difficulty table")

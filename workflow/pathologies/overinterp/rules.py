@@ -43,7 +43,7 @@ class OverinterpRules:
         return self.experiments[name]
 
     def spec(self, name: str) -> str:
-        """The expanded experiment as JSON (written to ``spec.json`` for the table and figure modules)."""
+        """The expanded experiment as JSON (written to ``experiment.json`` for the table and figure modules)."""
         return json.dumps(self.experiment(name).as_dict(), sort_keys=True, indent=1)
 
     def checkpoint(self, model: str, seed: int | str) -> str:

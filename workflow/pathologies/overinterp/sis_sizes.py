@@ -7,11 +7,11 @@ Welch's interval for the difference in means, divided by the wrong images' mean 
 
 Usage (what the ``overinterp_sis_sizes`` rule runs)::
 
-    python -m pathologies.overinterp.sis_sizes --spec results/overinterp/<experiment>/spec.json \
+    python -m pathologies.overinterp.sis_sizes --spec results/overinterp/<experiment>/experiment.json \
         --correctness-out c.csv --increase-out i.csv --by-class-out k.csv --summary-out s.csv
 
-``--spec`` is a JSON file: a list of ``{"path": <SIS file>, <metadata>...}`` or an experiment spec
-whose ``sis_files`` is such a list. Every key of an entry except ``path`` is copied into that
+``--spec`` is a JSON file: a list of ``{"path": <SIS file>, <metadata>...}`` or an expanded experiment
+(``experiment.json``) whose ``sis_files`` is such a list. Every key of an entry except ``path`` is copied into that
 file's rows (tidy CSV). Columns:
 
 - correctness: threshold, group (correct|wrong), n, mean_size_pct, ci_low, ci_high, mean_confidence,
