@@ -19,6 +19,7 @@ include: "workflow/rules/sis.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/ddd.smk"
 include: "workflow/rules/overinterpretation.smk"
+include: "workflow/rules/analyses.smk"
 
 
 rule all:

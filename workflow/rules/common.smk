@@ -23,6 +23,8 @@ except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
 ENV = "../../envs/pathologies.yaml"
+# (stage, declared analyses, Rules object) of every stage: analyses.smk makes their rules
+ANALYSIS_STAGES = []
 
 
 wildcard_constraints:

@@ -1,0 +1,29 @@
+# One rule per declared table and figure (pathologies.analysis.Analysis): each stage file appends
+# (stage, declarations, its Rules object) to ANALYSIS_STAGES; this file, included after them, makes the
+# rules <stage>_<name>. The shell line of each is fixed when its rule is made (Analysis.command).
+from pathologies.analysis import rule_inputs, rule_log, rule_options, rule_outputs  # noqa: E402
+
+
+for _stage, _analyses, _rules in ANALYSIS_STAGES:
+    for _analysis in _analyses:
+
+        rule:
+            name:
+                f"{_stage.name}_{_analysis.name}"
+            input:
+                **rule_inputs(_stage, _analysis, _rules),
+            output:
+                **rule_outputs(_stage, _analysis, report),
+            wildcard_constraints:
+                **{_stage.wildcard: _stage.pattern},
+            params:
+                options=rule_options(_stage, _analysis, _rules),
+            log:
+                rule_log(_stage, _analysis),
+            resources:
+                mem_mb=_analysis.mem_mb,
+                runtime=10,
+            conda:
+                ENV
+            shell:
+                _analysis.command()
