@@ -5,9 +5,9 @@ file turns each into one rule (``workflow/rules/<stage>.smk``, the loop at its e
 lists the enabled ones' outputs in ``targets()``, and :func:`outputs_table` renders the table of
 outputs in ``docs/outputs.md``. ``docs/adding_an_analysis.md`` walks through adding one.
 
-Paths are relative to the stage's folder of one experiment (``results/<stage>/{<wildcard>}``); an
-input may instead name a method of the stage's Rules class (``"@method"``), called with the
-wildcard's value.
+Paths are relative to the stage's folder of one experiment (``results/<stage>/{<wildcard>}``) and may
+hold further wildcards; an input may instead name a method of the stage's Rules class (``"@method"``),
+called with the rule's wildcard values in the order they appear in its outputs (as ``args`` is).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Analysis:
     log: str | None = None
     report: tuple[str, ...] | None = None  # outputs registered in the report (default: all)
     mem_mb: int = 4000
+    expand: bool = False  # outputs hold further wildcards: ``rules.expand(analysis, value)`` lists their values
 
     def reported(self) -> tuple[str, ...]:
         return tuple(self.outputs) if self.report is None else self.report
@@ -75,10 +76,15 @@ def enabled(analysis: Analysis, rules: Any, value: str) -> bool:
 
 
 def outputs(stage: Stage, analyses: Iterable[Analysis], rules: Any, value: str) -> list[str]:
-    """Output paths of the enabled analyses for one experiment (for ``targets()``)."""
+    """Output paths of the enabled analyses for one experiment (for ``targets()``); an analysis with
+    further wildcards gets one set of outputs per value of ``rules.expand(analysis, value)``."""
     folder = stage.folder.replace(f"{{{stage.wildcard}}}", value)
-    return [f"{folder}/{path}".replace(f"{{{stage.wildcard}}}", value)
-            for analysis in analyses if enabled(analysis, rules, value) for path in analysis.outputs.values()]
+    paths = []
+    for analysis in analyses:
+        if enabled(analysis, rules, value):
+            for fields in (rules.expand(analysis, value) if analysis.expand else [{}]):
+                paths += [f"{folder}/{path}".format(**fields) for path in analysis.outputs.values()]
+    return paths
 
 
 def rule_inputs(stage: Stage, analysis: Analysis, rules: Any) -> dict[str, Any]:
@@ -89,7 +95,7 @@ def rule_inputs(stage: Stage, analysis: Analysis, rules: Any) -> dict[str, Any]:
 def _source(stage: Stage, source: str, rules: Any) -> Any:
     if source.startswith("@"):
         method = getattr(rules, source[1:])
-        return lambda wildcards: method(wildcards[stage.wildcard])
+        return lambda wildcards: method(*wildcards)
     return f"{stage.folder}/{source}"
 
 
@@ -109,7 +115,7 @@ def rule_options(stage: Stage, analysis: Analysis, rules: Any) -> Callable[..., 
     def options(wildcards, input, output) -> list[str]:
         tokens = input_options({key: input[key] for key in analysis.inputs})
         if analysis.args:
-            tokens += list(getattr(rules, analysis.args)(wildcards[stage.wildcard]))
+            tokens += list(getattr(rules, analysis.args)(*wildcards))
         return tokens + input_options({_out_option(key): output[key] for key in analysis.outputs})
     return options
 
