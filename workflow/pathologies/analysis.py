@@ -34,7 +34,7 @@ class Analysis:
     name: str
     module: str
     outputs: Mapping[str, str]
-    caption: str
+    caption: str | Mapping[str, str]  # one for all outputs, or output -> caption
     inputs: Mapping[str, str] = field(default_factory=dict)
     function: str | None = None
     deps: Mapping[str, str] = field(default_factory=dict)
@@ -46,6 +46,9 @@ class Analysis:
     report: tuple[str, ...] | None = None  # outputs registered in the report (default: all)
     mem_mb: int = 4000
     expand: bool = False  # outputs hold further wildcards: ``rules.expand(analysis, value)`` lists their values
+
+    def caption_of(self, output: str) -> str:
+        return self.caption if isinstance(self.caption, str) else self.caption[output]
 
     def reported(self) -> tuple[str, ...]:
         return tuple(self.outputs) if self.report is None else self.report
@@ -83,6 +86,7 @@ def outputs(stage: Stage, analyses: Iterable[Analysis], rules: Any, value: str) 
     for analysis in analyses:
         if enabled(analysis, rules, value):
             for fields in (rules.expand(analysis, value) if analysis.expand else [{}]):
+                fields = {stage.wildcard: value, **fields}
                 paths += [f"{folder}/{path}".format(**fields) for path in analysis.outputs.values()]
     return paths
 
@@ -101,7 +105,7 @@ def _source(stage: Stage, source: str, rules: Any) -> Any:
 
 def rule_outputs(stage: Stage, analysis: Analysis, report: Callable[..., Any]) -> dict[str, Any]:
     """Named outputs of the analysis' rule; ``report`` (Snakemake's) registers those it reports."""
-    return {key: report(f"{stage.folder}/{path}", caption=f"../report/{analysis.caption}", category=stage.report,
+    return {key: report(f"{stage.folder}/{path}", caption=f"../report/{analysis.caption_of(key)}", category=stage.report,
                         subcategory=f"{{{stage.wildcard}}}") if key in analysis.reported() else f"{stage.folder}/{path}"
             for key, path in analysis.outputs.items()}
 

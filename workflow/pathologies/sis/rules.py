@@ -10,13 +10,23 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..analysis import Analysis, Stage, outputs
 from ..config import RunSpec
 from ..errors import UserError
 from .jobs import SisJob, shard_file, sis_file, sis_jobs
 
-FIGURE_KINDS = ("examples", "curves", "heatmaps")
+STAGE = Stage("sis", "results/figures", "results/logs", "run", "Sufficient input subsets", r"[A-Za-z0-9][A-Za-z0-9_.]*")
+# The figures of every `sis.runs` entry (workflow/rules/analyses.smk makes one rule each, sis_<name>).
+ANALYSES = (
+    Analysis("figures", "sis.figures", {"examples": "sis_examples_{run}.png", "curves": "sis_curves_{run}.png"},
+             {"examples": "sis_examples.rst", "curves": "sis_curves.rst"}, {"sis": "@run_files"},
+             paper="Figures S1, S8", log="sis_figures/{run}.log", mem_mb=2000),
+    Analysis("heatmaps", "sis.heatmaps", {"out": "sis_heatmaps_{run}.png"}, "sis_heatmaps.rst",
+             deps={"sis": "@run_files"}, args="heatmap_args", paper="Figures 3, S7, S9a",
+             log="sis_heatmaps/{run}.log", mem_mb=2000),
+)
 
-__all__ = ["SisRules", "sis_file", "shard_file", "FIGURE_KINDS"]
+__all__ = ["SisRules", "sis_file", "shard_file", "ANALYSES", "STAGE"]
 
 
 class SisRules:
@@ -30,8 +40,8 @@ class SisRules:
                  model_dir: Callable[[str, int], str]):
         self.jobs = sis_jobs(config, runs)
         self.model_dir = model_dir
-        self.heatmap_fraction = {name: entry.get("heatmap_fraction", 0.05)
-                                 for name, entry in config["sis"]["runs"].items()}
+        self.entries = config["sis"]["runs"]
+        self.heatmap_fraction = {name: entry.get("heatmap_fraction", 0.05) for name, entry in self.entries.items()}
 
     def job(self, run: str, model: str, seed: int | str, dataset: str, split: str,
             shards: int | str | None = None) -> SisJob:
@@ -64,6 +74,10 @@ class SisRules:
         job = self.job(run, model, seed, dataset, split)
         return [shard_file(*job.key, i, job.shards) for i in range(job.shards)]
 
+    def options(self, run: str) -> Mapping[str, Any]:
+        """The ``sis.runs`` entry (the ``switch`` keys of the declared figures)."""
+        return self.entries[run]
+
     def groups(self) -> list[str]:
         """The ``sis.runs`` entries that have jobs, in config order (one set of figures each)."""
         return list(dict.fromkeys(job.group for job in self.jobs.values()))
@@ -87,4 +101,4 @@ class SisRules:
     def targets(self) -> list[str]:
         """Every merged SIS file and the figures of every run."""
         return [*[job.path for job in self.jobs.values()],
-                *[f"results/figures/sis_{kind}_{run}.png" for run in self.groups() for kind in FIGURE_KINDS]]
+                *[path for run in self.groups() for path in outputs(STAGE, ANALYSES, self, run)]]
