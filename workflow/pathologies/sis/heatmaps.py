@@ -1,4 +1,5 @@
-"""Where SIS and backward-selection pixel subsets lie (Carter et al. Figures 3, S7, S9a).
+"""Where SIS and backward-selection pixel subsets lie, per SIS run and model (the paper's Figures 3, S7, S9a
+for an experiment's source model are drawn by pathologies.overinterp.figures heatmaps).
 
     python -m pathologies.sis.heatmaps --sis <label>=<sis file> ... --fraction 0.05 --out sis_heatmaps_<run>.png
 
