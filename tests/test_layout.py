@@ -29,6 +29,8 @@ ALLOWED = {
 }
 # Experiment expansion composes the stages' grids in one place, above every stage.
 COMPOSITION = {"pathologies.experiments": {"data", "ddd", "models", "overinterp", "sis"},  # models: weights names
+               # the docs table of every stage's declared analyses
+               "pathologies.outputs_doc": {"ddd", "overinterp", "sis"},
                # the bill of a config: expanded config, SIS jobs (calibrated and ensemble SIS: overinterp),
                # dataset sizes, model FLOPs
                "pathologies.cost": {"data", "models", "sis", "overinterp"}}

@@ -78,6 +78,7 @@ class OverinterpRules:
         self.runs = runs
         self.jobs = sis_jobs(config, runs)
         self.experiments = experiments(config, self.jobs)
+        self.entries = config.get("overinterpretation", {})
         self.model_dir = model_dir
         self.dataset_file = dataset_file
         self.derived = {name: derived_sis_jobs(e) for name, e in self.experiments.items()}  # by merged file
@@ -93,8 +94,9 @@ class OverinterpRules:
         return json.dumps(self.experiment(name).as_dict(), sort_keys=True, indent=1)
 
     def options(self, name: str) -> Mapping[str, Any]:
-        """The experiment's options (the ``switch`` keys of its declared analyses)."""
-        return self.experiment(name).options
+        """The experiment's config entry, defaults filled in (the ``switch`` keys of its declared analyses)."""
+        self.experiment(name)
+        return self.entries[name]
 
     def source_test_sis(self, name: str) -> str:
         return self.experiment(name).source_sis("test")
