@@ -13,12 +13,11 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from test_workflow import copy_workflow, snakemake
-
 from pathologies import outputs_doc
 from pathologies.analysis import Analysis, input_options, outputs
 from pathologies.ddd import rules as ddd_rules
 from pathologies.experiments import validate
+from test_workflow import copy_workflow, snakemake
 
 DDD_TINY = ROOT / "tests" / "configs" / "ddd_tiny.yaml"
 # A test-only figure: Figure 2's drawing under a new name, enabled by the experiment's rsa_images

@@ -105,9 +105,12 @@ def _source(stage: Stage, source: str, rules: Any) -> Any:
 
 def rule_outputs(stage: Stage, analysis: Analysis, report: Callable[..., Any]) -> dict[str, Any]:
     """Named outputs of the analysis' rule; ``report`` (Snakemake's) registers those it reports."""
-    return {key: report(f"{stage.folder}/{path}", caption=f"../report/{analysis.caption_of(key)}", category=stage.report,
-                        subcategory=f"{{{stage.wildcard}}}") if key in analysis.reported() else f"{stage.folder}/{path}"
-            for key, path in analysis.outputs.items()}
+    def output(key: str, path: str) -> Any:
+        if key not in analysis.reported():
+            return path
+        return report(path, caption=f"../report/{analysis.caption_of(key)}", category=stage.report,
+                      subcategory=f"{{{stage.wildcard}}}")
+    return {key: output(key, f"{stage.folder}/{path}") for key, path in analysis.outputs.items()}
 
 
 def rule_log(stage: Stage, analysis: Analysis) -> str:
@@ -139,18 +142,18 @@ def input_options(input: Mapping[str, Any]) -> list[str]:
 
 
 def add_parsers(parser: argparse.ArgumentParser, analyses: Sequence[Analysis], module: str,
-                optional: Mapping[str, Sequence[str]] = {}) -> None:
-    """One subcommand per analysis of ``module``, its options from the declaration (CLI dispatch)."""
+                optional: Mapping[str, Sequence[str]] | None = None) -> None:
+    """One subcommand per declared analysis of ``module``, with the options its rule passes (CLI dispatch);
+    ``optional``: function -> inputs that may be left out (an input function returning [])."""
     commands = parser.add_subparsers(dest="function", required=True)
     for analysis in analyses:
-        if analysis.module != module:
-            continue
-        sub = commands.add_parser(analysis.function)
-        for key in analysis.inputs:
-            sub.add_argument(f"--{key.replace('_', '-')}", required=key not in optional.get(analysis.function, ()),
-                             nargs="*" if key in optional.get(analysis.function, ()) else None)
-        for key in analysis.outputs:
-            sub.add_argument(f"--{_out_option(key).replace('_', '-')}", required=True)
+        if analysis.module == module:
+            sub = commands.add_parser(analysis.function)
+            left_out = (optional or {}).get(analysis.function, ())
+            for key in analysis.inputs:
+                sub.add_argument(f"--{key.replace('_', '-')}", required=key not in left_out)
+            for key in analysis.outputs:
+                sub.add_argument(f"--{_out_option(key).replace('_', '-')}", required=True)
 
 
 def outputs_table(stage: Stage, analyses: Iterable[Analysis]) -> str:
