@@ -86,7 +86,7 @@ def _images(handle: h5py.File, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """uint8 images of ``rows`` of the SIS file's split and the dataset's mean colour."""
     dataset_path, split = str(read_json_attr(handle, "dataset")), str(read_json_attr(handle, "split"))
     info = dataset_info(dataset_path)
-    images, _, _ = load_rows(dataset_path, info, split, np.asarray(rows, dtype=np.int64))
+    images = load_rows(dataset_path, info, split, np.asarray(rows, dtype=np.int64)).images
     return images, mask_colour(info.mean)
 
 
