@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "pathologies"
 
 # Shared plumbing: modules at the package's top level that every stage may import.
 PLUMBING = {"pathologies", "pathologies.errors", "pathologies.io", "pathologies.cliargs", "pathologies.config",
-            "pathologies.device", "pathologies.config_docs", "pathologies.analysis"}
+            "pathologies.device", "pathologies.config_docs", "pathologies.analysis", "pathologies.plots"}
 # The layer of each subpackage and what it may import besides plumbing (the workflow's direction:
 # data -> models -> training -> sis -> overinterp; ddd reads training's dumps).
 ALLOWED = {

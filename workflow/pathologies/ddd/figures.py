@@ -48,7 +48,8 @@ from matplotlib.ticker import MaxNLocator
 from ..analysis import add_parsers
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_experiment
+from ..io import read_experiment
+from ..plots import save
 from ..training.predictions import read_dump
 from .class_extremes import readable_names
 from .exclusion import split_excluded
@@ -61,9 +62,7 @@ CORRECT_WRONG_BLUE = ListedColormap(["#ffffff", "#2171b5"])  # Figure 8: white =
 
 
 def _save(fig: plt.Figure, out: str | Path) -> None:
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=130, format=Path(out).suffix.lstrip(".") or "png", bbox_inches="tight")
-    plt.close(fig)
+    save(fig, out, dpi=130, tight=True)
 
 
 def _theme() -> None:
