@@ -16,7 +16,7 @@ dispatches every subcommand.
         --threshold 0.99 --out f.png
     python -m pathologies.overinterp.figures shifted --by-split accuracy_by_split.csv --out f.png
 
-- heatmaps (Figure 3, S7, S9a, S14): how often each pixel belongs to the k% BS subsets and to the
+- heatmaps (Figures 3, S14): how often each pixel belongs to the k% BS subsets and to the
   SIS at the threshold, and each pixel's mean removal rank (0 = removed first).
 - examples (Figure S1): per explained class, images with an SIS, shown with only the SIS kept.
 - curves (Figures S8, S15): f on the remaining pixels after each backward-selection step, for a seeded

@@ -36,7 +36,7 @@ ANALYSES = (
     Analysis("sis_sizes", "overinterp.sis_sizes", {f"{k}": f"sis_sizes/{k}.csv" for k in
              ("correctness", "increase", "by_class", "summary")}, "", {"spec": "experiment.json"},
              deps={"sis": "@sis_files"}, paper="Figures 5, S3, S4, S16", report=()),
-    _figure("fig_heatmaps", "heatmaps", "heatmaps", "Figures 3, S7, S9a, S14",
+    _figure("fig_heatmaps", "heatmaps", "heatmaps", "Figures 3, S14",
             inputs={"sis": "@source_test_sis", "subsets": "@bs_subsets"}, args="threshold_args"),
     _figure("fig_examples", "sis_examples", "examples", "Figure S1", inputs={"sis": "@source_test_sis"}, **EXAMPLES),
     _figure("fig_curves", "confidence_curves", "curves", "Figures S8, S15", inputs={"sis": "@source_test_sis"},

@@ -8,7 +8,8 @@ images whose k% BS subset (the last ``round(k p)`` features removed) covers each
 whose SIS covers it at each threshold (images without an SIS left out).
 
 Per overinterpretation experiment (:func:`plot_heatmaps`, drawn by ``pathologies.overinterp.figures
-heatmaps``): the paper's Figures 3, S7, S9a and S14 for the source model, from its pixel-subset datasets
+heatmaps``): the paper's Figures 3 and S14 for the source model (Figures S7 and S9a compare SIS runs:
+the per-run layout), from its pixel-subset datasets
 and test SIS, with each pixel's mean removal rank.
 """
 

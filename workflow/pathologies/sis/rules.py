@@ -22,7 +22,7 @@ ANALYSES = (
              {"examples": "sis_examples.rst", "curves": "sis_curves.rst"}, {"sis": "@run_files"},
              paper="Figures S1, S8", log="sis_figures/{run}.log", mem_mb=2000),
     Analysis("heatmaps", "sis.heatmaps", {"out": "sis_heatmaps_{run}.png"}, "sis_heatmaps.rst",
-             deps={"sis": "@run_files"}, args="heatmap_args", paper="per run (the paper's: overinterp_fig_heatmaps)",
+             deps={"sis": "@run_files"}, args="heatmap_args", paper="Figures S7, S9a (3a as published)",
              log="sis_heatmaps/{run}.log", mem_mb=2000),
 )
 
