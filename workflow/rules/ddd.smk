@@ -36,7 +36,7 @@ rule ddd_experiment:
 rule ddd_kappa:
     """Error consistency of every pair of members per epoch, conditions vs base, base run over epochs."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: placed(DDD.external(wildcards.experiment), f"ddd.{wildcards.experiment}"),
         exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
@@ -56,14 +56,14 @@ rule ddd_kappa:
         runtime=lambda wildcards, attempt: 60 * attempt,
     shell:
         "export OPENBLAS_NUM_THREADS={threads:q} OMP_NUM_THREADS={threads:q}; "
-        "python -m pathologies.ddd.kappa --spec {input.spec:q} --kappa-out {output.kappa:q} "
+        "python -m pathologies.ddd.kappa --experiment {input.experiment:q} --kappa-out {output.kappa:q} "
         "--conditions-out {output.conditions:q} --epochs-out {output.epoch_kappa:q} > {log:q} 2>&1"
 
 
 rule ddd_difficulty:
     """Per-image difficulty, fractions, histograms, A.9 models, class accuracy, decision changes."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: placed(DDD.external(wildcards.experiment), f"ddd.{wildcards.experiment}"),
         exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
@@ -87,7 +87,7 @@ rule ddd_difficulty:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
     shell:
-        "python -m pathologies.ddd.difficulty --spec {input.spec:q} --dataset {input.dataset:q} "
+        "python -m pathologies.ddd.difficulty --experiment {input.experiment:q} --dataset {input.dataset:q} "
         "--members-out {output.members:q} --difficulty-out {output.difficulty:q} "
         "--fractions-out {output.fractions:q} --histogram-out {output.histogram:q} "
         "--profiles-out {output.profiles:q} --histograms-out {output.histograms:q} "
@@ -97,7 +97,7 @@ rule ddd_difficulty:
 rule ddd_human_pages:
     """A.10: static pages of trivial / impossible image pairs (experiment 1) and of images with questions (2)."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         difficulty="results/ddd/{experiment}/difficulty.csv",
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
@@ -110,7 +110,7 @@ rule ddd_human_pages:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m pathologies.ddd.human_pages --spec {input.spec:q} --difficulty {input.difficulty:q} "
+        "python -m pathologies.ddd.human_pages --experiment {input.experiment:q} --difficulty {input.difficulty:q} "
         "--dataset {input.dataset:q} --out-dir {output:q} > {log:q} 2>&1"
 
 
@@ -118,7 +118,7 @@ rule ddd_human_scores:
     """A.10-A.11: observers' accuracy and consistency, answer shares, Krippendorff's alpha."""
     input:
         human="results/ddd/{experiment}/human",
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
         pair_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "pairs"),
         question_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "questions"),
@@ -137,7 +137,7 @@ rule ddd_human_scores:
     shell:
         "python -m pathologies.ddd.human_scores --pairs {input.human:q}/pairs.csv "
         "--questions {input.human:q}/questions.csv --pair-answers {input.pair_answers:q} "
-        "--question-answers {input.question_answers:q} --spec {input.spec:q} --pairs-out {output.pairs:q} "
+        "--question-answers {input.question_answers:q} --experiment {input.experiment:q} --pairs-out {output.pairs:q} "
         "--questions-out {output.questions:q} --agreement-out {output.agreement:q} "
         "--model-accuracy-out {output.model_accuracy:q} > {log:q} 2>&1"
 
@@ -145,7 +145,7 @@ rule ddd_human_scores:
 rule ddd_rsa:
     """Representational similarity of penultimate-layer activations (A.4)."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         checkpoints=lambda wildcards: DDD.checkpoints(wildcards.experiment),
         exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
@@ -165,14 +165,14 @@ rule ddd_rsa:
     params:
         device=config["device"],
     shell:
-        "python -m pathologies.ddd.rsa --spec {input.spec:q} --dataset {input.dataset:q} --out {output:q} "
+        "python -m pathologies.ddd.rsa --experiment {input.experiment:q} --dataset {input.dataset:q} --out {output:q} "
         "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule ddd_summary:
     """A few human-readable lines per experiment: difficulty fractions, kappa per condition, RSA."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         members="results/ddd/{experiment}/members.csv",
         difficulty="results/ddd/{experiment}/difficulty.csv",
         kappa="results/ddd/{experiment}/kappa.csv",
@@ -198,6 +198,6 @@ rule ddd_summary:
     params:
         rsa=lambda wildcards, input: input_options({"rsa": input.rsa}),
     shell:
-        "python -m pathologies.ddd.summary --spec {input.spec:q} --members {input.members:q} "
+        "python -m pathologies.ddd.summary --experiment {input.experiment:q} --members {input.members:q} "
         "--difficulty {input.difficulty:q} --kappa {input.kappa:q} --conditions {input.conditions:q} "
         "--histograms {input.histograms:q} --histogram {input.histogram:q} {params.rsa:q} --out {output:q} > {log:q} 2>&1"

@@ -213,7 +213,7 @@ rule overinterp_ensemble_sis_merge:
 rule overinterp_tables:
     """Every table of the experiment as tidy CSV plus a Markdown rendering, recomputed from the evaluations."""
     input:
-        spec="results/overinterp/{experiment}/experiment.json",
+        experiment="results/overinterp/{experiment}/experiment.json",
         evaluations=lambda wildcards: OVERINTERP.evaluations(wildcards.experiment),
         calibrations=lambda wildcards: OVERINTERP.calibration_files(wildcards.experiment),
         sis_summary="results/overinterp/{experiment}/sis_sizes/summary.csv",
@@ -260,5 +260,5 @@ rule overinterp_tables:
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.accuracy),
     shell:
-        "python -m pathologies.overinterp.tables --spec {input.spec:q} --sis-summary {input.sis_summary:q} "
+        "python -m pathologies.overinterp.tables --experiment {input.experiment:q} --sis-summary {input.sis_summary:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"

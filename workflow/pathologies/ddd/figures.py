@@ -10,7 +10,7 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
     fig04_decisions           --difficulty       models x images decisions, sorted by difficulty
     fig05_kappa_heatmaps      --kappa            condition x condition kappa: all vs in-between images
     fig07_rsa                 --rsa --members    RSA of each condition with the base run
-    fig08_base_epochs         --predictions --epoch-kappa --spec   the base run, epochs 1..E
+    fig08_base_epochs         --predictions --epoch-kappa --experiment the base run, epochs 1..E
     fig09_kl_accuracy         --kl               Gaussian dataset: KL to the next class vs accuracy
     fig10_difficulty_models   --profiles --histograms   A.9 difficulty profiles and their histograms
     fig11_superclasses        --superclasses     categories within each superclass, kappa per superclass (A.12)
@@ -110,7 +110,7 @@ def plot_histogram(histogram: pd.DataFrame, out: str | Path, errors: str = "pape
 
 
 def _fig02(args) -> pd.DataFrame:
-    spec = json.loads(Path(args.spec).read_text()) if args.spec else {}
+    spec = json.loads(Path(args.experiment).read_text()) if args.experiment else {}
     return plot_histogram(_read_csv(args.histogram), args.out, spec.get("fig02_errors", "paper"))
 
 
@@ -522,7 +522,7 @@ def plot_pairs(pairs: pd.DataFrame, images: Path, out: str | Path, n: int = 6) -
 
 def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
-    spec = read_experiment(args.spec, KEYS)
+    spec = read_experiment(args.experiment, KEYS)
     run = split_excluded(read_dump(args.predictions, spec["split"], "all"), spec)[0]
     return plot_base_epochs(run.correct[0], _read_csv(args.epoch_kappa), args.out, spec["epochs"])
 
@@ -564,7 +564,7 @@ FIGURES = {
 
 
 # --order: conditions.csv of the experiment to order by; --spec: experiment.json (fig02_errors)
-OPTIONAL = {"fig03_conditions": ("order",), "fig02_histogram": ("spec",)}
+OPTIONAL = {"fig03_conditions": ("order",), "fig02_histogram": ("experiment",)}
 
 
 @cli

@@ -37,22 +37,22 @@ ANALYSES = (
     Analysis("kl", "ddd.kl", {"out": "kl_accuracy.csv"}, "", {"class_accuracy": "class_accuracy.csv",
              "dataset": "@dataset"}, when="kl", paper="A.7", report=(), mem_mb=2000),
     Analysis("superclasses", "ddd.superclasses", {"out": "superclasses.csv", "kappa": "superclass_kappa.csv"}, "",
-             {"spec": "experiment.json", "difficulty": "difficulty.csv"}, deps={"superclass_map": "@superclass_map"},
+             {"experiment": "experiment.json", "difficulty": "difficulty.csv"}, deps={"superclass_map": "@superclass_map"},
              switch="superclasses", paper="A.12", report=()),
     Analysis("label_ambiguity", "ddd.ambiguity", {"out": "label_ambiguity.csv"}, "",
-             {"spec": "experiment.json", "difficulty": "difficulty.csv"}, deps={"ambiguity": "@ambiguity"},
+             {"experiment": "experiment.json", "difficulty": "difficulty.csv"}, deps={"ambiguity": "@ambiguity"},
              switch="label_ambiguity", paper="A.13", report=(), mem_mb=2000),
     Analysis("class_extremes", "ddd.class_extremes", {"out": "class_extremes.csv"},
              "ddd_table1_class_extremes_csv.rst", {"class_accuracy": "class_accuracy.csv"}, paper="Table 1",
              mem_mb=2000),
-    _figure("fig02_histogram", "Figure 2", histogram="histogram.csv", spec="experiment.json"),
+    _figure("fig02_histogram", "Figure 2", histogram="histogram.csv", experiment="experiment.json"),
     # Figure 3 may follow another experiment's order of conditions (Figures 15 / 16)
     _figure("fig03_conditions", "Figures 3, 15, 16", "trained", conditions="conditions.csv", order="@condition_order"),
     _figure("fig04_decisions", "Figure 4", "single_models", difficulty="difficulty.csv"),
     _figure("fig05_kappa_heatmaps", "Figure 5", "single_models", kappa="kappa.csv"),
     _figure("fig07_rsa", "Figure 7", "rsa", rsa="rsa.csv", members="members.csv"),
     Analysis("fig08_base_epochs", "ddd.figures", {"out": "figures/fig08_base_epochs.png"}, "ddd_fig08_base_epochs.rst",
-             {"predictions": "@base_predictions", "epoch_kappa": "epoch_kappa.csv", "spec": "experiment.json"},
+             {"predictions": "@base_predictions", "epoch_kappa": "epoch_kappa.csv", "experiment": "experiment.json"},
              function="fig08_base_epochs", deps={"exclude": "@exclude"}, when="trained", paper="Figure 8"),
     _figure("fig09_kl_accuracy", "Figure 9", "kl", kl="kl_accuracy.csv"),
     _figure("fig10_difficulty_models", "Figure 10", profiles="difficulty_profiles.csv",
@@ -93,8 +93,8 @@ class DddRules:
         return self.experiments[name]
 
     def spec(self, name: str) -> str:
-        """The experiment as JSON for the analysis modules (``--spec``), with its prepared dataset's path
-        (``dataset_file``: it converts the file names of ``exclude_ids`` to image ids)."""
+        """The experiment as JSON (``--spec-json`` of pathologies.ddd.experiment, which writes experiment.json),
+        with its prepared dataset's path (``dataset_file``: it converts the file names of ``exclude_ids`` to ids)."""
         return json.dumps({**self.experiment(name).as_dict(self.model_dir), "dataset_file": self.dataset(name)},
                           sort_keys=True)
 

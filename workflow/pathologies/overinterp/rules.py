@@ -34,7 +34,7 @@ EXAMPLES = {"args": "examples_args", "deps": {"dataset": "@dataset"}}
 # overinterp_<name>). ``when`` names an OverinterpRules predicate, ``switch`` a key of the experiment's options.
 ANALYSES = (
     Analysis("sis_sizes", "overinterp.sis_sizes", {f"{k}": f"sis_sizes/{k}.csv" for k in
-             ("correctness", "increase", "by_class", "summary")}, "", {"spec": "experiment.json"},
+             ("correctness", "increase", "by_class", "summary")}, "", {"experiment": "experiment.json"},
              deps={"sis": "@sis_files"}, paper="Figures 5, S3, S4, S16", report=()),
     _figure("fig_heatmaps", "heatmaps", "heatmaps", "Figures 3, S14",
             inputs={"sis": "@source_test_sis", "subsets": "@bs_subsets"}, args="threshold_args"),

@@ -2,7 +2,7 @@
 
 Usage (what the ``overinterp_tables`` rule runs)::
 
-    python -m pathologies.overinterp.tables --spec results/overinterp/<exp>/experiment.json \
+    python -m pathologies.overinterp.tables --experiment results/overinterp/<exp>/experiment.json \
         --sis-summary results/overinterp/<exp>/sis_sizes/summary.csv --out-dir results/overinterp/<exp>/tables
 
 Every number is recomputed from the stored evaluation files (argmax of the stored logits against
@@ -329,11 +329,11 @@ def build_tables(spec: dict, sis_summary: pd.DataFrame, out_dir: str | Path) -> 
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="the experiment's experiment.json")
+    parser.add_argument("--experiment", required=True, help="the experiment's experiment.json")
     parser.add_argument("--sis-summary", required=True, help="summary.csv of pathologies.overinterp.sis_sizes")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    build_tables(read_experiment(args.spec, KEYS), read_csv(args.sis_summary, "SIS summary table"), args.out_dir)
+    build_tables(read_experiment(args.experiment, KEYS), read_csv(args.sis_summary, "SIS summary table"), args.out_dir)
     return 0
 
 
