@@ -69,14 +69,14 @@ ANALYSES = (
 class OverinterpRules:
     """The overinterpretation experiments of a validated config, with the paths their rules need.
 
-    ``runs``: the training runs (:func:`pathologies.config.run_specs`); ``model_dir(model, seed)``
+    ``trainings``: the training runs (model, seed) (:func:`pathologies.config.run_specs`); ``model_dir(model, seed)``
     and ``dataset_file(name)`` are the workflow's path helpers.
     """
 
-    def __init__(self, config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec],
+    def __init__(self, config: Mapping[str, Any], trainings: Mapping[tuple[str, int], RunSpec],
                  model_dir: Callable[[str, int], str], dataset_file: Callable[[str], str]):
-        self.runs = runs
-        self.jobs = sis_jobs(config, runs)
+        self.trainings = trainings
+        self.jobs = sis_jobs(config, trainings)
         self.experiments = experiments(config, self.jobs)
         self.entries = config.get("overinterpretation", {})
         self.model_dir = model_dir
@@ -143,7 +143,7 @@ class OverinterpRules:
 
     def checkpoint(self, model: str, seed: int | str) -> str:
         """model.pt of a training run of the config (UserError for one that is not)."""
-        if (model, int(seed)) not in self.runs:
+        if (model, int(seed)) not in self.trainings:
             raise UserError(f"models/{model}/seed{seed} is not a training run of the config")
         return f"{self.model_dir(model, seed)}/model.pt"
 

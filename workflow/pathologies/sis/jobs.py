@@ -73,13 +73,13 @@ def run_names(name: str, entry: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(f"{name}.r{i}", entry["tie_break_seed"] + i) for i in range(repeats)]
 
 
-def sis_jobs(config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec]) -> dict[tuple, SisJob]:
+def sis_jobs(config: Mapping[str, Any], trainings: Mapping[tuple[str, int], RunSpec]) -> dict[tuple, SisJob]:
     """Expand ``sis.runs`` into one :class:`SisJob` per (run, model, seed, dataset, split) (the dict key).
 
-    ``runs``: the training runs (:func:`run_specs`). Raises UserError naming the key.
+    ``trainings``: the training runs (model, seed) (:func:`run_specs`). Raises UserError naming the key.
     """
     seeds_of: dict[str, list[int]] = {}
-    for model, seed in runs:
+    for model, seed in trainings:
         seeds_of.setdefault(model, []).append(seed)
     jobs: dict[tuple, SisJob] = {}
     declared = set(config["sis"]["runs"])
@@ -107,7 +107,7 @@ def sis_jobs(config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec])
                     if seed not in seeds_of[model]:
                         raise UserError(f"{where}.seeds: model {model!r} has no seed {seed} "
                                         f"(its seeds: {sorted(seeds_of[model])})")
-                    dataset = entry["dataset"] or runs[(model, seed)].dataset
+                    dataset = entry["dataset"] or trainings[(model, seed)].dataset
                     job = SisJob(folder, model, seed, dataset, entry["split"], entry["shards"], entry["runtime"],
                                  {**settings, "tie_break_seed": tie_seed}, group=name)
                     jobs[job.key] = job
