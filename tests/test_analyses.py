@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import yaml
 
@@ -16,6 +17,7 @@ from conftest import ROOT
 from pathologies import outputs_doc
 from pathologies.analysis import Analysis, input_options, outputs
 from pathologies.ddd import rules as ddd_rules
+from pathologies.ddd.measures import correct_histogram
 from pathologies.experiments import validate
 from test_workflow import copy_workflow, snakemake
 
@@ -103,3 +105,9 @@ def test_a_declaration_added_to_the_stage_file_becomes_a_rule_and_a_job(tmp_path
     assert ("Shell command: python -m pathologies.ddd.figures fig02_histogram --histogram "
             f"results/ddd/tiny/histogram.csv --out {FIGURE} > results/logs/ddd/tiny/test_only_histogram.log 2>&1"
             in dry)
+    # and the job runs that command (a shell line evaluated late would run the last declaration's module)
+    (work / "results/ddd/tiny").mkdir(parents=True)
+    correct_histogram(np.array([0, 1, 2, 2]), 2).to_csv(work / "results/ddd/tiny/histogram.csv", index=False)
+    snakemake(FIGURE, "--cores", "1", "--configfile", str(DDD_TINY), "--allowed-rules", "ddd_test_only_histogram",
+              cwd=work)
+    assert (work / FIGURE).read_bytes().startswith(b"\x89PNG")

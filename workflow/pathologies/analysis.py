@@ -53,10 +53,9 @@ class Analysis:
     def reported(self) -> tuple[str, ...]:
         return tuple(self.outputs) if self.report is None else self.report
 
-    def command(self) -> str:
-        """The shell line (every placeholder quoted; options come as one argv list)."""
-        function = f" {self.function}" if self.function else ""
-        return f"python -m pathologies.{self.module}{function} {{params.options:q}} > {{log:q}} 2>&1"
+    def command(self) -> list[str]:
+        """``python -m`` arguments before the options: the module and its subcommand."""
+        return [f"pathologies.{self.module}", *([self.function] if self.function else [])]
 
 
 @dataclass(frozen=True)
@@ -146,8 +145,10 @@ def add_parsers(parser: argparse.ArgumentParser, analyses: Sequence[Analysis], m
     """One subcommand per declared analysis of ``module``, with the options its rule passes (CLI dispatch);
     ``optional``: function -> inputs that may be left out (an input function returning [])."""
     commands = parser.add_subparsers(dest="function", required=True)
-    for analysis in analyses:
-        if analysis.module == module:
+    added: set[str] = set()
+    for analysis in analyses:  # declarations that share a function (one drawing, two outputs) share its options
+        if analysis.module == module and analysis.function not in added:
+            added.add(analysis.function)
             sub = commands.add_parser(analysis.function)
             left_out = (optional or {}).get(analysis.function, ())
             for key in analysis.inputs:

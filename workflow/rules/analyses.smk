@@ -1,6 +1,7 @@
 # One rule per declared table and figure (pathologies.analysis.Analysis): each stage file appends
 # (stage, declarations, its Rules object) to ANALYSIS_STAGES; this file, included after them, makes the
-# rules <stage>_<name>. The shell line of each is fixed when its rule is made (Analysis.command).
+# rules <stage>_<name>. The shell line is a constant that reads module and options from params: Snakemake
+# evaluates a shell expression again when the job runs, after the loop has moved on.
 from pathologies.analysis import rule_inputs, rule_log, rule_options, rule_outputs  # noqa: E402
 
 
@@ -17,6 +18,7 @@ for _stage, _analyses, _rules in ANALYSIS_STAGES:
             wildcard_constraints:
                 **{_stage.wildcard: _stage.pattern},
             params:
+                command=_analysis.command(),
                 options=rule_options(_stage, _analysis, _rules),
             log:
                 rule_log(_stage, _analysis),
@@ -26,4 +28,4 @@ for _stage, _analyses, _rules in ANALYSIS_STAGES:
             conda:
                 ENV
             shell:
-                _analysis.command()
+                "python -m {params.command:q} {params.options:q} > {log:q} 2>&1"
