@@ -189,7 +189,8 @@ def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys
     assert ddd_data.main(["--spec-json", json.dumps(experiment["spec"]), "--out", str(spec_file)]) == 0
     assert read_experiment(spec_file) == experiment["spec"]
     outs = [tmp_path / name for name in ("k.csv", "c.csv", "e.csv")]
-    assert ddd_kappa.main(["--experiment", str(spec_file), "--kappa-out", str(outs[0]), "--conditions-out", str(outs[1]),
+    assert ddd_kappa.main(["--experiment", str(spec_file), "--kappa-out", str(outs[0]),
+                           "--conditions-out", str(outs[1]),
                            "--epochs-out", str(outs[2])]) == 0
     kappa, _, _ = ddd_kappa.build_tables(experiment["spec"])
     pd.testing.assert_frame_equal(pd.read_csv(outs[0]), kappa, check_dtype=False)

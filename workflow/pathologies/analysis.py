@@ -13,6 +13,7 @@ called with the rule's wildcard values in the order they appear in its outputs (
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class Analysis:
     log: str | None = None
     report: tuple[str, ...] | None = None  # outputs registered in the report (default: all)
     mem_mb: int = 4000
+    out_dir: bool = False  # the module takes the outputs' folder (--out-dir), not one option per output
     expand: bool = False  # outputs hold further wildcards: ``rules.expand(analysis, value)`` lists their values
 
     def caption_of(self, output: str) -> str:
@@ -122,6 +124,8 @@ def rule_options(stage: Stage, analysis: Analysis, rules: Any) -> Callable[..., 
         tokens = input_options({key: input[key] for key in analysis.inputs})
         if analysis.args:
             tokens += list(getattr(rules, analysis.args)(*wildcards))
+        if analysis.out_dir:
+            return [*tokens, "--out-dir", os.path.dirname(output[0])]
         return tokens + input_options({_out_option(key): output[key] for key in analysis.outputs})
     return options
 

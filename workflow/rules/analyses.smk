@@ -2,8 +2,7 @@
 # (stage, declarations, its Rules object) to ANALYSIS_STAGES; this file, included after them, makes the
 # rules <stage>_<name>. The shell line is a constant that reads module and options from params: Snakemake
 # evaluates a shell expression again when the job runs, after the loop has moved on.
-from pathologies.analysis import rule_inputs, rule_log, rule_options, rule_outputs  # noqa: E402
-
+from pathologies.analysis import rule_inputs, rule_log, rule_options, rule_outputs
 
 for _stage, _analyses, _rules in ANALYSIS_STAGES:
     for _analysis in _analyses:
@@ -15,17 +14,17 @@ for _stage, _analyses, _rules in ANALYSIS_STAGES:
                 **rule_inputs(_stage, _analysis, _rules),
             output:
                 **rule_outputs(_stage, _analysis, report),
-            wildcard_constraints:
-                **{_stage.wildcard: _stage.pattern},
-            params:
-                command=_analysis.command(),
-                options=rule_options(_stage, _analysis, _rules),
             log:
                 rule_log(_stage, _analysis),
+            wildcard_constraints:
+                **{_stage.wildcard: _stage.pattern},
+            conda:
+                ENV
             resources:
                 mem_mb=_analysis.mem_mb,
                 runtime=10,
-            conda:
-                ENV
+            params:
+                command=_analysis.command(),
+                options=rule_options(_stage, _analysis, _rules),
             shell:
                 "python -m {params.command:q} {params.options:q} > {log:q} 2>&1"

@@ -7,7 +7,6 @@ from pathologies.overinterp.rules import ANALYSES, STAGE, OverinterpRules
 
 OVERINTERP = OverinterpRules(config, RUNS, model_dir, dataset_file)
 ANALYSIS_STAGES.append((STAGE, ANALYSES, OVERINTERP))  # their rules: analyses.smk
-OI_REPORT = "Overinterpretation"
 
 
 wildcard_constraints:
@@ -208,57 +207,3 @@ rule overinterp_ensemble_sis_merge:
         runtime=lambda wildcards, attempt: 30 * attempt,
     shell:
         "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
-
-
-rule overinterp_tables:
-    """Every table of the experiment as tidy CSV plus a Markdown rendering, recomputed from the evaluations."""
-    input:
-        experiment="results/overinterp/{experiment}/experiment.json",
-        evaluations=lambda wildcards: OVERINTERP.evaluations(wildcards.experiment),
-        calibrations=lambda wildcards: OVERINTERP.calibration_files(wildcards.experiment),
-        sis_summary="results/overinterp/{experiment}/sis_sizes/summary.csv",
-    output:
-        accuracy=report(
-            "results/overinterp/{experiment}/tables/accuracy.csv",
-            caption="../report/overinterp_accuracy.rst",
-            category=OI_REPORT,
-            subcategory="{experiment}",
-        ),
-        by_split="results/overinterp/{experiment}/tables/accuracy_by_split.csv",
-        ensembles=report(
-            "results/overinterp/{experiment}/tables/ensembles.csv",
-            caption="../report/overinterp_ensembles.rst",
-            category=OI_REPORT,
-            subcategory="{experiment}",
-        ),
-        calibration=report(
-            "results/overinterp/{experiment}/tables/calibration.csv",
-            caption="../report/overinterp_calibration.rst",
-            category=OI_REPORT,
-            subcategory="{experiment}",
-        ),
-        sis_summary=report(
-            "results/overinterp/{experiment}/tables/sis_summary.csv",
-            caption="../report/overinterp_sis_summary.rst",
-            category=OI_REPORT,
-            subcategory="{experiment}",
-        ),
-        leakage=report(
-            "results/overinterp/{experiment}/tables/leakage.csv",
-            caption="../report/overinterp_leakage.rst",
-            category=OI_REPORT,
-            subcategory="{experiment}",
-        ),
-        markdown="results/overinterp/{experiment}/tables/tables.md",
-    log:
-        "results/logs/overinterp/{experiment}/tables.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=10,
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.accuracy),
-    shell:
-        "python -m pathologies.overinterp.tables --experiment {input.experiment:q} --sis-summary {input.sis_summary:q} "
-        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -21,8 +21,8 @@ STAGE = Stage("ddd", f"{RESULTS}/{{experiment}}", "results/logs/ddd/{experiment}
 # Tables of every experiment from the hand-written rules of ddd.smk, after the description they are
 # computed from; rsa.csv (rsa_images > 0) and the human-experiment tables join them.
 TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
-          "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv", "class_accuracy.csv",
-          "decision_changes.csv")
+          "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv",
+          "class_accuracy.csv", "decision_changes.csv")
 
 
 def _figure(name: str, paper: str, when: str | None = None, switch: str | None = None, **inputs: str) -> Analysis:
@@ -37,7 +37,8 @@ ANALYSES = (
     Analysis("kl", "ddd.kl", {"out": "kl_accuracy.csv"}, "", {"class_accuracy": "class_accuracy.csv",
              "dataset": "@dataset"}, when="kl", paper="A.7", report=(), mem_mb=2000),
     Analysis("superclasses", "ddd.superclasses", {"out": "superclasses.csv", "kappa": "superclass_kappa.csv"}, "",
-             {"experiment": "experiment.json", "difficulty": "difficulty.csv"}, deps={"superclass_map": "@superclass_map"},
+             {"experiment": "experiment.json", "difficulty": "difficulty.csv"},
+             deps={"superclass_map": "@superclass_map"},
              switch="superclasses", paper="A.12", report=()),
     Analysis("label_ambiguity", "ddd.ambiguity", {"out": "label_ambiguity.csv"}, "",
              {"experiment": "experiment.json", "difficulty": "difficulty.csv"}, deps={"ambiguity": "@ambiguity"},

@@ -17,8 +17,6 @@ from ..sis.jobs import sis_jobs
 from .derived_sis import DerivedSisJob, derived_sis_jobs
 from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments, protocol_args
 
-TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
-          "leakage.csv", "tables.md")
 STAGE = Stage("overinterp", f"{RESULTS}/{{experiment}}", "results/logs/overinterp/{experiment}", "experiment",
               "Overinterpretation", r"[A-Za-z0-9][A-Za-z0-9_]*")
 
@@ -32,7 +30,15 @@ def _figure(name: str, stem: str, function: str, paper: str, caption: str | None
 EXAMPLES = {"args": "examples_args", "deps": {"dataset": "@dataset"}}
 # Every table and figure with a declared rule (workflow/rules/analyses.smk makes one rule each,
 # overinterp_<name>). ``when`` names an OverinterpRules predicate, ``switch`` a key of the experiment's options.
+TABLE_CAPTIONS = {key: f"overinterp_{key}.rst" for key in ("accuracy", "ensembles", "calibration", "sis_summary",
+                                                          "leakage")}
 ANALYSES = (
+    Analysis("tables", "overinterp.tables", {"accuracy": "tables/accuracy.csv",
+             "by_split": "tables/accuracy_by_split.csv", **{key: f"tables/{key}.csv" for key in TABLE_CAPTIONS
+                                                            if key != "accuracy"}, "markdown": "tables/tables.md"},
+             TABLE_CAPTIONS, {"experiment": "experiment.json", "sis_summary": "sis_sizes/summary.csv"},
+             deps={"evaluations": "@evaluations", "calibrations": "@calibration_files"}, out_dir=True,
+             report=tuple(TABLE_CAPTIONS), paper="Table 1 and the supplement's tables"),
     Analysis("sis_sizes", "overinterp.sis_sizes", {f"{k}": f"sis_sizes/{k}.csv" for k in
              ("correctness", "increase", "by_class", "summary")}, "", {"experiment": "experiment.json"},
              deps={"sis": "@sis_files"}, paper="Figures 5, S3, S4, S16", report=()),
@@ -45,7 +51,8 @@ ANALYSES = (
             inputs={k: f"sis_sizes/{k}.csv" for k in ("correctness", "increase", "by_class")}, args="threshold_args"),
     _figure("fig_accuracy", "accuracy", "accuracy", "Table 1", "overinterp_accuracy_figure.rst",
             inputs={"accuracy": "tables/accuracy.csv"}, args="dataset_args"),
-    _figure("fig_shifted", "shifted_accuracy", "shifted", "Figure S5", inputs={"by_split": "tables/accuracy_by_split.csv"},
+    _figure("fig_shifted", "shifted_accuracy", "shifted", "Figure S5",
+            inputs={"by_split": "tables/accuracy_by_split.csv"},
             when="shifted"),
     Analysis("fig_leakage", "overinterp.leakage", {"out": "figures/leakage.png"}, "overinterp_leakage.rst",
              {"leakage": "tables/leakage.csv"}, when="bs_retrained", paper="Pixels or pattern (ROAD)",
@@ -306,7 +313,6 @@ class OverinterpRules:
     def targets(self) -> list[str]:
         """Every table and figure of every experiment (for rule all)."""
         paths = []
-        for name, experiment in self.experiments.items():
-            paths += [f"{experiment.folder}/tables/{table}" for table in TABLES]
+        for name in self.experiments:
             paths += outputs(STAGE, ANALYSES, self, name)
         return paths

@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--experiment {args.experiment} is not a readable JSON file ({err})") from None
     spec = spec.get("sis_files") if isinstance(spec, dict) else spec
     if not isinstance(spec, list):
-        raise UserError(f"--experiment {args.experiment} must hold a list of {{path, ...}} objects or an experiment spec")
+        raise UserError(f"--experiment {args.experiment} must hold a list of {{path, ...}} objects or an "
+                        "experiment (experiment.json)")
     for name, frame in analyse(spec).items():
         write_csv(frame, getattr(args, f"{name}_out"))
     return 0
