@@ -17,8 +17,9 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sis.smk"
 include: "workflow/rules/figures.smk"
-include: "workflow/rules/consistency.smk"
+include: "workflow/rules/ddd.smk"
 include: "workflow/rules/overinterpretation.smk"
+include: "workflow/rules/analyses.smk"
 
 
 rule all:

@@ -354,7 +354,7 @@ def test_bad_option_exits_2_naming_the_option(case, small, tmp_path, capsys):
     ("pathologies.overinterp.calibrated_sis", ["--num-shards", "0"], "argument --num-shards: 0 must be at least 1"),
     ("pathologies.cost", [], "the following arguments are required: --configfile"),
     ("pathologies.ddd.kappa",
-     ["--spec", "s", "--kappa-out", "k", "--conditions-out", "c", "--epochs-out", "e", "--nope"],
+     ["--experiment", "s", "--kappa-out", "k", "--conditions-out", "c", "--epochs-out", "e", "--nope"],
      "unrecognized arguments: --nope"),
 ])
 def test_command_line_mistake_of_any_module_is_one_line_naming_the_program(module, args, expected):

@@ -43,7 +43,7 @@ def test_pages_and_scores_from_planted_observers(experiment, tmp_path, capsys):
     spec_file = tmp_path / "experiment.json"
     spec_file.write_text(__import__("json").dumps(spec))
     out = tmp_path / "human"
-    assert human_pages.main(["--spec", str(spec_file), "--difficulty", str(difficulty_csv),
+    assert human_pages.main(["--experiment", str(spec_file), "--difficulty", str(difficulty_csv),
                              "--dataset", experiment["dataset"], "--out-dir", str(out)]) == 0
     pairs, questions = pd.read_csv(out / "pairs.csv"), pd.read_csv(out / "questions.csv")
     category = difficulty.set_index("image_id")["strict"]

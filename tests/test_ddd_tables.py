@@ -183,12 +183,14 @@ def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys
     import json
 
     from pathologies.ddd import experiment as ddd_data
+    from pathologies.io import read_experiment
 
     spec_file = tmp_path / "experiment.json"
     assert ddd_data.main(["--spec-json", json.dumps(experiment["spec"]), "--out", str(spec_file)]) == 0
-    assert ddd_data.read_spec(spec_file) == experiment["spec"]
+    assert read_experiment(spec_file) == experiment["spec"]
     outs = [tmp_path / name for name in ("k.csv", "c.csv", "e.csv")]
-    assert ddd_kappa.main(["--spec", str(spec_file), "--kappa-out", str(outs[0]), "--conditions-out", str(outs[1]),
+    assert ddd_kappa.main(["--experiment", str(spec_file), "--kappa-out", str(outs[0]),
+                           "--conditions-out", str(outs[1]),
                            "--epochs-out", str(outs[2])]) == 0
     kappa, _, _ = ddd_kappa.build_tables(experiment["spec"])
     pd.testing.assert_frame_equal(pd.read_csv(outs[0]), kappa, check_dtype=False)
@@ -201,7 +203,7 @@ def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(UserError, match="does not exist; build it with"):
-        ddd_data.read_spec(tmp_path / "missing.json")
+        read_experiment(tmp_path / "missing.json")
 
 
 def test_kl_cli_reads_the_stds_from_the_prepared_dataset(tmp_path, quadrant_dataset, capsys):

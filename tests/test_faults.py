@@ -327,7 +327,7 @@ def _sis_curves(path, tmp):
 
 
 def _overinterp_curves(path, tmp):
-    from pathologies.overinterp.figures import plot_curves
+    from pathologies.sis.figures import plot_curves_sample as plot_curves
     plot_curves(path, 4, 0, tmp / "curves.png")
 
 

@@ -6,9 +6,10 @@ import copy
 
 import pytest
 
+from pathologies.analysis import input_options
 from pathologies.config import run_specs
 from pathologies.ddd.grid import experiments
-from pathologies.ddd.rules import DddRules, input_options
+from pathologies.ddd.rules import DddRules
 from pathologies.errors import UserError
 from pathologies.experiments import validate
 

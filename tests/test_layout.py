@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "pathologies"
 
 # Shared plumbing: modules at the package's top level that every stage may import.
 PLUMBING = {"pathologies", "pathologies.errors", "pathologies.io", "pathologies.cliargs", "pathologies.config",
-            "pathologies.device", "pathologies.config_docs", "pathologies.rate_table"}
+            "pathologies.device", "pathologies.config_docs", "pathologies.rate_table", "pathologies.analysis",
+            "pathologies.plots"}
 # The layer of each subpackage and what it may import besides plumbing (the workflow's direction:
 # data -> models -> training -> sis -> overinterp; ddd reads training's dumps).
 ALLOWED = {
@@ -29,6 +30,8 @@ ALLOWED = {
 }
 # Experiment expansion composes the stages' grids in one place, above every stage.
 COMPOSITION = {"pathologies.experiments": {"data", "ddd", "models", "overinterp", "sis"},  # models: weights names
+               # the docs table of every stage's declared analyses
+               "pathologies.outputs_doc": {"ddd", "overinterp", "sis"},
                # the bill of a config: expanded config, SIS jobs (calibrated and ensemble SIS: overinterp),
                # dataset sizes, model FLOPs, the training throughput table
                "pathologies.cost": {"data", "models", "sis", "overinterp", "training"},

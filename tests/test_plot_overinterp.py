@@ -8,18 +8,13 @@ import pytest
 
 from overinterp_fixtures import write_sis_file
 from pathologies.errors import UserError
-from pathologies.overinterp.figures import (
-    plot_accuracy,
-    plot_curves,
-    plot_ensemble,
-    plot_examples,
-    plot_heatmaps,
-    plot_shifted,
-    plot_sizes,
-    removal_rank,
-)
+from pathologies.overinterp.figures import plot_accuracy, plot_shifted, plot_sizes
 from pathologies.overinterp.sis_sizes import analyse
 from pathologies.overinterp.subsets import build_subset_dataset
+from pathologies.sis.figures import plot_curves_sample as plot_curves
+from pathologies.sis.figures import plot_ensemble
+from pathologies.sis.figures import plot_examples_by_class as plot_examples
+from pathologies.sis.heatmaps import plot_heatmaps, removal_rank
 
 
 def test_removal_rank_is_the_mean_position_in_the_order():

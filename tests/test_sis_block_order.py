@@ -21,8 +21,6 @@ from overinterp_fixtures import save_untrained_model
 from pathologies.errors import UserError
 from pathologies.io import COMPRESSION, h5py
 from pathologies.overinterp import index_subsets
-from pathologies.overinterp.figures import heatmap_panels, plot_heatmaps, removal_rank
-from pathologies.overinterp.figures import plot_examples as plot_overinterp_examples
 from pathologies.overinterp.human_benchmark import benchmark_items
 from pathologies.overinterp.sis_sizes import read_sis_sizes
 from pathologies.overinterp.subset_masks import SubsetRequest
@@ -30,8 +28,9 @@ from pathologies.overinterp.subsets import build_subset_datasets, read_sis_order
 from pathologies.sis import orders
 from pathologies.sis.extract import run as extract
 from pathologies.sis.figures import plot_curves, plot_examples, removal_step_map
+from pathologies.sis.figures import plot_examples_by_class as plot_overinterp_examples
+from pathologies.sis.heatmaps import heatmap_panels, plot_heatmaps, read_heatmaps, removal_rank
 from pathologies.sis.heatmaps import plot as plot_sis_heatmaps
-from pathologies.sis.heatmaps import read_heatmaps
 from pathologies.sis.merge import merge_shards
 from pathologies.training.train import train_run
 from test_sis_extract import read_all, sis_spec
@@ -239,7 +238,7 @@ def test_unknown_order_format_is_refused_naming_the_file(files, tmp_path):
 
 
 def test_figures_read_only_the_masks_of_the_images_they_draw(files):
-    from pathologies.overinterp.figures import _sis_of_rows
+    from pathologies.sis.figures import _sis_of_rows
 
     _, _, block, _ = files
     with h5py.File(block) as handle:

@@ -18,7 +18,7 @@ import torch
 
 from conftest import make_quadrant_dataset, make_spec
 from pathologies.config import run_specs
-from pathologies.data.layout import load_split, to_model_input
+from pathologies.data.layout import Split, load_split, to_model_input
 from pathologies.errors import UserError
 from pathologies.experiments import validate
 from pathologies.io import h5py, read_json_attr
@@ -293,8 +293,9 @@ def test_random_tie_breaks_depend_on_the_row_not_on_the_shard():
     settings = Settings.from_spec(sis_spec(thresholds=[0.5], tie_break="random", tie_break_seed=1))
 
     def orders(part: slice) -> np.ndarray:
-        return extract_images(constant, images[part], rows[part], rows[part], rows[part], settings,
-                              [0.0], [1.0], torch.device("cpu")).order
+        shard = Split(images[part], rows[part], rows[part])
+        return extract_images(constant, shard, rows[part], settings, normalisation={"mean": [0.0], "std": [1.0]},
+                              device=torch.device("cpu")).order
 
     whole = orders(slice(None))
     np.testing.assert_array_equal(orders(slice(3, None)), whole[3:])

@@ -76,7 +76,7 @@ def test_cli_reads_the_experiment_spec(tmp_path, sis_file):
     spec.write_text(json.dumps({"sis_files": [{"path": str(sis_file), "variant": "original"}]}))
     outs = {name: tmp_path / f"{name}.csv" for name in ("correctness", "increase", "by-class", "summary")}
     out_args = [arg for name, path in outs.items() for arg in (f"--{name}-out", str(path))]
-    assert main(["--spec", str(spec), *out_args]) == 0
+    assert main(["--experiment", str(spec), *out_args]) == 0
     assert len(pd.read_csv(outs["summary"])) == 2
     with pytest.raises(UserError, match="does not exist"):
         read_sis_sizes(tmp_path / "nothing.h5")

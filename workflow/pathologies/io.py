@@ -190,6 +190,32 @@ def read_csv(path: str | os.PathLike, what: str = "table", columns: tuple[str, .
     return table
 
 
+EXPERIMENT_FILE = "experiment.json"  # a stage's expanded experiment: results/<stage>/<experiment>/experiment.json
+
+
+def check_experiment(experiment: object, source: str, required: tuple[str, ...] = ("name",)) -> dict:
+    """``experiment`` if it is a JSON object holding the keys ``required``, else a UserError naming ``source``."""
+    if not isinstance(experiment, dict):
+        raise UserError(f"{source} is not an experiment description (not a JSON object); rebuild it with snakemake")
+    missing = set(required) - set(experiment)
+    if missing:
+        raise UserError(f"{source} is not an experiment description (lacks {sorted(missing)}); "
+                        "rebuild it with snakemake")
+    return experiment
+
+
+def read_experiment(path: str | os.PathLike, required: tuple[str, ...] = ("name",)) -> dict:
+    """The expanded experiment in ``path`` (``experiment.json`` of DDD or overinterpretation), with one
+    clear error line for a missing, broken or foreign file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise UserError(f"experiment description {path} does not exist; build it with `snakemake {path}`") from None
+    try:
+        return check_experiment(json.loads(text), str(path), required)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); delete it and rebuild it") from None
+
 def h5_fingerprint(path: str | os.PathLike, chunk_bytes: int = 1 << 26) -> str:
     """sha256 of an HDF5 file's content: every dataset's name, dtype, shape and values and every
     attribute, in sorted order. Independent of how the file was laid out on disk; reads each

@@ -25,6 +25,8 @@ except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
 ENV = "../../envs/pathologies.yaml"
+# (stage, declared analyses, Rules object) of every stage: analyses.smk makes their rules
+ANALYSIS_STAGES = []
 
 
 wildcard_constraints:
@@ -93,7 +95,7 @@ def all_targets():
         *all_model_outputs("predictions.h5"),
         *(["results/figures/learning_curves.png"] if RUNS else []),  # none when a DDD experiment only reads CSVs
         *SIS.targets(),  # sis.smk
-        *DDD.targets(),  # consistency.smk
+        *DDD.targets(),  # ddd.smk
         *OVERINTERP.targets(),  # overinterpretation.smk
     ]
 

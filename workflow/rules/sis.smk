@@ -1,6 +1,7 @@
 # Sufficient input subsets: for every run under `sis.runs`, one extraction job per model x seed x dataset
-# split x shard (GPU work), a merge per split, and three figures per run. Layout: pathologies/sis/extract.py.
-from pathologies.sis.rules import SisRules
+# split x shard (GPU work), a merge per split, and per run the figures declared in pathologies.sis.rules
+# (their rules: analyses.smk). Layout: pathologies/sis/extract.py.
+from pathologies.sis.rules import ANALYSES, STAGE, SisRules
 
 try:
     SIS = SisRules(config, RUNS, model_dir)
@@ -8,7 +9,7 @@ except UserError as err:
     # a bad `sis` section: one line naming the key, no traceback
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
-SIS_REPORT = "Sufficient input subsets"
+ANALYSIS_STAGES.append((STAGE, ANALYSES, SIS))  # the figures of each run: analyses.smk
 # exact extraction scores at the batch size measured per model and device (pathologies.sis.batch_size)
 SIS_BATCH_CACHE = (
     ["--batch-size-cache", "results/cache/sis_batch_size.json"] if config["sis"]["tune_batch_size"] else []
@@ -71,61 +72,3 @@ rule sis_merge:
         runtime=lambda wildcards, attempt: 30 * attempt,
     shell:
         "python -m pathologies.sis.merge --shards {input:q} --out {output:q} > {log:q} 2>&1"
-
-
-rule sis_figures:
-    """Example SIS and backward-selection confidence curves of one SIS run."""
-    input:
-        lambda w: SIS.run_files(w.run),
-    output:
-        examples=report(
-            "results/figures/sis_examples_{run}.png",
-            caption="../report/sis_examples.rst",
-            category=SIS_REPORT,
-            subcategory="{run}",
-        ),
-        curves=report(
-            "results/figures/sis_curves_{run}.png",
-            caption="../report/sis_curves.rst",
-            category=SIS_REPORT,
-            subcategory="{run}",
-        ),
-    log:
-        "results/logs/sis_figures/{run}.log",
-    wildcard_constraints:
-        run=NAME,
-    conda:
-        ENV
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    shell:
-        "python -m pathologies.sis.figures --sis {input:q} --examples-out {output.examples:q} "
-        "--curves-out {output.curves:q} > {log:q} 2>&1"
-
-
-rule sis_heatmaps:
-    """Where the k% BS subsets and the SIS of one run lie: one panel per model, repeats and seeds pooled
-    (Figures 3, S7, S9a)."""
-    input:
-        lambda w: SIS.run_files(w.run),
-    output:
-        report(
-            "results/figures/sis_heatmaps_{run}.png",
-            caption="../report/sis_heatmaps.rst",
-            category=SIS_REPORT,
-            subcategory="{run}",
-        ),
-    log:
-        "results/logs/sis_heatmaps/{run}.log",
-    wildcard_constraints:
-        run=NAME,
-    conda:
-        ENV
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        args=lambda w: SIS.heatmap_args(w.run),
-    shell:
-        "python -m pathologies.sis.heatmaps {params.args:q} --out {output:q} > {log:q} 2>&1"

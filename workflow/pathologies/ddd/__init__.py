@@ -1,1 +1,1 @@
-"""Dichotomous data difficulty (rules in consistency.smk): variant grid, kappa, difficulty, RSA, KL, figures."""
+"""Dichotomous data difficulty (rules in ddd.smk): variant grid, kappa, difficulty, RSA, KL, figures."""

@@ -1,6 +1,6 @@
 """Label ambiguity of trivial / in-between / impossible images (Meding et al. 2022, A.13).
 
-    python -m pathologies.ddd.ambiguity --spec experiment.json --difficulty difficulty.csv \\
+    python -m pathologies.ddd.ambiguity --experiment experiment.json --difficulty difficulty.csv \\
         --out label_ambiguity.csv
 
 The experiment key ``label_ambiguity`` names a CSV file the user places (e.g. from the MTurk data of
@@ -17,8 +17,8 @@ import pandas as pd
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
-from .experiment import read_spec
+from ..io import atomic_output, read_csv, read_experiment
+from .experiment import KEYS
 from .measures import CATEGORIES
 
 
@@ -58,11 +58,11 @@ def ambiguity_table(difficulty: pd.DataFrame, ambiguous: pd.Series, rule: str) -
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--difficulty", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.experiment, KEYS)
     if not spec.get("label_ambiguity"):
         raise UserError(f"experiment {spec['name']!r} sets no label_ambiguity file")
     table = ambiguity_table(read_csv(args.difficulty, "difficulty table"), read_ambiguity(spec["label_ambiguity"]),

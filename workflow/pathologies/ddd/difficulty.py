@@ -1,6 +1,6 @@
 """Difficulty tables of one DDD experiment: per image, fractions, histograms, A.9 models, classes, epochs.
 
-    python -m pathologies.ddd.difficulty --spec experiment.json --dataset results/data/X.h5 \\
+    python -m pathologies.ddd.difficulty --experiment experiment.json --dataset results/data/X.h5 \\
         --members-out members.csv --difficulty-out difficulty.csv --fractions-out fractions.csv \\
         --histogram-out histogram.csv --profiles-out difficulty_profiles.csv \\
         --histograms-out difficulty_histograms.csv --class-accuracy-out class_accuracy.csv \\
@@ -24,10 +24,10 @@ from scipy import special, stats
 from ..cliargs import CommandParser
 from ..data.layout import dataset_info
 from ..errors import cli
-from ..io import atomic_output
+from ..io import atomic_output, read_experiment
 from ..training.predictions import Correctness, check_targets, read_dump
 from .exclusion import excluded_ids, split_excluded
-from .experiment import PER_IMAGE, check_exceptions, difficulty_rows, in_between_mask, load_final, read_spec
+from .experiment import KEYS, PER_IMAGE, check_exceptions, difficulty_rows, in_between_mask, load_final
 from .measures import (
     class_accuracy,
     classify_images,
@@ -194,14 +194,14 @@ def per_image_tables(tables: dict[str, pd.DataFrame], spec: dict) -> dict[str, p
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--dataset", required=True, help="the prepared dataset (class names)")
     outputs = ("members", "difficulty", "fractions", "histogram", "profiles", "histograms", "class_accuracy",
                "changes")
     for name in outputs:
         parser.add_argument(f"--{name.replace('_', '-')}-out", required=True)
     args = parser.parse_args(argv)
-    tables = build_tables(read_spec(args.spec), args.dataset)
+    tables = build_tables(read_experiment(args.experiment, KEYS), args.dataset)
     for name in outputs:
         with atomic_output(getattr(args, f"{name}_out")) as tmp:
             tables[name].to_csv(tmp, index=False)

@@ -27,33 +27,13 @@ import numpy as np
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, check_experiment
 from ..training.predictions import Correctness, load_predictions_csv, merge, read_dump
 from .consistency import image_subset
 from .exclusion import split_excluded
 
-
-def check_spec(spec: object, source: str) -> dict:
-    """``spec`` if it looks like an experiment description, else a UserError naming ``source``."""
-    if not isinstance(spec, dict):
-        raise UserError(f"{source} is not an experiment description (not a JSON object); rebuild it with snakemake")
-    missing = {"name", "split", "epochs", "members"} - set(spec)
-    if missing:
-        raise UserError(f"{source} is not an experiment description (lacks {sorted(missing)}); "
-                        "rebuild it with snakemake")
-    return spec
-
-
-def read_spec(path: str | Path) -> dict:
-    """The experiment description in ``path`` (JSON), with clear errors for a missing or broken file."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise UserError(f"experiment description {path} does not exist; build it with `snakemake {path}`") from None
-    try:
-        return check_spec(json.loads(text), str(path))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err}); delete it and rebuild it") from None
+# Keys every DDD experiment description holds (checked when one is read or written).
+KEYS = ("name", "split", "epochs", "members")
 
 
 def load_epochs(spec: dict, epochs: Sequence[int] | None = None, with_predictions: bool = False,
@@ -201,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
-        spec = check_spec(json.loads(args.spec_json), "--spec-json")
+        spec = check_experiment(json.loads(args.spec_json), "--spec-json", KEYS)
     except json.JSONDecodeError as err:
         raise UserError(f"--spec-json is not valid JSON ({err})") from None
     with atomic_output(args.out) as tmp:

@@ -10,7 +10,7 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
     fig04_decisions           --difficulty       models x images decisions, sorted by difficulty
     fig05_kappa_heatmaps      --kappa            condition x condition kappa: all vs in-between images
     fig07_rsa                 --rsa --members    RSA of each condition with the base run
-    fig08_base_epochs         --predictions --epoch-kappa --spec   the base run, epochs 1..E
+    fig08_base_epochs         --predictions --epoch-kappa --experiment the base run, epochs 1..E
     fig09_kl_accuracy         --kl               Gaussian dataset: KL to the next class vs accuracy
     fig10_difficulty_models   --profiles --histograms   A.9 difficulty profiles and their histograms
     fig11_superclasses        --superclasses     categories within each superclass, kappa per superclass (A.12)
@@ -45,13 +45,16 @@ import seaborn as sns
 from matplotlib.colors import ListedColormap
 from matplotlib.ticker import MaxNLocator
 
+from ..analysis import add_parsers
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import read_experiment
+from ..plots import save
 from ..training.predictions import read_dump
 from .class_extremes import readable_names
 from .exclusion import split_excluded
-from .experiment import read_spec
+from .experiment import KEYS
+from .rules import ANALYSES
 from .summary import rsa_reference
 
 CORRECT_WRONG_REDS = ListedColormap(["#fcbba1", "#a50f15"])  # Figure 4: light = right, dark = wrong
@@ -59,9 +62,7 @@ CORRECT_WRONG_BLUE = ListedColormap(["#ffffff", "#2171b5"])  # Figure 8: white =
 
 
 def _save(fig: plt.Figure, out: str | Path) -> None:
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=130, format=Path(out).suffix.lstrip(".") or "png", bbox_inches="tight")
-    plt.close(fig)
+    save(fig, out, dpi=130, tight=True)
 
 
 def _theme() -> None:
@@ -109,7 +110,7 @@ def plot_histogram(histogram: pd.DataFrame, out: str | Path, errors: str = "pape
 
 
 def _fig02(args) -> pd.DataFrame:
-    spec = json.loads(Path(args.spec).read_text()) if args.spec else {}
+    spec = json.loads(Path(args.experiment).read_text()) if args.experiment else {}
     return plot_histogram(_read_csv(args.histogram), args.out, spec.get("fig02_errors", "paper"))
 
 
@@ -521,7 +522,7 @@ def plot_pairs(pairs: pd.DataFrame, images: Path, out: str | Path, n: int = 6) -
 
 def _base_epochs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Figure 8 from the base run's dump: the experiment's split, epochs 1..E, without ``exclude_ids``."""
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.experiment, KEYS)
     run = split_excluded(read_dump(args.predictions, spec["split"], "all"), spec)[0]
     return plot_base_epochs(run.correct[0], _read_csv(args.epoch_kappa), args.out, spec["epochs"])
 
@@ -533,54 +534,45 @@ def _read_csv(path: str) -> pd.DataFrame:
         raise UserError(f"cannot read table {path} ({err}); rebuild it with snakemake") from None
 
 
+# What each figure's subcommand draws; its options come from its declaration (rules.ANALYSES).
 FIGURES = {
-    "fig02_histogram": (("histogram",), _fig02),
-    "fig03_conditions": (("conditions",), lambda a: plot_conditions(
-        _read_csv(a.conditions), a.out, _read_csv(a.order) if a.order else None)),
-    "fig04_decisions": (("difficulty",), lambda a: plot_decisions(_read_csv(a.difficulty), a.out)),
-    "fig05_kappa_heatmaps": (("kappa",), lambda a: plot_kappa_heatmaps(_read_csv(a.kappa), a.out)),
-    "fig07_rsa": (("rsa", "members"), lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out)),
-    "fig08_base_epochs": (("predictions", "epoch_kappa", "spec"), lambda a: _base_epochs(a)),
-    "fig13_accuracy": (("members",), lambda a: plot_accuracy(_read_csv(a.members), a.out)),
-    "fig11_superclasses": (("superclasses",), lambda a: plot_superclasses(_read_csv(a.superclasses), a.out)),
-    "fig12_superclass_categories": (("superclasses",), lambda a: plot_superclass_categories(
-        _read_csv(a.superclasses), a.out)),
-    "a13_label_ambiguity": (("ambiguity",), lambda a: plot_label_ambiguity(_read_csv(a.ambiguity), a.out)),
-    "fig06_human_questions": (("questions",), lambda a: plot_human_questions(_read_csv(a.questions), a.out)),
-    "fig25_human_answers": (("questions",), lambda a: plot_human_questions(
-        _read_csv(a.questions), a.out, share="share_of_question")),
-    "fig27_human_observers": (("questions",), lambda a: plot_human_questions(
-        _read_csv(a.questions), a.out, share="share_of_question", observers=True)),
-    "human_pairs": (("scores",), lambda a: plot_human_pairs(_read_csv(a.scores), a.out)),
-    "fig18_pairs": (("human",), lambda a: plot_pairs(_read_csv(f"{a.human}/pairs.csv"), Path(a.human) / "images",
-                                                     a.out)),
-    "table1_class_extremes": (("extremes",), lambda a: plot_class_extremes(_read_csv(a.extremes), a.out)),
-    "fig09_kl_accuracy": (("kl",), lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out)),
-    "fig10_difficulty_models": (("profiles", "histograms"), lambda a: plot_difficulty_models(
-        _read_csv(a.profiles), _read_csv(a.histograms), a.out)),
-    "fig17_decision_changes": (("changes",), lambda a: plot_decision_changes(_read_csv(a.changes), a.out)),
-    "fig20_class_accuracy": (("class_accuracy",), lambda a: plot_class_accuracy(_read_csv(a.class_accuracy),
-                                                                                a.out)),
+    "fig02_histogram": _fig02,
+    "fig03_conditions": lambda a: plot_conditions(
+        _read_csv(a.conditions), a.out, _read_csv(a.order) if a.order else None),
+    "fig04_decisions": lambda a: plot_decisions(_read_csv(a.difficulty), a.out),
+    "fig05_kappa_heatmaps": lambda a: plot_kappa_heatmaps(_read_csv(a.kappa), a.out),
+    "fig07_rsa": lambda a: plot_rsa(_read_csv(a.rsa), _read_csv(a.members), a.out),
+    "fig08_base_epochs": lambda a: _base_epochs(a),
+    "fig13_accuracy": lambda a: plot_accuracy(_read_csv(a.members), a.out),
+    "fig11_superclasses": lambda a: plot_superclasses(_read_csv(a.superclasses), a.out),
+    "fig12_superclass_categories": lambda a: plot_superclass_categories(_read_csv(a.superclasses), a.out),
+    "a13_label_ambiguity": lambda a: plot_label_ambiguity(_read_csv(a.ambiguity), a.out),
+    "fig06_human_questions": lambda a: plot_human_questions(_read_csv(a.questions), a.out),
+    "fig25_human_answers": lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question"),
+    "fig27_human_observers": lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question", observers=True),
+    "human_pairs": lambda a: plot_human_pairs(_read_csv(a.scores), a.out),
+    "fig18_pairs": lambda a: plot_pairs(_read_csv(f"{a.human}/pairs.csv"), Path(a.human) / "images", a.out),
+    "table1_class_extremes": lambda a: plot_class_extremes(_read_csv(a.extremes), a.out),
+    "fig09_kl_accuracy": lambda a: plot_kl_accuracy(_read_csv(a.kl), a.out),
+    "fig10_difficulty_models": lambda a: plot_difficulty_models(
+        _read_csv(a.profiles), _read_csv(a.histograms), a.out),
+    "fig17_decision_changes": lambda a: plot_decision_changes(_read_csv(a.changes), a.out),
+    "fig20_class_accuracy": lambda a: plot_class_accuracy(_read_csv(a.class_accuracy), a.out),
 }
 
 
 # --order: conditions.csv of the experiment to order by; --spec: experiment.json (fig02_errors)
-OPTIONAL = {"fig03_conditions": ("order",), "fig02_histogram": ("spec",)}
+OPTIONAL = {"fig03_conditions": ("order",), "fig02_histogram": ("experiment",)}
 
 
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    figures = parser.add_subparsers(dest="figure", required=True)
-    for name, (inputs, _) in FIGURES.items():
-        sub = figures.add_parser(name)
-        for option in inputs:
-            sub.add_argument(f"--{option.replace('_', '-')}", required=True)
-        for option in OPTIONAL.get(name, ()):
-            sub.add_argument(f"--{option.replace('_', '-')}")
-        sub.add_argument("--out", required=True)
+    add_parsers(parser, ANALYSES, "ddd.figures", OPTIONAL)  # the options of each figure: its declaration
     args = parser.parse_args(argv)
-    FIGURES[args.figure][1](args)
+    FIGURES[args.function](args)
     return 0
 
 

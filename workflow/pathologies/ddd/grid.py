@@ -50,11 +50,9 @@ from ..config import check_recipe, recipe_defaults
 from ..errors import UserError
 
 RESERVED_CONDITIONS = re.compile(r"base|plus\d+ep")
-# Keys of a `ddd` experiment that configure the analysis rather than the models.
-ANALYSIS_KEYS = ("n_boot", "ci_level", "analysis_seed", "loose_max_exceptions", "in_between_rule",
-                 "models_per_condition", "rsa_images", "rsa_layers", "predictions_csv", "exclude_ids",
-                 "superclasses", "label_ambiguity", "human", "condition_order", "exclude_format",
-                 "per_image_results", "fig02_errors")
+# Keys of a `ddd` experiment that declare its models; every other key (schema defaults filled in) is an
+# option of its analyses and reaches the modules through experiment.json.
+GRID_KEYS = ("dataset", "split", "base", "conditions", "extra_epochs", "pretrained")
 PRETRAINED_RECIPE = "pretrained"  # the recipe of pretrained entries that name none: schema defaults, 0 epochs
 
 
@@ -99,11 +97,11 @@ class Experiment:
             chosen.setdefault(member.condition, member)
         return list(chosen.values())
 
-    def as_dict(self, run_dir: Callable[[str, int], str]) -> dict:
-        """JSON-ready description for the analysis modules; ``run_dir(model, seed)`` locates a run."""
+    def as_dict(self, model_dir: Callable[[str, int], str]) -> dict:
+        """JSON-ready description for the analysis modules; ``model_dir(model, seed)`` locates a run."""
         def described(member: Member) -> dict:
-            return {**asdict(member), "predictions": f"{run_dir(member.model, member.seed)}/predictions.h5",
-                    "checkpoint": f"{run_dir(member.model, member.seed)}/model.pt"}
+            return {**asdict(member), "predictions": f"{model_dir(member.model, member.seed)}/predictions.h5",
+                    "checkpoint": f"{model_dir(member.model, member.seed)}/model.pt"}
 
         return {"name": self.name, "dataset": self.dataset, "split": self.split, "epochs": self.epochs,
                 "members": [described(m) for m in self.members], "pretrained": [described(m) for m in self.pretrained],
@@ -140,7 +138,8 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
                            for label, entry in experiment["pretrained"].items())
         result[name] = Experiment(
             name=name, dataset=experiment["dataset"], split=experiment["split"], epochs=epochs,
-            members=tuple(members), options={key: experiment[key] for key in ANALYSIS_KEYS}, pretrained=pretrained)
+            members=tuple(members), pretrained=pretrained,
+            options={key: value for key, value in experiment.items() if key not in GRID_KEYS})
     return result
 
 

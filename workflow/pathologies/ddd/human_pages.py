@@ -1,6 +1,6 @@
 """Static pages for the human experiments of Meding et al. (2022), A.10 (Figures 18, 19, 23, 24).
 
-    python -m pathologies.ddd.human_pages --spec experiment.json --difficulty difficulty.csv \\
+    python -m pathologies.ddd.human_pages --experiment experiment.json --difficulty difficulty.csv \\
         --dataset results/data/X.h5 --out-dir results/ddd/X/human
 
 Experiment 1 (two-alternative forced choice): ``pairs`` trials, each a trivial image (all models right)
@@ -33,9 +33,9 @@ from PIL import Image
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import read_csv, read_h5
+from ..io import read_csv, read_experiment, read_h5
 from ..models.activations import split_images
-from .experiment import read_spec
+from .experiment import KEYS
 
 MIN_PIXELS = 160  # small images are enlarged (nearest neighbour) to at least this size on the page
 
@@ -132,12 +132,12 @@ def atomic_folder(path: Path) -> Iterator[Path]:
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--difficulty", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.experiment, KEYS)
     human = spec.get("human")
     if not human:
         raise UserError(f"experiment {spec['name']!r} sets no human experiments (key human)")

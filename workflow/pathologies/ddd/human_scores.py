@@ -40,7 +40,7 @@ from scipy import stats
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
+from ..io import atomic_output, read_csv, read_experiment
 from .agreement import krippendorff_alpha, pairwise_alpha
 from .consistency import pair_stats
 from .human_analysis import analysis_items, drop_observers, model_accuracy_table
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", required=True)
     parser.add_argument("--pair-answers", nargs="*", default=[])
     parser.add_argument("--question-answers", nargs="*", default=[])
-    parser.add_argument("--spec", help="experiment.json: the human options and exclude_ids of the analysis")
+    parser.add_argument("--experiment", help="experiment.json: the human options and exclude_ids of the analysis")
     for name in ("pairs", "questions", "agreement"):
         parser.add_argument(f"--{name}-out", required=True)
     parser.add_argument("--model-accuracy-out")
@@ -195,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     long = (question_answers(questions, _observers(args.question_answers)) if args.question_answers
             else pd.DataFrame(columns=["observer", "trial", "question", "answer"]))
     items = questions
-    if args.spec:
+    if args.experiment:
         from .exclusion import excluded_ids
-        from .experiment import read_spec
+        from .experiment import KEYS
 
-        spec = read_spec(args.spec)
+        spec = read_experiment(args.experiment, KEYS)
         human = spec.get("human") or {}
         excluded = excluded_ids(spec) if human.get("filter_excluded", True) else []
         items = analysis_items(questions, human.get("drop_trials", []), excluded, human.get("balance", False),

@@ -1,6 +1,6 @@
 """Error-consistency tables of one DDD experiment: all pairs per epoch, conditions vs base, base over epochs.
 
-    python -m pathologies.ddd.kappa --spec experiment.json --kappa-out kappa.csv \\
+    python -m pathologies.ddd.kappa --experiment experiment.json --kappa-out kappa.csv \\
         --conditions-out conditions.csv --epochs-out epoch_kappa.csv
 
 ``kappa.csv``: one row per (set, epoch, pair of members); ``set`` is ``all`` (every image) or
@@ -22,11 +22,11 @@ import pandas as pd
 
 from ..cliargs import CommandParser
 from ..errors import cli
-from ..io import atomic_output
+from ..io import atomic_output, read_experiment
 from ..training.predictions import Correctness, read_dump
 from .consistency import COLUMNS, consistency_table, pair_stats
 from .exclusion import split_excluded
-from .experiment import difficulty_rows, in_between_mask, load_epochs, load_final, read_spec
+from .experiment import KEYS, difficulty_rows, in_between_mask, load_epochs, load_final
 
 STATISTICS = COLUMNS[3:]  # c_obs ... acc_b
 CONDITION_COLUMNS = ["set", "condition", "member", "reference", "kappa", "ci_low", "ci_high", "kappa_min",
@@ -122,12 +122,12 @@ def build_tables(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--kappa-out", required=True)
     parser.add_argument("--conditions-out", required=True)
     parser.add_argument("--epochs-out", required=True)
     args = parser.parse_args(argv)
-    kappa, conditions, epochs = build_tables(read_spec(args.spec))
+    kappa, conditions, epochs = build_tables(read_experiment(args.experiment, KEYS))
     for table, path in ((kappa, args.kappa_out), (conditions, args.conditions_out), (epochs, args.epochs_out)):
         with atomic_output(path) as tmp:
             table.to_csv(tmp, index=False)

@@ -1,6 +1,6 @@
 """Representational similarity of a DDD experiment's models (appendix A.4, Figure 7).
 
-    python -m pathologies.ddd.rsa --spec experiment.json --dataset results/data/X.h5 \\
+    python -m pathologies.ddd.rsa --experiment experiment.json --dataset results/data/X.h5 \\
         --out rsa.csv [--device auto]
 
 For one fixed, seeded sample of ``rsa_images`` images of the split (all of it when smaller; never an
@@ -25,10 +25,10 @@ import torch
 from ..cliargs import CommandParser, add_compute_options
 from ..data.layout import dataset_info
 from ..errors import UserError, cli
-from ..io import atomic_output, read_h5
+from ..io import atomic_output, read_experiment, read_h5
 from ..models.activations import checkpoint_activations, split_images
 from .exclusion import excluded_ids
-from .experiment import read_spec
+from .experiment import KEYS
 from .measures import rsa_image_sample, rsa_table
 
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..device import resolve_device
 
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", required=True)
     add_compute_options(parser, device="cpu", progress=False)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     print(f"RSA activations on {device}", file=sys.stderr)
-    table = build_table(read_spec(args.spec), args.dataset, device)
+    table = build_table(read_experiment(args.experiment, KEYS), args.dataset, device)
     with atomic_output(args.out) as tmp:
         table.to_csv(tmp, index=False)
     return 0

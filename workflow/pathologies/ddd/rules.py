@@ -1,7 +1,8 @@
-"""Inputs, parameters and targets of the DDD rules (workflow/rules/consistency.smk), per experiment.
+"""Inputs, parameters and targets of the DDD rules (workflow/rules/ddd.smk), per experiment.
 
 Kept out of the rule file so that it holds rules only and this logic is testable without Snakemake.
-Every method takes the experiment name (the ``experiment`` wildcard).
+Every method takes the experiment name (the ``experiment`` wildcard). ``ANALYSES`` declares the tables and
+figures whose rules, targets and docs rows are derived (:mod:`pathologies.analysis`).
 """
 
 from __future__ import annotations
@@ -10,56 +11,79 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..analysis import Analysis, Stage, outputs
 from ..errors import UserError
 from .grid import Experiment, experiments
 
 RESULTS = "results/ddd"
-# Tables of every experiment, after the description they are computed from; kl_accuracy.csv
-# (gaussian datasets) and rsa.csv (rsa_images > 0) join them.
+STAGE = Stage("ddd", f"{RESULTS}/{{experiment}}", "results/logs/ddd/{experiment}", "experiment",
+              "Dichotomous data difficulty", r"[A-Za-z0-9][A-Za-z0-9_]*")
+# Tables of every experiment from the hand-written rules of ddd.smk, after the description they are
+# computed from; rsa.csv (rsa_images > 0) and the human-experiment tables join them.
 TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
           "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv",
-          "class_accuracy.csv", "decision_changes.csv", "class_extremes.csv")
-# Figures drawn from tables alone: figure -> {option of pathologies.ddd.figures: table}.
-TABLE_FIGURES = {
-    "fig02_histogram": {"histogram": "histogram.csv", "spec": "experiment.json"},
-    "fig03_conditions": {"conditions": "conditions.csv"},
-    "fig04_decisions": {"difficulty": "difficulty.csv"},
-    "fig05_kappa_heatmaps": {"kappa": "kappa.csv"},
-    "fig07_rsa": {"rsa": "rsa.csv", "members": "members.csv"},
-    "fig09_kl_accuracy": {"kl": "kl_accuracy.csv"},
-    "fig10_difficulty_models": {"profiles": "difficulty_profiles.csv", "histograms": "difficulty_histograms.csv"},
-    "fig13_accuracy": {"members": "members.csv"},
-    "fig11_superclasses": {"superclasses": "superclasses.csv"},
-    "fig12_superclass_categories": {"superclasses": "superclasses.csv"},
-    "a13_label_ambiguity": {"ambiguity": "label_ambiguity.csv"},
-    "table1_class_extremes": {"extremes": "class_extremes.csv"},
-    "fig06_human_questions": {"questions": "human_questions.csv"},
-    "fig25_human_answers": {"questions": "human_questions.csv"},
-    "fig27_human_observers": {"questions": "human_questions.csv"},
-    "human_pairs": {"scores": "human_pairs.csv"},
-    "fig18_pairs": {"human": "human"},
-    "fig17_decision_changes": {"changes": "decision_changes.csv"},
-    "fig20_class_accuracy": {"class_accuracy": "class_accuracy.csv"},
-}
+          "class_accuracy.csv", "decision_changes.csv")
 
 
-# Figures that need a trained base run (left out of an experiment of external models only).
-TRAINED_ONLY = ("fig03_conditions", "fig07_rsa", "fig08_base_epochs", "fig09_kl_accuracy", "fig17_decision_changes")
-# Figures that need decisions of single models (left out of an experiment of published per-image results).
-SINGLE_MODELS_ONLY = ("fig04_decisions", "fig05_kappa_heatmaps")
+def _figure(name: str, paper: str, when: str | None = None, switch: str | None = None, **inputs: str) -> Analysis:
+    """A figure of pathologies.ddd.figures drawn from tables of the experiment's folder."""
+    return Analysis(name, "ddd.figures", {"out": f"figures/{name}.png"}, f"ddd_{name}.rst", inputs, function=name,
+                    when=when, switch=switch, paper=paper)
+
+
+# Every table and figure with a declared rule (workflow/rules/ddd.smk makes one rule each, ddd_<name>).
+# ``when`` names a DddRules predicate, ``switch`` a key of the experiment's config entry.
+ANALYSES = (
+    Analysis("kl", "ddd.kl", {"out": "kl_accuracy.csv"}, "", {"class_accuracy": "class_accuracy.csv",
+             "dataset": "@dataset"}, when="kl", paper="A.7", report=(), mem_mb=2000),
+    Analysis("superclasses", "ddd.superclasses", {"out": "superclasses.csv", "kappa": "superclass_kappa.csv"}, "",
+             {"experiment": "experiment.json", "difficulty": "difficulty.csv"},
+             deps={"superclass_map": "@superclass_map"},
+             switch="superclasses", paper="A.12", report=()),
+    Analysis("label_ambiguity", "ddd.ambiguity", {"out": "label_ambiguity.csv"}, "",
+             {"experiment": "experiment.json", "difficulty": "difficulty.csv"}, deps={"ambiguity": "@ambiguity"},
+             switch="label_ambiguity", paper="A.13", report=(), mem_mb=2000),
+    Analysis("class_extremes", "ddd.class_extremes", {"out": "class_extremes.csv"},
+             "ddd_table1_class_extremes_csv.rst", {"class_accuracy": "class_accuracy.csv"}, paper="Table 1",
+             mem_mb=2000),
+    _figure("fig02_histogram", "Figure 2", histogram="histogram.csv", experiment="experiment.json"),
+    # Figure 3 may follow another experiment's order of conditions (Figures 15 / 16)
+    _figure("fig03_conditions", "Figures 3, 15, 16", "trained", conditions="conditions.csv", order="@condition_order"),
+    _figure("fig04_decisions", "Figure 4", "single_models", difficulty="difficulty.csv"),
+    _figure("fig05_kappa_heatmaps", "Figure 5", "single_models", kappa="kappa.csv"),
+    _figure("fig07_rsa", "Figure 7", "rsa", rsa="rsa.csv", members="members.csv"),
+    Analysis("fig08_base_epochs", "ddd.figures", {"out": "figures/fig08_base_epochs.png"}, "ddd_fig08_base_epochs.rst",
+             {"predictions": "@base_predictions", "epoch_kappa": "epoch_kappa.csv", "experiment": "experiment.json"},
+             function="fig08_base_epochs", deps={"exclude": "@exclude"}, when="trained", paper="Figure 8"),
+    _figure("fig09_kl_accuracy", "Figure 9", "kl", kl="kl_accuracy.csv"),
+    _figure("fig10_difficulty_models", "Figure 10", profiles="difficulty_profiles.csv",
+            histograms="difficulty_histograms.csv"),
+    _figure("fig13_accuracy", "Figures 13, 14", members="members.csv"),
+    _figure("fig11_superclasses", "Figure 11", switch="superclasses", superclasses="superclasses.csv"),
+    _figure("fig12_superclass_categories", "Figure 12", switch="superclasses", superclasses="superclasses.csv"),
+    _figure("a13_label_ambiguity", "A.13", switch="label_ambiguity", ambiguity="label_ambiguity.csv"),
+    _figure("table1_class_extremes", "Table 1", extremes="class_extremes.csv"),
+    _figure("fig06_human_questions", "Figure 6", "question_answers", questions="human_questions.csv"),
+    _figure("fig25_human_answers", "Figure 25", "question_answers", questions="human_questions.csv"),
+    _figure("fig27_human_observers", "Figure 27", "question_answers", questions="human_questions.csv"),
+    _figure("human_pairs", "A.10", "pair_answers", scores="human_pairs.csv"),
+    _figure("fig18_pairs", "Figures 18, 19", switch="human", human="human"),
+    _figure("fig17_decision_changes", "Figure 17", "trained", changes="decision_changes.csv"),
+    _figure("fig20_class_accuracy", "Figure 20", class_accuracy="class_accuracy.csv"),
+)
 
 
 class DddRules:
     """The DDD experiments of a validated config, with the paths their rules need.
 
-    ``run_dir(model, seed)`` and ``dataset_file(name)`` are the workflow's path helpers.
+    ``model_dir(model, seed)`` and ``dataset_file(name)`` are the workflow's path helpers.
     """
 
-    def __init__(self, config: Mapping[str, Any], run_dir: Callable[[str, int], str],
+    def __init__(self, config: Mapping[str, Any], model_dir: Callable[[str, int], str],
                  dataset_file: Callable[[str], str]):
         self.experiments = experiments(config)
         self.kinds = {name: spec["kind"] for name, spec in config["datasets"].items()}
-        self.run_dir = run_dir
+        self.model_dir = model_dir
         self.dataset_file = dataset_file
         self._needs_dataset: dict[tuple, bool] = {}  # (exclude_ids file, format) -> names or mask
 
@@ -70,18 +94,26 @@ class DddRules:
         return self.experiments[name]
 
     def spec(self, name: str) -> str:
-        """The experiment as JSON for the analysis modules (``--spec``), with its prepared dataset's path
-        (``dataset_file``: it converts the file names of ``exclude_ids`` to image ids)."""
-        return json.dumps({**self.experiment(name).as_dict(self.run_dir), "dataset_file": self.dataset(name)},
+        """The experiment as JSON (``--spec-json`` of pathologies.ddd.experiment, which writes experiment.json),
+        with its prepared dataset's path (``dataset_file``: it converts the file names of ``exclude_ids`` to ids)."""
+        return json.dumps({**self.experiment(name).as_dict(self.model_dir), "dataset_file": self.dataset(name)},
                           sort_keys=True)
 
     def predictions(self, name: str) -> list[str]:
-        return [f"{self.run_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
+        return [f"{self.model_dir(model, seed)}/predictions.h5" for model, seed in self.experiment(name).runs()]
 
     def condition_order(self, name: str) -> list[str]:
         """[conditions.csv of the experiment named by ``condition_order``] (Figures 15 / 16), else []."""
         reference = self.experiment(name).options["condition_order"]
         return [f"{RESULTS}/{reference}/conditions.csv"] if reference else []
+
+    def options(self, name: str) -> Mapping[str, Any]:
+        """The experiment's analysis options (the ``switch`` keys of its declared analyses)."""
+        return self.experiment(name).options
+
+    def single_models(self, name: str) -> bool:
+        """Whether the experiment has decisions of single models (not only published per-image results)."""
+        return not self.experiment(name).options["per_image_results"]
 
     def trained(self, name: str) -> bool:
         """Whether the experiment trains models (False: only external ``predictions_csv`` models)."""
@@ -102,11 +134,11 @@ class DddRules:
 
     def base_predictions(self, name: str) -> str:
         base = self.experiment(name).members[0]
-        return f"{self.run_dir(base.model, base.seed)}/predictions.h5"
+        return f"{self.model_dir(base.model, base.seed)}/predictions.h5"
 
     def checkpoints(self, name: str) -> list[str]:
         """model.pt of every run whose members enter the RSA (the base run's once, for all its epochs)."""
-        return list(dict.fromkeys(f"{self.run_dir(m.model, m.seed)}/model.pt"
+        return list(dict.fromkeys(f"{self.model_dir(m.model, m.seed)}/model.pt"
                                   for m in self.experiment(name).rsa_members()))
 
     def external(self, name: str) -> list[str]:
@@ -120,12 +152,13 @@ class DddRules:
 
     def rsa_table(self, name: str) -> list[str]:
         """[rsa.csv] when the experiment computes RSA, else []."""
-        return [f"{RESULTS}/{name}/rsa.csv"] if self._rsa(name) else []
+        return [f"{RESULTS}/{name}/rsa.csv"] if self.rsa(name) else []
 
-    def _rsa(self, name: str) -> bool:
+    def rsa(self, name: str) -> bool:
         return bool(self.experiment(name).options["rsa_images"]) and self.trained(name)
 
-    def _kl(self, name: str) -> bool:
+    def kl(self, name: str) -> bool:
+        """Gaussian datasets with trained models: KL divergence between neighbouring classes (A.7)."""
         return self.kinds[self.experiment(name).dataset] == "gaussian" and self.trained(name)
 
     def superclass_map(self, name: str) -> list[str]:
@@ -142,48 +175,28 @@ class DddRules:
         human = self.experiment(name).options["human"] or {}
         return list(human.get(f"{'pair' if experiment == 'pairs' else 'question'}_answers", []))
 
-    def _human_scored(self, name: str) -> bool:
-        return bool(self.human_answers(name, "pairs") or self.human_answers(name, "questions"))
+    def pair_answers(self, name: str) -> bool:
+        return bool(self.human_answers(name, "pairs"))
+
+    def question_answers(self, name: str) -> bool:
+        return bool(self.human_answers(name, "questions"))
 
     def tables(self, name: str) -> list[str]:
+        """Tables of the hand-written rules (the declared analyses' outputs: :meth:`analyses`)."""
         options = self.experiment(name).options
-        extra = ["kl_accuracy.csv"] if self._kl(name) else []
-        extra += ["rsa.csv"] if self._rsa(name) else []
-        extra += ["superclasses.csv", "superclass_kappa.csv"] if options["superclasses"] else []
-        extra += ["label_ambiguity.csv"] if options["label_ambiguity"] else []
+        extra = ["rsa.csv"] if self.rsa(name) else []
         extra += ["human"] if options["human"] else []  # the folder of the static pages
+        scored = self.pair_answers(name) or self.question_answers(name)
         extra += (["human_pairs.csv", "human_questions.csv", "human_agreement.csv", "human_model_accuracy.csv"]
-                  if self._human_scored(name) else [])
+                  if scored else [])
         return [f"{RESULTS}/{name}/{table}" for table in (*TABLES, *extra)]
 
-    def figures(self, name: str) -> list[str]:
-        skip = set() if self._kl(name) else {"fig09_kl_accuracy"}
-        skip |= set() if self._rsa(name) else {"fig07_rsa"}
-        options = self.experiment(name).options
-        skip |= set() if options["superclasses"] else {"fig11_superclasses", "fig12_superclass_categories"}
-        skip |= set() if options["label_ambiguity"] else {"a13_label_ambiguity"}
-        skip |= set() if options["human"] else {"fig18_pairs"}
-        skip |= set() if self.human_answers(name, "pairs") else {"human_pairs"}
-        skip |= set() if self.human_answers(name, "questions") else {
-            "fig06_human_questions", "fig25_human_answers", "fig27_human_observers"}
-        if not self.trained(name):  # external models only: no base, no epochs
-            skip |= set(TRAINED_ONLY)
-        if options["per_image_results"]:
-            skip |= set(SINGLE_MODELS_ONLY)
-        names = sorted({*TABLE_FIGURES, "fig08_base_epochs"} - skip)
-        return [f"{RESULTS}/{name}/figures/{figure}.png" for figure in names]
+    def analyses(self, name: str) -> list[str]:
+        """Outputs of the declared analyses (``ANALYSES``) the experiment enables."""
+        return outputs(STAGE, ANALYSES, self, name)
 
     def targets(self) -> list[str]:
         """Every table, summary and figure of every experiment (for rule all)."""
         return [path for name in self.experiments
-                for path in (*self.tables(name), f"{RESULTS}/{name}/summary.txt", *self.figures(name))]
+                for path in (*self.tables(name), f"{RESULTS}/{name}/summary.txt", *self.analyses(name))]
 
-
-def input_options(input: Mapping[str, Any]) -> list[str]:
-    """Command-line options (argv tokens, ``--key path...``) from a rule's named inputs; empty ones left out."""
-    tokens = []
-    for key, value in input.items():
-        paths = [value] if isinstance(value, str) else list(value)
-        if paths:
-            tokens += [f"--{key.replace('_', '-')}", *paths]
-    return tokens

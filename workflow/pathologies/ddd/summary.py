@@ -1,6 +1,6 @@
 """Human-readable summary of one DDD experiment, from its tables.
 
-    python -m pathologies.ddd.summary --spec experiment.json --members members.csv \\
+    python -m pathologies.ddd.summary --experiment experiment.json --members members.csv \\
         --difficulty difficulty.csv --kappa kappa.csv --conditions conditions.csv \\
         --histograms difficulty_histograms.csv [--rsa rsa.csv] [--histogram histogram.csv] --out summary.txt
 """
@@ -11,9 +11,9 @@ import pandas as pd
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output
+from ..io import atomic_output, read_experiment
 from .exclusion import excluded_ids
-from .experiment import read_spec
+from .experiment import KEYS
 from .measures import histogram_distances, summary_text
 
 
@@ -107,7 +107,7 @@ def rsa_reference(rsa: pd.DataFrame, members: pd.DataFrame) -> tuple[str, int, p
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     for name in ("members", "difficulty", "kappa", "conditions", "histograms", "out"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--rsa", help="rsa.csv (optional)")
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read table {path} ({err}); rebuild it with snakemake") from None
     with atomic_output(args.out) as tmp:
-        tmp.write_text(summary(read_spec(args.spec), **tables))
+        tmp.write_text(summary(read_experiment(args.experiment, KEYS), **tables))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Image difficulty and error consistency per superclass (Meding et al. 2022, A.12, Figures 11-12).
 
-    python -m pathologies.ddd.superclasses --spec experiment.json --difficulty difficulty.csv \\
+    python -m pathologies.ddd.superclasses --experiment experiment.json --difficulty difficulty.csv \\
         [--map superclasses.csv] --out superclasses.csv --kappa-out superclass_kappa.csv
 
 The map is the experiment key ``superclasses``: ``cifar100`` (the 20 coarse classes of CIFAR-100, by fine
@@ -25,9 +25,9 @@ import pandas as pd
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
+from ..io import atomic_output, read_csv, read_experiment
 from .consistency import consistency_table
-from .experiment import read_spec
+from .experiment import KEYS
 from .measures import CATEGORIES
 
 CIFAR100_COARSE = {
@@ -125,12 +125,12 @@ def superclass_tables(difficulty: pd.DataFrame, superclass: pd.Series, rule: str
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="experiment.json (pathologies.ddd.experiment)")
+    parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--difficulty", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--kappa-out", required=True)
     args = parser.parse_args(argv)
-    spec = read_spec(args.spec)
+    spec = read_experiment(args.experiment, KEYS)
     if not spec.get("superclasses"):
         raise UserError(f"experiment {spec['name']!r} sets no superclasses map")
     difficulty = read_csv(args.difficulty, "difficulty table")

@@ -112,7 +112,8 @@ def benchmark_items(sis_paths: str | Path | Sequence[str | Path], fractions: Seq
             height, width, _ = info.image_shape
             order, rows = source["order"], source["rows"]
             pick = np.sort(rng.choice(len(rows), count, replace=False))
-            pixels, _, ids = load_rows(source["dataset"], info, source["split"], rows[pick])
+            chosen = load_rows(source["dataset"], info, source["split"], rows[pick])
+            pixels, ids = chosen.images, chosen.ids
             size = subset_size(fraction, order.shape[1])
             masks = feature_masks(backward_selection_features(order[pick], size), Masking(patch=source["patch"]),
                                   height, width)

@@ -10,29 +10,83 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..analysis import Analysis, Stage, outputs
 from ..config import RunSpec
 from ..errors import UserError
 from ..sis.jobs import sis_jobs
 from .derived_sis import DerivedSisJob, derived_sis_jobs
 from .grid import RESULTS, OverinterpExperiment, evaluation_path, experiments, protocol_args
 
-TABLES = ("accuracy.csv", "accuracy_by_split.csv", "ensembles.csv", "calibration.csv", "sis_summary.csv",
-          "leakage.csv", "tables.md")
+STAGE = Stage("overinterp", f"{RESULTS}/{{experiment}}", "results/logs/overinterp/{experiment}", "experiment",
+              "Overinterpretation", r"[A-Za-z0-9][A-Za-z0-9_]*")
+
+
+def _figure(name: str, stem: str, function: str, paper: str, caption: str | None = None, **fields: Any) -> Analysis:
+    """A figure of pathologies.overinterp.figures (``function``) at figures/<stem>.png."""
+    return Analysis(name, "overinterp.figures", {"out": f"figures/{stem}.png"}, caption or f"overinterp_{stem}.rst",
+                    function=function, paper=paper, log=f"figures/{stem}.log", **fields)
+
+
+EXAMPLES = {"args": "examples_args", "deps": {"dataset": "@dataset"}}
+# Every table and figure with a declared rule (workflow/rules/analyses.smk makes one rule each,
+# overinterp_<name>). ``when`` names an OverinterpRules predicate, ``switch`` a key of the experiment's options.
+TABLE_CAPTIONS = {key: f"overinterp_{key}.rst" for key in ("accuracy", "ensembles", "calibration", "sis_summary",
+                                                          "leakage")}
+ANALYSES = (
+    Analysis("tables", "overinterp.tables", {"accuracy": "tables/accuracy.csv",
+             "by_split": "tables/accuracy_by_split.csv", **{key: f"tables/{key}.csv" for key in TABLE_CAPTIONS
+                                                            if key != "accuracy"}, "markdown": "tables/tables.md"},
+             TABLE_CAPTIONS, {"experiment": "experiment.json", "sis_summary": "sis_sizes/summary.csv"},
+             deps={"evaluations": "@evaluations", "calibrations": "@calibration_files"}, out_dir=True,
+             report=tuple(TABLE_CAPTIONS), paper="Table 1 and the supplement's tables"),
+    Analysis("sis_sizes", "overinterp.sis_sizes", {f"{k}": f"sis_sizes/{k}.csv" for k in
+             ("correctness", "increase", "by_class", "summary")}, "", {"experiment": "experiment.json"},
+             deps={"sis": "@sis_files"}, paper="Figures 5, S3, S4, S16", report=()),
+    _figure("fig_heatmaps", "heatmaps", "heatmaps", "Figures 3, S14",
+            inputs={"sis": "@source_test_sis", "subsets": "@bs_subsets"}, args="threshold_args"),
+    _figure("fig_examples", "sis_examples", "examples", "Figure S1", inputs={"sis": "@source_test_sis"}, **EXAMPLES),
+    _figure("fig_curves", "confidence_curves", "curves", "Figures S8, S15", inputs={"sis": "@source_test_sis"},
+            args="curves_args"),
+    _figure("fig_sizes", "sis_size_correctness", "sizes", "Figures 5, S3, S4, S16",
+            inputs={k: f"sis_sizes/{k}.csv" for k in ("correctness", "increase", "by_class")}, args="threshold_args"),
+    _figure("fig_accuracy", "accuracy", "accuracy", "Table 1", "overinterp_accuracy_figure.rst",
+            inputs={"accuracy": "tables/accuracy.csv"}, args="dataset_args"),
+    _figure("fig_shifted", "shifted_accuracy", "shifted", "Figure S5",
+            inputs={"by_split": "tables/accuracy_by_split.csv"},
+            when="shifted"),
+    Analysis("fig_leakage", "overinterp.leakage", {"out": "figures/leakage.png"}, "overinterp_leakage.rst",
+             {"leakage": "tables/leakage.csv"}, when="bs_retrained", paper="Pixels or pattern (ROAD)",
+             log="figures/leakage.log", mem_mb=2000),
+    _figure("fig_ensemble", "ensemble_{ensemble}", "ensemble", "Figure S2", "overinterp_ensemble.rst",
+            inputs={"ensemble_sis": "ensembles/{ensemble}/sis_test.h5", "member_sis": "@member_sis"},
+            deps={"dataset": "@ensemble_dataset"}, args="ensemble_args", expand=True),
+    _figure("fig_calibrated_examples", "calibrated_sis_examples", "examples", "Figure S6",
+            inputs={"sis": "@calibrated_source_sis"}, when="calibrated", **EXAMPLES),
+    Analysis("human_benchmark", "overinterp.human_benchmark", {"html": "human_benchmark/index.html",
+             "key": "human_benchmark/key.csv"}, "overinterp_human_benchmark.rst", args="human_benchmark_args",
+             deps={"sis": "@human_benchmark_sis", "dataset": "@dataset"}, switch="human_benchmark",
+             paper="Supplement S5", report=("html",)),
+    Analysis("human_scores", "overinterp.human_benchmark", {"scores": "tables/human_scores.csv",
+             "table": "tables/human_accuracy.csv", "figure": "figures/human_accuracy.png"},
+             "overinterp_human_accuracy.rst", {"score": "@human_answers", "key_out": "human_benchmark/key.csv"},
+             when="human_scored", paper="Table S6, Figure S11", report=("table", "figure"), mem_mb=2000),
+)
 
 
 class OverinterpRules:
     """The overinterpretation experiments of a validated config, with the paths their rules need.
 
-    ``runs``: the training runs (:func:`pathologies.config.run_specs`); ``run_dir(model, seed)``
+    ``trainings``: the training runs (model, seed) (:func:`pathologies.config.run_specs`); ``model_dir(model, seed)``
     and ``dataset_file(name)`` are the workflow's path helpers.
     """
 
-    def __init__(self, config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec],
-                 run_dir: Callable[[str, int], str], dataset_file: Callable[[str], str]):
-        self.runs = runs
-        self.jobs = sis_jobs(config, runs)
+    def __init__(self, config: Mapping[str, Any], trainings: Mapping[tuple[str, int], RunSpec],
+                 model_dir: Callable[[str, int], str], dataset_file: Callable[[str], str]):
+        self.trainings = trainings
+        self.jobs = sis_jobs(config, trainings)
         self.experiments = experiments(config, self.jobs)
-        self.run_dir = run_dir
+        self.entries = config.get("overinterpretation", {})
+        self.model_dir = model_dir
         self.dataset_file = dataset_file
         self.derived = {name: derived_sis_jobs(e) for name, e in self.experiments.items()}  # by merged file
 
@@ -43,14 +97,62 @@ class OverinterpRules:
         return self.experiments[name]
 
     def spec(self, name: str) -> str:
-        """The expanded experiment as JSON (written to ``spec.json`` for the table and figure modules)."""
+        """The expanded experiment as JSON (written to ``experiment.json`` for the table and figure modules)."""
         return json.dumps(self.experiment(name).as_dict(), sort_keys=True, indent=1)
+
+    def options(self, name: str) -> Mapping[str, Any]:
+        """The experiment's config entry, defaults filled in (the ``switch`` keys of its declared analyses)."""
+        self.experiment(name)
+        return self.entries[name]
+
+    def source_test_sis(self, name: str) -> str:
+        return self.experiment(name).source_sis("test")
+
+    def threshold_args(self, name: str) -> list[str]:
+        return ["--threshold", str(self.experiment(name).threshold)]
+
+    def examples_args(self, name: str) -> list[str]:
+        """Options of ``figures examples``: threshold, images per class, classes shown, seed."""
+        figures = self.experiment(name).options["figures"]
+        return [*self.threshold_args(name), "--per-class", str(figures["examples_per_class"]),
+                "--max-classes", str(figures["classes"]), "--seed", str(figures["seed"])]
+
+    def curves_args(self, name: str) -> list[str]:
+        figures = self.experiment(name).options["figures"]
+        return ["--images", str(figures["curves"]), "--seed", str(figures["seed"])]
+
+    def dataset_args(self, name: str) -> list[str]:
+        return ["--dataset", self.experiment(name).dataset]
+
+    def ensemble_args(self, name: str, ensemble: str) -> list[str]:
+        return self.threshold_args(name)
+
+    def ensemble_dataset(self, name: str, ensemble: str) -> str:
+        return self.dataset(name)
+
+    def expand(self, analysis: Analysis, name: str) -> list[dict[str, str]]:
+        """Values of an analysis' further wildcards: one figure per ensemble."""
+        return [{"ensemble": ensemble} for ensemble in self.experiment(name).ensembles]
+
+    def shifted(self, name: str) -> bool:
+        return bool(self.experiment(name).shifted)
+
+    def bs_retrained(self, name: str) -> bool:
+        """Whether models are retrained on BS subsets (the leakage figure compares them with the mask alone)."""
+        return any(e.train_on == "bs" for e in self.experiment(name).evaluations)
+
+    def calibrated(self, name: str) -> bool:
+        return bool(self.experiment(name).calibrated_sis)
+
+    def human_scored(self, name: str) -> bool:
+        options = self.experiment(name).options["human_benchmark"]
+        return bool(options and options["answers"])
 
     def checkpoint(self, model: str, seed: int | str) -> str:
         """model.pt of a training run of the config (UserError for one that is not)."""
-        if (model, int(seed)) not in self.runs:
+        if (model, int(seed)) not in self.trainings:
             raise UserError(f"models/{model}/seed{seed} is not a training run of the config")
-        return f"{self.run_dir(model, seed)}/model.pt"
+        return f"{self.model_dir(model, seed)}/model.pt"
 
     # -- pixel subsets (one job per experiment and source dataset writes them all: each job would
     #    mostly load torch). ``origin``: the dataset the subsets are cut from, the experiment's by default.
@@ -99,6 +201,13 @@ class OverinterpRules:
         if not experiment.calibrated_sis:
             raise UserError(f"experiment {name!r} extracts no SIS of a calibrated model; set calibration.sis: true")
         return experiment.calibrated_sis_path(*experiment.calibrated_sis[0])
+
+    def calibration_args(self, name: str) -> list[str]:
+        """Options of :mod:`pathologies.overinterp.calibration`: the dataset, its test split, seed and bins."""
+        experiment = self.experiment(name)
+        calibration = experiment.options["calibration"]
+        return ["--dataset", experiment.dataset, "--split", "test", "--seed", str(calibration["seed"]),
+                "--bins", str(calibration["bins"])]
 
     def calibration_input(self, name: str, model: str, seed: int | str) -> str:
         experiment = self.experiment(name)
@@ -201,25 +310,9 @@ class OverinterpRules:
             raise UserError(f"experiment {name!r} lists no human_benchmark.answers to score")
         return list(options["answers"])
 
-    def figures(self, name: str) -> list[str]:
-        experiment = self.experiment(name)
-        folder = f"{experiment.folder}/figures"
-        names = ["heatmaps", "sis_examples", "confidence_curves", "sis_size_correctness", "accuracy"]
-        names += ["shifted_accuracy"] if experiment.shifted else []
-        names += ["leakage"] if any(e.train_on == "bs" for e in experiment.evaluations) else []
-        names += ["calibrated_sis_examples"] if experiment.calibrated_sis else []
-        return [f"{folder}/{figure}.png" for figure in names] + \
-            [f"{folder}/ensemble_{ens}.png" for ens in experiment.ensembles]
-
     def targets(self) -> list[str]:
         """Every table and figure of every experiment (for rule all)."""
         paths = []
-        for name, experiment in self.experiments.items():
-            paths += [f"{experiment.folder}/tables/{table}" for table in TABLES]
-            paths += self.figures(name)
-            if experiment.options["human_benchmark"] is not None:
-                paths.append(f"{experiment.folder}/human_benchmark/index.html")
-                if experiment.options["human_benchmark"]["answers"]:
-                    paths += [f"{experiment.folder}/tables/human_accuracy.csv",
-                              f"{experiment.folder}/figures/human_accuracy.png"]
+        for name in self.experiments:
+            paths += outputs(STAGE, ANALYSES, self, name)
         return paths

@@ -7,11 +7,11 @@ Welch's interval for the difference in means, divided by the wrong images' mean 
 
 Usage (what the ``overinterp_sis_sizes`` rule runs)::
 
-    python -m pathologies.overinterp.sis_sizes --spec results/overinterp/<experiment>/spec.json \
+    python -m pathologies.overinterp.sis_sizes --experiment results/overinterp/<experiment>/experiment.json \
         --correctness-out c.csv --increase-out i.csv --by-class-out k.csv --summary-out s.csv
 
-``--spec`` is a JSON file: a list of ``{"path": <SIS file>, <metadata>...}`` or an experiment spec
-whose ``sis_files`` is such a list. Every key of an entry except ``path`` is copied into that
+``--experiment`` is a JSON file: a list of ``{"path": <SIS file>, <metadata>...}`` or an expanded experiment
+(``experiment.json``) whose ``sis_files`` is such a list. Every key of an entry except ``path`` is copied into that
 file's rows (tidy CSV). Columns:
 
 - correctness: threshold, group (correct|wrong), n, mean_size_pct, ci_low, ci_high, mean_confidence,
@@ -177,17 +177,18 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="JSON file: [{path, <metadata>...}] or {sis_files: [...]}")
+    parser.add_argument("--experiment", required=True, help="JSON file: [{path, <metadata>...}] or {sis_files: [...]}")
     for name in ANALYSES:
         parser.add_argument(f"--{name.replace('_', '-')}-out", required=True)
     args = parser.parse_args(argv)
     try:
-        spec = json.loads(Path(args.spec).read_text())
+        spec = json.loads(Path(args.experiment).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"--spec {args.spec} is not a readable JSON file ({err})") from None
+        raise UserError(f"--experiment {args.experiment} is not a readable JSON file ({err})") from None
     spec = spec.get("sis_files") if isinstance(spec, dict) else spec
     if not isinstance(spec, list):
-        raise UserError(f"--spec {args.spec} must hold a list of {{path, ...}} objects or an experiment spec")
+        raise UserError(f"--experiment {args.experiment} must hold a list of {{path, ...}} objects or an "
+                        "experiment (experiment.json)")
     for name, frame in analyse(spec).items():
         write_csv(frame, getattr(args, f"{name}_out"))
     return 0

@@ -226,12 +226,6 @@ def build_subset_dataset(out: str | Path, dataset_path: str | Path, sis_files: M
                           stream=stream, masking=masking, rounding=rounding, random_draw=random_draw)
 
 
-def has_masks(path: str | Path, split: str) -> bool:
-    """Whether ``split`` of a prepared dataset is a pixel subset (holds /<split>/masks)."""
-    with h5py.File(path, "r") as handle:
-        return split in handle and "masks" in handle[split]
-
-
 def zeroes_masked_pixels(path: str | Path, split: str) -> bool:
     """Whether evaluation sets the pixels outside ``split``'s masks to exactly 0 (the mean colour): yes for
     subsets masked with the mean colour, no for imputed ones (their stored values are the input)."""

@@ -2,7 +2,7 @@
 
 Usage (what the ``overinterp_tables`` rule runs)::
 
-    python -m pathologies.overinterp.tables --spec results/overinterp/<exp>/spec.json \
+    python -m pathologies.overinterp.tables --experiment results/overinterp/<exp>/experiment.json \
         --sis-summary results/overinterp/<exp>/sis_sizes/summary.csv --out-dir results/overinterp/<exp>/tables
 
 Every number is recomputed from the stored evaluation files (argmax of the stored logits against
@@ -47,10 +47,12 @@ import pandas as pd
 from ..cliargs import CommandParser
 from ..data.prepare import MIXED_SPLIT
 from ..errors import UserError, cli
-from ..io import atomic_output, read_csv
+from ..io import atomic_output, read_csv, read_experiment
 from .evaluate import evaluation_splits, read_evaluation
 from .leakage import leakage_table
 
+# Keys of the expanded experiment (OverinterpExperiment.as_dict) the tables read.
+KEYS = ("name", "dataset", "source_model", "source_seed", "evaluations", "options")
 ROW_KEYS = ["role", "condition", "arch", "train_on", "train_fraction", "augment", "test_set", "split_set",
             "eval_on", "eval_fraction", "topk"]
 
@@ -67,13 +69,6 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
         return logits.argmax(axis=1) == labels
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     return (top == labels[:, None]).any(axis=1)
-
-
-def read_spec(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"experiment spec {path} does not exist; build it with `snakemake {path}`")
-    return json.loads(path.read_text())
 
 
 def _source_predictions(spec: dict):
@@ -334,11 +329,11 @@ def build_tables(spec: dict, sis_summary: pd.DataFrame, out_dir: str | Path) -> 
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="the experiment's spec.json")
+    parser.add_argument("--experiment", required=True, help="the experiment's experiment.json")
     parser.add_argument("--sis-summary", required=True, help="summary.csv of pathologies.overinterp.sis_sizes")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    build_tables(read_spec(args.spec), read_csv(args.sis_summary, "SIS summary table"), args.out_dir)
+    build_tables(read_experiment(args.experiment, KEYS), read_csv(args.sis_summary, "SIS summary table"), args.out_dir)
     return 0
 
 

@@ -68,7 +68,7 @@ import torch
 from tqdm import tqdm
 
 from ..cliargs import CommandParser, add_compute_options, json_object, positive_int
-from ..data.layout import DatasetInfo, dataset_info, load_split, to_model_input
+from ..data.layout import DatasetInfo, Split, dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, fingerprint, provenance, read_h5, write_attrs, write_h5
@@ -209,17 +209,17 @@ def split_size(dataset_path: str | Path, split: str) -> int:
 
 
 def load_rows(dataset_path: str | Path, info: DatasetInfo, split: str,
-              rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 images (n, H, W, C), labels and ids of ``rows`` of a split (array or index storage)."""
+              rows: np.ndarray) -> Split:
+    """The uint8 images (n, H, W, C), labels and ids of ``rows`` of a split (array or index storage)."""
     if info.storage == "index":
         from ..data.imagenet import ImageIndexDataset
 
         source = ImageIndexDataset(dataset_path, split)
         images = np.stack([source[int(row)][0].numpy() for row in rows]) if len(rows) else \
             np.zeros((0, *info.image_shape), dtype=np.uint8)
-        return images, source.labels[rows], source.ids[rows]
+        return Split(images, source.labels[rows], source.ids[rows])
     data = load_split(dataset_path, split)
-    return data.images[rows], data.labels[rows], data.ids[rows]
+    return Split(data.images[rows], data.labels[rows], data.ids[rows])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,13 +291,15 @@ def _tie_break_seeds(settings: Settings, rows: np.ndarray) -> list[int] | None:
     return [int(np.random.SeedSequence([settings.tie_break_seed, int(row)]).generate_state(1)[0]) for row in rows]
 
 
-def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-            settings: Settings, mean: Sequence[float], std: Sequence[float], device: torch.device,
-            progress: bool = False, state_dir: str | Path | None = None, identity: str = "",
+def extract(scorer: Scorer, shard: Split, rows: np.ndarray, settings: Settings, *,
+            normalisation: Mapping[str, Sequence[float]], device: torch.device, progress: bool = False,
+            state_dir: str | Path | None = None, identity: str = "",
             batch_size_cache: str | Path | None = None, model_name: str = "the model") -> Extraction:
-    """Backward selection, verified SIS per threshold and optional SIS collections of ``images``.
+    """Backward selection, verified SIS per threshold and optional SIS collections of the images of ``shard``.
 
-    ``images``: uint8 (n, H, W, C), normalised group by group (``lockstep_images`` at a time).
+    ``shard``: the images (uint8 (n, H, W, C)), labels and ids of the split's ``rows``; images are
+    normalised with the model's ``normalisation`` (``mean``, ``std``: its checkpoint metadata) group by
+    group (``lockstep_images`` at a time).
     Random tie-breaking seeds each image from (tie_break_seed, row), so results do not depend on
     how the split is sharded. ``precision`` verified (exact method) runs
     :func:`pathologies.sis.verified.verified_backward_selection` with one screen for the whole shard:
@@ -308,6 +310,7 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
     results are the same at every size, or the declared size is kept). A non-finite f (a diverged
     model) stops the job with one line naming ``model_name`` and the image.
     """
+    images, mean, std = shard.images, normalisation["mean"], normalisation["std"]
     n, height, width = len(images), images.shape[1], images.shape[2]
     masking = settings.masking
     p = masking.feature_count(height, width)
@@ -323,7 +326,7 @@ def extract(scorer: Scorer, images: np.ndarray, rows: np.ndarray, labels: np.nda
     seeds = _tie_break_seeds(settings, rows)
     steps = p if settings.method == "exact" else math.ceil(p / settings.block)
     collected = settings.thresholds if settings.collection else ()
-    out = Extraction(rows=rows, ids=ids, labels=labels, classes=np.zeros(n, np.int64),
+    out = Extraction(rows=rows, ids=shard.ids, labels=shard.labels, classes=np.zeros(n, np.int64),
                      f_full=np.zeros(n), order=np.zeros((n, p), np.int32), curve=np.zeros((n, steps)),
                      masks={t: np.zeros((n, height, width), bool) for t in settings.thresholds},
                      members={t: np.zeros((n, height, width), np.int32) for t in collected},
@@ -447,15 +450,14 @@ def run(model_paths: Sequence[str | Path], dataset_path: str | Path, spec: Mappi
     scorer = make_scorer(models, info, settings, torch_device, temperature=1.0 if temperature is None else temperature)
     size = split_size(dataset_path, settings.split)
     rows = shard_rows(size, settings.sample, settings.seed, shard, num_shards)
-    images, labels, ids = load_rows(dataset_path, info, settings.split, rows)
+    shard_images = load_rows(dataset_path, info, settings.split, rows)
     print(f"{settings.method} SIS of {len(rows)} images on {torch_device} ({settings.precision})", file=sys.stderr)
     scaled = {} if temperature is None else {"temperature": float(temperature)}
     identity = "" if state_dir is None else resume.identity(  # content, not paths: a retrained model is another job
         spec=dict(spec), models=[fingerprint(path) for path in model_paths], dataset=fingerprint(dataset_path),
         shard=shard, num_shards=num_shards, rows=rows, **scaled)
-    result = extract(scorer, images, rows, labels, ids, settings, metas[0]["mean"], metas[0]["std"],
-                     torch_device, progress=progress, state_dir=state_dir, identity=identity,
-                     batch_size_cache=batch_size_cache,
+    result = extract(scorer, shard_images, rows, settings, normalisation=metas[0], device=torch_device,
+                     progress=progress, state_dir=state_dir, identity=identity, batch_size_cache=batch_size_cache,
                      model_name=f"model {model_paths[0]}" if len(model_paths) == 1 else
                      f"ensemble of {', '.join(str(path) for path in model_paths)}")
     paths = [str(path) for path in model_paths]

@@ -1,11 +1,16 @@
-"""Where SIS and backward-selection pixel subsets lie (Carter et al. Figures 3, S7, S9a).
+"""Where SIS and backward-selection pixel subsets lie, the one heatmap module of both stages.
 
     python -m pathologies.sis.heatmaps --sis <label>=<sis file> ... --fraction 0.05 --out sis_heatmaps_<run>.png
 
-One column per label (files with the same label, e.g. the random tie-breaking repeats or seeds of one
-model, are pooled image by image); rows: the share of images whose k% BS subset (the last
-``round(k p)`` features removed) covers each pixel, then the share whose SIS covers it at each threshold
-(images without an SIS left out).
+Per SIS run (this command, :func:`plot`): one column per label (files with the same label, e.g. the
+random tie-breaking repeats or seeds of one model, are pooled image by image); rows: the share of
+images whose k% BS subset (the last ``round(k p)`` features removed) covers each pixel, then the share
+whose SIS covers it at each threshold (images without an SIS left out).
+
+Per overinterpretation experiment (:func:`plot_heatmaps`, drawn by ``pathologies.overinterp.figures
+heatmaps``): the paper's Figures 3 and S14 for the source model (Figures S7 and S9a compare SIS runs:
+the per-run layout), from its pixel-subset datasets
+and test SIS, with each pixel's mean removal rank.
 """
 
 from __future__ import annotations
@@ -23,22 +28,17 @@ import numpy as np
 
 from ..cliargs import CommandParser
 from ..errors import UserError, cli
-from ..io import atomic_output, read_h5
+from ..io import h5py, read_h5
+from ..plots import save
 from .engine import Masking
 from .extract import threshold_name
+from .figures import open_input, sis_group
 from .orders import read_orders, row_chunks
 
 
 def bs_subset_size(fraction: float, features: int) -> int:
     """Features in a ``fraction`` BS subset (half rounds up, at least one)."""
     return max(1, math.floor(fraction * features + 0.5))
-
-
-def bs_subset_frequency(order: np.ndarray, fraction: float, patch: int, height: int, width: int) -> np.ndarray:
-    """(H, W) share of images whose ``fraction`` BS subset (last features removed, half rounds up) holds each pixel."""
-    p = order.shape[1]
-    counts = _bs_counts(order, bs_subset_size(fraction, p))
-    return Masking(patch=patch).feature_map(counts / max(len(order), 1), height, width)
 
 
 def _bs_counts(order: np.ndarray, size: int) -> np.ndarray:
@@ -102,10 +102,69 @@ def plot(labelled: dict[str, list[str]], fraction: float, out: str | Path) -> di
             axis.set_title(title, fontsize=8)
             axis.set_xticks([])
             axis.set_yticks([])
-    with atomic_output(out) as tmp:
-        figure.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip("."), bbox_inches="tight")
-    plt.close(figure)
+    save(figure, out, tight=True)
     return maps
+
+
+def removal_rank(order: np.ndarray, patch: int, height: int, width: int) -> np.ndarray:
+    """Mean over images of each pixel's position in the removal order, scaled to [0, 1] (0 = first)."""
+    return _rank_map(_rank_sums(order), len(order), patch, height, width)
+
+
+def _rank_sums(order: np.ndarray) -> np.ndarray:
+    """Sum over images of each feature's position in the order (int64, exact)."""
+    ranks = np.empty(order.shape, dtype=np.int64)
+    np.put_along_axis(ranks, order.astype(np.int64), np.arange(order.shape[1], dtype=np.int64)[None], axis=1)
+    return ranks.sum(axis=0)
+
+
+def _rank_map(sums: np.ndarray, images: int, patch: int, height: int, width: int) -> np.ndarray:
+    mean = sums / images if images else np.full(len(sums), np.nan)
+    return Masking(patch=patch).feature_map(mean / max(len(sums) - 1, 1), height, width)
+
+
+def _mean_mask(dataset: h5py.Dataset, keep=None) -> tuple[np.ndarray, int]:
+    """(share of the kept rows covering each pixel, kept rows) of a (n, H, W) bool dataset, in chunks."""
+    total, kept = np.zeros(dataset.shape[1:], dtype=np.int64), 0
+    for rows in row_chunks(len(dataset)):
+        masks = dataset[rows] if keep is None else dataset[rows][keep[rows]]
+        total += masks.sum(axis=0)
+        kept += len(masks)
+    return (total / kept if kept else np.full(dataset.shape[1:], np.nan)), kept
+
+
+def heatmap_panels(sis_path: str | Path, subset_paths: Sequence[str | Path],
+                   threshold: float) -> list[tuple[str, np.ndarray]]:
+    """(title, (H, W) map) of every heatmap panel; SIS files and subsets are read in chunks of rows."""
+    panels = []
+    for path in subset_paths:
+        with open_input(path) as handle:
+            fraction = float(handle.attrs["fraction"])
+            panels.append((f"{fraction * 100:g}% BS subsets", _mean_mask(handle["test/masks"])[0]))
+    with open_input(sis_path) as handle:
+        name = sis_group(handle, threshold, sis_path)
+        height, width = handle[f"{name}/mask"].shape[1:]
+        shares, kept = _mean_mask(handle[f"{name}/mask"], ~handle[f"{name}/none"][()])
+        count, patch = len(handle["order"]), int(handle.attrs["patch"])
+        sums = sum((_rank_sums(read_orders(handle, rows, sis_path)) for rows in row_chunks(count)),
+                   np.zeros(handle["order"].shape[1], dtype=np.int64))
+    panels.append((f"SIS, tau={threshold_name(threshold)} (n={kept})",
+                   shares if kept else np.zeros((height, width))))
+    panels.append(("mean removal rank (0 = first)", _rank_map(sums, count, patch, height, width)))
+    return panels
+
+
+def plot_heatmaps(sis_path: str | Path, subset_paths: Sequence[str | Path], threshold: float, out: str | Path) -> None:
+    """BS-subset and SIS pixel frequencies and the mean removal rank of the source's test images."""
+    panels = heatmap_panels(sis_path, subset_paths, threshold)
+    figure, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 2.8), squeeze=False)
+    for axis, (title, values) in zip(axes[0], panels, strict=True):
+        shown = axis.imshow(values, cmap="magma", interpolation="nearest")
+        figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        axis.set_title(title, fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    save(figure, out, tight=True)
 
 
 def _labelled(value: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ whose random tie-breaking seeds are ``tie_break_seed + i``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,13 +73,13 @@ def run_names(name: str, entry: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(f"{name}.r{i}", entry["tie_break_seed"] + i) for i in range(repeats)]
 
 
-def sis_jobs(config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec]) -> dict[tuple, SisJob]:
+def sis_jobs(config: Mapping[str, Any], trainings: Mapping[tuple[str, int], RunSpec]) -> dict[tuple, SisJob]:
     """Expand ``sis.runs`` into one :class:`SisJob` per (run, model, seed, dataset, split) (the dict key).
 
-    ``runs``: the training runs (:func:`run_specs`). Raises UserError naming the key.
+    ``trainings``: the training runs (model, seed) (:func:`run_specs`). Raises UserError naming the key.
     """
     seeds_of: dict[str, list[int]] = {}
-    for model, seed in runs:
+    for model, seed in trainings:
         seeds_of.setdefault(model, []).append(seed)
     jobs: dict[tuple, SisJob] = {}
     declared = set(config["sis"]["runs"])
@@ -107,24 +107,9 @@ def sis_jobs(config: Mapping[str, Any], runs: Mapping[tuple[str, int], RunSpec])
                     if seed not in seeds_of[model]:
                         raise UserError(f"{where}.seeds: model {model!r} has no seed {seed} "
                                         f"(its seeds: {sorted(seeds_of[model])})")
-                    dataset = entry["dataset"] or runs[(model, seed)].dataset
+                    dataset = entry["dataset"] or trainings[(model, seed)].dataset
                     job = SisJob(folder, model, seed, dataset, entry["split"], entry["shards"], entry["runtime"],
                                  {**settings, "tie_break_seed": tie_seed}, group=name)
                     jobs[job.key] = job
     return jobs
 
-
-def find_job(jobs: Mapping[tuple, SisJob], model: str, seed: int, dataset: str, split: str,
-             allowed: Collection[str] | None = None, where: str = "") -> SisJob | None:
-    """The one job extracting (model, seed) on dataset/split among runs ``allowed`` (None = any run).
-
-    None when there is none; UserError naming ``where`` when several runs do and none is chosen.
-    """
-    found = [job for job in jobs.values()
-             if (job.model, job.seed, job.dataset, job.split) == (model, seed, dataset, split)
-             and (allowed is None or job.run in allowed or job.group in allowed)]
-    if len(found) > 1:
-        names = ", ".join(job.run for job in found)
-        raise UserError(f"config key {where}: SIS runs {names} all extract {model} seed {seed} on {dataset}/{split}; "
-                        "name the one to read in `source.sis_runs`")
-    return found[0] if found else None

@@ -185,6 +185,68 @@ def log_odds(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return own - others.logsumexp(dim=1)
 
 
+@dataclass
+class Selection:
+    """The loop state of one verified backward selection (a batch of images in lockstep)."""
+
+    scorer: Scorer
+    verifier: Verifier
+    layout: FeatureLayout
+    current: torch.Tensor  # the images with the features removed so far
+    classes: torch.Tensor  # int64 (n,): the class each image's f explains
+    bound: torch.Tensor  # float64 (n,): per image, the screen-error bound in log-odds (nan: not calibrated yet)
+    eps: float  # machine epsilon of the scorer's softmax dtype
+    batch_size: int
+
+    def candidates(self, rows: torch.Tensor, features: torch.Tensor):
+        """Candidate images (one per (row, feature)) in batches of ``batch_size``: (begin, rows, batch)."""
+        for begin in range(0, len(rows), self.batch_size):
+            r, f = rows[begin:begin + self.batch_size], features[begin:begin + self.batch_size]
+            batch = self.current[r]
+            self.layout.mask_features(batch, torch.arange(len(r), device=batch.device), f)
+            yield begin, r, batch
+
+    def strict(self, rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Canonical f (float64, as the Scorer computes it) and log-odds of the candidates."""
+        device = self.current.device
+        f = torch.empty(len(rows), dtype=torch.float64, device=device)
+        t = torch.empty(len(rows), dtype=torch.float64, device=device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for begin, r, batch in self.candidates(rows, features):
+                logits = self.scorer.logits(batch)
+                f[begin:begin + len(r)] = self.scorer.probability_of_logits(logits, self.classes[r])
+                t[begin:begin + len(r)] = log_odds(logits, self.classes[r])
+        self.verifier.clock.strict(_synced(device, start), len(rows))
+        return f, t
+
+    def screened(self, rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Log-odds of the candidates under the verifier's current screen."""
+        s = torch.empty(len(rows), dtype=torch.float64, device=self.current.device)
+        for begin, r, batch in self.candidates(rows, features):
+            s[begin:begin + len(r)] = log_odds(self.verifier.screen.logits(batch), self.classes[r])
+        return s
+
+
+@dataclass
+class Step:
+    """One step's candidates (every remaining (image, feature) pair) and the strict f filled in for them."""
+
+    image_of: torch.Tensor  # int64 (m,): image of each candidate
+    feature_of: torch.Tensor  # int64 (m,): feature it removes (ascending per image)
+    scores: torch.Tensor  # float64 (n, p): strict f where re-scored, -inf elsewhere
+    jitter: torch.Tensor | None  # float64 (n, p): random tie-breaking noise, or None
+
+
+@dataclass
+class Screened:
+    """The screen's log-odds of a step's candidates and, per image, its best candidate."""
+
+    s: torch.Tensor  # float64 (m,): screen log-odds (-inf where it overflowed)
+    s_ref: torch.Tensor  # float64 (n,): the best screen score per image
+    ref: torch.Tensor  # int64 (n,): the feature with that score
+
+
 def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, masking: Masking = Masking(),
                                 masked=None, batch_size: int = 256, tie_break_seeds: Sequence[int] | None = None,
                                 max_steps: int | None = None, progress: Callable[[int], object] | None = None,
@@ -208,91 +270,64 @@ def verified_backward_selection(scorer, images: torch.Tensor, *, classes=None, m
                                   progress=progress)
     device = images.device
     verifier = verifier or Verifier(scorer, device, screen, batch_size, safety)
-    stats = verifier.stats
     layout = FeatureLayout(masking, images)
     n, p = len(images), layout.count
     remaining = remaining_features(masked, n, p, device)
     classes, f_start = classes_and_f(scorer, layout.apply(images, remaining), classes)
     noise = TieBreakNoise(tie_break_seeds, n, p, device)
-    eps = torch.finfo(scorer.softmax_dtype).eps
-
     counts = remaining.sum(dim=1)
     steps = step_count(counts, max_steps)
     order = torch.full((n, steps), -1, dtype=torch.long, device=device)
     values = torch.full((n, steps), math.nan, dtype=torch.float64, device=device)
-    bound = torch.full((n,), math.nan, dtype=torch.float64, device=device)  # nan: not calibrated yet
-    current = layout.apply(images, remaining)
-
-    def candidates(rows: torch.Tensor, features: torch.Tensor):
-        """Candidate images (one per (row, feature)) in batches of ``batch_size``."""
-        for begin in range(0, len(rows), batch_size):
-            r, f = rows[begin:begin + batch_size], features[begin:begin + batch_size]
-            batch = current[r]
-            layout.mask_features(batch, torch.arange(len(r), device=device), f)
-            yield begin, r, batch
-
-    def strict(rows: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Canonical f (float64, as the Scorer computes it) and log-odds of the candidates."""
-        f = torch.empty(len(rows), dtype=torch.float64, device=device)
-        t = torch.empty(len(rows), dtype=torch.float64, device=device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for begin, r, batch in candidates(rows, features):
-                logits = scorer.logits(batch)
-                f[begin:begin + len(r)] = scorer.probability_of_logits(logits, classes[r])
-                t[begin:begin + len(r)] = log_odds(logits, classes[r])
-        verifier.clock.strict(_synced(device, start), len(rows))
-        return f, t
-
-    def screened(rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        s = torch.empty(len(rows), dtype=torch.float64, device=device)
-        for begin, r, batch in candidates(rows, features):
-            s[begin:begin + len(r)] = log_odds(verifier.screen.logits(batch), classes[r])
-        return s
-
-    for step in range(steps):
+    state = Selection(scorer, verifier, layout, layout.apply(images, remaining), classes,
+                      torch.full((n,), math.nan, dtype=torch.float64, device=device),
+                      torch.finfo(scorer.softmax_dtype).eps, batch_size)
+    for index in range(steps):
         image_of, feature_of = remaining.nonzero(as_tuple=True)  # per image, ascending features
-        active = (counts > step).nonzero(as_tuple=True)[0]
-        scores = torch.full((n, p), -math.inf, dtype=torch.float64, device=device)
-        jitter = noise.draw(n, active)
-        stats.candidates += len(image_of)
-        if not verifier.decided:
-            choose_screen(verifier, image_of, feature_of, strict, classes, candidates)
-        if verifier.screen is None:  # no screen pays off: the strict engine's step
-            f, _ = strict(image_of, feature_of)
-            scores[image_of, feature_of] = f
-            stats.rescored += len(image_of)
-        else:
-            timed_select_step(verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps)
-        decision = scores if jitter is None else scores + jitter
+        active = (counts > index).nonzero(as_tuple=True)[0]
+        step = Step(image_of, feature_of, torch.full((n, p), -math.inf, dtype=torch.float64, device=device),
+                    noise.draw(n, active))
+        score_step(state, step)
+        decision = step.scores if step.jitter is None else step.scores + step.jitter
         choice = decision.argmax(dim=1)[active]  # argmax: first (lowest) index on ties
-        order[active, step] = choice
-        values[active, step] = scores[active, choice]
+        order[active, index] = choice
+        values[active, index] = step.scores[active, choice]
         remaining[active, choice] = False
-        layout.mask_features(current, active, choice)
+        layout.mask_features(state.current, active, choice)
         if progress is not None:
             progress(len(image_of))
 
     return collect_selections(counts, order, values, f_start, classes, steps)
 
 
-def timed_select_step(verifier: Verifier, image_of, feature_of, strict, screened, scores, bound, jitter,
-                      eps) -> None:
-    """:func:`select_step`, timed for the auto screen's clock once the step's images are calibrated."""
-    start, calibrating = time.perf_counter(), bool(bound.isnan()[image_of].any())
-    screen, rescored = verifier.screen, verifier.stats.rescored
-    select_step(verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps)
+def score_step(state: Selection, step: Step) -> None:
+    """Fill ``step.scores`` with strict f wherever a candidate could win: every candidate when no screen
+    pays off, else those the screen cannot rule out (and keep reviewing the screen under ``auto``)."""
+    verifier, stats = state.verifier, state.verifier.stats
+    stats.candidates += len(step.image_of)
+    if not verifier.decided:
+        choose_screen(verifier, state, step)
+    if verifier.screen is None:  # no screen pays off: the strict engine's step
+        f, _ = state.strict(step.image_of, step.feature_of)
+        step.scores[step.image_of, step.feature_of] = f
+        stats.rescored += len(step.image_of)
+        return
+    start, calibrating = time.perf_counter(), bool(state.bound.isnan()[step.image_of].any())
+    screen, rescored = verifier.screen, stats.rescored
+    select_step(state, step)
     if not calibrating and verifier.requested == "auto":
-        seconds = _synced(image_of.device, start)
-        verifier.clock.step(seconds, len(image_of), verifier.stats.rescored - rescored, verifier)
+        verifier.clock.step(_synced(state.current.device, start), len(step.image_of), stats.rescored - rescored,
+                            verifier)
         if verifier.screen is not screen:  # switched: the bound belongs to the old screen
-            bound.fill_(math.nan)
+            state.bound.fill_(math.nan)
 
 
-def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scores, bound, jitter, eps) -> None:
-    """Fill ``scores`` (n, p) with strict f for every candidate that could win this step (-inf elsewhere)."""
-    stats, n = verifier.stats, len(scores)
-    s = screened(image_of, feature_of)
+def select_step(state: Selection, step: Step) -> None:
+    """Fill ``step.scores`` (n, p) with strict f for every candidate that could win this step (-inf elsewhere)."""
+    verifier, stats, bound = state.verifier, state.verifier.stats, state.bound
+    image_of, feature_of, scores = step.image_of, step.feature_of, step.scores
+    n = len(scores)
+    s = state.screened(image_of, feature_of)
     finite = s.isfinite()  # an overflowed screen score (fp16) is re-scored and measures nothing
     blind = torch.ones(n, dtype=torch.bool, device=s.device)  # images without any finite screen score
     blind[image_of[finite]] = False
@@ -300,6 +335,7 @@ def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scor
     s_mat = torch.full_like(scores, -math.inf)
     s_mat[image_of, feature_of] = s
     s_ref, ref = s_mat.max(dim=1)
+    screened = Screened(s, s_ref, ref)
     uncalibrated = bound.isnan()
     has_candidates = torch.zeros(n, dtype=torch.bool, device=s.device)
     has_candidates[image_of] = True
@@ -315,7 +351,7 @@ def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scor
     todo = within
     while bool(todo.any()):
         idx = todo.nonzero(as_tuple=True)[0]
-        f, t = strict(image_of[idx], feature_of[idx])
+        f, t = state.strict(image_of[idx], feature_of[idx])
         scores[image_of[idx], feature_of[idx]] = f
         t_all[idx] = t
         done |= todo
@@ -339,29 +375,31 @@ def select_step(verifier: Verifier, image_of, feature_of, strict, screened, scor
         widened = (verifier.safety * spread).clamp(min=MIN_BOUND)
         widened = torch.where(calibrated_now | violated, widened, torch.fmax(bound, widened))
         bound.copy_(torch.where(blind, bound, widened))  # nothing measured: the bound stays (or uncalibrated)
-        todo = guard(image_of, feature_of, s, s_ref, ref, t_all, scores, bound, jitter, eps, done)
+        todo = guard(state, step, screened, t_all, done)
 
 
-def guard(image_of, feature_of, s, s_ref, ref, t_all, scores, bound, jitter, eps, done) -> torch.Tensor:
+def guard(state: Selection, step: Step, screened: Screened, t_all: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
     """Candidates not yet re-scored whose f could still tie or beat the best after rounding or noise.
 
-    A left-out candidate j has strict log-odds ``t_j <= t_ref - (s_ref - s_j - bound)``, so its f
-    is at most the sigmoid of that, plus rounding of the softmax dtype.
+    ``t_all``: strict log-odds of the re-scored candidates (``done``). A left-out candidate j has strict
+    log-odds ``t_j <= t_ref - (s_ref - s_j - bound)``, so its f is at most the sigmoid of that, plus
+    rounding of the softmax dtype.
     """
-    n = len(scores)
-    decision = scores if jitter is None else scores + jitter
+    image_of, feature_of, s = step.image_of, step.feature_of, screened.s
+    n = len(step.scores)
+    decision = step.scores if step.jitter is None else step.scores + step.jitter
     best = decision.max(dim=1).values  # over re-scored candidates (others are -inf)
     t_ref = torch.full((n,), math.nan, dtype=torch.float64, device=s.device)
-    is_ref = feature_of == ref[image_of]
+    is_ref = feature_of == screened.ref[image_of]
     t_ref[image_of[is_ref]] = t_all[is_ref]
-    gap = (s_ref[image_of] - s - bound[image_of]).clamp(min=0.0)
-    f_up = torch.sigmoid(t_ref[image_of] - gap) * (1 + ROUNDING_ULPS * eps)
-    if jitter is not None:
-        f_up = f_up + jitter[image_of, feature_of]
+    gap = (screened.s_ref[image_of] - s - state.bound[image_of]).clamp(min=0.0)
+    f_up = torch.sigmoid(t_ref[image_of] - gap) * (1 + ROUNDING_ULPS * state.eps)
+    if step.jitter is not None:
+        f_up = f_up + step.jitter[image_of, feature_of]
     return ~done & (f_up >= best[image_of])
 
 
-def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, candidates) -> None:
+def choose_screen(verifier: Verifier, state: Selection, step: Step) -> None:
     """``auto``: time each supported screen and the strict path on this step's candidates; keep the cheapest.
 
     The estimated cost of a screen is its time plus the strict time of the share it would re-score
@@ -369,23 +407,24 @@ def choose_screen(verifier: Verifier, image_of, feature_of, strict, classes, can
     """
     stats, device = verifier.stats, verifier.device
     verifier.decided = True
-    if len(image_of) == 0:
+    if len(step.image_of) == 0:
         return
-    limit = max(1, min(len(image_of), 4 * verifier.batch_size))  # a sample of whole batches is enough
-    rows, features = image_of[:limit], feature_of[:limit]
-    strict(rows, features)  # warm-up on the timed shapes: oneDNN builds its kernels per shape
+    limit = max(1, min(len(step.image_of), 4 * verifier.batch_size))  # a sample of whole batches is enough
+    rows, features = step.image_of[:limit], step.feature_of[:limit]
+    state.strict(rows, features)  # warm-up on the timed shapes: oneDNN builds its kernels per shape
     begin = time.perf_counter()
-    _, t = strict(rows, features)
+    _, t = state.strict(rows, features)
     strict_seconds = _synced(device, begin)
     stats.timings["strict"] = strict_seconds / limit
     best_name, best_cost = None, PAYS_OFF * strict_seconds  # margin: the estimate omits per-call overheads
     for name in supported_screens(device):
         screen = Screen(name, verifier.scorer, device, verifier.batch_size)
         with torch.inference_mode():
-            for _, _, batch in candidates(rows, features):
+            for _, _, batch in state.candidates(rows, features):
                 screen.logits(batch)  # warm-up on the timed shapes
             begin = time.perf_counter()
-            s = torch.cat([log_odds(screen.logits(batch), classes[r]) for _, r, batch in candidates(rows, features)])
+            s = torch.cat([log_odds(screen.logits(batch), state.classes[r])
+                           for _, r, batch in state.candidates(rows, features)])
             seconds = _synced(device, begin)
         stats.timings[name] = seconds / limit
         if not bool(s.isfinite().all()):  # overflows already on the first step: not worth it

@@ -1,10 +1,13 @@
 # Dichotomous data difficulty (Meding et al. 2022): for every experiment under `ddd`, error-consistency
 # and difficulty tables, RSA, a summary and the paper's figures under results/ddd/<experiment>/.
 # The experiment's models are ordinary `models` entries (pathologies.ddd.grid), trained by rule `train`;
-# paths and parameters per experiment come from pathologies.ddd.rules.
-from pathologies.ddd.rules import TABLE_FIGURES, DddRules, input_options
+# paths and parameters per experiment come from pathologies.ddd.rules, which also declares the tables and
+# figures whose rules workflow/rules/analyses.smk makes (ANALYSES).
+from pathologies.analysis import input_options
+from pathologies.ddd.rules import ANALYSES, STAGE, DddRules
 
 DDD = DddRules(config, model_dir, dataset_file)
+ANALYSIS_STAGES.append((STAGE, ANALYSES, DDD))  # their rules: analyses.smk
 DDD_REPORT = "Dichotomous data difficulty"
 
 
@@ -33,7 +36,7 @@ rule ddd_experiment:
 rule ddd_kappa:
     """Error consistency of every pair of members per epoch, conditions vs base, base run over epochs."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: placed(DDD.external(wildcards.experiment), f"ddd.{wildcards.experiment}"),
         exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
@@ -53,14 +56,14 @@ rule ddd_kappa:
         runtime=lambda wildcards, attempt: 60 * attempt,
     shell:
         "export OPENBLAS_NUM_THREADS={threads:q} OMP_NUM_THREADS={threads:q}; "
-        "python -m pathologies.ddd.kappa --spec {input.spec:q} --kappa-out {output.kappa:q} "
+        "python -m pathologies.ddd.kappa --experiment {input.experiment:q} --kappa-out {output.kappa:q} "
         "--conditions-out {output.conditions:q} --epochs-out {output.epoch_kappa:q} > {log:q} 2>&1"
 
 
 rule ddd_difficulty:
     """Per-image difficulty, fractions, histograms, A.9 models, class accuracy, decision changes."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         predictions=lambda wildcards: DDD.predictions(wildcards.experiment),
         external=lambda wildcards: placed(DDD.external(wildcards.experiment), f"ddd.{wildcards.experiment}"),
         exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
@@ -84,99 +87,17 @@ rule ddd_difficulty:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
     shell:
-        "python -m pathologies.ddd.difficulty --spec {input.spec:q} --dataset {input.dataset:q} "
+        "python -m pathologies.ddd.difficulty --experiment {input.experiment:q} --dataset {input.dataset:q} "
         "--members-out {output.members:q} --difficulty-out {output.difficulty:q} "
         "--fractions-out {output.fractions:q} --histogram-out {output.histogram:q} "
         "--profiles-out {output.profiles:q} --histograms-out {output.histograms:q} "
         "--class-accuracy-out {output.class_accuracy:q} --changes-out {output.changes:q} > {log:q} 2>&1"
 
 
-rule ddd_kl:
-    """Gaussian dataset: KL divergence between neighbouring classes vs class accuracy (A.7)."""
-    input:
-        class_accuracy="results/ddd/{experiment}/class_accuracy.csv",
-        dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
-    output:
-        "results/ddd/{experiment}/kl_accuracy.csv",
-    log:
-        "results/logs/ddd/{experiment}/kl.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    shell:
-        "python -m pathologies.ddd.kl --class-accuracy {input.class_accuracy:q} --dataset {input.dataset:q} "
-        "--out {output:q} > {log:q} 2>&1"
-
-
-rule ddd_superclasses:
-    """A.12: trivial / in-between / impossible shares and kappa per superclass (Figures 11-12)."""
-    input:
-        spec="results/ddd/{experiment}/experiment.json",
-        difficulty="results/ddd/{experiment}/difficulty.csv",
-        superclass_map=lambda wildcards: DDD.superclass_map(wildcards.experiment),
-    output:
-        superclasses="results/ddd/{experiment}/superclasses.csv",
-        kappa="results/ddd/{experiment}/superclass_kappa.csv",
-    log:
-        "results/logs/ddd/{experiment}/superclasses.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    shell:
-        "python -m pathologies.ddd.superclasses --spec {input.spec:q} --difficulty {input.difficulty:q} "
-        "--out {output.superclasses:q} --kappa-out {output.kappa:q} > {log:q} 2>&1"
-
-
-rule ddd_label_ambiguity:
-    """A.13: images with an ambiguous label per difficulty category."""
-    input:
-        spec="results/ddd/{experiment}/experiment.json",
-        difficulty="results/ddd/{experiment}/difficulty.csv",
-        ambiguity=lambda wildcards: DDD.ambiguity(wildcards.experiment),
-    output:
-        "results/ddd/{experiment}/label_ambiguity.csv",
-    log:
-        "results/logs/ddd/{experiment}/label_ambiguity.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    shell:
-        "python -m pathologies.ddd.ambiguity --spec {input.spec:q} --difficulty {input.difficulty:q} "
-        "--out {output:q} > {log:q} 2>&1"
-
-
-rule ddd_class_extremes:
-    """Table 1: the ten easiest and hardest classes of the base model."""
-    input:
-        "results/ddd/{experiment}/class_accuracy.csv",
-    output:
-        report(
-            "results/ddd/{experiment}/class_extremes.csv",
-            caption="../report/ddd_table1_class_extremes_csv.rst",
-            category=DDD_REPORT,
-            subcategory="{experiment}",
-        ),
-    log:
-        "results/logs/ddd/{experiment}/class_extremes.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    shell:
-        "python -m pathologies.ddd.class_extremes --class-accuracy {input:q} --out {output:q} > {log:q} 2>&1"
-
-
 rule ddd_human_pages:
     """A.10: static pages of trivial / impossible image pairs (experiment 1) and of images with questions (2)."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         difficulty="results/ddd/{experiment}/difficulty.csv",
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
@@ -189,7 +110,7 @@ rule ddd_human_pages:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m pathologies.ddd.human_pages --spec {input.spec:q} --difficulty {input.difficulty:q} "
+        "python -m pathologies.ddd.human_pages --experiment {input.experiment:q} --difficulty {input.difficulty:q} "
         "--dataset {input.dataset:q} --out-dir {output:q} > {log:q} 2>&1"
 
 
@@ -197,7 +118,7 @@ rule ddd_human_scores:
     """A.10-A.11: observers' accuracy and consistency, answer shares, Krippendorff's alpha."""
     input:
         human="results/ddd/{experiment}/human",
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         exclude=lambda wildcards: placed(DDD.exclude(wildcards.experiment), f"ddd.{wildcards.experiment}.exclude_ids"),
         pair_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "pairs"),
         question_answers=lambda wildcards: DDD.human_answers(wildcards.experiment, "questions"),
@@ -216,7 +137,7 @@ rule ddd_human_scores:
     shell:
         "python -m pathologies.ddd.human_scores --pairs {input.human:q}/pairs.csv "
         "--questions {input.human:q}/questions.csv --pair-answers {input.pair_answers:q} "
-        "--question-answers {input.question_answers:q} --spec {input.spec:q} --pairs-out {output.pairs:q} "
+        "--question-answers {input.question_answers:q} --experiment {input.experiment:q} --pairs-out {output.pairs:q} "
         "--questions-out {output.questions:q} --agreement-out {output.agreement:q} "
         "--model-accuracy-out {output.model_accuracy:q} > {log:q} 2>&1"
 
@@ -224,7 +145,7 @@ rule ddd_human_scores:
 rule ddd_rsa:
     """Representational similarity of penultimate-layer activations (A.4)."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         checkpoints=lambda wildcards: DDD.checkpoints(wildcards.experiment),
         exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
@@ -244,14 +165,14 @@ rule ddd_rsa:
     params:
         device=config["device"],
     shell:
-        "python -m pathologies.ddd.rsa --spec {input.spec:q} --dataset {input.dataset:q} --out {output:q} "
+        "python -m pathologies.ddd.rsa --experiment {input.experiment:q} --dataset {input.dataset:q} --out {output:q} "
         "--device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule ddd_summary:
     """A few human-readable lines per experiment: difficulty fractions, kappa per condition, RSA."""
     input:
-        spec="results/ddd/{experiment}/experiment.json",
+        experiment="results/ddd/{experiment}/experiment.json",
         members="results/ddd/{experiment}/members.csv",
         difficulty="results/ddd/{experiment}/difficulty.csv",
         kappa="results/ddd/{experiment}/kappa.csv",
@@ -277,68 +198,6 @@ rule ddd_summary:
     params:
         rsa=lambda wildcards, input: input_options({"rsa": input.rsa}),
     shell:
-        "python -m pathologies.ddd.summary --spec {input.spec:q} --members {input.members:q} "
+        "python -m pathologies.ddd.summary --experiment {input.experiment:q} --members {input.members:q} "
         "--difficulty {input.difficulty:q} --kappa {input.kappa:q} --conditions {input.conditions:q} "
         "--histograms {input.histograms:q} --histogram {input.histogram:q} {params.rsa:q} --out {output:q} > {log:q} 2>&1"
-
-
-rule ddd_fig08_base_epochs:
-    """Figure 8: the base run's decisions across epochs and kappa between its epochs."""
-    input:
-        predictions=lambda wildcards: DDD.base_predictions(wildcards.experiment),
-        epoch_kappa="results/ddd/{experiment}/epoch_kappa.csv",
-        spec="results/ddd/{experiment}/experiment.json",
-        exclude=lambda wildcards: DDD.exclude(wildcards.experiment),
-    output:
-        report(
-            "results/ddd/{experiment}/figures/fig08_base_epochs.png",
-            caption="../report/ddd_fig08_base_epochs.rst",
-            category=DDD_REPORT,
-            subcategory="{experiment}",
-        ),
-    log:
-        "results/logs/ddd/{experiment}/fig08_base_epochs.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    shell:
-        "python -m pathologies.ddd.figures fig08_base_epochs --predictions {input.predictions:q} "
-        "--epoch-kappa {input.epoch_kappa:q} --spec {input.spec:q} --out {output:q} > {log:q} 2>&1"
-
-
-# One rule per table-only figure (caption workflow/report/ddd_<figure>.rst). Shell commands are
-# formatted after the loop has moved on, so they read the figure name from params, not the loop.
-for _figure, _tables in TABLE_FIGURES.items():
-
-    rule:
-        name:
-            f"ddd_{_figure}"
-        input:
-            **{key: f"results/ddd/{{experiment}}/{table}" for key, table in _tables.items()},
-            # Figure 3 may follow another experiment's order of conditions (Figures 15 / 16)
-            **(
-                {"order": lambda wildcards: DDD.condition_order(wildcards.experiment)}
-                if _figure == "fig03_conditions"
-                else {}
-            ),
-        output:
-            report(
-                f"results/ddd/{{experiment}}/figures/{_figure}.png",
-                caption=f"../report/ddd_{_figure}.rst",
-                category=DDD_REPORT,
-                subcategory="{experiment}",
-            ),
-        log:
-            f"results/logs/ddd/{{experiment}}/{_figure}.log",
-        conda:
-            ENV
-        resources:
-            mem_mb=4000,
-            runtime=10,
-        params:
-            figure=_figure,
-            options=lambda wildcards, input: input_options(input),
-        shell:
-            "python -m pathologies.ddd.figures {params.figure:q} {params.options:q} --out {output:q} > {log:q} 2>&1"
