@@ -11,12 +11,12 @@ rule train:
         "results/logs/train/{model}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{model}/seed{seed}.tsv"
-    conda:
-        ENV
-    threads: config["train_threads"]
     # a job stopped by its time budget is resubmitted and resumes; not inside a cluster job (remote mode),
     # where a retry would rerun it in the same allocation, under the same time limit
     retries: None if TRAIN_ATTEMPTS is None or workflow.remote_exec else TRAIN_ATTEMPTS - 1
+    conda:
+        ENV
+    threads: config["train_threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=train_runtime,
