@@ -99,7 +99,7 @@ def test_pretrained_models_expand_into_zero_epoch_runs_with_their_weights():
     assert members == [("one", "zoo.one", 0), ("two", "zoo.two", 0)]
     rules = DddRules(done, lambda m, s: f"{m}/{s}", lambda name: f"{name}.h5")
     assert rules.predictions("zoo") == ["zoo.one/0/predictions.h5", "zoo.two/0/predictions.h5"]
-    names = {path.rsplit("/", 1)[1] for path in rules.figures("zoo")}
+    names = {path.rsplit("/", 1)[1] for path in rules.analyses("zoo")}
     assert "fig05_kappa_heatmaps.png" in names and "fig03_conditions.png" not in names
 
 
@@ -112,7 +112,7 @@ def test_per_image_results_stand_alone_and_drop_single_model_figures():
     done = validate(config(per_image_results={"file": "r.npy", "n_models": 11}))
     rules = DddRules(done, lambda m, s: f"{m}/{s}", lambda name: f"{name}.h5")
     assert rules.external("zoo") == ["r.npy", "toy.h5"]
-    names = {path.rsplit("/", 1)[1] for path in rules.figures("zoo")}
+    names = {path.rsplit("/", 1)[1] for path in rules.analyses("zoo")}
     assert "fig02_histogram.png" in names and not names & {"fig04_decisions.png", "fig05_kappa_heatmaps.png"}
     with pytest.raises(UserError, match=r"per_image_results: .* cannot be compared with predictions_csv"):
         validate(config(per_image_results={"file": "r.npy", "n_models": 11}, predictions_csv=["a.csv"]))
