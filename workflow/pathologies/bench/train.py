@@ -195,7 +195,7 @@ def decode_section(args, device: torch.device) -> dict:
         print(f"PIL vs decode_jpeg resize+crop images: max |difference| {worst} levels, mean {mean:.3f}")
         if device.type == "cuda":
             print(f"{'nvjpeg batched on the GPU, resize+crop':>46}: {decode.gpu_batched_rate(paths):8.1f} images/s")
-    train_rate = rates["PIL (workflow), RandomResizedCrop"]
+    train_rate = round(rates["PIL (workflow), RandomResizedCrop"], 1)  # the value printed: cores follow from it
     table = args.record or TRAIN_THROUGHPUT
     rows = [r for r in read_train_throughput(table) if r["device"] == args.gpu_label and r["image_size"] == 224]
     if not rows:
