@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("sis", "consistency", "train")
+BENCHMARKS = ("sis", "consistency", "train", "dag")
 
 
 def main(argv: list[str] | None = None) -> int:
