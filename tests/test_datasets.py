@@ -580,7 +580,7 @@ def test_imagenet_errors(fake_imagenet, tmp_path):
 def test_cli_writes_the_file(tmp_path):
     out = tmp_path / "data" / "g.h5"
     spec = {"kind": "gaussian", "num_classes": 2, "image_size": 2, "train_per_class": 3, "test_per_class": 1}
-    assert main(["--name", "g", "--spec-json", json.dumps(spec), "--resources", str(tmp_path), "--out", str(out)]) == 0
+    assert main(["--name", "g", "--spec", json.dumps(spec), "--resources", str(tmp_path), "--out", str(out)]) == 0
     assert dataset_info(out).name == "g" and len(load_split(out, "train")) == 6
     assert [p.name for p in out.parent.iterdir()] == ["g.h5"]
 
@@ -588,7 +588,7 @@ def test_cli_writes_the_file(tmp_path):
 @pytest.mark.parametrize("spec_json", ['{"kind": "digits",', '{"kind": "digits", "sed": 1}'])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, spec_json):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--name", "d", "--spec-json", spec_json, "--out", str(tmp_path / "d.h5")])
+        main(["--name", "d", "--spec", spec_json, "--out", str(tmp_path / "d.h5")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
@@ -598,7 +598,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, spec_json):
 @pytest.mark.slow  # a fresh interpreter importing torch: ~5 s
 def test_cli_as_module_subprocess(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "pathologies.data.prepare", "--name", "c", "--spec-json", '{"kind": "cifar10"}',
+        [sys.executable, "-m", "pathologies.data.prepare", "--name", "c", "--spec", '{"kind": "cifar10"}',
          "--resources", str(tmp_path), "--out", str(tmp_path / "c.h5")],
         capture_output=True, text=True, timeout=120,
     )

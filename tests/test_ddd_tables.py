@@ -186,7 +186,7 @@ def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys
     from pathologies.io import read_experiment
 
     spec_file = tmp_path / "experiment.json"
-    assert ddd_data.main(["--spec-json", json.dumps(experiment["spec"]), "--out", str(spec_file)]) == 0
+    assert ddd_data.main(["--spec", json.dumps(experiment["spec"]), "--out", str(spec_file)]) == 0
     assert read_experiment(spec_file) == experiment["spec"]
     outs = [tmp_path / name for name in ("k.csv", "c.csv", "e.csv")]
     assert ddd_kappa.main(["--experiment", str(spec_file), "--kappa-out", str(outs[0]),
@@ -195,9 +195,9 @@ def test_cli_writes_tables_from_the_experiment_file(experiment, tmp_path, capsys
     kappa, _, _ = ddd_kappa.build_tables(experiment["spec"])
     pd.testing.assert_frame_equal(pd.read_csv(outs[0]), kappa, check_dtype=False)
 
-    for argv, message in [(["--spec-json", "{not json", "--out", str(tmp_path / "x.json")], "--spec-json is not valid"),
-                          (["--spec-json", "[1]", "--out", str(tmp_path / "x.json")], "not a JSON object"),
-                          (["--spec-json", '{"name": "x"}', "--out", str(tmp_path / "x.json")], "lacks")]:
+    for argv, message in [(["--spec", "{not json", "--out", str(tmp_path / "x.json")], "--spec is not valid"),
+                          (["--spec", "[1]", "--out", str(tmp_path / "x.json")], "must be a JSON object"),
+                          (["--spec", '{"name": "x"}', "--out", str(tmp_path / "x.json")], "lacks")]:
         with pytest.raises(SystemExit) as exit_info:
             ddd_data.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -677,7 +677,7 @@ def test_full_disk_while_preparing_a_dataset_is_one_line_and_leaves_nothing(shar
     prepare_dataset("g", spec, tmp_path, tmp_path / "whole.h5")
     out = tmp_path / "out" / "g.h5"
     out.parent.mkdir()
-    done = _limited(["-m", "pathologies.data.prepare", "--name", "g", "--spec-json", json.dumps(spec), "--out",
+    done = _limited(["-m", "pathologies.data.prepare", "--name", "g", "--spec", json.dumps(spec), "--out",
                      str(out)], int((tmp_path / "whole.h5").stat().st_size * share), tmp_path)
     _assert_one_disk_full_line(done, out)
 

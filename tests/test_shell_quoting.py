@@ -101,7 +101,7 @@ def test_hostile_file_names_reach_every_module_as_one_unchanged_argument(hostile
     trainings = [json.loads(a[a.index("--spec") + 1]) for a in by_module["pathologies.training.train"]]
     assert files["weights"] in [spec.get("weights") for spec in trainings]
     [experiment] = by_module["pathologies.ddd.experiment"]
-    assert json.loads(experiment[experiment.index("--spec-json") + 1])["exclude_ids"] == files["exclude"]
+    assert json.loads(experiment[experiment.index("--spec") + 1])["exclude_ids"] == files["exclude"]
     assert not (work / "PWNED").exists() and not (work / "PWNED2").exists()
 
 

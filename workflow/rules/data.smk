@@ -15,5 +15,5 @@ rule prepare_dataset:
     params:
         spec=lambda wildcards: json.dumps(config["datasets"][wildcards.dataset]),
     shell:
-        "python -m pathologies.data.prepare --name {wildcards.dataset:q} --spec-json {params.spec:q} "
+        "python -m pathologies.data.prepare --name {wildcards.dataset:q} --spec {params.spec:q} "
         "--resources resources --out {output:q} > {log:q} 2>&1"

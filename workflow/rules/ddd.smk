@@ -30,7 +30,7 @@ rule ddd_experiment:
     params:
         spec=lambda wildcards: DDD.spec(wildcards.experiment),
     shell:
-        "python -m pathologies.ddd.experiment --spec-json {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        "python -m pathologies.ddd.experiment --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule ddd_kappa:

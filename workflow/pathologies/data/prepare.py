@@ -45,14 +45,13 @@ over all 50,000 x 1024 train pixels by :func:`pathologies.data.layout.channel_st
 
 CLI (what the ``prepare_dataset`` rule calls)::
 
-    python -m pathologies.data.prepare --name NAME --spec-json '{"kind": "digits"}' \\
+    python -m pathologies.data.prepare --name NAME --spec '{"kind": "digits"}' \\
         --resources resources --out results/data/NAME.h5
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cliargs import CommandParser
+from ..cliargs import CommandParser, json_object
 from ..errors import UserError, cli
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD, prepare_imagenet
 from .layout import Split, dataset_info, write_dataset
@@ -494,14 +493,11 @@ def prepare_dataset(name: str, spec: Mapping[str, Any], resources: Path, out_pat
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="dataset name (recorded in the file)")
-    parser.add_argument("--spec-json", required=True, help='the dataset spec as JSON, e.g. \'{"kind": "digits"}\'')
+    parser.add_argument("--spec", required=True, help='the dataset spec as JSON, e.g. \'{"kind": "digits"}\'')
     parser.add_argument("--resources", type=Path, default=Path("resources"), help="folder of raw sources")
     parser.add_argument("--out", type=Path, required=True, help="prepared HDF5 file to write")
     args = parser.parse_args(argv)
-    try:
-        spec = json.loads(args.spec_json)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--spec-json is not valid JSON ({err}): {args.spec_json!r}") from None
+    spec = json_object(args.spec)
     prepare_dataset(args.name, spec, args.resources, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -1,6 +1,6 @@
 """The decisions of a DDD experiment's members, from per-epoch dumps and external CSV predictions.
 
-    python -m pathologies.ddd.experiment --spec-json '<Experiment.as_dict JSON>' --out results/ddd/X/experiment.json
+    python -m pathologies.ddd.experiment --spec '<Experiment.as_dict JSON>' --out results/ddd/X/experiment.json
 
 Analysis modules read an experiment from ``experiment.json`` (written by the command above from
 :meth:`pathologies.ddd.grid.Experiment.as_dict`): ``name``, ``dataset``, ``split``, ``epochs`` (the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cliargs import CommandParser
+from ..cliargs import CommandParser, json_object
 from ..errors import UserError, cli
 from ..io import atomic_output, check_experiment
 from ..training.predictions import Correctness, load_predictions_csv, merge, read_dump
@@ -177,13 +177,10 @@ def in_between_mask(correct: np.ndarray, spec: dict) -> np.ndarray:
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description="Write the experiment description the DDD analysis modules read.")
-    parser.add_argument("--spec-json", required=True, help="grid.Experiment.as_dict as JSON")
+    parser.add_argument("--spec", required=True, help="grid.Experiment.as_dict as JSON")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
-        spec = check_experiment(json.loads(args.spec_json), "--spec-json", KEYS)
-    except json.JSONDecodeError as err:
-        raise UserError(f"--spec-json is not valid JSON ({err})") from None
+    spec = check_experiment(json_object(args.spec), "--spec", KEYS)
     with atomic_output(args.out) as tmp:
         tmp.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
     return 0

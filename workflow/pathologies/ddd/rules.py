@@ -94,7 +94,7 @@ class DddRules:
         return self.experiments[name]
 
     def spec(self, name: str) -> str:
-        """The experiment as JSON (``--spec-json`` of pathologies.ddd.experiment, which writes experiment.json),
+        """The experiment as JSON (``--spec`` of pathologies.ddd.experiment, which writes experiment.json),
         with its prepared dataset's path (``dataset_file``: it converts the file names of ``exclude_ids`` to ids)."""
         return json.dumps({**self.experiment(name).as_dict(self.model_dir), "dataset_file": self.dataset(name)},
                           sort_keys=True)
