@@ -15,7 +15,7 @@ import yaml
 
 from conftest import ROOT
 from pathologies import outputs_doc
-from pathologies.analysis import Analysis, input_options, outputs
+from pathologies.analysis import Analysis, input_options, outputs, rule_resources
 from pathologies.ddd import rules as ddd_rules
 from pathologies.ddd.measures import correct_histogram
 from pathologies.experiments import validate
@@ -67,6 +67,13 @@ def test_every_declaration_names_a_caption_that_exists_and_unique_rules():
         for analysis in rules.ANALYSES:
             for key in analysis.reported():
                 assert (ROOT / "workflow" / "report" / analysis.caption_of(key)).is_file(), (module, analysis.name)
+
+
+def test_a_retried_analysis_asks_for_more_memory_and_time():
+    analysis = Analysis("t", "ddd.kappa", {"table": "t.csv"}, "", mem_mb=2000, runtime=30)
+    resources = rule_resources(analysis)
+    assert [resources["mem_mb"](None, attempt) for attempt in (1, 2)] == [2000, 4000]
+    assert [resources["runtime"](None, attempt) for attempt in (1, 3)] == [30, 90]
 
 
 def test_outputs_expand_further_wildcards_and_apply_switch_and_predicate():

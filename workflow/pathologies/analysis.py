@@ -45,7 +45,8 @@ class Analysis:
     paper: str = ""
     log: str | None = None
     report: tuple[str, ...] | None = None  # outputs registered in the report (default: all)
-    mem_mb: int = 4000
+    mem_mb: int = 4000  # first attempt; a retried job (profile `retries`) asks for attempt x this
+    runtime: int = 10  # minutes, first attempt, scaled like mem_mb
     out_dir: bool = False  # the module takes the outputs' folder (--out-dir), not one option per output
     expand: bool = False  # outputs hold further wildcards: ``rules.expand(analysis, value)`` lists their values
 
@@ -112,6 +113,13 @@ def rule_outputs(stage: Stage, analysis: Analysis, report: Callable[..., Any]) -
         return report(path, caption=f"../report/{analysis.caption_of(key)}", category=stage.report,
                       subcategory=f"{{{stage.wildcard}}}")
     return {key: output(key, f"{stage.folder}/{path}") for key, path in analysis.outputs.items()}
+
+
+def rule_resources(analysis: Analysis) -> dict[str, Callable[..., int]]:
+    """``resources`` of the analysis's rule: memory and runtime grow with the attempt, so a retry on a
+    cluster (profile ``retries``) gets more than the attempt that ran out."""
+    return {"mem_mb": lambda wildcards, attempt: analysis.mem_mb * attempt,
+            "runtime": lambda wildcards, attempt: analysis.runtime * attempt}
 
 
 def rule_log(stage: Stage, analysis: Analysis) -> str:

@@ -2,7 +2,7 @@
 # (stage, declarations, its Rules object) to ANALYSIS_STAGES; this file, included after them, makes the
 # rules <stage>_<name>. The shell line is a constant that reads module and options from params: Snakemake
 # evaluates a shell expression again when the job runs, after the loop has moved on.
-from pathologies.analysis import rule_inputs, rule_log, rule_options, rule_outputs
+from pathologies.analysis import rule_inputs, rule_log, rule_options, rule_outputs, rule_resources
 
 for _stage, _analyses, _rules in ANALYSIS_STAGES:
     for _analysis in _analyses:
@@ -21,8 +21,7 @@ for _stage, _analyses, _rules in ANALYSIS_STAGES:
             conda:
                 ENV
             resources:
-                mem_mb=_analysis.mem_mb,
-                runtime=10,
+                **rule_resources(_analysis),
             params:
                 command=_analysis.command(),
                 options=rule_options(_stage, _analysis, _rules),

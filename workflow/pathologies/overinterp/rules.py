@@ -38,10 +38,10 @@ ANALYSES = (
                                                             if key != "accuracy"}, "markdown": "tables/tables.md"},
              TABLE_CAPTIONS, {"experiment": "experiment.json", "sis_summary": "sis_sizes/summary.csv"},
              deps={"evaluations": "@evaluations", "calibrations": "@calibration_files"}, out_dir=True,
-             report=tuple(TABLE_CAPTIONS), paper="Table 1 and the supplement's tables"),
+             report=tuple(TABLE_CAPTIONS), paper="Table 1 and the supplement's tables", runtime=30),
     Analysis("sis_sizes", "overinterp.sis_sizes", {f"{k}": f"sis_sizes/{k}.csv" for k in
              ("correctness", "increase", "by_class", "summary")}, "", {"experiment": "experiment.json"},
-             deps={"sis": "@sis_files"}, paper="Figures 5, S3, S4, S16", report=()),
+             deps={"sis": "@sis_files"}, paper="Figures 5, S3, S4, S16", report=(), runtime=30),
     _figure("fig_heatmaps", "heatmaps", "heatmaps", "Figures 3, S14",
             inputs={"sis": "@source_test_sis", "subsets": "@bs_subsets"}, args="threshold_args"),
     _figure("fig_examples", "sis_examples", "examples", "Figure S1", inputs={"sis": "@source_test_sis"}, **EXAMPLES),
