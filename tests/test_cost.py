@@ -132,3 +132,24 @@ def test_benchmark_records_its_measured_rate(tmp_path, capsys):
     (row,) = read_throughput(path)
     assert (row["device"], row["arch"], row["image_size"], row["precision"]) == ("cpu-test", "small_cnn", 8, "fp32")
     assert f"engine {row['forward_per_s']:,.0f} evaluations/s" in out
+
+
+def test_training_is_billed_at_the_size_the_model_sees():
+    """Meding et al.'s Gaussian recipe resizes random crops of the stored 32 x 32 images to 224: billed at 224."""
+    from pathologies.config import model_input_size
+
+    config = validate({
+        "device": "auto",
+        "datasets": {"gaussian": {"kind": "gaussian", "train_per_class": 10, "test_per_class": 2}},
+        "recipes": {"crops": {"epochs": 2, "batch_size": 10, "random_resized_crop": True, "crop_size": 224},
+                    "stored": {"epochs": 2, "batch_size": 10}},
+        "models": {"crops": {"dataset": "gaussian", "arch": "mlp", "recipe": "crops", "seeds": [0]},
+                   "stored": {"dataset": "gaussian", "arch": "mlp", "recipe": "stored", "seeds": [0]}},
+    })
+    rows = [{"device": "gpu", "arch": "mlp", "image_size": size, "precision": "fp32", "forward_per_s": 3000.0,
+             "measured": "2026-12-06", "how": "test"} for size in (8, 224)]
+    jobs = {job["model"]: job for job in cost.train_jobs(config, rows, "gpu")}
+    stored = config["datasets"]["gaussian"]["image_size"]
+    assert (jobs["crops"]["image_size"], jobs["stored"]["image_size"]) == (224, stored) and stored != 224
+    recipe = config["recipes"]["crops"]
+    assert model_input_size(recipe, "index", 160) == 160 and model_input_size(recipe, "array", 32) == 224

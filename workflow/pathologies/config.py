@@ -147,6 +147,14 @@ class RunSpec:
                 "recipe": self.recipe, "dump_splits": list(self.dump_splits), "weights": self.weights}
 
 
+def model_input_size(recipe: Mapping[str, Any], storage: str, stored_size: int) -> int:
+    """The side of the images a recipe's model sees: an array dataset's random resized crops are resized to
+    ``crop_size``; index datasets (ImageNet) crop to the stored ``image_size``; otherwise the stored size."""
+    if storage != "index" and recipe.get("random_resized_crop") and recipe.get("crop_size"):
+        return recipe["crop_size"]
+    return stored_size
+
+
 def run_specs(config: Mapping[str, Any]) -> dict[tuple[str, int], RunSpec]:
     """Expand the validated config into one :class:`RunSpec` per (model, seed)."""
     runs = {}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cliargs import CommandParser
-from .config import run_specs
+from .config import model_input_size, run_specs
 from .data.splits import expected_splits
 from .errors import UserError, cli
 from .experiments import load
@@ -107,6 +107,15 @@ def dataset_sizes(name: str, datasets: Mapping[str, Mapping], config: Mapping) -
         sizes = {"train": spec.get("train_sample", sizes["train"]), "test": spec.get("test_sample", sizes["test"])}
     image_size = spec.get("image_size", IMAGE_SIZES.get(kind, 32))
     return sizes, image_size
+
+
+def storage(name: str, datasets: Mapping[str, Mapping], config: Mapping) -> str:
+    """The prepared layout's ``storage`` of a dataset entry: ImageNet is an index of JPEG files."""
+    spec = datasets[name]
+    if spec["kind"] == "pixel_subset":
+        source = config["overinterpretation"][spec["experiment"]]["source"]["model"]
+        return storage(config["models"][source]["dataset"], datasets, config)
+    return "index" if spec["kind"] == "imagenet" else "array"
 
 
 def sis_forwards(settings: Mapping[str, Any], image_size: int) -> int:
@@ -212,7 +221,8 @@ def train_jobs(config: Mapping, rows: list[dict], device: str, train_rows: list[
         if model in entries:
             entries[model]["jobs"] += 1
             continue
-        sizes, size = dataset_sizes(spec.dataset, datasets, config)
+        sizes, stored = dataset_sizes(spec.dataset, datasets, config)
+        size = model_input_size(recipe, storage(spec.dataset, datasets, config), stored)
         images = math.ceil(sizes.get("train", 0) * recipe["data_fraction"])
         dumped = sum(sizes.get(split, 0) for split in spec.dump_splits)
         if precision is not None:

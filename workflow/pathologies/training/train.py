@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..cliargs import CommandParser, add_compute_options, json_object
+from ..config import model_input_size
 from ..data.layout import dataset_info, load_split, to_model_input
 from ..device import resolve_device
 from ..errors import UserError, cli
@@ -248,11 +249,8 @@ def eval_crop(recipe: dict, image_size: int) -> int | None:
 
 
 def model_image_size(recipe: dict, info) -> int:
-    """The side of the images the model sees: the crop size of array-storage random resized crops, else the
-    stored size."""
-    if info.storage != "index" and recipe.get("random_resized_crop") and recipe.get("crop_size"):
-        return recipe["crop_size"]
-    return info.image_shape[0]
+    """The side of the images the model sees (config.model_input_size of the prepared dataset)."""
+    return model_input_size(recipe, info.storage, info.image_shape[0])
 
 
 def batch_rows(n: int, split_batch: bool, world: World) -> list[tuple[range, int]]:
