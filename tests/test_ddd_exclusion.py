@@ -145,6 +145,13 @@ def test_planted_label_errors_leave_every_table_and_are_counted(experiment, tmp_
     tables = ddd_difficulty.build_tables(spec, experiment["dataset"])
     assert tables["difficulty"]["image_id"].tolist() == ids[keep].tolist()
     stack = np.stack([member_correct(experiment, label, E) for label in LABELS]).sum(axis=0)
+    # the excluded images' own rows (the stimuli of human experiment 2 draw from them too), same columns
+    errors = tables["difficulty_excluded"]
+    assert list(errors.columns) == list(tables["difficulty"].columns)
+    assert errors["image_id"].tolist() == ids[planted].tolist()
+    assert errors["n_correct"].tolist() == stack[planted].tolist()
+    strict = np.where(stack[planted] == 4, "trivial", np.where(stack[planted] == 0, "impossible", "in_between"))
+    assert errors["strict"].tolist() == strict.tolist()
     histogram = tables["histogram"]
     assert histogram["excluded_images"].tolist() == np.bincount(stack[planted], minlength=5).tolist()
     observed = np.bincount(stack[keep], minlength=5) / keep.sum()

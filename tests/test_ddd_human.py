@@ -180,3 +180,48 @@ def test_model_accuracy_by_answer_and_q1_correlation_with_observer_exclusion():
         chosen = [accuracy[rows[2 * i + 1]["answer"].to_numpy() == answer] for i in (0, 2)]  # o1, o3
         assert table.loc[("q2", answer), "value"] == pytest.approx(np.concatenate(chosen).mean())
         assert table.loc[("q2", answer), "n"] == sum(len(c) for c in chosen)
+
+
+def test_experiment_two_stimuli_draw_label_errors_too_and_not_because_of_them(experiment, tmp_path):
+    """Experiment 2 draws from every image, label errors included and flagged, with categories counted
+    from the planted decisions; the same seed draws the same images without exclude_ids. Experiment 1 never
+    shows a label error."""
+    import json
+
+    from ddd_fixtures import E, member_correct
+
+    stack = np.stack([member_correct(experiment, label, E) for label in ("base", "plus1ep", "init.s2", "halves.1")])
+    n_correct, ids = stack.sum(axis=0), experiment["ids"]
+    category = np.where(n_correct == 4, "trivial", np.where(n_correct == 0, "impossible", "in_between"))
+    impossible = np.flatnonzero(category == "impossible")
+    errors = np.concatenate([impossible[3:], np.flatnonzero(category == "trivial")[:5]])  # all but 3 impossible
+    (tmp_path / "errors.txt").write_text("\n".join(str(i) for i in ids[errors]) + "\n")
+    human = {"pairs": 3, "questions_per_category": 10, "rule": "strict", "seed": 4}
+
+    def pages(name: str, exclude: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        spec = {**experiment["spec"], "exclude_ids": exclude, "human": human}
+        tables = ddd_difficulty.build_tables(spec, experiment["dataset"])
+        folder = tmp_path / name
+        folder.mkdir()
+        for table in ("difficulty", "difficulty_excluded"):
+            tables[table].to_csv(folder / f"{table}.csv", index=False)
+        (folder / "experiment.json").write_text(json.dumps(spec))
+        assert human_pages.main(["--experiment", str(folder / "experiment.json"), "--difficulty",
+                                 str(folder / "difficulty.csv"), "--difficulty-excluded",
+                                 str(folder / "difficulty_excluded.csv"), "--dataset", experiment["dataset"],
+                                 "--out-dir", str(folder / "human")]) == 0
+        return pd.read_csv(folder / "human" / "pairs.csv"), pd.read_csv(folder / "human" / "questions.csv")
+
+    pairs, questions = pages("with_errors", str(tmp_path / "errors.txt"))
+    row = pd.Series(np.arange(len(ids)), index=ids).loc[questions["image_id"]].to_numpy()
+    assert questions["category"].tolist() == category[row].tolist()
+    assert questions["fraction_correct"].tolist() == pytest.approx((n_correct[row] / 4).tolist())
+    assert questions["label_error"].tolist() == np.isin(row, errors).tolist()
+    # 10 impossible images drawn from a pool in which only 3 are not label errors: at least 7 are
+    assert questions.loc[questions["category"] == "impossible", "label_error"].sum() >= 7
+    assert not np.isin(pairs[["trivial_id", "impossible_id"]].to_numpy(), ids[errors]).any()
+    assert set(pairs["impossible_id"]) <= set(ids[impossible[:3]])
+
+    _, unmarked = pages("without_errors", None)
+    assert unmarked.drop(columns="label_error").equals(questions.drop(columns="label_error"))
+    assert not unmarked["label_error"].any()

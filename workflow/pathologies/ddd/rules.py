@@ -21,8 +21,8 @@ STAGE = Stage("ddd", f"{RESULTS}/{{experiment}}", "results/logs/ddd/{experiment}
 # Tables of every experiment from the hand-written rules of ddd.smk, after the description they are
 # computed from; rsa.csv (rsa_images > 0) and the human-experiment tables join them.
 TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
-          "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv",
-          "class_accuracy.csv", "decision_changes.csv")
+          "difficulty_excluded.csv", "fractions.csv", "histogram.csv", "difficulty_profiles.csv",
+          "difficulty_histograms.csv", "class_accuracy.csv", "decision_changes.csv")
 
 
 def _figure(name: str, paper: str, when: str | None = None, switch: str | None = None, **inputs: str) -> Analysis:
