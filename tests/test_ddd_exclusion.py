@@ -145,6 +145,13 @@ def test_planted_label_errors_leave_every_table_and_are_counted(experiment, tmp_
     tables = ddd_difficulty.build_tables(spec, experiment["dataset"])
     assert tables["difficulty"]["image_id"].tolist() == ids[keep].tolist()
     stack = np.stack([member_correct(experiment, label, E) for label in LABELS]).sum(axis=0)
+    # the excluded images' own rows (the stimuli of human experiment 2 draw from them too), same columns
+    errors = tables["difficulty_excluded"]
+    assert list(errors.columns) == list(tables["difficulty"].columns)
+    assert errors["image_id"].tolist() == ids[planted].tolist()
+    assert errors["n_correct"].tolist() == stack[planted].tolist()
+    strict = np.where(stack[planted] == 4, "trivial", np.where(stack[planted] == 0, "impossible", "in_between"))
+    assert errors["strict"].tolist() == strict.tolist()
     histogram = tables["histogram"]
     assert histogram["excluded_images"].tolist() == np.bincount(stack[planted], minlength=5).tolist()
     observed = np.bincount(stack[keep], minlength=5) / keep.sum()
@@ -236,3 +243,21 @@ def test_an_experiment_needs_a_base_or_external_predictions(experiment_keys, mes
            "ddd": {"x": {"dataset": "toy", "predictions_csv": ["a.csv"], **experiment_keys}}}
     with pytest.raises(UserError, match=message):
         validate(raw)
+
+
+def test_published_per_image_results_give_the_excluded_images_their_own_rows_too(experiment, tmp_path):
+    """difficulty_excluded.csv of published per-image counts: the label errors' counts, no per-model columns."""
+    counts = np.random.default_rng(4).integers(0, 6, N_IMAGES)
+    np.save(tmp_path / "published.npy", (counts / 5).reshape(-1, 1))
+    errors = np.arange(0, N_IMAGES, 7)
+    np.save(tmp_path / "errors.npy", experiment["ids"][errors])
+    config = validate({"datasets": {"toy": {"kind": "gaussian", "num_classes": N_CLASSES}},
+                       "ddd": {"pub": {"dataset": "toy", "exclude_ids": str(tmp_path / "errors.npy"),
+                                       "per_image_results": {"file": str(tmp_path / "published.npy"), "n_models": 5}}}})
+    spec = {**experiments(config)["pub"].as_dict(lambda m, s: f"{m}/{s}"), "dataset_file": experiment["dataset"]}
+    tables = ddd_difficulty.build_tables(spec, experiment["dataset"])
+    excluded, kept = tables["difficulty_excluded"], tables["difficulty"]
+    assert excluded["image_id"].tolist() == experiment["ids"][errors].tolist()
+    assert excluded["n_correct"].tolist() == counts[errors].tolist()
+    assert list(excluded.columns) == list(kept.columns) and not any(c.startswith("correct.") for c in kept.columns)
+    assert len(kept) == N_IMAGES - len(errors)

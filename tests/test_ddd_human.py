@@ -180,3 +180,122 @@ def test_model_accuracy_by_answer_and_q1_correlation_with_observer_exclusion():
         chosen = [accuracy[rows[2 * i + 1]["answer"].to_numpy() == answer] for i in (0, 2)]  # o1, o3
         assert table.loc[("q2", answer), "value"] == pytest.approx(np.concatenate(chosen).mean())
         assert table.loc[("q2", answer), "n"] == sum(len(c) for c in chosen)
+
+
+def test_experiment_two_stimuli_draw_label_errors_too_and_not_because_of_them(experiment, tmp_path):
+    """Experiment 2 draws from every image, label errors included and flagged, with categories counted
+    from the planted decisions; the same seed draws the same images without exclude_ids. Experiment 1 never
+    shows a label error."""
+    import json
+
+    from ddd_fixtures import E, member_correct
+
+    stack = np.stack([member_correct(experiment, label, E) for label in ("base", "plus1ep", "init.s2", "halves.1")])
+    n_correct, ids = stack.sum(axis=0), experiment["ids"]
+    category = np.where(n_correct == 4, "trivial", np.where(n_correct == 0, "impossible", "in_between"))
+    impossible = np.flatnonzero(category == "impossible")
+    errors = np.concatenate([impossible[3:], np.flatnonzero(category == "trivial")[:5]])  # all but 3 impossible
+    (tmp_path / "errors.txt").write_text("\n".join(str(i) for i in ids[errors]) + "\n")
+    human = {"pairs": 3, "questions_per_category": 10, "rule": "strict", "seed": 4}
+
+    def pages(name: str, exclude: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        spec = {**experiment["spec"], "exclude_ids": exclude, "human": human}
+        tables = ddd_difficulty.build_tables(spec, experiment["dataset"])
+        folder = tmp_path / name
+        folder.mkdir()
+        for table in ("difficulty", "difficulty_excluded"):
+            tables[table].to_csv(folder / f"{table}.csv", index=False)
+        (folder / "experiment.json").write_text(json.dumps(spec))
+        assert human_pages.main(["--experiment", str(folder / "experiment.json"), "--difficulty",
+                                 str(folder / "difficulty.csv"), "--difficulty-excluded",
+                                 str(folder / "difficulty_excluded.csv"), "--dataset", experiment["dataset"],
+                                 "--out-dir", str(folder / "human")]) == 0
+        return pd.read_csv(folder / "human" / "pairs.csv"), pd.read_csv(folder / "human" / "questions.csv")
+
+    pairs, questions = pages("with_errors", str(tmp_path / "errors.txt"))
+    row = pd.Series(np.arange(len(ids)), index=ids).loc[questions["image_id"]].to_numpy()
+    assert questions["category"].tolist() == category[row].tolist()
+    assert questions["fraction_correct"].tolist() == pytest.approx((n_correct[row] / 4).tolist())
+    assert questions["label_error"].tolist() == np.isin(row, errors).tolist()
+    # 10 impossible images drawn from a pool in which only 3 are not label errors: at least 7 are
+    assert questions.loc[questions["category"] == "impossible", "label_error"].sum() >= 7
+    assert not np.isin(pairs[["trivial_id", "impossible_id"]].to_numpy(), ids[errors]).any()
+    assert set(pairs["impossible_id"]) <= set(ids[impossible[:3]])
+
+    _, unmarked = pages("without_errors", None)
+    assert unmarked.drop(columns="label_error").equals(questions.drop(columns="label_error"))
+    assert not unmarked["label_error"].any()
+
+
+def test_both_readings_of_experiment_two_come_from_one_set_of_answers(experiment, tmp_path):
+    """human_questions.csv, human_model_accuracy.csv and human_agreement.csv hold the analysis with label
+    errors (every item but the dropped trials) and without (label errors out, then balanced as the authors'
+    notebook), both recomputed here from the answer files."""
+    import json
+
+    rng = np.random.default_rng(5)
+    codes = rng.permutation(np.repeat([0, 1, 2], 100))  # the authors' codes: 0 impossible, 1 in-between, 2 trivial
+    errors = np.zeros(300, int)
+    errors[rng.choice(np.flatnonzero(codes == 0), 35, replace=False)] = 1
+    errors[rng.choice(np.flatnonzero(codes != 0), 12, replace=False)] = 1
+    accuracy = np.where(codes == 2, 1.0, np.where(codes == 0, 0.0, rng.integers(1, 11, 300) / 11))
+    questions = pd.DataFrame({"trial": np.arange(1, 301), "image_id": 5000 + np.arange(300),
+                              "category": np.array(["impossible", "in_between", "trivial"])[codes],
+                              "fraction_correct": accuracy, "label_error": errors.astype(bool)})
+    questions.to_csv(tmp_path / "questions.csv", index=False)
+    pd.DataFrame({"trial": [1], "left_id": [1], "right_id": [2], "trivial_id": [1], "impossible_id": [2],
+                  "easier": ["L"]}).to_csv(tmp_path / "pairs.csv", index=False)
+    (tmp_path / "errors.txt").write_text("\n".join(str(5000 + i) for i in np.flatnonzero(errors)) + "\n")
+    answers = {}
+    for observer in ("o1", "o2", "o3"):
+        answers[observer] = pd.DataFrame({"trial": questions["trial"], "q1": rng.integers(0, 4, 300) + (codes == 0),
+                                          "q2": rng.choice(["no", "maybe", "yes"], 300),
+                                          "q3": rng.choice(["no", "slightly", "very"], 300)})
+        answers[observer].to_csv(tmp_path / f"{observer}.csv", index=False)
+    human = {"drop_trials": [44, 222, 254], "balance": True, "balance_seed": 1312, "exclude_observers": {"q2": ["o2"]}}
+    spec = {**experiment["spec"], "exclude_ids": str(tmp_path / "errors.txt"), "human": human}
+    (tmp_path / "experiment.json").write_text(json.dumps(spec))
+    out = {name: tmp_path / f"human_{name}.csv" for name in ("pairs", "questions", "agreement", "model_accuracy")}
+    options = [x for name, path in out.items() for x in (f"--{name.replace('_', '-')}-out", str(path))]
+    assert human_scores.main(["--pairs", str(tmp_path / "pairs.csv"), "--questions", str(tmp_path / "questions.csv"),
+                              "--question-answers", *(str(tmp_path / f"{o}.csv") for o in answers),
+                              "--experiment", str(tmp_path / "experiment.json"), *options]) == 0
+    tables = {name: pd.read_csv(path) for name, path in out.items() if name != "pairs"}
+
+    kept = np.delete(np.arange(300), [43, 221, 253])
+    removed = authors_balance(codes, errors)
+    impossible_left = np.count_nonzero((codes == 0) & (errors == 0) & ~np.isin(np.arange(300), [43, 221, 253]))
+    assert np.bincount(codes[removed]).tolist() == [impossible_left] * 3  # balanced to the impossible count
+    assert not errors[removed].any() and errors[kept].sum() == errors.sum() - errors[[43, 221, 253]].sum()
+    for reading, positions in (("kept", kept), ("removed", removed)):
+        table = tables["questions"][tables["questions"]["label_errors"] == reading]
+        pooled = table[table["observer"] == "all"].set_index(["question", "answer", "category"])["n"]
+        for question, observers in (("q2", ("o1", "o3")), ("q3", ("o1", "o2", "o3"))):
+            given = np.concatenate([answers[o][question].to_numpy()[positions] for o in observers])
+            category = np.tile(questions["category"].to_numpy()[positions], len(observers))
+            expected = pd.crosstab(given, category).stack()
+            expected = expected[expected > 0]
+            got = pooled.loc[question]
+            assert got.sort_index().to_dict() == {k: int(v) for k, v in expected.sort_index().items()}, reading
+        model = tables["model_accuracy"][tables["model_accuracy"]["label_errors"] == reading]
+        mean_q1 = np.mean([answers[o]["q1"].to_numpy()[positions] for o in answers], axis=0)
+        r = model.loc[model["question"] == "q1", "value"].iloc[0]
+        assert r == pytest.approx(np.corrcoef(mean_q1, accuracy[positions])[0, 1])
+        yes = model[(model["question"] == "q2") & (model["answer"] == "yes")].iloc[0]
+        chosen = np.concatenate([accuracy[positions][answers[o]["q2"].to_numpy()[positions] == "yes"]
+                                 for o in ("o1", "o3")])
+        assert (yes["n"], yes["value"]) == (len(chosen), pytest.approx(chosen.mean()))
+        agreement = tables["agreement"][tables["agreement"]["label_errors"] == reading]
+        alpha = agreement.query("question == 'q3' and scope == 'all observers'")["value"].iloc[0]
+        q3 = np.array([answers[o]["q3"].map({"no": 0, "slightly": 1, "very": 2}).to_numpy()[positions]
+                       for o in answers], float)
+        assert alpha == pytest.approx(krippendorff_alpha(q3, "ordinal"))
+
+    for name in ("fig25_human_answers", "fig26_human_answers", "fig28_human_observers"):
+        assert figures.main([name, "--questions", str(out["questions"]), "--out", str(tmp_path / f"{name}.png")]) == 0
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    for reading, positions in (("kept", kept), ("removed", removed)):  # what Figures 25 / 26 draw
+        drawn = figures.plot_human_questions(tables["questions"], tmp_path / f"{reading}.png",
+                                             share="share_of_question", label_errors=reading)
+        q1 = drawn[drawn["question"] == "q1"]
+        assert q1["n"].sum() == 3 * len(positions) and set(q1["label_errors"]) == {reading}

@@ -131,6 +131,9 @@ def test_csv_only_experiment_with_planted_label_errors_runs_in_snakemake(tmp_pat
     human = work / "results" / "ddd" / "sota" / "human"
     pairs, questions = pd.read_csv(human / "pairs.csv"), pd.read_csv(human / "questions.csv")
     assert not set(pairs["trivial_id"]) & set(ids[errors]) and (human / "pairs.html").exists()
+    # experiment 2 draws label errors too (12 of the impossible pool under the loose rule), flagged
+    assert questions["label_error"].tolist() == np.isin(questions["image_id"], ids[errors]).tolist()
+    assert questions["label_error"].any() and not set(pairs["impossible_id"]) & set(ids[errors])
     pd.DataFrame({"trial": pairs["trial"], "answer": pairs["easier"]}).to_csv(resources / "ann_pairs.csv", index=False)
     pd.DataFrame({"trial": pairs["trial"], "answer": "L"}).to_csv(resources / "bob_pairs.csv", index=False)
     for name in ("ann", "bob"):
@@ -163,14 +166,19 @@ def test_csv_only_experiment_with_planted_label_errors_runs_in_snakemake(tmp_pat
     scores = pd.read_csv(folder / "human_pairs.csv").set_index("observer")
     assert scores.loc["ann_pairs", "accuracy"] == 1.0
     assert scores.loc["bob_pairs", "accuracy"] == pytest.approx((pairs["easier"] == "L").mean())
-    agreement = pd.read_csv(folder / "human_agreement.csv").set_index(["question", "scope"])
-    assert agreement.loc[("q3", "all observers"), "value"] == pytest.approx(1.0)
+    agreement = pd.read_csv(folder / "human_agreement.csv").set_index(["label_errors", "question", "scope"])
+    assert agreement.loc[("kept", "q3", "all observers"), "value"] == pytest.approx(1.0)
+    # one set of answers, two readings: every item with the label errors, the others without
+    answered = pd.read_csv(folder / "human_questions.csv").query("observer == 'all' and question == 'q1'")
+    items = answered.groupby("label_errors")["n"].sum() / 2  # two observers
+    assert items.to_dict() == {"kept": len(questions), "removed": (~questions["label_error"]).sum()}
     figures = sorted(path.name for path in (folder / "figures").glob("*.png"))
     assert figures == ["a13_label_ambiguity.png", "fig02_histogram.png", "fig04_decisions.png",
                        "fig05_kappa_heatmaps.png", "fig06_human_questions.png", "fig10_difficulty_models.png",
                        "fig11_superclasses.png", "fig12_superclass_categories.png", "fig13_accuracy.png",
                        "fig18_pairs.png", "fig20_class_accuracy.png", "fig25_human_answers.png",
-                       "fig27_human_observers.png", "human_pairs.png", "table1_class_extremes.png"]
+                       "fig26_human_answers.png", "fig27_human_observers.png", "fig28_human_observers.png",
+                       "human_pairs.png", "table1_class_extremes.png"]
     names = report_names("--configfile", str(config), cwd=work)
     assert any(name.endswith("fig11_superclasses.png") for name in names)
 

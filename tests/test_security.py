@@ -361,8 +361,8 @@ def test_ddd_human_scores_compare_answers_as_text(tmp_path):
                               "--agreement-out", str(out["a"])]) == 0
     scores = pd.read_csv(out["p"]).set_index("observer")
     assert scores.loc["obs", "accuracy"] == 1.0 and scores.loc["obs", "n_answered"] == 4
-    agreement = pd.read_csv(out["a"]).set_index(["question", "statistic", "scope"])
-    assert agreement.loc[("q1", "krippendorff_alpha_interval", "all observers"), "value"] == pytest.approx(1.0)
+    agreement = pd.read_csv(out["a"]).set_index(["label_errors", "question", "statistic", "scope"])
+    assert agreement.loc[("kept", "q1", "krippendorff_alpha_interval", "all observers"), "value"] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ rule ddd_difficulty:
     output:
         members="results/ddd/{experiment}/members.csv",
         difficulty="results/ddd/{experiment}/difficulty.csv",
+        difficulty_excluded="results/ddd/{experiment}/difficulty_excluded.csv",
         fractions="results/ddd/{experiment}/fractions.csv",
         histogram="results/ddd/{experiment}/histogram.csv",
         profiles="results/ddd/{experiment}/difficulty_profiles.csv",
@@ -89,6 +90,7 @@ rule ddd_difficulty:
     shell:
         "python -m pathologies.ddd.difficulty --experiment {input.experiment:q} --dataset {input.dataset:q} "
         "--members-out {output.members:q} --difficulty-out {output.difficulty:q} "
+        "--difficulty-excluded-out {output.difficulty_excluded:q} "
         "--fractions-out {output.fractions:q} --histogram-out {output.histogram:q} "
         "--profiles-out {output.profiles:q} --histograms-out {output.histograms:q} "
         "--class-accuracy-out {output.class_accuracy:q} --changes-out {output.changes:q} > {log:q} 2>&1"
@@ -99,6 +101,7 @@ rule ddd_human_pages:
     input:
         experiment="results/ddd/{experiment}/experiment.json",
         difficulty="results/ddd/{experiment}/difficulty.csv",
+        difficulty_excluded="results/ddd/{experiment}/difficulty_excluded.csv",
         dataset=lambda wildcards: DDD.dataset(wildcards.experiment),
     output:
         directory("results/ddd/{experiment}/human"),
@@ -111,7 +114,8 @@ rule ddd_human_pages:
         runtime=30,
     shell:
         "python -m pathologies.ddd.human_pages --experiment {input.experiment:q} --difficulty {input.difficulty:q} "
-        "--dataset {input.dataset:q} --out-dir {output:q} > {log:q} 2>&1"
+        "--difficulty-excluded {input.difficulty_excluded:q} --dataset {input.dataset:q} --out-dir {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule ddd_human_scores:

@@ -1,14 +1,17 @@
 """Difficulty tables of one DDD experiment: per image, fractions, histograms, A.9 models, classes, epochs.
 
     python -m pathologies.ddd.difficulty --experiment experiment.json --dataset results/data/X.h5 \\
-        --members-out members.csv --difficulty-out difficulty.csv --fractions-out fractions.csv \\
+        --members-out members.csv --difficulty-out difficulty.csv \\
+        --difficulty-excluded-out difficulty_excluded.csv --fractions-out fractions.csv \\
         --histogram-out histogram.csv --profiles-out difficulty_profiles.csv \\
         --histograms-out difficulty_histograms.csv --class-accuracy-out class_accuracy.csv \\
         --changes-out decision_changes.csv
 
 Everything is at the comparison epoch E except ``decision_changes.csv`` (every epoch of every run).
 Images of ``exclude_ids`` are left out of every table; ``histogram.csv`` counts them separately
-(``excluded_images``, ``excluded``: their share per k) for the overlay of Figure 2.
+(``excluded_images``, ``excluded``: their share per k) for the overlay of Figure 2, and
+``difficulty_excluded.csv`` holds their rows of ``difficulty.csv`` (same columns, categories by the same
+difficulty set) for the stimuli of human experiment 2, which draw from every image (Meding et al., A.10).
 "Models correct" counts the difficulty set: the last member of each condition (or every member
 with ``models_per_condition: all``); ``members.csv`` flags it. Published per-image results
 (``per_image_results``) count the models right per image from the published array: one member
@@ -153,6 +156,7 @@ def build_tables(spec: dict, dataset: str) -> dict[str, pd.DataFrame]:
     tables = {
         "members": members_table(final, members, rows),
         "difficulty": difficulty_table(final, rows, spec, class_names),
+        "difficulty_excluded": difficulty_table(excluded, rows, spec, class_names),
         "fractions": fractions.assign(n_models=n_models),
         "histogram": histogram,
         "profiles": profiles,
@@ -177,7 +181,7 @@ def all_images_columns(n_correct: np.ndarray, excluded_counts: np.ndarray, n_mod
 def per_image_tables(tables: dict[str, pd.DataFrame], spec: dict) -> dict[str, pd.DataFrame]:
     """Tables of published per-image results: their stand-in models (:func:`experiment._per_image`) mean
     nothing one by one, so members.csv and class_accuracy.csv hold their mean as one member ``published``
-    and difficulty.csv has no ``correct.<label>`` columns."""
+    and difficulty.csv (and difficulty_excluded.csv) has no ``correct.<label>`` columns."""
     members = tables["members"]
     row = {**members.iloc[0].to_dict(), "label": PER_IMAGE, "condition": PER_IMAGE,
            "accuracy": members["accuracy"].mean(), "in_difficulty_set": True}
@@ -185,10 +189,10 @@ def per_image_tables(tables: dict[str, pd.DataFrame], spec: dict) -> dict[str, p
     mean = classes.groupby(["class", "class_name", "n_images"], sort=True, as_index=False)["accuracy"].mean()
     mean.insert(0, "member", PER_IMAGE)
     mean.insert(1, "condition", PER_IMAGE)
-    difficulty = tables["difficulty"]
+    per_image = {name: tables[name].drop(columns=[c for c in tables[name].columns if c.startswith("correct.")])
+                 for name in ("difficulty", "difficulty_excluded")}
     return {**tables, "members": pd.DataFrame([row], columns=members.columns),
-            "class_accuracy": mean[classes.columns],
-            "difficulty": difficulty.drop(columns=[c for c in difficulty.columns if c.startswith("correct.")])}
+            "class_accuracy": mean[classes.columns], **per_image}
 
 
 @cli
@@ -196,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--dataset", required=True, help="the prepared dataset (class names)")
-    outputs = ("members", "difficulty", "fractions", "histogram", "profiles", "histograms", "class_accuracy",
-               "changes")
+    outputs = ("members", "difficulty", "difficulty_excluded", "fractions", "histogram", "profiles", "histograms",
+               "class_accuracy", "changes")
     for name in outputs:
         parser.add_argument(f"--{name.replace('_', '-')}-out", required=True)
     args = parser.parse_args(argv)

@@ -18,9 +18,11 @@ Figures and their inputs (tables from :mod:`pathologies.ddd.kappa`, :mod:`pathol
     fig13_accuracy            --members          accuracy of every model and condition (Figures 13 / 14)
     a13_label_ambiguity       --ambiguity        ambiguous labels per category (A.13)
     table1_class_extremes     --extremes         Table 1: easiest and hardest classes
-    fig06_human_questions     --questions        experiment 2: categories per answer, pooled (Figure 6)
-    fig25_human_answers       --questions        experiment 2: answers per question, pooled (Figures 25 / 26)
-    fig27_human_observers     --questions        experiment 2: answers per question per observer (Figures 27 / 28)
+    fig06_human_questions     --questions        experiment 2: categories per answer, pooled, label errors removed
+    fig25_human_answers       --questions        experiment 2: answers per question, pooled, label errors kept
+    fig26_human_answers       --questions        the same, label errors removed (Figure 26)
+    fig27_human_observers     --questions        experiment 2: answers per question per observer, label errors kept
+    fig28_human_observers     --questions        the same, label errors removed (Figure 28)
     human_pairs               --scores           experiment 1: observers' accuracy and consistency
     fig18_pairs               --human            experiment 1: example pairs (Figures 18 / 19) from the pages' folder
     fig17_decision_changes    --changes          decisions changed from one epoch to the next
@@ -448,13 +450,16 @@ def _answer_order(question: str, answers: pd.Series) -> list[str]:
 
 
 def plot_human_questions(table: pd.DataFrame, out: str | Path, share: str = "share_of_answer",
-                         observers: bool = False) -> pd.DataFrame:
+                         observers: bool = False, label_errors: str | None = None) -> pd.DataFrame:
     """Figures 6 / 25-28: answers of experiment 2, pooled (``observers=False``) or one row per observer.
 
     ``share="share_of_answer"``: the categories of each answer sum to 1 (Figure 6); ``"share_of_question"``:
-    the answers of each question sum to 1 (Figures 25-28), coloured by category.
+    the answers of each question sum to 1 (Figures 25-28), coloured by category. ``label_errors``: the
+    reading of human_questions.csv drawn (``kept``: Figures 25, 27; ``removed``: Figures 6, 26, 28).
     """
     _theme()
+    if label_errors is not None:
+        table = table[table["label_errors"] == label_errors]
     data = table if observers else table[table["observer"] == "all"]
     if observers:
         data = data[data["observer"] != "all"]
@@ -547,11 +552,15 @@ FIGURES = {
     "fig11_superclasses": lambda a: plot_superclasses(_read_csv(a.superclasses), a.out),
     "fig12_superclass_categories": lambda a: plot_superclass_categories(_read_csv(a.superclasses), a.out),
     "a13_label_ambiguity": lambda a: plot_label_ambiguity(_read_csv(a.ambiguity), a.out),
-    "fig06_human_questions": lambda a: plot_human_questions(_read_csv(a.questions), a.out),
+    "fig06_human_questions": lambda a: plot_human_questions(_read_csv(a.questions), a.out, label_errors="removed"),
     "fig25_human_answers": lambda a: plot_human_questions(
-        _read_csv(a.questions), a.out, share="share_of_question"),
+        _read_csv(a.questions), a.out, share="share_of_question", label_errors="kept"),
+    "fig26_human_answers": lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question", label_errors="removed"),
     "fig27_human_observers": lambda a: plot_human_questions(
-        _read_csv(a.questions), a.out, share="share_of_question", observers=True),
+        _read_csv(a.questions), a.out, share="share_of_question", observers=True, label_errors="kept"),
+    "fig28_human_observers": lambda a: plot_human_questions(
+        _read_csv(a.questions), a.out, share="share_of_question", observers=True, label_errors="removed"),
     "human_pairs": lambda a: plot_human_pairs(_read_csv(a.scores), a.out),
     "fig18_pairs": lambda a: plot_pairs(_read_csv(f"{a.human}/pairs.csv"), Path(a.human) / "images", a.out),
     "table1_class_extremes": lambda a: plot_class_extremes(_read_csv(a.extremes), a.out),

@@ -1,12 +1,15 @@
 """Meding et al.'s analysis of human experiment 2 (Figure 6, A.10-A.11), as the authors' notebook does it.
 
-- Items: ``drop_trials`` (1-based trial numbers; the authors always drop 44, 222 and 254) and, with
-  ``filter_excluded``, items whose image is in the experiment's ``exclude_ids`` (label errors) leave the
-  analysis - not the stimuli: one set of answers gives the analyses with and without them.
-- Balancing (``balance``): the other categories are drawn down to the smallest one's count with NumPy's
-  legacy generator, ``np.random.seed(balance_seed)`` then ``np.random.choice(items, surplus, replace=False)``
-  for in-between first, then trivial (then impossible, should another category be the smallest): with
-  seed 1312 the authors' draw, which leaves 57 items per category on their data.
+- Two readings of one set of answers (:func:`readings`), as the authors' notebooks: ``kept`` (label errors
+  kept: Figures 25, 27) drops only ``drop_trials`` (1-based trial numbers; the authors always drop 44, 222
+  and 254); ``removed`` (Figures 6, 26, 28 and the numbers of section 4) also drops the items whose image is
+  in the experiment's ``exclude_ids`` (label errors) and then, with ``balance``, balances the categories.
+  Label errors leave the analysis, not the stimuli.
+- Balancing (``balance``, reading ``removed`` only, as the notebooks' ``filter_errors`` branch): the other
+  categories are drawn down to the smallest one's count with NumPy's legacy generator,
+  ``np.random.seed(balance_seed)`` then ``np.random.choice(items, surplus, replace=False)`` for in-between
+  first, then trivial (then impossible, should another category be the smallest): with seed 1312 the
+  authors' draw, which leaves 57 items per category on their data.
 - ``exclude_observers``: per question, observers left out of every statistic of that question (the paper
   drops observer 2 for Q2).
 - Model accuracy: the Pearson r between an item's mean Q1 over observers and its mean model accuracy
@@ -30,7 +33,10 @@ def analysis_items(questions: pd.DataFrame, drop_trials: Iterable[int] = (), exc
     """The rows of ``questions`` (trial, image_id, category, fraction_correct) that enter the analysis, in
     trial order."""
     kept = questions.sort_values("trial", kind="stable")
-    kept = kept[~kept["trial"].isin(list(drop_trials)) & ~kept["image_id"].isin(list(excluded_ids))]
+    kept = kept[~kept["trial"].isin(list(drop_trials))]
+    excluded_ids = list(excluded_ids)
+    if excluded_ids:
+        kept = kept[~kept["image_id"].isin(excluded_ids)]
     if not balance:
         return kept.reset_index(drop=True)
     counts = kept["category"].value_counts()
@@ -44,6 +50,14 @@ def analysis_items(questions: pd.DataFrame, drop_trials: Iterable[int] = (), exc
         trials = kept.loc[kept["category"] == category, "trial"].to_numpy()
         removed.extend(rng.choice(trials, len(trials) - target, replace=False).tolist())
     return kept[~kept["trial"].isin(removed)].reset_index(drop=True)
+
+
+def readings(questions: pd.DataFrame, drop_trials: Iterable[int] = (), excluded_ids: Iterable[int] = (),
+             balance: bool = False, seed: int = 1312) -> dict[str, pd.DataFrame]:
+    """The items of each reading (``kept``, ``removed``): :func:`analysis_items` without and with the label
+    errors ``excluded_ids``, balanced (``balance``) only after their removal."""
+    return {"kept": analysis_items(questions, drop_trials),
+            "removed": analysis_items(questions, drop_trials, excluded_ids, balance, seed)}
 
 
 def drop_observers(long: pd.DataFrame, exclude: Mapping[str, Iterable[str]]) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Static pages for the human experiments of Meding et al. (2022), A.10 (Figures 18, 19, 23, 24).
 
     python -m pathologies.ddd.human_pages --experiment experiment.json --difficulty difficulty.csv \\
-        --dataset results/data/X.h5 --out-dir results/ddd/X/human
+        --difficulty-excluded difficulty_excluded.csv --dataset results/data/X.h5 --out-dir results/ddd/X/human
 
 Experiment 1 (two-alternative forced choice): ``pairs`` trials, each a trivial image (all models right)
 and an impossible one (none right) under the rule ``human.rule``, sides drawn at random; observers answer
@@ -10,12 +10,15 @@ and impossible images in random order, each with three questions. Writes into ``
 
 - ``images/<image_id>.png``: the images, not normalised (as the paper's stimuli);
 - ``pairs.csv`` (trial, left_id, right_id, trivial_id, impossible_id, easier: L / R) and ``pairs.html``;
-- ``questions.csv`` (trial, image_id, category, fraction_correct) and ``questions.html``;
+- ``questions.csv`` (trial, image_id, category, fraction_correct, label_error) and ``questions.html``;
 - ``answers_template_pairs.csv`` and ``answers_template_questions.csv``: what an observer fills in
   (docs/ddd.md "Human experiments"), scored by :mod:`pathologies.ddd.human_scores`.
 
 Everything is drawn from ``human.seed``; the pages need no server or script (open them in a browser).
-Images of ``exclude_ids`` never appear: difficulty.csv holds none.
+Label errors (the images of ``exclude_ids``), as the authors' stimuli: never in experiment 1 (pairs from
+difficulty.csv only); in experiment 2 drawn like every other image (difficulty.csv and
+difficulty_excluded.csv together, in image-id order, so the same seed draws the same images whatever
+``exclude_ids`` lists) and flagged in ``label_error``: the analysis reads them with and without label errors.
 """
 
 from __future__ import annotations
@@ -57,15 +60,28 @@ def sample_pairs(difficulty: pd.DataFrame, rule: str, n_pairs: int, seed: int) -
                          "easier": np.where(left_easy, "L", "R")})
 
 
-def sample_questions(difficulty: pd.DataFrame, rule: str, per_category: int, seed: int) -> pd.DataFrame:
-    """Trials of experiment 2: up to ``per_category`` images of each category, shuffled."""
+def all_images(difficulty: pd.DataFrame, excluded: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every image of the split by image id: the rows of difficulty.csv and of difficulty_excluded.csv (the
+    label errors), with a column ``label_error``."""
+    parts = [difficulty.assign(label_error=False)]
+    if excluded is not None and len(excluded):  # an empty table would only blur the column types
+        parts.append(excluded.assign(label_error=True))
+    return pd.concat(parts, ignore_index=True).sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def sample_questions(images: pd.DataFrame, rule: str, per_category: int, seed: int) -> pd.DataFrame:
+    """Trials of experiment 2: up to ``per_category`` images of each category, shuffled (``images``: rows of
+    :func:`all_images`; without a ``label_error`` column none is one)."""
     rng = np.random.default_rng([seed, 2])
+    if "label_error" not in images.columns:
+        images = images.assign(label_error=False)
     parts = []
     for category in ("trivial", "in_between", "impossible"):
-        rows = difficulty[difficulty[rule] == category]
+        rows = images[images[rule] == category]
         take = rows.iloc[np.sort(rng.choice(len(rows), min(per_category, len(rows)), replace=False))]
         parts.append(pd.DataFrame({"image_id": take["image_id"].to_numpy(), "category": category,
-                                   "fraction_correct": take["fraction_correct"].to_numpy()}))
+                                   "fraction_correct": take["fraction_correct"].to_numpy(),
+                                   "label_error": take["label_error"].to_numpy(dtype=bool)}))
     table = pd.concat(parts, ignore_index=True)
     table = table.iloc[rng.permutation(len(table))].reset_index(drop=True)
     table.insert(0, "trial", np.arange(1, len(table) + 1))
@@ -134,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(__spec__.name, description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="experiment.json (pathologies.ddd.experiment)")
     parser.add_argument("--difficulty", required=True)
+    parser.add_argument("--difficulty-excluded", help="difficulty_excluded.csv: the label errors (experiment 2 only)")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -143,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"experiment {spec['name']!r} sets no human experiments (key human)")
     difficulty = read_csv(args.difficulty, "difficulty table")
     pairs = sample_pairs(difficulty, human["rule"], human["pairs"], human["seed"])
-    questions = sample_questions(difficulty, human["rule"], human["questions_per_category"], human["seed"])
+    excluded = read_csv(args.difficulty_excluded, "difficulty table") if args.difficulty_excluded else None
+    questions = sample_questions(all_images(difficulty, excluded), human["rule"], human["questions_per_category"],
+                                 human["seed"])
     with atomic_folder(Path(args.out_dir)) as tmp:
         write_images(args.dataset, spec["split"], np.concatenate([pairs["left_id"], pairs["right_id"],
                                                                   questions["image_id"]]), tmp / "images")

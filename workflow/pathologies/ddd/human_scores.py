@@ -14,18 +14,19 @@ slightly / very (is the presentation unusual). Empty cells are unanswered trials
   p_value (one-sided exact binomial test of n_correct of n_answered against chance, 1/2: the paper's "72 %
   gives p = 5e-8") and mean_kappa (error consistency with each other observer, the paper's 0.41-0.75), then
   a row ``all`` (pooled).
-- ``human_questions.csv``: per observer (and ``all``, pooled) x question x answer x category: n,
+- ``human_questions.csv``: per reading x observer (and ``all``, pooled) x question x answer x category: n,
   share_of_answer (the categories of one answer sum to 1: Figure 6), share_of_question (the answers of one
   question sum to 1: Figures 25-28), mean_accuracy (mean fraction of models right on those images).
-- ``human_agreement.csv``: per question, Krippendorff's alpha across all observers (q1 interval, q2 and q3
-  ordinal) and over each pair of observers (mean, min, max), and for q1 the mean / min / max pairwise
-  Pearson correlation.
+- ``human_agreement.csv``: per reading and question, Krippendorff's alpha across all observers (q1 interval,
+  q2 and q3 ordinal) and over each pair of observers (mean, min, max), and for q1 the mean / min / max
+  pairwise Pearson correlation.
 - ``human_model_accuracy.csv`` (with ``--model-accuracy-out``): :mod:`pathologies.ddd.human_analysis`.
 
-With ``--spec`` (the experiment description), experiment 2 is analysed on the items and observers its
-``human`` options select (drop_trials, filter_excluded, balance, balance_seed, exclude_observers;
-:mod:`pathologies.ddd.human_analysis`): ``human_questions.csv``, ``human_agreement.csv`` and
-``human_model_accuracy.csv`` all use them.
+Experiment 2's tables hold two readings of the same answers, column ``label_errors``: ``kept`` (Figures 25,
+27) and ``removed`` (Figures 6, 26, 28): :func:`pathologies.ddd.human_analysis.readings`. With
+``--experiment`` (the experiment description) they use its ``human`` options (drop_trials, balance,
+balance_seed, exclude_observers) and its ``exclude_ids`` (the label errors); without it both readings hold
+every item.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ..errors import UserError, cli
 from ..io import atomic_output, read_csv, read_experiment
 from .agreement import krippendorff_alpha, pairwise_alpha
 from .consistency import pair_stats
-from .human_analysis import analysis_items, drop_observers, model_accuracy_table
+from .human_analysis import drop_observers, model_accuracy_table, readings
 
 Q1_MAX = 1_000_000  # q1 counts object categories in one image; more is a typing slip
 SCALES = {"q2": ("no", "maybe", "yes"), "q3": ("no", "slightly", "very")}
@@ -169,6 +170,20 @@ def agreement_table(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["question", "statistic", "scope", "value", "n_observers"])
 
 
+def reading_tables(questions: pd.DataFrame, long: pd.DataFrame, drop_trials=(), excluded_ids=(),
+                   balance: bool = False, seed: int = 1312) -> dict[str, pd.DataFrame]:
+    """Experiment 2's tables (``questions``, ``agreement``, ``model_accuracy``) of both readings of one set of
+    answers, one above the other, the reading in a first column ``label_errors`` (``kept`` / ``removed``)."""
+    parts: dict[str, list[pd.DataFrame]] = {"questions": [], "agreement": [], "model_accuracy": []}
+    for reading, items in readings(questions, drop_trials, excluded_ids, balance, seed).items():
+        answered = long[long["trial"].isin(items["trial"])]
+        for name, table in (("questions", question_table(items, answered)), ("agreement", agreement_table(answered)),
+                            ("model_accuracy", model_accuracy_table(items, answered, SCALES))):
+            table.insert(0, "label_errors", reading)
+            parts[name].append(table)
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+
+
 def _observers(paths: list[str]) -> dict[str, str]:
     names = {Path(p).stem: p for p in paths}
     if len(names) != len(paths):
@@ -194,21 +209,21 @@ def main(argv: list[str] | None = None) -> int:
                                              "mean_kappa"]))
     long = (question_answers(questions, _observers(args.question_answers)) if args.question_answers
             else pd.DataFrame(columns=["observer", "trial", "question", "answer"]))
-    items = questions
+    drop, excluded, balance, seed = [], [], False, 1312
     if args.experiment:
         from .exclusion import excluded_ids
         from .experiment import KEYS
 
         spec = read_experiment(args.experiment, KEYS)
         human = spec.get("human") or {}
-        excluded = excluded_ids(spec) if human.get("filter_excluded", True) else []
-        items = analysis_items(questions, human.get("drop_trials", []), excluded, human.get("balance", False),
-                               human.get("balance_seed", 1312))
-        long = drop_observers(long[long["trial"].isin(items["trial"])], human.get("exclude_observers", {}))
-    tables = {args.pairs_out: pair_table, args.questions_out: question_table(items, long),
-              args.agreement_out: agreement_table(long)}
-    if args.model_accuracy_out:
-        tables[args.model_accuracy_out] = model_accuracy_table(items, long, SCALES)
+        drop, excluded = human.get("drop_trials", []), excluded_ids(spec)
+        balance, seed = human.get("balance", False), human.get("balance_seed", 1312)
+        long = drop_observers(long, human.get("exclude_observers", {}))
+    tables = {args.pairs_out: pair_table}
+    for name, table in reading_tables(questions, long, drop, excluded, balance, seed).items():
+        path = getattr(args, f"{name}_out")
+        if path:
+            tables[path] = table
     for path, table in tables.items():
         with atomic_output(path) as tmp:
             table.to_csv(tmp, index=False)

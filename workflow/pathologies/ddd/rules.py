@@ -21,8 +21,8 @@ STAGE = Stage("ddd", f"{RESULTS}/{{experiment}}", "results/logs/ddd/{experiment}
 # Tables of every experiment from the hand-written rules of ddd.smk, after the description they are
 # computed from; rsa.csv (rsa_images > 0) and the human-experiment tables join them.
 TABLES = ("experiment.json", "members.csv", "kappa.csv", "conditions.csv", "epoch_kappa.csv", "difficulty.csv",
-          "fractions.csv", "histogram.csv", "difficulty_profiles.csv", "difficulty_histograms.csv",
-          "class_accuracy.csv", "decision_changes.csv")
+          "difficulty_excluded.csv", "fractions.csv", "histogram.csv", "difficulty_profiles.csv",
+          "difficulty_histograms.csv", "class_accuracy.csv", "decision_changes.csv")
 
 
 def _figure(name: str, paper: str, when: str | None = None, switch: str | None = None, **inputs: str) -> Analysis:
@@ -63,9 +63,12 @@ ANALYSES = (
     _figure("fig12_superclass_categories", "Figure 12", switch="superclasses", superclasses="superclasses.csv"),
     _figure("a13_label_ambiguity", "A.13", switch="label_ambiguity", ambiguity="label_ambiguity.csv"),
     _figure("table1_class_extremes", "Table 1", extremes="class_extremes.csv"),
+    # human experiment 2: label errors removed (Figures 6, 26, 28) or kept (25, 27), from one set of answers
     _figure("fig06_human_questions", "Figure 6", "question_answers", questions="human_questions.csv"),
     _figure("fig25_human_answers", "Figure 25", "question_answers", questions="human_questions.csv"),
+    _figure("fig26_human_answers", "Figure 26", "question_answers", questions="human_questions.csv"),
     _figure("fig27_human_observers", "Figure 27", "question_answers", questions="human_questions.csv"),
+    _figure("fig28_human_observers", "Figure 28", "question_answers", questions="human_questions.csv"),
     _figure("human_pairs", "A.10", "pair_answers", scores="human_pairs.csv"),
     _figure("fig18_pairs", "Figures 18, 19", switch="human", human="human"),
     _figure("fig17_decision_changes", "Figure 17", "trained", changes="decision_changes.csv"),
