@@ -290,3 +290,76 @@ def test_human_benchmark_mixes_source_models_and_scores_answer_files():
     raw["sis"]["runs"]["test"]["models"] = ["cnn"]
     with pytest.raises(UserError, match=r"human_benchmark\.models\.1: 'cnn_dropout' seed 0 has no SIS"):
         validate(raw)
+
+
+def test_reference_augment_mode_trains_plus_on_once_augmented_subsets_without_per_epoch_augmentation():
+    """augment_mode 'reference': each (+) replicate r on its own once-augmented train split (draw r), no crop or
+    flip in training, evaluated on the un-augmented test subsets; one mask-only control, without augmentation."""
+    retrain = {"fraction": 0.1, "replicates": 2, "archs": ["small_cnn"], "augment": [False, True],
+               "augment_mode": "reference", "augmentation": {"crop_padding": 3}}
+    cfg = config(retrain=retrain, shifted=[])
+    once = {name: d for name, d in cfg["datasets"].items() if name.endswith(".aug")}
+    assert set(once) == {f"exp.{kind}10.d{r}.aug" for kind in ("bs", "random") for r in range(2)}
+    assert once["exp.bs10.d1.aug"]["path"] == "results/overinterp/exp/subsets/bs10_d1_aug.h5"
+    runs = run_specs(cfg)
+    plus = {name: m for name, m in cfg["models"].items() if name.endswith(".aug")}
+    assert set(plus) == {f"exp.small_cnn.{kind}10.d{r}.aug" for kind in ("bs", "random") for r in range(2)}
+    for name, model in plus.items():
+        seed = int(name.split(".d")[1][0])
+        assert model["dataset"] == name.replace(".small_cnn", "") and model["seeds"] == [seed]
+        assert runs[(name, seed)].recipe["crop_padding"] == 0 and runs[(name, seed)].recipe["hflip"] is False
+    assert cfg["models"]["exp.small_cnn.mask10"]["seeds"] == [0, 1]
+    assert not any(".mask10.aug" in name for name in cfg["models"])  # the kept positions are not augmented
+    experiment = expand("exp", cfg["overinterpretation"]["exp"], cfg, sis_jobs(cfg, run_specs(cfg)))
+    assert experiment.options["augment_mode"] == "reference"
+    plus_evals = {(e.model, e.seed, e.eval_dataset, e.condition, e.augment) for e in experiment.evaluations
+                  if e.eval_on != "full" and e.augment}
+    assert plus_evals == {(f"exp.small_cnn.bs10.d{r}.aug", r, "exp.bs10", "small_cnn.bs10.aug", True)
+                          for r in range(2)} | {
+        (f"exp.small_cnn.random10.d{r}.aug", r, f"exp.random10.d{r}", "small_cnn.random10.aug", True)
+        for r in range(2)}
+    assert not any(e.eval_dataset.endswith(".aug") for e in experiment.evaluations)
+    rules = OverinterpRules(cfg, runs, lambda m, s: f"results/models/{m}/seed{s}",
+                            lambda name: cfg["datasets"][name].get("path", f"results/data/{name}.h5"))
+    args = " ".join(rules.subset_args("exp"))
+    assert ("--augmented-subset bs 0.1 1 exp.bs10.d1.aug results/overinterp/exp/subsets/bs10_d1_aug.h5" in args
+            and "--augmented-subset random 0.1 0 exp.random10.d0.aug" in args)
+    assert args.endswith("--crop-padding 3 --hflip")
+    assert "results/overinterp/exp/subsets/bs10_d1_aug.h5" in rules.subset_files("exp")
+    assert not any(path.endswith("_aug.h5") for path in rules.bs_subsets("exp"))
+    aligned = config(retrain={**retrain, "augment_mode": "aligned"})
+    assert not any(name.endswith(".aug") for name in aligned["datasets"])
+    assert run_specs(aligned)[("exp.small_cnn.bs10.aug", 1)].recipe["crop_padding"] == 3
+    assert "--augmented-subset" not in OverinterpRules(
+        aligned, run_specs(aligned), lambda m, s: "", lambda name: "").subset_args("exp")
+    with pytest.raises(UserError, match="augment_mode"):
+        config(retrain={**retrain, "augment_mode": "sometimes"})
+
+
+def test_reference_augment_mode_is_refused_on_an_image_index():
+    raw = copy.deepcopy(BASE)
+    raw["datasets"]["digits"] = {"kind": "imagenet"}
+    raw["overinterpretation"]["exp"]["retrain"]["augment_mode"] = "reference"
+    with pytest.raises(UserError, match=r"retrain\.augment_mode: 'reference' augments stored train images once, "
+                                        r"but 'digits' is an ImageNet index"):
+        validate(raw)
+
+
+def test_the_cifar10_paper_config_trains_plus_as_the_authors_code():
+    """config/cifar10_overinterpretation.yaml: (+) = augmentation once before masking (augment_mode 'reference')."""
+    import yaml
+
+    from conftest import ROOT
+
+    cfg = validate(yaml.safe_load((ROOT / "config" / "cifar10_overinterpretation.yaml").read_text()))
+    runs = run_specs(cfg)
+    for name in ("resnet20", "resnet18", "vgg16_bn"):
+        assert cfg["overinterpretation"][name]["retrain"]["augment_mode"] == "reference"
+        for r in range(5):
+            dataset = cfg["datasets"][f"{name}.bs5.d{r}.aug"]
+            assert dataset["path"] == f"results/overinterp/{name}/subsets/bs5_d{r}_aug.h5"
+            model = f"{name}.vgg16_bn.bs5.d{r}.aug"
+            assert cfg["models"][model]["dataset"] == f"{name}.bs5.d{r}.aug"
+            assert (runs[(model, r)].recipe["crop_padding"], runs[(model, r)].recipe["hflip"]) == (0, False)
+        assert f"{name}.resnet20.mask5" in cfg["models"] and f"{name}.resnet20.mask5.aug" not in cfg["models"]
+    assert "resnet20.random5.d3.aug" in cfg["datasets"] and "resnet20.resnet18.random5.d3.aug" in cfg["models"]

@@ -182,3 +182,36 @@ def test_cifar10c_mixed_sample_rows_are_labelled_and_not_averaged_into_the_corru
     assert table.loc["all", "accuracy_mean"] == 100.0  # the corruption splits only
     assert table.loc["mixed", "accuracy_mean"] == 25.0  # the mixed sample, a row of its own
     assert set(table1(table.reset_index(), "pretrained").columns) >= {"c", "c (mixed sample)"}
+
+
+def test_reference_plus_rows_stand_beside_the_unaugmented_mask_control(tmp_path, spec):
+    """augment_mode 'reference': the (+) BS row's leakage floor is the mask-only control trained without
+    augmentation (its kept positions are the un-augmented ones); aligned mode pairs (+) with (+) only."""
+    from pathologies.overinterp.leakage import leakage_table
+
+    def retrained(name, kind, seed, preds, augment):
+        write_eval(tmp_path / f"{name}{seed}.h5", {f"d.{kind}/test": onehot(preds)})
+        row = entry(tmp_path / f"{name}{seed}.h5", name, seed, f"d.{kind}", kind, role="retrained", fraction=0.1)
+        row.update(condition=f"cnn.{kind}10{'.aug' if augment else ''}", train_on=kind, train_fraction=0.1,
+                   augment=augment)
+        return row
+
+    spec["evaluations"] += [retrained("bs", "bs", 0, [0, 1, 2, 1], False),
+                            retrained("bs.d0.aug", "bs", 0, [0, 1, 2, 0], True),
+                            retrained("bs.d1.aug", "bs", 1, [0, 1, 0, 0], True),
+                            retrained("mk", "mask", 0, [0, 0, 0, 0], False)]
+    table = accuracy_table(accuracy_by_split(spec))
+    plus = table[table["condition"] == "cnn.bs10.aug"].iloc[0]
+    assert plus["n_runs"] == 2 and plus["accuracy_mean"] == pytest.approx(87.5)  # one row over both replicates
+    reference = leakage_table(table, "reference").set_index("augment")
+    assert reference.loc[True, "bs_accuracy_mean"] == pytest.approx(87.5)
+    assert reference.loc[True, "mask_accuracy_mean"] == reference.loc[False, "mask_accuracy_mean"] == 50.0
+    assert reference.loc[True, "n_runs_mask"] == 1
+    aligned = leakage_table(table).set_index("augment")
+    assert np.isnan(aligned.loc[True, "mask_accuracy_mean"]) and aligned.loc[True, "n_runs_mask"] == 0
+    spec["options"] = {"augment_mode": "reference"}
+    written = build_tables(spec, pd.DataFrame(columns=["threshold"]), tmp_path / "tables")["leakage"]
+    assert written.set_index("augment").loc[True, "mask_accuracy_mean"] == 50.0  # the experiment's mode is used
+    markdown_text = (tmp_path / "tables" / "tables.md").read_text()
+    assert "(+) = augmentation, train images cropped and flipped once, before masking" in markdown_text
+    assert "| cnn | 10% BS subsets (+) | 10% BS subsets | 87.50 ± 17.68 |" in markdown_text

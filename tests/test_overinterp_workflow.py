@@ -162,5 +162,31 @@ def test_noisy_linear_masking_experiment(finished):
                     & (by_split["eval_dataset"] == "digits") & (by_split["topk"] == 2)]
     assert mine["accuracy"].item() == pytest.approx(100 * top2.mean())
     leakage = pd.read_csv(finished / "results/overinterp/digits_road/tables/leakage.csv")
-    assert list(leakage["arch"]) == ["small_cnn"] and leakage["mask_accuracy_mean"].notna().all()
+    assert list(leakage["arch"]) == ["small_cnn"] * 2 and leakage["mask_accuracy_mean"].notna().all()
     assert (finished / "results/overinterp/digits_road/figures/leakage.png").stat().st_size > 1000
+
+
+def test_reference_plus_trains_once_augmented_subsets_without_per_epoch_augmentation(finished):
+    """digits_road, augment_mode 'reference': the (+) model trains on train images cropped once and masked with
+    the un-augmented mask, with no crop or flip in training, and is evaluated on the un-augmented test subset;
+    its leakage row stands beside the one mask-only control."""
+    from pathologies.models.checkpoint import read_checkpoint
+
+    folder = finished / "results/overinterp/digits_road"
+    with h5py.File(folder / "subsets/bs10_d0_aug.h5") as plus, h5py.File(folder / "subsets/bs10.h5") as plain:
+        assert plus.attrs["augmented_once"] and plus.attrs["crop_padding"] == 1 and not plus.attrs["hflip"]
+        assert np.array_equal(plus["train/masks"][()], plain["train/masks"][()])  # the un-augmented masks
+        assert (plus["train/crop_offsets"][()] != 1).any() and not plus["train/flipped"][()].any()
+        assert not np.array_equal(plus["train/images"][()], plain["train/images"][()])
+        assert np.array_equal(plus["test/images"][()], plain["test/images"][()])  # test subsets: never augmented
+    run = read_checkpoint(finished / "results/models/digits_road.small_cnn.bs10.d0.aug/seed0/model.pt")["run"]
+    assert run["dataset"] == "digits_road.bs10.d0.aug"
+    assert (run["recipe"]["crop_padding"], run["recipe"]["hflip"]) == (0, False)
+    with h5py.File(folder / "eval/digits_road.small_cnn.bs10.d0.aug/seed0.h5") as handle:
+        assert set(handle) == {"digits", "digits_road.bs10"}
+    accuracy = pd.read_csv(folder / "tables/accuracy.csv")
+    assert set(accuracy.loc[accuracy["role"] == "retrained", "condition"]) == {
+        "small_cnn.bs10", "small_cnn.bs10.aug", "small_cnn.mask10"}
+    leakage = pd.read_csv(folder / "tables/leakage.csv").set_index("augment")
+    assert leakage.loc[True, "mask_accuracy_mean"] == leakage.loc[False, "mask_accuracy_mean"]
+    assert "cropped and flipped once, before masking" in (folder / "tables/tables.md").read_text()

@@ -1,5 +1,5 @@
 """Pixel-subset datasets: exact sizes, BS = last of the removal order, seeded random draws, exact masking,
-augmentation that keeps image and mask aligned."""
+augmentation that keeps image and mask aligned, and the authors' "(+)": augmented once, then masked."""
 
 from __future__ import annotations
 
@@ -12,8 +12,20 @@ from pathologies.data.fill import apply_masks, noisy_linear_impute
 from pathologies.data.layout import dataset_info, load_split, mask_colour, to_model_input
 from pathologies.errors import UserError
 from pathologies.io import h5py
-from pathologies.overinterp.subset_masks import backward_selection_features, feature_masks, random_features, subset_size
-from pathologies.overinterp.subsets import build_subset_dataset, main, read_masks, zeroes_masked_pixels
+from pathologies.overinterp.subset_masks import (
+    SubsetRequest,
+    backward_selection_features,
+    feature_masks,
+    random_features,
+    subset_size,
+)
+from pathologies.overinterp.subsets import (
+    build_subset_dataset,
+    build_subset_datasets,
+    main,
+    read_masks,
+    zeroes_masked_pixels,
+)
 from pathologies.sis.engine import Masking
 from pathologies.training.train import InMemorySplit, augment_batch
 
@@ -177,6 +189,91 @@ def test_augmentation_moves_image_and_mask_together(tmp_path, quadrant_dataset, 
     assert torch.equal(aug_masked, torch.where(aug_mask.bool(), aug_full, torch.zeros(())))
     assert (aug_masked[~aug_mask.bool().expand_as(aug_masked)] == 0).all()
     assert not torch.equal(aug_mask, mask) or pad == 0
+
+
+def _crop_flip_once(images, seed, draw, pad, hflip):
+    """The authors' train transform applied once per image (RandomCrop(H, padding=pad) with black padding, then
+    RandomHorizontalFlip), image by image, with the draws of the documented stream (seed, draw, augment/train):
+    all top offsets, then all left offsets, then one uniform per image (flip below 1/2)."""
+    import zlib
+
+    rng = np.random.default_rng([seed, draw, zlib.crc32(b"augment/train")])
+    n, height, width = images.shape[:3]
+    top, left, flips = rng.integers(0, 2 * pad + 1, n), rng.integers(0, 2 * pad + 1, n), rng.random(n) < 0.5
+    out = np.empty_like(images)
+    for i in range(n):
+        padded = np.zeros((height + 2 * pad, width + 2 * pad, images.shape[3]), images.dtype)
+        padded[pad:pad + height, pad:pad + width] = images[i]
+        crop = padded[top[i]:top[i] + height, left[i]:left[i] + width]
+        out[i] = crop[:, ::-1] if hflip and flips[i] else crop
+    return out, np.stack([top, left], axis=1), flips & hflip
+
+
+@pytest.mark.parametrize("kind", ["bs", "random"])
+def test_reference_plus_subset_is_augmented_once_then_masked_with_the_unaugmented_mask(tmp_path, quadrant_dataset,
+                                                                                         kind):
+    """augment_mode 'reference' ("(+)" as the authors' code): train image = crop/flip(image) where the mask of the
+    un-augmented image keeps pixels, the mean colour elsewhere; the test split is the un-augmented subset's."""
+    plain, sis = _subset(tmp_path / "plain", quadrant_dataset, kind, seed=5, draw=2)
+    augmented = tmp_path / "aug.h5"
+    assert main(["--dataset", str(quadrant_dataset), "--seed", "5", *(f"--sis={k}={v}" for k, v in sis.items()),
+                 "--augmented-subset", kind, "0.1", "2", "e.aug", str(augmented), "--crop-padding", "3"]) == 0
+    colour = mask_colour(dataset_info(quadrant_dataset).mean)
+    with h5py.File(sis["train"]) as handle:
+        rows, order = handle["index"][()], handle["order"][()]
+    original = load_split(quadrant_dataset, "train").images[rows]
+    masks = read_masks(plain, "train")  # un-augmented: BS = the last 6 of each removal order
+    if kind == "bs":
+        assert all(set(np.flatnonzero(masks[i].ravel())) == set(order[i, -6:]) for i in range(len(rows)))
+    expected, offsets, flips = _crop_flip_once(original, seed=5, draw=2, pad=3, hflip=True)
+    assert 0 < flips.sum() < len(flips) and len(np.unique(offsets)) == 7
+    np.testing.assert_array_equal(read_masks(augmented, "train"), masks)
+    np.testing.assert_array_equal(load_split(augmented, "train").images, np.where(masks[..., None], expected, colour))
+    assert not np.array_equal(load_split(augmented, "train").images, load_split(plain, "train").images)
+    assert (expected[:, :1, :1] == 0).any()  # some crops reach into the black padding
+    with h5py.File(augmented) as handle:
+        np.testing.assert_array_equal(handle["train/crop_offsets"][()], offsets)
+        np.testing.assert_array_equal(handle["train/flipped"][()], flips)
+        assert handle.attrs["augmented_once"] and handle.attrs["crop_padding"] == 3 and handle.attrs["hflip"]
+        assert handle.attrs["augment_draw"] == 2 and "crop_offsets" not in handle["test"]
+    for name in ("images", "labels", "ids"):  # test subsets are never augmented
+        np.testing.assert_array_equal(getattr(load_split(augmented, "test"), name), getattr(load_split(plain, "test"),
+                                                                                             name))
+    np.testing.assert_array_equal(read_masks(augmented, "test"), read_masks(plain, "test"))
+    again = tmp_path / "again.h5"  # a rerun writes the same images
+    build_subset_datasets(quadrant_dataset, sis, [SubsetRequest(kind, 0.1, 2, "e.aug", str(again), augment=True)],
+                          seed=5, crop_padding=3)
+    np.testing.assert_array_equal(load_split(again, "train").images, load_split(augmented, "train").images)
+    other = tmp_path / "other.h5"  # another replicate (draw), no flips: other crops
+    assert main(["--dataset", str(quadrant_dataset), "--seed", "5", *(f"--sis={k}={v}" for k, v in sis.items()),
+                 "--augmented-subset", kind, "0.1", "3", "e.aug3", str(other), "--crop-padding", "3",
+                 "--no-hflip"]) == 0
+    with h5py.File(other) as handle:
+        assert not handle["train/flipped"][()].any()
+        assert not np.array_equal(handle["train/crop_offsets"][()], offsets)
+
+
+def test_augmented_subsets_refuse_what_they_cannot_augment(tmp_path, quadrant_dataset):
+    _, sis = _subset(tmp_path, quadrant_dataset, "bs")
+    with pytest.raises(UserError, match="a mask-only subset has no image to augment"):
+        build_subset_datasets(quadrant_dataset, sis, [SubsetRequest("mask", 0.1, 0, "m", str(tmp_path / "m.h5"),
+                                                                    augment=True)])
+    with pytest.raises(UserError, match="augments the train split, but no train SIS file is given"):
+        build_subset_datasets(quadrant_dataset, {"test": sis["test"]},
+                              [SubsetRequest("bs", 0.1, 0, "b", str(tmp_path / "b.h5"), augment=True)])
+    assert not (tmp_path / "m.h5").exists() and not (tmp_path / "b.h5").exists()
+
+
+def test_an_imputed_plus_subset_keeps_the_plain_subsets_test_images(tmp_path, quadrant_dataset):
+    """With noisy linear imputation too, the (+) subset's test split is the plain BS subset's, image for image."""
+    plain, sis = _subset(tmp_path, quadrant_dataset, "bs", masking="noisy_linear", draw=-1)
+    plus = tmp_path / "plus.h5"
+    build_subset_datasets(quadrant_dataset, sis, [SubsetRequest("bs", 0.1, 3, "p", str(plus), augment=True)],
+                          masking="noisy_linear", crop_padding=2)
+    np.testing.assert_array_equal(load_split(plus, "test").images, load_split(plain, "test").images)
+    masks = read_masks(plain, "train")
+    np.testing.assert_array_equal(read_masks(plus, "train"), masks)
+    assert not np.array_equal(load_split(plus, "train").images[masks], load_split(plain, "train").images[masks])
 
 
 def test_apply_masks_sets_the_colour_per_channel():

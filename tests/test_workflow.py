@@ -68,20 +68,22 @@ EXPECTED_JOBS = {
                     "overinterp_ensemble_sis": 2 * 2, "overinterp_ensemble_sis_merge": 1, "total": 107},
     # 6 models (3 archs, with/without input dropout) x 5 seeds + the robust ResNet50 (pretrained, epochs 0);
     # retraining: ResNet20's BS and random subsets, the others' BS subsets, and every BS retraining's mask-only
-    # control, each into 3 archs x 5 replicates x (aug, not); SIS shards: test 3 x 100, train 3 x 500, dropout
-    # models' test 3 x 100, CIFAR-10.1 3 x 20, CIFAR-10-C sample (the authors' 2,000 images) 3 x 20, robust
-    # model's test 100, S4.8 random ties 3 repeats x 10, S4.10 gradient k = 1 3 x 10, float32 ties (Figure 3a as
-    # published) 100; pixel subsets of CIFAR-10.1 and the CIFAR-10-C sample (where the sources have SIS) for each
-    # of the 3 experiments; figures (examples, curves, heatmaps) of each of the 9 SIS runs; calibrated sources:
-    # 3 x the test SIS's 100 shards; ensembles (ResNet18 x 5 seeds, mixed 3 archs): members x 100 shards
-    "cifar10_overinterpretation.yaml": {"train": 6 * 5 + 1 + (3 + 2 + 2) * 3 * 5 * 2,
+    # control, each into 3 archs x 5 replicates without augmentation, and again "(+)" but the mask-only control
+    # (augment_mode reference: (+) keeps the un-augmented positions, so one control serves both); SIS shards:
+    # test 3 x 100, train 3 x 500, dropout models' test 3 x 100, CIFAR-10.1 3 x 20, CIFAR-10-C sample (the
+    # authors' 2,000 images) 3 x 20, robust model's test 100, S4.8 random ties 3 repeats x 10, S4.10 gradient
+    # k = 1 3 x 10, float32 ties (Figure 3a as published) 100; pixel subsets of CIFAR-10.1 and the CIFAR-10-C
+    # sample (where the sources have SIS) for each of the 3 experiments; figures (examples, curves, heatmaps) of
+    # each of the 9 SIS runs; calibrated sources: 3 x the test SIS's 100 shards; ensembles (ResNet18 x 5 seeds,
+    # mixed 3 archs): members x 100 shards
+    "cifar10_overinterpretation.yaml": {"train": 6 * 5 + 1 + (3 + 2 + 2) * 3 * 5 + (2 + 1 + 1) * 3 * 5,
                                         "sis_extract": 300 + 1500 + 300 + 60 + 60 + 100 + 30 + 30 + 100,
                                         "sis_merge": 15 + 3 + 3 + 1 + 1, "sis_figures": 9, "sis_heatmaps": 9,
                                         "overinterp_subsets_resnet20": 1, "overinterp_subsets_resnet20_cifar10_1": 1,
                                         "overinterp_subsets_vgg16_bn_cifar10c": 1, "overinterp_fig_leakage": 3,
                                         "overinterp_fig_calibrated_examples": 3, "overinterp_calibrated_sis": 300,
                                         "overinterp_calibrated_sis_merge": 3, "overinterp_ensemble_sis": 500 + 300,
-                                        "overinterp_ensemble_sis_merge": 2, "total": 4193},
+                                        "overinterp_ensemble_sis_merge": 2, "total": 4103},
     # pretrained ResNet50, robust ResNet50, Inception v3, ViT-B/16 (epochs 0) + 5 replicates on 10% BS, on
     # random subsets and on the BS keep-masks alone (mask-only control): ResNet50's into ResNet50 and
     # DenseNet-121, Inception's into Inception (Table S7); SIS shards: ResNet50 validation 100 + train 2,000,

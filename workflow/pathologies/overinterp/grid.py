@@ -28,6 +28,15 @@ Expansion adds, after validation:
   With ``retrain.mask_control`` (default) and BS retraining, also ``<exp>.mask<pct>`` datasets (the BS
   keep-mask alone, no pixel values) and ``<exp>.<arch>.mask<pct>[.aug]`` models trained on them: the
   leakage floor reported beside every BS row.
+- ``retrain.augment_mode``: what ``.aug`` means. ``aligned`` (default): the ``.aug`` models crop and flip
+  image and mask together every epoch (recipe ``crop_padding``/``hflip`` of ``retrain.augmentation``).
+  ``reference`` (Carter et al.'s code): each ``.aug`` replicate r trains, without per-epoch augmentation,
+  on its own dataset ``<exp>.bs<pct>.d<r>.aug`` / ``<exp>.random<pct>.d<r>.aug`` (``subsets/bs<pct>_d<r>_aug.h5``,
+  ...) whose train images were cropped and flipped once (draw r) and masked with the un-augmented image's
+  mask; BS ``.aug`` models are then ``<exp>.<arch>.bs<pct>.d<r>.aug`` (seed r). Its test split is the
+  un-augmented subset's, on which the ``.aug`` models are evaluated. The kept positions are the
+  un-augmented ones, so the mask-only control is trained once, without augmentation, and stands beside
+  both the BS and the BS (+) rows.
 
 :func:`expand` lists every evaluation (model x seed x dataset), SIS file and table row of an
 experiment for :mod:`pathologies.overinterp.rules`.
@@ -113,7 +122,8 @@ def evaluation_path(experiment: str, model: str, seed: int) -> str:
 
 @dataclass(frozen=True)
 class Subset:
-    """One pixel-subset dataset of an experiment (``draw`` -1 for BS subsets), cut from ``source``."""
+    """One pixel-subset dataset of an experiment (``draw`` -1 for BS subsets, but the augmentation draw of an
+    ``augmented`` one), cut from ``source``."""
 
     name: str
     kind: str
@@ -122,6 +132,7 @@ class Subset:
     path: str
     splits: tuple[str, ...]
     source: str
+    augmented: bool = False  # train images cropped and flipped once (augmentation draw ``draw``)
 
 
 @dataclass(frozen=True)
@@ -245,6 +256,9 @@ def _check(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> None:
     dataset = _check_source(key, spec["source"], config)
     _check_models(key, spec, models, dataset)
     _check_shifted(key, spec, config["datasets"])
+    if _augmented_once(spec) and config["datasets"][dataset]["kind"] == "imagenet":
+        raise UserError(f"config key {key}.retrain.augment_mode: 'reference' augments stored train images once, "
+                        f"but {dataset!r} is an ImageNet index (no stored images); use augment_mode 'aligned'")
     _check_ensemble_members(key, spec, models, dataset)
     _check_fraction_names(key, spec)
     _check_source_sis(key, spec, dataset, jobs)
@@ -377,6 +391,12 @@ def _mask_control(spec: Mapping) -> bool:
     return retrain is not None and retrain["mask_control"] and "bs" in retrain["subsets"]
 
 
+def _augmented_once(spec: Mapping) -> bool:
+    """Whether the ``.aug`` retrainings train on once-augmented subsets (``augment_mode: reference``)."""
+    retrain = spec["retrain"]
+    return retrain is not None and True in retrain["augment"] and retrain["augment_mode"] == "reference"
+
+
 def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[str, Subset]:
     """The source's subsets, then those of each shifted test set it has SIS of."""
     source = spec["source"]
@@ -403,6 +423,13 @@ def _subsets(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> dict[s
             mask = Subset(f"{prefix}.mask{pct}", "mask", spec["retrain"]["fraction"], -1, f"{folder}/mask{pct}.h5",
                           splits, origin)
             subsets[mask.name] = mask
+        if _augmented_once(spec) and origin == dataset:  # one train split per (+) replicate, as the authors
+            retrain, pct = spec["retrain"], percent_name(spec["retrain"]["fraction"])
+            for kind in retrain["subsets"]:
+                for r in range(retrain["replicates"]):
+                    aug = Subset(f"{prefix}.{kind}{pct}.d{r}.aug", kind, retrain["fraction"], r,
+                                 f"{folder}/{kind}{pct}_d{r}_aug.h5", splits, origin, augmented=True)
+                    subsets[aug.name] = aug
     return subsets
 
 
@@ -427,13 +454,19 @@ def _retrained(name: str, spec: Mapping, config: Mapping) -> list[Retrained]:
         return []
     source = config["models"][spec["source"]["model"]]
     pct = percent_name(retrain["fraction"])
+    once = _augmented_once(spec)
     runs = []
     for arch in retrain["archs"] or [source["arch"]]:
         for kind in retrain["subsets"]:
             for augment in retrain["augment"]:
                 suffix = ".aug" if augment else ""
                 condition = f"{arch}.{kind}{pct}{suffix}"
-                if kind == "bs":
+                if augment and once:  # replicate r on its own once-augmented train split (draw r)
+                    runs += [Retrained(f"{name}.{arch}.{kind}{pct}.d{r}.aug", condition, (r,), arch, kind,
+                                       retrain["fraction"], augment, f"{name}.{kind}{pct}.d{r}.aug",
+                                       r if kind == "random" else -1)
+                             for r in range(retrain["replicates"])]
+                elif kind == "bs":
                     runs.append(Retrained(f"{name}.{condition}", condition, tuple(range(retrain["replicates"])),
                                           arch, kind, retrain["fraction"], augment, f"{name}.bs{pct}", -1))
                 else:
@@ -441,7 +474,8 @@ def _retrained(name: str, spec: Mapping, config: Mapping) -> list[Retrained]:
                                        retrain["fraction"], augment, f"{name}.random{pct}.d{r}", r)
                              for r in range(retrain["replicates"])]
             if _mask_control(spec):  # the leakage floor beside every BS retraining
-                for augment in retrain["augment"]:
+                # once-augmented (+) subsets keep the un-augmented positions: their floor is the plain control
+                for augment in ([False] if once else retrain["augment"]):
                     condition = f"{arch}.mask{pct}{'.aug' if augment else ''}"
                     runs.append(Retrained(f"{name}.{condition}", condition, tuple(range(retrain["replicates"])),
                                           arch, "mask", retrain["fraction"], augment, f"{name}.mask{pct}", -1))
@@ -461,8 +495,9 @@ def _generated(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> tupl
         else:
             recipe, overrides = retrain["recipe"], dict(retrain["overrides"])
         augmentation = retrain["augmentation"]
-        overrides.update(crop_padding=augmentation["crop_padding"] if run.augment else 0,
-                         hflip=augmentation["hflip"] if run.augment else False)
+        per_epoch = run.augment and retrain["augment_mode"] == "aligned"  # reference: augmented once, in the data
+        overrides.update(crop_padding=augmentation["crop_padding"] if per_epoch else 0,
+                         hflip=augmentation["hflip"] if per_epoch else False)
         models[run.model] = {"dataset": run.dataset, "arch": run.arch, "recipe": recipe,
                              "overrides": copy.deepcopy(overrides), "seeds": list(run.seeds), "dump_splits": ["test"]}
     if retrain is not None and retrain["recipe"] is not None and retrain["recipe"] not in config["recipes"]:
@@ -497,6 +532,7 @@ def _evaluations(name: str, spec: Mapping, config: Mapping, subsets: Mapping,
                                       eval_dataset, eval_on, eval_fraction, draw, evaluation_path(name, model, seed),
                                       test_set))
 
+    subsets = {key: subset for key, subset in subsets.items() if not subset.augmented}  # train splits only
     for model, seed in pretrained:
         arch = models_cfg[model]["arch"]
         for eval_dataset in test_sets:
@@ -546,7 +582,9 @@ def expand(name: str, spec: Mapping, config: Mapping, jobs: Mapping) -> Overinte
         options={"calibration": dict(calibration), "figures": dict(spec["figures"]),
                  "human_benchmark": spec["human_benchmark"], "random_seed": spec["random_seed"],
                  "masking": spec["masking"], "subset_rounding": spec["subset_rounding"],
-                 "random_draw": spec["random_draw"], "topk": list(spec["topk"])},
+                 "random_draw": spec["random_draw"], "topk": list(spec["topk"]),
+                 "augment_mode": spec["retrain"]["augment_mode"] if spec["retrain"] is not None else "aligned",
+                 "augmentation": dict(spec["retrain"]["augmentation"]) if spec["retrain"] is not None else {}},
         sis=jobs)
     for m, s in calibrated:
         sis_files.append(SisFile(experiment.calibrated_sis_path(m, s), m, s, dataset, "test", "calibrated"))

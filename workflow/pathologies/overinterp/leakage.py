@@ -5,7 +5,8 @@ subsets may learn the source's *prediction* from the positions of the kept pixel
 leaked labels from sufficient features, both computed by :mod:`pathologies.overinterp.tables`:
 
 - the **mask-only control**: the same retraining on the BS keep-masks alone (no pixel values); its
-  accuracy is the leakage floor of the BS row;
+  accuracy is the leakage floor of the BS row (with ``retrain.augment_mode: reference`` the "(+)" BS images
+  keep the un-augmented positions, so the floor of BS (+) is the control trained without augmentation);
 - **agreement with the source's predicted class** (on the same images, full), on all test images and on
   those the source got wrong: a model that learned the source's decisions agrees even where the source is
   wrong; one that learned the class from the pixels does not.
@@ -41,10 +42,12 @@ COLUMNS = ["arch", "augment", "fraction", "test_set", "n_runs_bs", "n_runs_mask"
            "bs_agree_wrong_mean", "mask_agree_mean", "mask_agree_wrong_mean"]
 
 
-def leakage_table(accuracy: pd.DataFrame) -> pd.DataFrame:
+def leakage_table(accuracy: pd.DataFrame, augment_mode: str = "aligned") -> pd.DataFrame:
     """BS-subset retraining rows beside their mask-only control, random subsets and agreement with the source.
 
     ``accuracy``: :func:`pathologies.overinterp.tables.accuracy_table` (with the agreement columns).
+    ``augment_mode``: the experiment's ``retrain.augment_mode``; ``reference`` pairs every BS row with the
+    mask-only control trained without augmentation (the only one it trains).
     """
     if accuracy.empty or "train_on" not in accuracy:
         return pd.DataFrame(columns=COLUMNS)
@@ -58,7 +61,8 @@ def leakage_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         own = own.assign(test_set=[t if s == "all" else f"{t} ({s})" for t, s in pairs])
     for values, group in own[own["train_on"] == "bs"].groupby(keys, sort=False, dropna=False):
         arch, augment, fraction, test_set = values
-        pick = {kind: own[(own["train_on"] == kind) & (own["arch"] == arch) & (own["augment"] == augment)
+        augments = {"random": augment, "mask": False if augment_mode == "reference" else augment}
+        pick = {kind: own[(own["train_on"] == kind) & (own["arch"] == arch) & (own["augment"] == augments[kind])
                           & np.isclose(own["train_fraction"], fraction) & (own["test_set"] == test_set)]
                 for kind in ("mask", "random")}
         bs, mask, rnd = group.iloc[0], pick["mask"], pick["random"]

@@ -189,8 +189,14 @@ class OverinterpRules:
         if experiment.options["masking"] != "mean":
             args += ["--masking", experiment.options["masking"]]
         args += protocol_args(experiment.options)  # subset rounding and random draw
-        for s in self._subsets(name, origin):
-            args += ["--subset", s.kind, repr(s.fraction), str(s.draw), s.name, s.path]
+        subsets = self._subsets(name, origin)
+        for s in subsets:
+            args += ["--augmented-subset" if s.augmented else "--subset", s.kind, repr(s.fraction), str(s.draw),
+                     s.name, s.path]
+        if any(s.augmented for s in subsets):  # the one crop and flip of retrain.augment_mode 'reference'
+            augmentation = experiment.options["augmentation"]
+            args += ["--crop-padding", str(augmentation["crop_padding"]),
+                     "--hflip" if augmentation["hflip"] else "--no-hflip"]
         return args
 
     # -- calibration, SIS of calibrated models and ensembles
@@ -278,7 +284,7 @@ class OverinterpRules:
 
     def bs_subsets(self, name: str) -> list[str]:
         """The BS subsets of the experiment's own test images (not those of shifted test sets)."""
-        return [s.path for s in self._subsets(name, None) if s.kind == "bs"]
+        return [s.path for s in self._subsets(name, None) if s.kind == "bs" and not s.augmented]
 
     def dataset(self, name: str, origin: str | None = None) -> str:
         return self.dataset_file(self.experiment(name).dataset if origin is None else origin)

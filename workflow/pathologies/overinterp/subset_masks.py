@@ -111,10 +111,13 @@ def feature_masks(features: np.ndarray, masking: Masking, height: int, width: in
 
 @dataclass(frozen=True)
 class SubsetRequest:
-    """One subset dataset to write: ``kind`` (bs|random), ``fraction``, random ``draw``, dataset ``name``, file."""
+    """One subset dataset to write: ``kind`` (bs|random|mask), ``fraction``, random ``draw``, dataset ``name``,
+    file; ``augment``: its train split is cropped and flipped once before masking (augmentation draw ``draw``,
+    :mod:`pathologies.overinterp.augment_once`)."""
 
     kind: str
     fraction: float
     draw: int
     name: str
     out: str
+    augment: bool = False

@@ -11,13 +11,18 @@ white, the others the mean colour (the leakage floor of retraining on BS subsets
 With ``--masking noisy_linear`` the masked pixels of BS and random subsets hold ROAD's noisy linear
 imputation instead of the mean colour (:func:`pathologies.data.fill.noisy_linear_impute`,
 seeded by (seed, draw, stream)); evaluation then leaves them as stored (attribute ``masking``).
+An *augmented* subset (``--augmented-subset``, ``retrain.augment_mode: reference``) is the "(+)" dataset of the
+authors' code: its train images are cropped and flipped once (:mod:`pathologies.overinterp.augment_once`, draw
+DRAW, ``--crop-padding``, ``--hflip``) and then masked with the mask of the *un-augmented* image (BS, or random
+draw DRAW); its test split is the un-augmented subset's.
 
 Usage (what the ``overinterp_subsets_<experiment>`` rule runs: every subset of an experiment in one job)::
 
     python -m pathologies.overinterp.subsets --dataset results/data/digits.h5 \
         --sis train=results/sis/digits_train/digits_cnn/seed0/digits/train.h5 --sis test=.../test.h5 --seed 0 \
         --subset bs 0.1 -1 exp.bs10 results/overinterp/exp/subsets/bs10.h5 \
-        --subset random 0.1 2 exp.random10.d2 results/overinterp/exp/subsets/random10_d2.h5
+        --subset random 0.1 2 exp.random10.d2 results/overinterp/exp/subsets/random10_d2.h5 \
+        --augmented-subset bs 0.1 0 exp.bs10.d0.aug results/overinterp/exp/subsets/bs10_d0_aug.h5
 
 The output is an ordinary prepared dataset (:mod:`pathologies.data.layout`) holding, per split, the
 images the SIS file covers with every masked pixel set to the mean colour, so the ``train`` rule
@@ -30,9 +35,12 @@ pixels hold that uint8 colour; ``std`` is the source's. Extra content beyond the
                             features_kept, feature_count, patch, rounding ("half_up"|"ceil"),
                             random_seed, random_stream, random_draw ("project"|"reference"),
                             draw (random only; -1 for bs), source_dataset, source_mean,
-                            source_sis (JSON {split: path}), source_model_run (JSON)
-    /<split>/masks   bool (n, H, W)  True = pixel kept
+                            source_sis (JSON {split: path}), source_model_run (JSON), augmented_once (bool);
+                            augmented subsets also crop_padding, hflip, augment_draw
+    /<split>/masks   bool (n, H, W)  True = pixel kept (of the un-augmented image)
     /<split>/rows    int64 (n,)      row of the image in the source dataset's split
+    /train/crop_offsets  int64 (n, 2)  augmented subsets: top, left of each crop in the black-padded image
+    /train/flipped       bool (n,)     augmented subsets: image flipped left-right after the crop
 
 An ImageNet index (``storage = "index"``) gets an index of the same images instead, with the masked
 pixels filled (mean colour, noisy linear imputation, or the mask alone) as the images stream from disk
@@ -41,6 +49,7 @@ pixels filled (mean colour, noisy linear imputation, or the mask alone) as the i
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -56,6 +65,7 @@ from ..errors import UserError, cli
 from ..io import atomic_output, create_dataset, h5py, read_json_attr, write_attrs, write_h5
 from ..sis.engine import Masking
 from ..sis.orders import read_orders
+from .augment_once import OnceAugmentation, draw_once_augmentation
 from .subset_masks import (
     KINDS,
     MASKINGS,
@@ -104,11 +114,13 @@ def read_sis_orders(path: str | Path) -> SisOrders:
 
 def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed: int, draw: int,
                  split: str, colour: np.ndarray, stream: str = "", masking: str = "mean",
-                 rounding: str = "half_up", random_draw: str = "project") -> tuple[Split, np.ndarray, int]:
+                 rounding: str = "half_up", random_draw: str = "project",
+                 augment: OnceAugmentation | None = None) -> tuple[Split, np.ndarray, int]:
     """The masked split of the images ``sis`` covers: (split, masks (n, H, W), features kept).
 
     ``rounding``: :func:`subset_size`'s; ``random_draw``: ``project`` (seeded by (seed, draw, stream)) or
     ``reference`` (the authors' per-split draw over every image of the split, :func:`reference_random_features`).
+    ``augment``: crop and flip the images once, then mask them with the masks of the un-augmented images.
     """
     height, width = source.images.shape[1:3]
     count = Masking(patch=sis.patch).feature_count(height, width)
@@ -129,13 +141,16 @@ def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed
     else:
         features = random_features(len(sis.rows), count, size, seed, draw, stream_key(stream, split))
     masks = feature_masks(features, Masking(patch=sis.patch), height, width)
+    images = source.images[sis.rows]
+    if augment is not None:  # as the authors' "(+)": the mask stays that of the un-augmented image
+        images = augment.apply(images)
     if kind == "mask":
         images = render_masks(masks, colour, source.images.shape[-1])
     elif masking == "noisy_linear":
         rng = random_stream(seed, draw + 1, f"impute/{kind}/{stream_key(stream, split)}")  # BS: draw -1
-        images = noisy_linear_impute(source.images[sis.rows], masks, rng, colour)
+        images = noisy_linear_impute(images, masks, rng, colour)
     else:
-        images = apply_masks(source.images[sis.rows], masks, colour)
+        images = apply_masks(images, masks, colour)
     return Split(images, source.labels[sis.rows], source.ids[sis.rows]), masks, size
 
 
@@ -153,17 +168,25 @@ def _check_requests(sis_files: Mapping, requests: Sequence[SubsetRequest], maski
         if request.kind not in KINDS:
             raise UserError(f"pixel-subset kind {request.kind!r} is not one of {', '.join(KINDS)}")
         subset_size(request.fraction, 1)  # checks the fraction
+        if request.augment and request.kind == "mask":
+            raise UserError(f"augmented subset {request.name!r}: a mask-only subset has no image to augment; "
+                            "augment bs or random subsets")
+        if request.augment and "train" not in sis_files:
+            raise UserError(f"augmented subset {request.name!r} augments the train split, but no train SIS file "
+                            "is given; pass --sis train=<file>")
 
 
 def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str | Path],
                           requests: Sequence[SubsetRequest], *, seed: int = 0, stream: str = "",
-                          masking: str = "mean", rounding: str = "half_up", random_draw: str = "project") -> None:
+                          masking: str = "mean", rounding: str = "half_up", random_draw: str = "project",
+                          crop_padding: int = 4, hflip: bool = True) -> None:
     """Write every requested subset dataset, with the splits of ``sis_files``, each file atomically.
 
     The SIS files and the source splits are read once for all requests (one job per experiment).
     ``stream`` prefixes the random streams (:func:`stream_key`); ``masking``: what masked pixels of BS
     and random subsets hold (``mean`` colour or ``noisy_linear`` imputation); ``rounding`` and
-    ``random_draw``: see :func:`subset_split`.
+    ``random_draw``: see :func:`subset_split`; ``crop_padding`` and ``hflip``: the one crop and flip of the
+    train images of ``augment`` requests (:func:`draw_once_augmentation`, draw = the request's draw).
     """
     _check_requests(sis_files, requests, masking, rounding, random_draw)
     info = dataset_info(dataset_path)
@@ -173,6 +196,9 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
         if random_draw != "project":
             raise UserError(f"{dataset_path} is an image index: random_draw {random_draw!r} is for in-memory "
                             "datasets (the authors' CIFAR draw); use random_draw 'project'")
+        if any(request.augment for request in requests):
+            raise UserError(f"{dataset_path} is an image index: augmented subsets (augment_mode 'reference') "
+                            "are for in-memory datasets; use augment_mode 'aligned'")
         build_index_subsets(dataset_path, info, sis_files, requests, seed=seed, stream=stream, masking=masking,
                             rounding=rounding)
         return
@@ -191,10 +217,14 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
     height, width, _ = info.image_shape
     for request in requests:
         splits, masks, size = {}, {}, 0
+        augment = draw_once_augmentation(len(orders["train"].rows), crop_padding, hflip, seed, request.draw,
+                                         stream_key(stream, "train")) if request.augment else None
+        # an augmented BS subset's draw is its augmentation's: masks and imputation stay the plain BS subset's
+        draw = -1 if request.augment and request.kind == "bs" else request.draw
         for split, sis in orders.items():
-            splits[split], masks[split], size = subset_split(sources[split], sis, request.kind, request.fraction,
-                                                             seed, request.draw, split, colour, stream,
-                                                             masking, rounding, random_draw)
+            splits[split], masks[split], size = subset_split(
+                sources[split], sis, request.kind, request.fraction, seed, draw, split, colour, stream,
+                masking, rounding, random_draw, augment if split == "train" else None)
         with atomic_output(request.out) as tmp:
             write_dataset(tmp, name=request.name, kind="pixel_subset", splits=splits, class_names=info.class_names,
                           mean=colour / 255.0, std=info.std,
@@ -210,10 +240,16 @@ def build_subset_datasets(dataset_path: str | Path, sis_files: Mapping[str, str 
                     "source_dataset": str(dataset_path), "source_mean": np.asarray(info.mean, dtype=np.float64),
                     "source_sis": json.dumps({split: str(path) for split, path in sis_files.items()}),
                     "source_model_run": json.dumps(next(iter(orders.values())).model_run, sort_keys=True),
+                    "augmented_once": bool(request.augment),
                 })
                 for split in splits:
                     create_dataset(handle[split], "masks", masks[split])
                     create_dataset(handle[split], "rows", orders[split].rows)
+                if augment is not None:
+                    write_attrs(handle, {"crop_padding": augment.padding, "hflip": bool(hflip),
+                                         "augment_draw": request.draw})
+                    create_dataset(handle["train"], "crop_offsets", augment.offsets)
+                    create_dataset(handle["train"], "flipped", augment.flips)
 
 
 def build_subset_dataset(out: str | Path, dataset_path: str | Path, sis_files: Mapping[str, str | Path], *,
@@ -242,12 +278,13 @@ def read_masks(path: str | Path, split: str) -> np.ndarray | None:
         return None if group is None or "masks" not in group else group["masks"][()]
 
 
-def _request(values: Sequence[str]) -> SubsetRequest:
+def _request(values: Sequence[str], augment: bool = False) -> SubsetRequest:
     kind, fraction, draw, name, out = values
     try:
-        return SubsetRequest(kind, float(fraction), int(draw), name, out)
+        return SubsetRequest(kind, float(fraction), int(draw), name, out, augment)
     except ValueError:
-        raise UserError(f"--subset {' '.join(values)}: FRACTION must be a number and DRAW an integer") from None
+        option = "--augmented-subset" if augment else "--subset"
+        raise UserError(f"{option} {' '.join(values)}: FRACTION must be a number and DRAW an integer") from None
 
 
 @cli
@@ -256,9 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help="the prepared dataset the SIS were extracted on")
     parser.add_argument("--sis", action="append", required=True, metavar="SPLIT=FILE",
                         help="merged SIS file of one split (repeat per split)")
-    parser.add_argument("--subset", action="append", required=True, nargs=5,
+    parser.add_argument("--subset", action="append", default=[], nargs=5,
                         metavar=("KIND", "FRACTION", "DRAW", "NAME", "OUT"),
                         help="one subset dataset to write: bs|random|mask, fraction kept, random draw, name, file")
+    parser.add_argument("--augmented-subset", action="append", default=[], nargs=5,
+                        metavar=("KIND", "FRACTION", "DRAW", "NAME", "OUT"),
+                        help="a bs|random subset whose train images are cropped and flipped once (augmentation "
+                             "draw DRAW) before masking with the un-augmented image's mask")
+    parser.add_argument("--crop-padding", type=int, default=4, help="crop padding of --augmented-subset")
+    parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=True,
+                        help="horizontal flips of --augmented-subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of random subsets")
     parser.add_argument("--stream", default="", help="prefix of the random streams (a shifted test set's name)")
     parser.add_argument("--masking", default="mean", choices=MASKINGS,
@@ -268,10 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-draw", default="project", choices=RANDOM_DRAWS,
                         help="random subsets: seeded by (seed, draw, stream), or the authors' per-split draw")
     args = parser.parse_args(argv)
+    if not args.subset and not args.augmented_subset:
+        parser.error("give at least one --subset or --augmented-subset")
+    if args.crop_padding < 0:
+        parser.error(f"--crop-padding {args.crop_padding} is negative; use 0 or more")
     requests = [_request(values) for values in args.subset]
+    requests += [_request(values, augment=True) for values in args.augmented_subset]
     sis_files = named_files(args.sis, "--sis", "split", "test=results/sis/m/seed0/d/test.h5")
     build_subset_datasets(args.dataset, sis_files, requests, seed=args.seed, stream=args.stream,
-                          masking=args.masking, rounding=args.rounding, random_draw=args.random_draw)
+                          masking=args.masking, rounding=args.rounding, random_draw=args.random_draw,
+                          crop_padding=args.crop_padding, hflip=args.hflip)
     for request in requests:
         print(f"wrote {request.out}", file=sys.stderr)
     return 0

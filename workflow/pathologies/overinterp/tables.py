@@ -250,6 +250,9 @@ def mean_std_text(mean: float, std: float) -> str:
 
 
 SUBSET_NAMES = {"bs": "BS subsets", "random": "Random", "mask": "BS masks only"}
+AUGMENT_MODES = {"aligned": "image and mask cropped and flipped together every epoch",
+                 "reference": "train images cropped and flipped once, before masking with the un-augmented "
+                              "image's mask, as the authors' code"}
 
 
 def _subset_label(on: str, fraction: float, augment: bool | None = None) -> str:
@@ -291,7 +294,7 @@ def render(spec: dict, accuracy: pd.DataFrame, ensembles: pd.DataFrame, calibrat
              "## Pretrained models on full images and pixel subsets (Table 1, S4, S7)\n",
              markdown(table1(accuracy, "pretrained")),
              "## Models trained on pixel subsets, evaluated on the matching test subsets (Table 1, S1: (+) = "
-             "augmentation)\n",
+             f"augmentation, {AUGMENT_MODES[spec.get('options', {}).get('augment_mode', 'aligned')]})\n",
              markdown(table1(accuracy, "retrained", eval_on_full=False)),
              "## Models trained on pixel subsets, evaluated on full images (Table S3)\n",
              markdown(table1(accuracy, "retrained", eval_on_full=True)),
@@ -314,7 +317,7 @@ def build_tables(spec: dict, sis_summary: pd.DataFrame, out_dir: str | Path) -> 
     tables = {"accuracy_by_split": by_split, "accuracy": accuracy_table(by_split),
               "ensembles": ensemble_table(spec, by_split), "calibration": calibration_table(spec, at_threshold),
               "sis_summary": at_threshold}
-    tables["leakage"] = leakage_table(tables["accuracy"])
+    tables["leakage"] = leakage_table(tables["accuracy"], spec.get("options", {}).get("augment_mode", "aligned"))
     out_dir = Path(out_dir)
     for name, frame in tables.items():
         with atomic_output(out_dir / f"{name}.csv") as tmp:
