@@ -363,3 +363,5 @@ def test_the_cifar10_paper_config_trains_plus_as_the_authors_code():
             assert (runs[(model, r)].recipe["crop_padding"], runs[(model, r)].recipe["hflip"]) == (0, False)
         assert f"{name}.resnet20.mask5" in cfg["models"] and f"{name}.resnet20.mask5.aug" not in cfg["models"]
     assert "resnet20.random5.d3.aug" in cfg["datasets"] and "resnet20.resnet18.random5.d3.aug" in cfg["models"]
+    source = runs[("cifar10_resnet20", 0)].recipe  # the full-image models: RandomCrop(32, padding=4) pads black
+    assert (source["crop_padding"], source["crop_fill"], source["hflip"]) == (4, "black", True)
