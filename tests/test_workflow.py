@@ -19,9 +19,14 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
+# A guard against a hung run, not a speed limit: the largest tiny run (tests/configs/overinterp_tiny.yaml, 86 jobs)
+# took about 15 min on 2 cores shared with other work.
+SNAKEMAKE_TIMEOUT_S = 1800
+
+
 def snakemake(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=SNAKEMAKE_TIMEOUT_S)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
