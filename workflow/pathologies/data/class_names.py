@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .layout import dataset_info
+
 WNID = re.compile(r"n\d{8}")
 
 
@@ -16,3 +18,17 @@ def readable_names(class_names) -> list[str]:
 
         return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
     return names
+
+
+def class_labels(dataset_path) -> list[str]:
+    """Readable name of each class (by class index) of a prepared dataset: torchvision's category names for the
+    1,000 ImageNet classes, the dataset's class names otherwise."""
+    return readable_names(dataset_info(dataset_path).class_names)
+
+
+def class_label(labels, cls) -> str:
+    """The label of class index ``cls`` in a figure: its name, or ``class <cls>`` where the name is only the number
+    (digits' "3") or the index is outside ``labels`` (a model with more outputs than the dataset has classes)."""
+    cls = int(cls)
+    name = str(labels[cls]) if 0 <= cls < len(labels) else str(cls)
+    return f"class {cls}" if name == str(cls) else name
