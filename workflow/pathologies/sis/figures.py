@@ -166,6 +166,32 @@ def _images(handle: h5py.File, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return images, mask_colour(info.mean)
 
 
+def draw_mosaic(tiles: list[list[np.ndarray]], row_names: list[str], captions: list[tuple[int, int, str]],
+                inch: float, title: str, out: str | Path) -> None:
+    """Equally sized uint8 RGB tiles (rows of them, white gaps) as one image, each row named on the left and
+    ``captions`` (row, column, text) under their tile; ``inch``: the size of a tile. One Axes for all tiles:
+    Figure S1's 300 panels as Axes take seconds each to lay out and draw."""
+    height, width = tiles[0][0].shape[:2]
+    columns = max(len(line) for line in tiles)
+    pad_x, pad_y = max(1, width // 10), max(2, height // 3)  # room for the captions below each row
+    mosaic = np.full((len(tiles) * (height + pad_y), columns * (width + pad_x), 3), 255, dtype=np.uint8)
+    for r, line in enumerate(tiles):
+        for c, tile in enumerate(line):
+            y, x = r * (height + pad_y), c * (width + pad_x)
+            mosaic[y:y + height, x:x + width] = tile
+    figure = plt.figure(figsize=(inch * columns * (1 + pad_x / width), inch * len(tiles) * (1 + pad_y / height)))
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.imshow(mosaic, interpolation="nearest", aspect="equal")
+    axis.set_axis_off()
+    for r, text in enumerate(row_names):
+        axis.text(-pad_x, r * (height + pad_y) + height / 2, text, ha="right", va="center", fontsize=7)
+    for r, c, text in captions:
+        axis.text(c * (width + pad_x) + width / 2, r * (height + pad_y) + height + pad_y * 0.1, text, ha="center",
+                  va="top", fontsize=6)
+    axis.set_title(title, fontsize=9)
+    save(figure, out, tight=True)
+
+
 STACK_FROM = 6  # from this many examples per class on, each class is two rows (images above their SIS)
 
 
@@ -210,27 +236,9 @@ def plot_examples_by_class(sis_path: str | Path, threshold: float, per_class: in
             captions += [(len(tiles), 2 * j + 1, text) for j, (_, _, text) in enumerate(pairs)]
             tiles.append([tile for image, sis, _ in pairs for tile in (image, sis)])
             row_names.append(names[row])
-    columns = per_class if stacked else 2 * per_class
-    height, width = rgb.shape[1:3]
-    pad_x, pad_y = max(1, width // 10), max(2, height // 3)  # room for the "N px" captions below each row
-    mosaic = np.full((len(tiles) * (height + pad_y), columns * (width + pad_x), 3), 255, dtype=np.uint8)
-    for r, line in enumerate(tiles):
-        for c, tile in enumerate(line):
-            y, x = r * (height + pad_y), c * (width + pad_x)
-            mosaic[y:y + height, x:x + width] = tile
-    inch = 0.9 if stacked else 1.2  # one tile
-    figure = plt.figure(figsize=(inch * columns * (1 + pad_x / width), inch * len(tiles) * (1 + pad_y / height)))
-    axis = figure.add_axes((0, 0, 1, 1))
-    axis.imshow(mosaic, interpolation="nearest", aspect="equal")
-    axis.set_axis_off()
-    for r, text in enumerate(row_names):  # one image per class and row: no Axes per tile (300 of them are slow)
-        axis.text(-pad_x, r * (height + pad_y) + height / 2, text, ha="right", va="center", fontsize=7)
-    for r, c, text in captions:
-        axis.text(c * (width + pad_x) + width / 2, r * (height + pad_y) + height + pad_y * 0.1, text, ha="center",
-                  va="top", fontsize=6)
     layout = "images, their SIS below" if stacked else "image, SIS"
-    axis.set_title(f"SIS at tau={threshold_name(threshold)} ({layout})", fontsize=9)
-    save(figure, out, tight=True)
+    draw_mosaic(tiles, row_names, captions, 0.9 if stacked else 1.2,
+                f"SIS at tau={threshold_name(threshold)} ({layout})", out)
     return names
 
 
