@@ -1,6 +1,7 @@
 """SIS drawings, the one module of its kind: example images with their SIS and backward-selection confidence
 curves, of an SIS run (this module's command) and of an overinterpretation experiment's source model
-(per class, a seeded sample of curves, an ensemble beside its members: ``pathologies.overinterp.figures``).
+(per class, every curve or a seeded sample, an ensemble beside its members: ``pathologies.overinterp.figures``).
+Classes are named (:mod:`pathologies.data.class_names`: torchvision's category names for ImageNet's WordNet ids).
 
     python -m pathologies.sis.figures --sis results/sis/<run>/<model>/seed<seed>/<dataset>/<split>.h5 ... \
         --examples-out results/figures/sis_examples_<run>.png --curves-out results/figures/sis_curves_<run>.png
@@ -8,7 +9,7 @@ curves, of an SIS run (this module's command) and of an overinterpretation exper
 Examples: the first ``--images`` images of the first file; per image the image, its SIS at
 every threshold (pixels outside the SIS shown in the dataset's mean colour, which is what the
 model saw) and the removal order (dark: removed first). Curves: f after each backward-selection
-step against the fraction of pixels removed, one line per image, one panel per file.
+step against the fraction of pixels removed, one line per image and their mean, one panel per file.
 """
 
 from __future__ import annotations
