@@ -38,28 +38,30 @@ def make_quadrant_dataset(path: Path, n_train: int = 256, n_test: int = 64, size
     return path
 
 
-def make_imagenet_index(root: Path, counts: dict[str, int], size: int, *, noise: int, step: int) -> Path:
+def make_imagenet_index(root: Path, counts: dict[str, int], size: int, *, noise: int, step: int,
+                        wnids: tuple[str, ...] = ("n001", "n002")) -> Path:
     """An 8x8 ImageNet index (``root/imagenet.h5``) of :func:`make_imagenet_folder`."""
     from pathologies.data.prepare import prepare_dataset
 
-    make_imagenet_folder(root, counts, size, noise=noise, step=step)
+    make_imagenet_folder(root, counts, size, noise=noise, step=step, wnids=wnids)
     index = root / "imagenet.h5"
     prepare_dataset("imagenet", {"kind": "imagenet", "image_size": 8, "resize": 8}, root / "resources", index)
     return index
 
 
-def make_imagenet_folder(root: Path, counts: dict[str, int], size: int, *, noise: int, step: int) -> None:
+def make_imagenet_folder(root: Path, counts: dict[str, int], size: int, *, noise: int, step: int,
+                         wnids: tuple[str, ...] = ("n001", "n002")) -> None:
     """A real ImageNet folder ``root/resources/imagenet/<split>/<wnid>`` of ``size`` x ``size`` PNGs:
-    ``counts[split]`` noise images (0..``noise``) per class, class 1 brighter by ``step``."""
+    ``counts[split]`` noise images (0..``noise``) per class, class k brighter by k ``step`` (mod 256)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for split, count in counts.items():
-        for label, wnid in enumerate(("n001", "n002")):
+        for label, wnid in enumerate(wnids):
             folder = root / "resources" / "imagenet" / split / wnid
             folder.mkdir(parents=True)
             for i in range(count):
-                pixels = rng.integers(0, noise, (size, size, 3)) + step * label
+                pixels = (rng.integers(0, noise, (size, size, 3)) + step * label) % 256
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ def write_sis_file(path: Path, dataset: Path, split: str, rows: np.ndarray, orde
                    patch: int = 1) -> Path:
     """An SIS file whose orders (n, p) are given; SIS masks are the suffixes of ``sizes[tau]`` features."""
     info = dataset_info(dataset)
-    data = load_split(dataset, split)
+    with h5py.File(dataset, "r") as handle:  # labels and ids: of an array dataset and of an ImageNet index alike
+        data = SimpleNamespace(labels=handle[f"{split}/labels"][()], ids=handle[f"{split}/ids"][()])
     height, width, _ = info.image_shape
     n, p = order.shape
     curve = np.zeros((n, p)) if curve is None else curve

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ddd_fixtures import N_IMAGES, E, member_correct
+from pathologies.data.class_names import readable_names
 from pathologies.ddd import ambiguity, class_extremes, figures, superclasses
 from pathologies.ddd import difficulty as ddd_difficulty
 from pathologies.ddd.consistency import error_consistency
@@ -100,9 +101,9 @@ def test_imagenet_wordnet_ids_get_readable_names_in_table1_and_figure20(tmp_path
     """The 1,000 sorted WordNet ids become torchvision's category names (class 0 tench, 999 toilet tissue;
     the paper's Table 1 names 'earthstar', class 995)."""
     wnids = [f"n{i:08d}" for i in range(1000)]
-    names = class_extremes.readable_names(wnids)
+    names = readable_names(wnids)
     assert (names[0], names[995], names[999]) == ("tench", "earthstar", "toilet tissue")
-    assert class_extremes.readable_names(["n00000001", "cat"]) == ["n00000001", "cat"]
+    assert readable_names(["n00000001", "cat"]) == ["n00000001", "cat"]
     accuracy = np.linspace(0, 1, 1000)
     rows = pd.DataFrame({"member": "base", "class": range(1000), "class_name": wnids, "accuracy": accuracy})
     table = class_extremes.class_extremes(rows, n=1)

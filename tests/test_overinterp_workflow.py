@@ -7,6 +7,8 @@ from the stored evaluation files.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,10 +22,41 @@ CONFIG = ROOT / "tests" / "configs" / "overinterp_tiny.yaml"
 TABLES = "results/overinterp/digits/tables"
 
 
+EXP = "results/overinterp/digits"
+ANSWERS = ("resources/human/ada.json", "resources/human/bo.json")
+
+
+def configs(work) -> list[str]:
+    """--configfile values: the tiny config and the fixture's list of the participants' answer files."""
+    return ["--configfile", str(CONFIG), str(work / "answers.yaml")]
+
+
+def write_answers(work) -> None:
+    """Two participants' answers to the exported page (Table S6): ada is right on every other item and answers the
+    rest with the next class; bo answers only the first three items of each fraction, rightly, the rest unanswered
+    (they count as wrong)."""
+    key = pd.read_csv(work / EXP / "human_benchmark/key.csv", dtype={"item": str, "class_name": str})
+    names = sorted(key["class_name"].unique())
+    ada = {row.item: row.class_name if i % 2 == 0 else names[(names.index(row.class_name) + 1) % len(names)]
+           for i, row in enumerate(key.itertuples())}
+    bo = {row.item: row.class_name for _, part in key.groupby("fraction") for row in part.head(3).itertuples()}
+    for path, participant, answers in zip(ANSWERS, ("ada", "bo"), (ada, bo), strict=True):
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        unanswered = sorted(set(key["item"]) - set(answers))
+        (work / path).write_text(json.dumps({"participant": participant, "answers": answers,
+                                             "unanswered": unanswered}))
+    (work / "answers.yaml").write_text(json.dumps({"overinterpretation": {"digits": {"human_benchmark": {
+        "answers": list(ANSWERS)}}}}))
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+    """The tiny chain; the human benchmark is exported first, two participants answer it, and the full run
+    scores them through the workflow's rules (answers listed in a second config file, merged into the first)."""
     work = copy_workflow(tmp_path_factory.mktemp("overinterp"))
-    snakemake("--cores", "2", "--configfile", str(CONFIG), cwd=work)
+    snakemake(f"{EXP}/human_benchmark/key.csv", "--cores", "2", "--configfile", str(CONFIG), cwd=work)
+    write_answers(work)
+    snakemake("--cores", "2", *configs(work), cwd=work)
     return work
 
 
@@ -100,8 +133,8 @@ def test_calibration_ensembles_sizes_figures_and_report(finished):
         assert (finished / f"results/overinterp/digits/figures/{figure}.png").stat().st_size > 1000
     key = pd.read_csv(finished / "results/overinterp/digits/human_benchmark/key.csv")
     assert len(key) == 2 * 5
-    assert "Nothing to be done" in snakemake("-n", "--configfile", str(CONFIG), cwd=finished).stdout
-    names = report_names("--configfile", str(CONFIG), cwd=finished)
+    assert "Nothing to be done" in snakemake("-n", *configs(finished), cwd=finished).stdout
+    names = report_names(*configs(finished), cwd=finished)
     assert any(name.endswith("heatmaps.png") for name in names)
     assert any(name.endswith("accuracy.csv") for name in names)
 
@@ -190,3 +223,25 @@ def test_reference_plus_trains_once_augmented_subsets_without_per_epoch_augmenta
     leakage = pd.read_csv(folder / "tables/leakage.csv").set_index("augment")
     assert leakage.loc[True, "mask_accuracy_mean"] == leakage.loc[False, "mask_accuracy_mean"]
     assert "cropped and flipped once, before masking" in (folder / "tables/tables.md").read_text()
+
+
+def test_table_s6_scores_the_placed_answer_files_through_the_workflow(finished):
+    """Table S6 (mean ± std over participants, per subset size) and Figure S11 from the scoring rule, against the
+    accuracies recomputed here from the two answer files and the key (unanswered items count as wrong)."""
+    key = pd.read_csv(finished / EXP / "human_benchmark/key.csv", dtype={"item": str, "class_name": str})
+    accuracy = {}
+    for path in ANSWERS:
+        answers = json.loads((finished / path).read_text())["answers"]
+        right = key["item"].map(answers) == key["class_name"]
+        accuracy[path] = {f: 100.0 * right[key["fraction"] == f].mean() for f in sorted(key["fraction"].unique())}
+    table = pd.read_csv(finished / EXP / "tables/human_accuracy.csv")
+    assert table["fraction"].tolist() == [0.1, 0.5] and (table["n_participants"] == 2).all()
+    for row in table.itertuples():
+        values = np.array([accuracy[path][row.fraction] for path in ANSWERS])
+        assert row.accuracy_mean == pytest.approx(values.mean())
+        assert row.accuracy_std == pytest.approx(values.std(ddof=1))
+        assert row.n_unanswered == 2  # bo leaves 2 of the 5 items of each fraction
+    assert table["accuracy_std"].gt(0).any()  # the two participants differ: the std is not a trivial 0
+    scores = pd.read_csv(finished / EXP / "tables/human_scores.csv")
+    assert sorted(scores["participant"].unique()) == ["ada", "bo"]
+    assert (finished / EXP / "figures/human_accuracy.png").stat().st_size > 1000

@@ -80,3 +80,14 @@ def test_cli_reads_the_experiment_spec(tmp_path, sis_file):
     assert len(pd.read_csv(outs["summary"])) == 2
     with pytest.raises(UserError, match="does not exist"):
         read_sis_sizes(tmp_path / "nothing.h5")
+
+
+def test_by_class_names_the_classes_and_a_missing_dataset_is_one_line(sis_file, quadrant_dataset):
+    """by_class.csv names each class from the SIS file's dataset; without that dataset the reader says which file
+    to build instead of writing a table without names."""
+    by_class = analyse([{"path": str(sis_file)}])["by_class"]
+    names = dict(zip(by_class["class"], by_class["class_name"], strict=True))
+    assert len(names) >= 2 and names == {c: ["tl", "tr", "bl", "br"][c] for c in names}
+    quadrant_dataset.unlink()
+    with pytest.raises(UserError, match=f"prepared dataset {quadrant_dataset} does not exist"):
+        read_sis_sizes(sis_file)

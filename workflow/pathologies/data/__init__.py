@@ -1,1 +1,1 @@
-"""Dataset preparation (rule prepare_dataset), the prepared HDF5 layout, ImageNet index datasets."""
+"""Dataset preparation (rule prepare_dataset), the prepared HDF5 layout, ImageNet index datasets, class names."""

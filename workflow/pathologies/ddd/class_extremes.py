@@ -11,27 +11,13 @@ Easiest come in descending, hardest in ascending accuracy; ties keep the class o
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from ..cliargs import CommandParser
+from ..data.class_names import readable_names
 from ..errors import UserError, cli
 from ..io import atomic_output, read_csv
-
-WNID = re.compile(r"n\d{8}")
-
-
-def readable_names(class_names) -> list[str]:
-    """Readable class names: the 1,000 ImageNet WordNet ids (sorted, the class order of every ImageNet
-    classifier) become torchvision's category names; other names stay as they are."""
-    names = [str(name) for name in class_names]
-    if len(names) == 1000 and names == sorted(names) and all(WNID.fullmatch(name) for name in names):
-        from torchvision.models import ResNet18_Weights
-
-        return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
-    return names
 
 
 def class_extremes(class_accuracy: pd.DataFrame, n: int = 10) -> pd.DataFrame:

@@ -49,11 +49,11 @@ from matplotlib.ticker import MaxNLocator
 
 from ..analysis import add_parsers
 from ..cliargs import CommandParser
+from ..data.class_names import readable_names
 from ..errors import UserError, cli
 from ..io import read_experiment
 from ..plots import save
 from ..training.predictions import read_dump
-from .class_extremes import readable_names
 from .exclusion import split_excluded
 from .experiment import KEYS
 from .rules import ANALYSES

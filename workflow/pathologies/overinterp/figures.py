@@ -8,7 +8,7 @@ dispatches every subcommand.
         --threshold 0.99 --out f.png
     python -m pathologies.overinterp.figures examples --sis <SIS file> --threshold 0.99 --per-class 3 --seed 0 \
         --out f.png
-    python -m pathologies.overinterp.figures curves --sis <SIS file> --images 32 --seed 0 --out f.png
+    python -m pathologies.overinterp.figures curves --sis <SIS file> --images 32|all --seed 0 --out f.png
     python -m pathologies.overinterp.figures sizes --correctness c.csv --increase i.csv --by-class k.csv \
         --threshold 0.99 --out f.png
     python -m pathologies.overinterp.figures accuracy --accuracy accuracy.csv --dataset digits --out f.png
@@ -19,8 +19,8 @@ dispatches every subcommand.
 - heatmaps (Figures 3, S14): how often each pixel belongs to the k% BS subsets and to the
   SIS at the threshold, and each pixel's mean removal rank (0 = removed first).
 - examples (Figure S1): per explained class, images with an SIS, shown with only the SIS kept.
-- curves (Figures S8, S15): f on the remaining pixels after each backward-selection step, for a seeded
-  sample of images, and their mean (black).
+- curves (Figures S8, S15): f on the remaining pixels after each backward-selection step, for every image
+  (``--images all``, Figure S8) or a seeded sample (S15's 32), and their mean (black).
 - sizes (Figures 5, S3, S4, S16): mean SIS size of correct vs wrong images per threshold (95% CI),
   the % increase, and mean SIS size by explained class at the threshold.
 - accuracy (Table 1 at a glance): accuracy of every row of accuracy.csv on the experiment's test set.
@@ -48,8 +48,18 @@ from ..errors import UserError, cli
 from ..io import read_csv
 from ..plots import save
 from ..sis.extract import threshold_name
-from ..sis.figures import plot_curves_sample, plot_ensemble, plot_examples_by_class
+from ..sis.figures import curves_count, plot_curves_sample, plot_ensemble, plot_examples_by_class
 from ..sis.heatmaps import plot_heatmaps
+
+MAX_CLASS_TICKS = 30  # more classes: the by-class panel names only the 5 smallest and largest
+
+
+def by_class_labels(by_class: pd.DataFrame) -> list[str]:
+    """The class labels of by_class.csv rows: ``class_name`` (ImageNet's category names), ``class <i>`` where the
+    name is only the number or missing."""
+    names = by_class["class_name"] if "class_name" in by_class else [""] * len(by_class)
+    return [str(name) if isinstance(name, str) and name and name != str(cls) else f"class {cls}"
+            for cls, name in zip(by_class["class"], names, strict=True)]
 
 
 def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.DataFrame, threshold: float,
@@ -81,11 +91,21 @@ def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.D
     axes[1].set_xlabel("SIS threshold")
     axes[1].set_ylabel("% increase, correct vs wrong")
     at = by_class[np.isclose(by_class["threshold"], threshold)]
+    extremes = []
     for (file, group), colour in zip(at.groupby("file", sort=False), sns.color_palette(), strict=False):
-        group = group.sort_values("mean_size_pct")
-        axes[2].errorbar(group["class"].astype(str), group["mean_size_pct"],
+        group = group.sort_values("mean_size_pct", kind="stable")
+        names = by_class_labels(group)
+        many = len(group) > MAX_CLASS_TICKS  # ImageNet: positions by rank, the extremes named (as Figure S16)
+        axes[2].errorbar(np.arange(len(group)) if many else names, group["mean_size_pct"],
                          yerr=[group["mean_size_pct"] - group["ci_low"], group["ci_high"] - group["mean_size_pct"]],
-                         fmt="o", color=colour, capsize=2, label=file)
+                         fmt="o", color=colour, capsize=2, markersize=2 if many else 4, label=file)
+        if many and not extremes:
+            extremes = [f"smallest: {', '.join(names[:5])}", f"largest: {', '.join(names[-5:][::-1])}"]
+    if extremes:
+        axes[2].set_xticks([])
+        axes[2].set_title("\n".join(extremes), fontsize=6)
+    else:
+        axes[2].tick_params(axis="x", rotation=90, labelsize=6)
     axes[2].set_xlabel(f"explained class (sorted), tau={threshold_name(threshold)}")
     axes[2].set_ylabel("mean SIS size (% of image)")
     figure.tight_layout()
@@ -150,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     examples.add_argument("--max-classes", type=int, default=10)
     curves = commands.add_parser("curves")
     curves.add_argument("--sis", required=True)
-    curves.add_argument("--images", type=int, default=32)
+    curves.add_argument("--images", type=curves_count, default=32, help="images to draw, or all")
     curves.add_argument("--seed", type=int, default=0)
     sizes = commands.add_parser("sizes")
     for name in ("correctness", "increase", "by-class"):
@@ -176,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "curves":
         plot_curves_sample(args.sis, args.images, args.seed, args.out)
     elif args.command == "sizes":
-        plot_sizes(read_csv(args.correctness), read_csv(args.increase), read_csv(args.by_class),
+        by_class = read_csv(args.by_class, "SIS sizes by class", text_columns=("class_name",))
+        plot_sizes(read_csv(args.correctness), read_csv(args.increase), by_class,
                    args.threshold, args.out)
     elif args.command == "accuracy":
         plot_accuracy(read_csv(args.accuracy), args.dataset, args.out)

@@ -41,7 +41,8 @@ ANALYSES = (
              report=tuple(TABLE_CAPTIONS), paper="Table 1 and the supplement's tables", runtime=30),
     Analysis("sis_sizes", "overinterp.sis_sizes", {f"{k}": f"sis_sizes/{k}.csv" for k in
              ("correctness", "increase", "by_class", "summary")}, "", {"experiment": "experiment.json"},
-             deps={"sis": "@sis_files"}, paper="Figures 5, S3, S4, S16", report=(), runtime=30),
+             deps={"sis": "@sis_files", "datasets": "@sis_datasets"}, paper="Figures 5, S3, S4, S16", report=(),
+             runtime=30),
     _figure("fig_heatmaps", "heatmaps", "heatmaps", "Figures 3, S14",
             inputs={"sis": "@source_test_sis", "subsets": "@bs_subsets"}, args="threshold_args"),
     _figure("fig_examples", "sis_examples", "examples", "Figure S1", inputs={"sis": "@source_test_sis"}, **EXAMPLES),
@@ -277,6 +278,10 @@ class OverinterpRules:
 
     def sis_files(self, name: str) -> list[str]:
         return [s.path for s in self.experiment(name).sis_files]
+
+    def sis_datasets(self, name: str) -> list[str]:
+        """The dataset files of the experiment's SIS files (the SIS-size tables name their classes)."""
+        return list(dict.fromkeys(self.dataset_file(s.dataset) for s in self.experiment(name).sis_files))
 
     def calibration_files(self, name: str) -> list[str]:
         experiment = self.experiment(name)

@@ -17,7 +17,8 @@ file's rows (tidy CSV). Columns:
 - correctness: threshold, group (correct|wrong), n, mean_size_pct, ci_low, ci_high, mean_confidence,
   confidence_ci_low, confidence_ci_high
 - increase: threshold, n_correct, n_wrong, mean_correct_pct, mean_wrong_pct, increase_pct, ci_low, ci_high
-- by class: threshold, class, n, mean_size_pct, ci_low, ci_high
+- by class: threshold, class, class_name (the dataset's; torchvision's category names for the 1,000 ImageNet
+  WordNet ids), n, mean_size_pct, ci_low, ci_high
 - summary: threshold, n_images, n_sis, mean_size_pct, std_size_pct (population std), accuracy
 """
 
@@ -33,8 +34,9 @@ import pandas as pd
 from scipy import stats
 
 from ..cliargs import CommandParser
+from ..data.class_names import class_labels
 from ..errors import UserError, cli
-from ..io import atomic_output, read_h5
+from ..io import atomic_output, read_h5, read_json_attr
 
 LEVEL = 0.95
 
@@ -49,6 +51,11 @@ class SisSizes:
     classes: np.ndarray
     labels: np.ndarray
     f_full: np.ndarray
+    class_names: tuple[str, ...] = ()
+
+    def class_name(self, cls: int) -> str:
+        """The readable name of class index ``cls`` ("" outside the dataset's classes)."""
+        return self.class_names[cls] if 0 <= cls < len(self.class_names) else ""
 
     @property
     def correct(self) -> np.ndarray:
@@ -56,7 +63,8 @@ class SisSizes:
 
 
 def read_sis_sizes(path: str | Path) -> SisSizes:
-    """Read the sizes of every stored threshold of an SIS file (layout: pathologies.sis.extract)."""
+    """Read the sizes of every stored threshold of an SIS file (layout: pathologies.sis.extract), and the class
+    names of its dataset (the file its ``dataset`` attribute names)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"SIS file {path} does not exist; build it with `snakemake {path}`")
@@ -68,7 +76,9 @@ def read_sis_sizes(path: str | Path) -> SisSizes:
         thresholds = tuple(float(name) for name in names)
         size = {float(n): handle["sis"][n]["size"][()] * 100.0 / (height * width) for n in names}
         has = {float(n): ~handle["sis"][n]["none"][()] for n in names}
-        return SisSizes(thresholds, size, has, handle["class"][()], handle["label"][()], handle["f_full"][()])
+        dataset = str(read_json_attr(handle, "dataset"))
+        names = tuple(class_labels(dataset))
+        return SisSizes(thresholds, size, has, handle["class"][()], handle["label"][()], handle["f_full"][()], names)
 
 
 def mean_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
@@ -134,7 +144,8 @@ def by_class_rows(sizes: SisSizes) -> list[dict]:
         for cls in np.unique(sizes.classes):
             members = (sizes.classes == cls) & sizes.has_sis[t]
             mean, low, high = mean_interval(sizes.size_pct[t][members])
-            rows.append({"threshold": t, "class": int(cls), "n": int(members.sum()), "mean_size_pct": mean,
+            rows.append({"threshold": t, "class": int(cls), "class_name": sizes.class_name(int(cls)),
+                         "n": int(members.sum()), "mean_size_pct": mean,
                          "ci_low": low, "ci_high": high})
     return rows
 

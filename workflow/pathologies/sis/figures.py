@@ -1,6 +1,7 @@
 """SIS drawings, the one module of its kind: example images with their SIS and backward-selection confidence
 curves, of an SIS run (this module's command) and of an overinterpretation experiment's source model
-(per class, a seeded sample of curves, an ensemble beside its members: ``pathologies.overinterp.figures``).
+(per class, every curve or a seeded sample, an ensemble beside its members: ``pathologies.overinterp.figures``).
+Classes are named (:mod:`pathologies.data.class_names`: torchvision's category names for ImageNet's WordNet ids).
 
     python -m pathologies.sis.figures --sis results/sis/<run>/<model>/seed<seed>/<dataset>/<split>.h5 ... \
         --examples-out results/figures/sis_examples_<run>.png --curves-out results/figures/sis_curves_<run>.png
@@ -8,7 +9,7 @@ curves, of an SIS run (this module's command) and of an overinterpretation exper
 Examples: the first ``--images`` images of the first file; per image the image, its SIS at
 every threshold (pixels outside the SIS shown in the dataset's mean colour, which is what the
 model saw) and the removal order (dark: removed first). Curves: f after each backward-selection
-step against the fraction of pixels removed, one line per image, one panel per file.
+step against the fraction of pixels removed, one line per image and their mean, one panel per file.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.collections import LineCollection
 
-from ..cliargs import CommandParser
+from ..cliargs import CommandParser, positive_int
+from ..data.class_names import class_label, class_labels, readable_names
 from ..data.layout import dataset_info, mask_colour
 from ..errors import UserError, cli
 from ..io import h5py, read_h5, read_json_attr
@@ -60,8 +63,9 @@ def removal_step_map(order: np.ndarray, patch: int, block: int, height: int, wid
     return Masking(patch=patch).feature_map(step, height, width)
 
 
-def plot_examples(sis_path: str | Path, out: str | Path, images: int = 6) -> None:
-    """Up to ``images`` images of one SIS file: image, SIS per threshold, removal order."""
+def plot_examples(sis_path: str | Path, out: str | Path, images: int = 6) -> list[str]:
+    """Up to ``images`` images of one SIS file: image, SIS per threshold, removal order. Returns each row's class
+    label (ImageNet's category names for WordNet ids)."""
     sis_path = Path(sis_path)
     with _open(sis_path) as handle:
         thresholds = [float(t) for t in handle.attrs["thresholds"]]
@@ -75,6 +79,7 @@ def plot_examples(sis_path: str | Path, out: str | Path, images: int = 6) -> Non
         dataset_path, split = str(read_json_attr(handle, "dataset")), str(read_json_attr(handle, "split"))
         patch, block = int(handle.attrs["patch"]), int(handle.attrs["block"])
     info = dataset_info(dataset_path)
+    labels = readable_names(info.class_names)
     pixels = load_rows(dataset_path, info, split, rows).images
     mean_colour = np.round(np.asarray(info.mean) * 255).astype(np.uint8)
     height, width = pixels.shape[1:3]
@@ -82,7 +87,7 @@ def plot_examples(sis_path: str | Path, out: str | Path, images: int = 6) -> Non
     figure, axes = plt.subplots(count, columns, figsize=(1.6 * columns, 1.6 * count), squeeze=False)
     for i in range(count):
         show(axes[i, 0], pixels[i])
-        axes[i, 0].set_ylabel(f"class {classes[i]}\nf={f_full[i]:.3f}", fontsize=7)
+        axes[i, 0].set_ylabel(f"{class_label(labels, classes[i])}\nf={f_full[i]:.3f}", fontsize=7)
         for j, threshold in enumerate(thresholds, start=1):
             mask = masks[threshold][i]
             show(axes[i, j], np.where(mask[..., None], pixels[i], mean_colour))
@@ -99,10 +104,12 @@ def plot_examples(sis_path: str | Path, out: str | Path, images: int = 6) -> Non
     figure.suptitle(file_label(sis_path), fontsize=9)
     figure.tight_layout()
     save(figure, out)
+    return [class_label(labels, cls) for cls in classes]
 
 
 def plot_curves(sis_paths: Sequence[str | Path], out: str | Path) -> None:
-    """f after each backward-selection step vs fraction of pixels removed; one panel per file."""
+    """f after each backward-selection step vs fraction of pixels removed, every image and their mean (black);
+    one panel per file."""
     sns.set_theme(style="whitegrid", context="paper")
     columns = min(len(sis_paths), MAX_COLUMNS)
     rows = -(-len(sis_paths) // columns)
@@ -111,25 +118,20 @@ def plot_curves(sis_paths: Sequence[str | Path], out: str | Path) -> None:
         axis.set_visible(False)
     for axis, path in zip(axes.flat, map(Path, sis_paths), strict=False):
         with _open(path) as handle:
-            curve, f_full = handle["curve"][()], handle["f_full"][()]
-            features = handle["order"].shape[1]
-            removed = handle["steps"][()] if "steps" in handle else np.broadcast_to(
-                np.arange(1, curve.shape[1] + 1), curve.shape)
+            count = handle["curve"].shape[0]
+            if count:
+                draw_curves(axis, handle, np.arange(count))
             thresholds = [float(t) for t in handle.attrs["thresholds"]]
             sizes = {t: handle[f"sis/{threshold_name(t)}/size"][()][~handle[f"sis/{threshold_name(t)}/none"][()]]
                      for t in thresholds}
             pixels = int(np.prod(handle.attrs["image_shape"][:2]))
-        fraction = np.asarray(removed) / features
-        for row in range(len(curve)):
-            axis.plot(np.concatenate([[0.0], fraction[row]]), np.concatenate([[f_full[row]], curve[row]]),
-                      color="C0", alpha=0.25, linewidth=0.8)
         summary = []
         for k, threshold in enumerate(thresholds):
             axis.axhline(threshold, color=f"C{k + 1}", linestyle="--", linewidth=1,
                          label=f"tau={threshold_name(threshold)}")
             if len(sizes[threshold]):
                 summary.append(f"{np.median(sizes[threshold]) / pixels:.0%}")
-        axis.set_title(f"{file_label(path)} (n={len(curve)})\nmedian SIS size: {', '.join(summary) or '-'}",
+        axis.set_title(f"{file_label(path)} (n={count})\nmedian SIS size: {', '.join(summary) or '-'}",
                        fontsize=8)
         axis.set_xlabel("fraction of features removed")
         axis.set_xlim(0, 1)
@@ -165,10 +167,41 @@ def _images(handle: h5py.File, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return images, mask_colour(info.mean)
 
 
+def draw_mosaic(tiles: list[list[np.ndarray]], row_names: list[str], captions: list[tuple[int, int, str]],
+                inch: float, title: str, out: str | Path) -> None:
+    """Equally sized uint8 RGB tiles (rows of them, white gaps) as one image, each row named on the left and
+    ``captions`` (row, column, text) under their tile; ``inch``: the size of a tile. One Axes for all tiles:
+    Figure S1's 300 panels as Axes take seconds each to lay out and draw."""
+    height, width = tiles[0][0].shape[:2]
+    columns = max(len(line) for line in tiles)
+    pad_x, pad_y = max(1, width // 10), max(2, height // 3)  # room for the captions below each row
+    mosaic = np.full((len(tiles) * (height + pad_y), columns * (width + pad_x), 3), 255, dtype=np.uint8)
+    for r, line in enumerate(tiles):
+        for c, tile in enumerate(line):
+            y, x = r * (height + pad_y), c * (width + pad_x)
+            mosaic[y:y + height, x:x + width] = tile
+    figure = plt.figure(figsize=(inch * columns * (1 + pad_x / width), inch * len(tiles) * (1 + pad_y / height)))
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.imshow(mosaic, interpolation="nearest", aspect="equal")
+    axis.set_axis_off()
+    for r, text in enumerate(row_names):
+        axis.text(-pad_x, r * (height + pad_y) + height / 2, text, ha="right", va="center", fontsize=7)
+    for r, c, text in captions:
+        axis.text(c * (width + pad_x) + width / 2, r * (height + pad_y) + height + pad_y * 0.1, text, ha="center",
+                  va="top", fontsize=6)
+    axis.set_title(title, fontsize=9)
+    save(figure, out, tight=True)
+
+
+STACK_FROM = 6  # from this many examples per class on, each class is two rows (images above their SIS)
+
+
 def plot_examples_by_class(sis_path: str | Path, threshold: float, per_class: int, seed: int, out: str | Path,
-                  max_classes: int = 10) -> None:
+                           max_classes: int = 10) -> list[str]:
     """Per explained class (a seeded sample of ``max_classes`` when there are more, e.g. ImageNet's
-    1000), ``per_class`` seeded random images with an SIS: image and SIS side by side."""
+    1000), ``per_class`` seeded random images with an SIS: image and SIS side by side, or, from ``STACK_FROM``
+    per class on (Figure S1's 15), the class's images in one row and their SIS in the row below.
+    Returns the class labels of the rows (ImageNet's category names for WordNet ids)."""
     with open_input(sis_path) as handle:
         name = sis_group(handle, threshold, sis_path)
         none, classes, rows = handle[f"{name}/none"][()], handle["class"][()], handle["index"][()]
@@ -183,50 +216,91 @@ def plot_examples_by_class(sis_path: str | Path, threshold: float, per_class: in
         if not chosen:
             raise UserError(f"no image of {sis_path} has an SIS at threshold {threshold}; nothing to show")
         images, colour = _images(handle, rows[np.concatenate([c for _, c in chosen])])
+        labels = class_labels(str(read_json_attr(handle, "dataset")))
         picked = np.unique(np.concatenate([c for _, c in chosen]))
         mask = dict(zip(picked.tolist(), handle[f"{name}/mask"][picked], strict=True))  # only the shown images
-    figure, axes = plt.subplots(len(chosen), 2 * per_class, figsize=(1.2 * 2 * per_class, 1.3 * len(chosen)),
-                                squeeze=False)
-    for axis in axes.flat:
-        axis.set_axis_off()
-    k = 0
-    for row, (cls, picks) in enumerate(chosen):
-        for j, i in enumerate(picks):
-            show(axes[row, 2 * j], images[k])
-            show(axes[row, 2 * j + 1], np.where(mask[i][..., None], images[k], colour))
-            axes[row, 2 * j].set_axis_on()
-            axes[row, 2 * j + 1].set_axis_on()
-            axes[row, 2 * j + 1].set_xlabel(f"{mask[i].sum()} px", fontsize=6)
+    stacked = per_class >= STACK_FROM
+    names = [class_label(labels, cls) for cls, _ in chosen]
+    rgb = images if images.shape[-1] == 3 else np.repeat(images[..., :1], 3, axis=-1)
+    colour = np.broadcast_to(colour, (3,))  # one channel: grey
+    tiles, captions, row_names, k = [], [], [], 0  # captions: (row, column, text) under an SIS tile
+    for row, (_cls, picks) in enumerate(chosen):
+        pairs = []
+        for i in picks:
+            pairs.append((rgb[k], np.where(mask[i][..., None], rgb[k], colour).astype(np.uint8), f"{mask[i].sum()} px"))
             k += 1
-        axes[row, 0].set_ylabel(f"class {cls}", fontsize=7)
-    figure.suptitle(f"SIS at tau={threshold_name(threshold)} (image, SIS)", fontsize=9)
-    figure.tight_layout()
-    save(figure, out, tight=True)
+        if stacked:
+            captions += [(len(tiles) + 1, j, text) for j, (_, _, text) in enumerate(pairs)]
+            tiles += [[image for image, _, _ in pairs], [sis for _, sis, _ in pairs]]
+            row_names += [names[row], "SIS"]
+        else:
+            captions += [(len(tiles), 2 * j + 1, text) for j, (_, _, text) in enumerate(pairs)]
+            tiles.append([tile for image, sis, _ in pairs for tile in (image, sis)])
+            row_names.append(names[row])
+    layout = "images, their SIS below" if stacked else "image, SIS"
+    draw_mosaic(tiles, row_names, captions, 0.9 if stacked else 1.2,
+                f"SIS at tau={threshold_name(threshold)} ({layout})", out)
+    return names
 
 
-def plot_curves_sample(sis_path: str | Path, images: int, seed: int, out: str | Path) -> None:
-    """f on the remaining pixels after each step for a seeded sample of images, and their mean."""
-    with open_input(sis_path) as handle:
-        count, steps = handle["curve"].shape
-        if not count:
-            raise UserError(f"SIS file {sis_path} holds no images; nothing to plot")
-        pick = np.sort(np.random.default_rng(seed).choice(count, min(images, count), replace=False))
-        curve, f_full = handle["curve"][pick], handle["f_full"][pick]  # only the plotted images
-        features = handle["order"].shape[1]
-        removed = handle["steps"][0] if "steps" in handle else np.arange(1, steps + 1)
-    x = np.concatenate([[0.0], np.asarray(removed, dtype=np.float64) / features])
-    values = np.concatenate([f_full[:, None], curve], axis=1)
+CURVE_CHUNK = 1000  # curves read (and drawn as one LineCollection) at a time: memory stays ~16 MB per chunk
+
+
+def curves_count(text: str) -> int | None:
+    """argparse ``type`` of ``--images``: a count of images, or ``all`` (None)."""
+    return None if text == "all" else positive_int(text)
+
+
+def curve_x(handle: h5py.File) -> np.ndarray:
+    """Fraction of features removed at each point of a curve: 0 (the full image), then after each step."""
+    steps = handle["curve"].shape[1]
+    removed = handle["steps"][0] if "steps" in handle else np.arange(1, steps + 1)
+    return np.concatenate([[0.0], np.asarray(removed, dtype=np.float64) / handle["order"].shape[1]])
+
+
+def draw_curves(axis, handle: h5py.File, pick: np.ndarray, colour: str = "C0") -> np.ndarray:
+    """Draw the curves of the file's images ``pick`` (ascending) with f on the full image first, and return their
+    mean. They are read ``CURVE_CHUNK`` rows at a time and drawn as one rasterised LineCollection per chunk, so
+    10,000 curves of 1,024 steps need a few hundred MB and no Python loop per line."""
+    x = curve_x(handle)
+    alpha = float(np.clip(12.0 / len(pick), 0.02, 0.35))  # many lines: their density shows, not one line
+    total = np.zeros(len(x))
+    for start in range(0, len(pick), CURVE_CHUNK):
+        rows = pick[start:start + CURVE_CHUNK]
+        whole = len(rows) == rows[-1] - rows[0] + 1  # a contiguous block reads as a slice
+        at = slice(int(rows[0]), int(rows[-1]) + 1) if whole else rows
+        values = np.concatenate([handle["f_full"][at][:, None], handle["curve"][at]], axis=1)
+        total += values.sum(axis=0)
+        segments = np.stack([np.broadcast_to(x, values.shape), values], axis=-1)
+        axis.add_collection(LineCollection(segments, colors=colour, alpha=alpha, linewidths=0.6, rasterized=True))
+    mean = total / len(pick)
+    axis.plot(x, mean, color="black", linewidth=2, label=f"mean of {len(pick)}")
+    return mean
+
+
+def plot_curves_sample(sis_path: str | Path, images: int | None, seed: int, out: str | Path) -> np.ndarray:
+    """f on the remaining pixels after each step for every image of the file (``images`` None, Figure S8) or a
+    seeded sample of ``images`` (Figure S15), and their mean (black). Returns the mean curve."""
     sns.set_theme(style="whitegrid", context="paper")
     figure, axis = plt.subplots(figsize=(4.5, 3.2))
-    for row in values:
-        axis.plot(x, row, color="C0", alpha=0.35, linewidth=0.8)
-    axis.plot(x, values.mean(axis=0), color="black", linewidth=2, label=f"mean of {len(pick)}")
+    with open_input(sis_path) as handle:
+        count = handle["curve"].shape[0]
+        if not count:
+            raise UserError(f"SIS file {sis_path} holds no images; nothing to plot")
+        if images is None or images >= count:
+            pick = np.arange(count)
+        else:
+            pick = np.sort(np.random.default_rng(seed).choice(count, images, replace=False))
+        mean = draw_curves(axis, handle, pick)
+    axis.set_title(f"all {count} images" if len(pick) == count else f"{len(pick)} of {count} images (seeded)",
+                   fontsize=8)
     axis.set_xlabel("fraction of features removed")
     axis.set_ylabel("confidence on remaining pixels")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1.02)
     axis.legend(fontsize=7, loc="lower left")
     save(figure, out, tight=True)
+    return mean
 
 
 def plot_ensemble(ensemble_path: str | Path, member_paths: Sequence[str | Path], threshold: float, images: int,
