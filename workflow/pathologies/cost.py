@@ -93,13 +93,19 @@ def find_rate(rows: list[dict], device: str, arch: str, image_size: int, precisi
                 f"extrapolated from {ref['arch']} at {ref['image_size']}px by forward FLOPs")
 
 
+def image_source(name: str, datasets: Mapping[str, Mapping], config: Mapping) -> Mapping:
+    """The dataset entry whose images a dataset entry holds: a pixel subset's is its experiment's source dataset."""
+    spec = datasets[name]
+    if spec["kind"] == "pixel_subset":
+        source = config["overinterpretation"][spec["experiment"]]["source"]["model"]
+        return image_source(config["models"][source]["dataset"], datasets, config)
+    return spec
+
+
 def dataset_sizes(name: str, datasets: Mapping[str, Mapping], config: Mapping) -> tuple[dict[str, int], int]:
     """({split: images}, image size) of a dataset entry; pixel subsets take their source dataset's."""
-    spec = datasets[name]
+    spec = image_source(name, datasets, config)
     kind = spec["kind"]
-    if kind == "pixel_subset":
-        source = config["overinterpretation"][spec["experiment"]]["source"]["model"]
-        return dataset_sizes(config["models"][source]["dataset"], datasets, config)
     sizes = dict(expected_splits(spec) or {})
     nominal = NOMINAL_SIZES.get(kind, {})
     sizes = {split: n if n is not None else nominal.get(split, 0) for split, n in sizes.items()} or dict(nominal)
@@ -111,11 +117,7 @@ def dataset_sizes(name: str, datasets: Mapping[str, Mapping], config: Mapping) -
 
 def storage(name: str, datasets: Mapping[str, Mapping], config: Mapping) -> str:
     """The prepared layout's ``storage`` of a dataset entry: ImageNet is an index of JPEG files."""
-    spec = datasets[name]
-    if spec["kind"] == "pixel_subset":
-        source = config["overinterpretation"][spec["experiment"]]["source"]["model"]
-        return storage(config["models"][source]["dataset"], datasets, config)
-    return "index" if spec["kind"] == "imagenet" else "array"
+    return "index" if image_source(name, datasets, config)["kind"] == "imagenet" else "array"
 
 
 def sis_forwards(settings: Mapping[str, Any], image_size: int) -> int:
