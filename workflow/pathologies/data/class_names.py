@@ -26,9 +26,15 @@ def class_labels(dataset_path) -> list[str]:
     return readable_names(dataset_info(dataset_path).class_names)
 
 
-def class_label(labels, cls) -> str:
-    """The label of class index ``cls`` in a figure: its name, or ``class <cls>`` where the name is only the number
-    (digits' "3") or the index is outside ``labels`` (a model with more outputs than the dataset has classes)."""
+def label_or_number(name, cls) -> str:
+    """``name`` as the label of class index ``cls``, or ``class <cls>`` where the name is missing, empty or only
+    the number (digits' "3")."""
     cls = int(cls)
-    name = str(labels[cls]) if 0 <= cls < len(labels) else str(cls)
-    return f"class {cls}" if name == str(cls) else name
+    return name if isinstance(name, str) and name and name != str(cls) else f"class {cls}"
+
+
+def class_label(labels, cls) -> str:
+    """The label of class index ``cls`` in a figure: its name in ``labels``, or ``class <cls>`` where the name is
+    only the number or the index is outside ``labels`` (a model with more outputs than the dataset has classes)."""
+    cls = int(cls)
+    return label_or_number(str(labels[cls]) if 0 <= cls < len(labels) else None, cls)

@@ -44,6 +44,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..cliargs import CommandParser
+from ..data.class_names import label_or_number
 from ..errors import UserError, cli
 from ..io import read_csv
 from ..plots import save
@@ -57,9 +58,8 @@ MAX_CLASS_TICKS = 30  # more classes: the by-class panel names only the 5 smalle
 def by_class_labels(by_class: pd.DataFrame) -> list[str]:
     """The class labels of by_class.csv rows: ``class_name`` (ImageNet's category names), ``class <i>`` where the
     name is only the number or missing."""
-    names = by_class["class_name"] if "class_name" in by_class else [""] * len(by_class)
-    return [str(name) if isinstance(name, str) and name and name != str(cls) else f"class {cls}"
-            for cls, name in zip(by_class["class"], names, strict=True)]
+    names = by_class["class_name"] if "class_name" in by_class else [None] * len(by_class)
+    return [label_or_number(name, cls) for cls, name in zip(by_class["class"], names, strict=True)]
 
 
 def plot_sizes(correctness: pd.DataFrame, increase: pd.DataFrame, by_class: pd.DataFrame, threshold: float,
