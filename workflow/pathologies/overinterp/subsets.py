@@ -141,16 +141,17 @@ def subset_split(source: Split, sis: SisOrders, kind: str, fraction: float, seed
     else:
         features = random_features(len(sis.rows), count, size, seed, draw, stream_key(stream, split))
     masks = feature_masks(features, Masking(patch=sis.patch), height, width)
-    images = source.images[sis.rows]
-    if augment is not None:  # as the authors' "(+)": the mask stays that of the un-augmented image
-        images = augment.apply(images)
-    if kind == "mask":
+    if kind == "mask":  # the keep-mask alone: no pixel of the source is read
         images = render_masks(masks, colour, source.images.shape[-1])
-    elif masking == "noisy_linear":
-        rng = random_stream(seed, draw + 1, f"impute/{kind}/{stream_key(stream, split)}")  # BS: draw -1
-        images = noisy_linear_impute(images, masks, rng, colour)
     else:
-        images = apply_masks(images, masks, colour)
+        images = source.images[sis.rows]
+        if augment is not None:  # as the authors' "(+)": the mask stays that of the un-augmented image
+            images = augment.apply(images)
+        if masking == "noisy_linear":
+            rng = random_stream(seed, draw + 1, f"impute/{kind}/{stream_key(stream, split)}")  # BS: draw -1
+            images = noisy_linear_impute(images, masks, rng, colour)
+        else:
+            images = apply_masks(images, masks, colour)
     return Split(images, source.labels[sis.rows], source.ids[sis.rows]), masks, size
 
 
