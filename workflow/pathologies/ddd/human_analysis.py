@@ -33,7 +33,10 @@ def analysis_items(questions: pd.DataFrame, drop_trials: Iterable[int] = (), exc
     """The rows of ``questions`` (trial, image_id, category, fraction_correct) that enter the analysis, in
     trial order."""
     kept = questions.sort_values("trial", kind="stable")
-    kept = kept[~kept["trial"].isin(list(drop_trials)) & ~kept["image_id"].isin(list(excluded_ids))]
+    kept = kept[~kept["trial"].isin(list(drop_trials))]
+    excluded_ids = list(excluded_ids)
+    if excluded_ids:
+        kept = kept[~kept["image_id"].isin(excluded_ids)]
     if not balance:
         return kept.reset_index(drop=True)
     counts = kept["category"].value_counts()
