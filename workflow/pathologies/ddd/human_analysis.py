@@ -35,7 +35,7 @@ def analysis_items(questions: pd.DataFrame, drop_trials: Iterable[int] = (), exc
     kept = questions.sort_values("trial", kind="stable")
     kept = kept[~kept["trial"].isin(list(drop_trials))]
     excluded_ids = list(excluded_ids)
-    if excluded_ids:
+    if excluded_ids:  # without label errors a questions table needs no image_id column
         kept = kept[~kept["image_id"].isin(excluded_ids)]
     if not balance:
         return kept.reset_index(drop=True)
